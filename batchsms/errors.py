@@ -1,0 +1,48 @@
+"""The project's exceptions: one root, translated once at the edges.
+
+    BatchSmsError
+    ├── UsageError          bad options, unreadable input, no credentials: exit 2
+    │   ├── CredentialsError    no or incomplete credentials
+    │   └── LockedError         --out is held by another run
+    └── TransportError      one HTTP attempt got no response (client.py maps aiohttp here)
+        ├── ConnectError        could not connect, or the connection dropped
+        └── RequestTimeout      no answer within --timeout
+
+Messages never carry secrets: credentials are redacted before any error is built.
+"""
+
+from __future__ import annotations
+
+
+class BatchSmsError(Exception):
+    """Root of every error batchsms raises on purpose."""
+
+
+class UsageError(BatchSmsError):
+    """The run cannot start as asked; the CLI prints the message and exits 2."""
+
+
+class CredentialsError(UsageError):
+    """No usable credentials were found, or they are incomplete."""
+
+
+class LockedError(UsageError):
+    """The outcomes file is locked by another running batchsms."""
+
+
+class TransportError(BatchSmsError):
+    """An attempt that got no HTTP response at all."""
+
+    code = "connection"
+
+
+class ConnectError(TransportError):
+    """Connection refused, reset or dropped before a response arrived."""
+
+    code = "connection"
+
+
+class RequestTimeout(TransportError):
+    """No complete response within the per-request timeout."""
+
+    code = "timeout"
