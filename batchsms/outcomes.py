@@ -1,0 +1,199 @@
+"""Outcome records: one per non-blank input line, the journal of a run.
+
+The `Outcome` record (CONTRACT §3), the append-only `OutcomeWriter` (whole lines, flushed at
+least once a second and at exit, starting on a fresh line if a crash cut the last one), the
+exclusive lock on `--out`, and the compact index `--resume` consults.
+"""
+
+from __future__ import annotations
+
+import enum
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from batchsms.errors import LockedError, UsageError
+from batchsms.records import MAX_LINE_BYTES
+from batchsms.schema import Problem
+
+
+class Status(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INVALID = "invalid"
+    SKIPPED = "skipped"
+    VALID = "valid"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One line's result, serialised in this field order."""
+
+    run_id: str
+    line: int
+    task_id: str | None
+    ref: str | None
+    status: Status
+    http_status: int | None = None
+    attempts: int = 0
+    error_code: str | None = None
+    error_msg: str | None = None
+    errors: tuple[Problem, ...] = field(default=())
+    request_id: str | None = None
+    body_sha256: str | None = None
+    elapsed_ms: int | None = None
+    finished_at: str = ""
+
+    def to_json(self) -> bytes:
+        data = {
+            "run_id": self.run_id, "line": self.line, "task_id": self.task_id, "ref": self.ref,
+            "status": self.status.value, "http_status": self.http_status,
+            "attempts": self.attempts, "error_code": self.error_code,
+            "error_msg": self.error_msg, "errors": [p.as_dict() for p in self.errors],
+            "request_id": self.request_id, "body_sha256": self.body_sha256,
+            "elapsed_ms": self.elapsed_ms, "finished_at": self.finished_at or utc_now(),
+        }
+        return orjson.dumps(data) + b"\n"
+
+
+def utc_now() -> str:
+    """UTC, RFC 3339 with milliseconds and a Z."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + os.urandom(4).hex()
+
+
+class OutcomeWriter:
+    """Appends whole records; `maybe_flush` flushes once a second, `close` at the end."""
+
+    def __init__(self, path: Path, *, flush_interval: float = 1.0) -> None:
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UsageError(f"cannot open outcomes file {str(path)!r}: {exc.strerror}") from exc
+        self._buffer: list[bytes] = []
+        self._interval = flush_interval
+        self._last_flush = time.monotonic()
+        self.written = 0
+        if _ends_cut(path):
+            self._buffer.append(b"\n")  # a crash cut the last record: start on a fresh line
+
+    def write(self, outcome: Outcome) -> None:
+        self._buffer.append(outcome.to_json())
+        self.written += 1
+        self.maybe_flush()
+
+    def maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= self._interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            data = b"".join(self._buffer)
+            self._buffer.clear()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self._fd)
+
+
+def _ends_cut(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
+
+
+def lock_outcomes(path: Path) -> IO[str]:
+    """Hold an exclusive lock beside `path` for the life of the process (gone even on SIGKILL).
+
+    The lock file records the holder's pid so the refusal can name it.
+    """
+    lock_path = path.with_name(f".{path.name}.lock")
+    try:
+        handle = lock_path.open("a+")
+    except OSError as exc:
+        raise UsageError(f"cannot create lock {str(lock_path)!r}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise LockedError(f"{str(path)!r} is in use by another batchsms run (pid {holder}); "
+                          "wait for it to finish or use another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+@dataclass
+class JournalScan:
+    """What reading an existing outcomes file found."""
+
+    records: int = 0
+    cut_lines: int = 0
+
+
+def iter_journal(path: Path, scan: JournalScan | None = None) -> Iterator[dict[str, Any]]:
+    """Every whole record of an outcomes file; cut or garbled lines are counted, not returned."""
+    scan = scan if scan is not None else JournalScan()
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UsageError(f"cannot read outcomes {str(path)!r}: {exc.strerror}") from exc
+    with handle:
+        while chunk := handle.readline(MAX_LINE_BYTES):
+            if not chunk.strip():
+                continue
+            try:
+                record = orjson.loads(chunk)
+            except orjson.JSONDecodeError:
+                scan.cut_lines += 1
+                continue
+            if not isinstance(record, dict) or "status" not in record:
+                scan.cut_lines += 1
+                continue
+            scan.records += 1
+            yield record
+
+
+def resume_key(task_id: str, body_sha256: str) -> bytes:
+    """16 bytes per succeeded (task, body): a million of them fit in well under 200 MB."""
+    return hashlib.blake2b(f"{task_id}\0{body_sha256}".encode(), digest_size=16).digest()
+
+
+def load_resume_index(path: Path, scan: JournalScan | None = None) -> set[bytes]:
+    """Keys of every (task_id, body_sha256) that succeeded in an earlier run on `path`."""
+    done: set[bytes] = set()
+    for record in iter_journal(path, scan):
+        task_id, sha = record.get("task_id"), record.get("body_sha256")
+        if record.get("status") == Status.SUCCEEDED and isinstance(task_id, str) \
+                and isinstance(sha, str):
+            done.add(resume_key(task_id, sha))
+    return done

@@ -1,0 +1,100 @@
+"""Planning: a read `Line` -> the exact bytes to send (`Planned`), or an `InvalidLine`.
+
+Bodies are layered `--patch`, then `--set`, then the line's own `body` (the most specific wins;
+objects merge key by key, anything else is replaced), validated against the schema, and
+serialised once as canonical JSON: sorted keys, no whitespace, UTF-8, nulls dropped. Those bytes
+are what is hashed (`body_sha256`), signed and sent, so the same update always has the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from batchsms.errors import UsageError
+from batchsms.records import InvalidLine, Line
+from batchsms.schema import Problem, validate
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A line ready to send: its canonical body bytes and their SHA-256."""
+
+    number: int
+    task_id: str
+    ref: str | None
+    body: bytes
+    sha256: str
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8 without escapes: the bytes that are hashed and sent."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` wins; nested objects merge key by key; arrays and scalars are replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        prior = out.get(key)
+        if isinstance(prior, dict) and isinstance(value, dict):
+            out[key] = deep_merge(prior, value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_set(assignment: str) -> dict[str, Any]:
+    """`a.b=VALUE` -> {"a": {"b": value}}; VALUE is JSON when it parses, else a plain string."""
+    field_path, sep, raw = assignment.partition("=")
+    keys = field_path.split(".")
+    if not sep or not all(keys):
+        raise UsageError(f"--set {assignment!r}: expected FIELD=VALUE with a dotted FIELD, "
+                         "e.g. speed_limit=200 or target_server.flavor=s6.large.2")
+    try:
+        value: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = raw
+    for key in reversed(keys):
+        value = {key: value}
+    return dict(value)
+
+
+def build_defaults(patch: Mapping[str, Any] | None, sets: Iterable[str]) -> dict[str, Any]:
+    """The layer under every line's body; rejected at start-up if it could never be valid."""
+    defaults: dict[str, Any] = dict(patch or {})
+    for assignment in sets:
+        defaults = deep_merge(defaults, parse_set(assignment))
+    if defaults:
+        _, problems = validate(defaults, path="defaults")
+        if problems:
+            detail = "; ".join(f"{p.path}: {p.message}" for p in problems)
+            raise UsageError(f"--patch/--set give an invalid body: {detail}")
+    return defaults
+
+
+class Planner:
+    """Turns lines into Planned values with the run's defaults applied."""
+
+    def __init__(self, defaults: Mapping[str, Any] | None = None) -> None:
+        self._defaults = dict(defaults or {})
+
+    def plan(self, line: Line) -> Planned | InvalidLine:
+        if line.body is None:
+            if not self._defaults:
+                return InvalidLine(line.number, line.task_id, line.ref, (Problem(
+                    "body", "required: the line has no body and no --set/--patch supplies one"),))
+            body: dict[str, Any] = self._defaults
+        elif self._defaults:
+            body = deep_merge(self._defaults, line.body)
+        else:
+            body = line.body
+        clean, problems = validate(body)
+        if problems:
+            return InvalidLine(line.number, line.task_id, line.ref, tuple(problems))
+        data = canonical_json(clean)
+        return Planned(line.number, line.task_id, line.ref, data, hashlib.sha256(data).hexdigest())

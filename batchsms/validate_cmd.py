@@ -1,0 +1,62 @@
+"""`batchsms validate`: read and check every line, no network.
+
+Prints each problem as `line N: path: message`, then a one-line summary; with `--out`, writes one
+outcome record per non-blank line (`valid` or `invalid`). Exit 0 when every line is valid, else 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from batchsms.outcomes import Outcome, OutcomeWriter, Status, new_run_id, utc_now
+from batchsms.plan import Planned, Planner
+from batchsms.records import InvalidLine, open_input, read_lines
+
+
+def checked_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[Planned | InvalidLine]:
+    """Every non-blank line of `source`, planned: ready to send, or invalid with its problems."""
+    planner = Planner(defaults)
+    stream = open_input(source)
+    try:
+        for item in read_lines(stream):
+            yield item if isinstance(item, InvalidLine) else planner.plan(item)
+    finally:
+        if source != "-":
+            stream.close()
+
+
+def format_problems(item: InvalidLine) -> Iterator[str]:
+    for problem in item.errors:
+        yield f"line {item.number}: {problem.path}: {problem.message}"
+
+
+def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
+                 stdout: IO[str] = sys.stdout) -> int:
+    writer = OutcomeWriter(out) if out is not None else None
+    run_id = new_run_id()
+    valid = invalid = 0
+    try:
+        for item in checked_lines(source, defaults):
+            if isinstance(item, InvalidLine):
+                invalid += 1
+                stdout.write("\n".join(format_problems(item)) + "\n")
+                outcome = Outcome(run_id, item.number, item.task_id, item.ref, Status.INVALID,
+                                  error_code="validation",
+                                  error_msg=f"{len(item.errors)} problem(s) in the line",
+                                  errors=item.errors, finished_at=utc_now())
+            else:
+                valid += 1
+                outcome = Outcome(run_id, item.number, item.task_id, item.ref, Status.VALID,
+                                  body_sha256=item.sha256, finished_at=utc_now())
+            if writer is not None:
+                writer.write(outcome)
+    finally:
+        if writer is not None:
+            writer.close()
+    total = valid + invalid
+    stdout.write(f"{total} lines: {valid} valid, {invalid} invalid\n")
+    stdout.flush()
+    return 0 if invalid == 0 else 1
