@@ -1,0 +1,199 @@
+"""Retry decisions: what is worth retrying, how long to wait, and whether the budget allows it.
+
+Small pure pieces (botocore's ``retries/standard.py`` and ``quota.py`` split the same way):
+
+- `is_retryable`: connection errors, timeouts and HTTP 429, 500, 502, 503, 504; nothing else.
+- `backoff_delay`: exponential backoff with full jitter, ``random() * min(cap, base * 2**(n-1))``
+  after failed attempt ``n`` (base 0.5 s, cap 20 s).
+- `parse_retry_after`: a ``Retry-After`` header (delay-seconds or HTTP-date) as seconds from now,
+  capped at `MAX_RETRY_AFTER` (300 s) so one header cannot park a line for hours; the wait used
+  is ``max(backoff, retry_after)``: the header is a lower bound.
+- `RetryQuota`: one budget shared by the whole run (the AWS SDK "standard" mode quota). It starts
+  at 500; a retry costs 5, a retry after a timeout or connection error 10; a success gives back
+  1, or the cost of its last retry when it needed one; never above 500. In a broad outage the
+  retries run dry after about 100 (50 for timeouts) while first attempts keep going.
+- `decide`: the one function the sender calls after a failed attempt, returning a `Decision`.
+
+Randomness is a constructor or call argument, so tests pin exact sequences.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+"""HTTP statuses worth another attempt: throttling and transient server/gateway failures."""
+
+MAX_RETRY_AFTER = 300.0
+"""Longest ``Retry-After`` honoured, in seconds; longer values are clamped to it."""
+
+INITIAL_CAPACITY = 500
+RETRY_COST = 5
+TIMEOUT_RETRY_COST = 10
+NO_RETRY_INCREMENT = 1
+
+# delay-seconds is 1*DIGIT (RFC 9110); a decimal fraction is accepted too, a sign is not.
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
+
+# 2.0**_MAX_EXPONENT is far above any sane cap/base ratio and far below float overflow.
+_MAX_EXPONENT = 64
+
+
+def is_retryable(status: int | None, transport_error: bool) -> bool:
+    """True for a connection error or timeout, or one of `RETRYABLE_STATUSES`."""
+    return transport_error or status in RETRYABLE_STATUSES
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base: float = 0.5,
+    cap: float = 20.0,
+    random: Callable[[], float],
+) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based), with full jitter."""
+    if attempt < 1:
+        raise ValueError(f"attempt is 1-based, got {attempt}")
+    ceiling = min(cap, base * 2.0 ** min(attempt - 1, _MAX_EXPONENT))
+    return min(max(random(), 0.0), 1.0) * ceiling
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """A ``Retry-After`` value as seconds from ``now`` (0..`MAX_RETRY_AFTER`); None if unusable.
+
+    Naive datetimes (``now``, or an HTTP-date with a ``-0000`` zone) are taken as UTC.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if _SECONDS.fullmatch(text):
+        seconds = float(text)
+    else:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        seconds = (_as_utc(when) - _as_utc(now)).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+class RetryQuota:
+    """A retry budget shared by all lines of a run; retries spend it, successes refill it."""
+
+    def __init__(
+        self,
+        capacity: int = INITIAL_CAPACITY,
+        *,
+        retry_cost: int = RETRY_COST,
+        timeout_retry_cost: int = TIMEOUT_RETRY_COST,
+        success_refund: int = NO_RETRY_INCREMENT,
+    ) -> None:
+        if min(capacity, retry_cost, timeout_retry_cost, success_refund) < 0:
+            raise ValueError("quota capacity and costs must be >= 0")
+        self._capacity = capacity
+        self._available = capacity
+        self._retry_cost = retry_cost
+        self._timeout_retry_cost = timeout_retry_cost
+        self._success_refund = success_refund
+
+    @property
+    def capacity(self) -> int:
+        """The most the budget holds (its starting value)."""
+        return self._capacity
+
+    @property
+    def available(self) -> int:
+        """What is left to spend on retries."""
+        return self._available
+
+    def cost(self, is_timeout: bool) -> int:
+        """What one retry costs: more after a timeout or connection error."""
+        return self._timeout_retry_cost if is_timeout else self._retry_cost
+
+    def acquire(self, is_timeout: bool) -> bool:
+        """Pay for one retry; False (and nothing paid) when the budget cannot cover it."""
+        amount = self.cost(is_timeout)
+        if amount > self._available:
+            return False
+        self._available -= amount
+        return True
+
+    def release(self, retried: bool, *, timeout: bool = False) -> None:
+        """A request succeeded: refund its last retry's cost if it was retried, else a little.
+
+        ``timeout`` says that last retry was paid at the timeout price.
+        """
+        amount = self.cost(timeout) if retried else self._success_refund
+        self._available = min(self._capacity, self._available + amount)
+
+
+class Reason(StrEnum):
+    """Why `decide` said what it said; the values appear in logs."""
+
+    RETRY = "retry"
+    NOT_RETRYABLE = "not_retryable"
+    MAX_ATTEMPTS = "max_attempts"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How many attempts a line gets (first included) and the backoff shape."""
+
+    max_attempts: int = 5
+    base: float = 0.5
+    cap: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if not (math.isfinite(self.base) and math.isfinite(self.cap)):
+            raise ValueError("base and cap must be finite")
+        if self.base < 0 or self.cap < 0:
+            raise ValueError("base and cap must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether to retry, after how many seconds, and why."""
+
+    retry: bool
+    delay: float
+    reason: Reason
+
+
+def decide(
+    policy: RetryPolicy,
+    attempt: int,
+    status: int | None,
+    transport_error: bool,
+    retry_after: float | None,
+    quota: RetryQuota | None,
+    random: Callable[[], float],
+) -> Decision:
+    """After failed attempt ``attempt`` (1-based): retry, and after how long?
+
+    The checks run cheapest first, and the quota is charged only when the answer is "retry".
+    ``transport_error`` retries are charged at the timeout price. The delay is the jittered
+    backoff, raised to ``retry_after`` when the service asked for longer.
+    """
+    if not is_retryable(status, transport_error):
+        return Decision(retry=False, delay=0.0, reason=Reason.NOT_RETRYABLE)
+    if attempt >= policy.max_attempts:
+        return Decision(retry=False, delay=0.0, reason=Reason.MAX_ATTEMPTS)
+    if quota is not None and not quota.acquire(is_timeout=transport_error):
+        return Decision(retry=False, delay=0.0, reason=Reason.QUOTA_EXHAUSTED)
+    delay = backoff_delay(attempt, base=policy.base, cap=policy.cap, random=random)
+    if retry_after is not None and retry_after > delay:
+        delay = retry_after
+    return Decision(retry=True, delay=delay, reason=Reason.RETRY)

@@ -1,0 +1,404 @@
+"""The token bucket, the send-rate meter, the adaptive rate and the limiter, on a fake clock."""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+import anyio.lowlevel
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchsms.limiter import (
+    MIN_RATE,
+    AdaptiveRate,
+    RateLimiter,
+    SendRateMeter,
+    TokenBucket,
+)
+
+EPS = 1e-6
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class FakeClock:
+    """A clock that moves only when told; its sleep advances it exactly."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()
+
+
+# --- TokenBucket ---------------------------------------------------------------------------
+
+
+def test_bucket_starts_full_then_refills_at_rate() -> None:
+    """A fresh bucket allows `burst` at once, then one token per 1/rate seconds."""
+    clock = FakeClock()
+    bucket = TokenBucket(rate=2.0, burst=3.0, clock=clock)
+    assert [bucket.try_acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.try_acquire() == pytest.approx(0.5)
+    clock.advance(0.25)
+    assert bucket.try_acquire() == pytest.approx(0.25)
+    clock.advance(0.25)
+    assert bucket.try_acquire() == 0.0
+
+
+def test_bucket_wait_does_not_take_a_token() -> None:
+    """Asking how long to wait leaves the bucket as it was."""
+    clock = FakeClock()
+    bucket = TokenBucket(rate=1.0, burst=1.0, clock=clock)
+    assert bucket.try_acquire() == 0.0
+    assert bucket.try_acquire() == pytest.approx(1.0)
+    assert bucket.try_acquire() == pytest.approx(1.0)
+    clock.advance(1.0)
+    assert bucket.try_acquire() == 0.0
+
+
+def test_bucket_never_holds_more_than_burst() -> None:
+    """A long idle period gives back at most `burst` tokens."""
+    clock = FakeClock()
+    bucket = TokenBucket(rate=10.0, burst=2.0, clock=clock)
+    clock.advance(3600)
+    assert [bucket.try_acquire() == 0.0 for _ in range(3)] == [True, True, False]
+
+
+def test_bucket_rate_zero_is_unlimited() -> None:
+    """rate 0 never makes anyone wait."""
+    bucket = TokenBucket(rate=0.0, burst=1.0, clock=FakeClock())
+    assert all(bucket.try_acquire() == 0.0 for _ in range(10_000))
+
+
+def test_bucket_raising_the_rate_gives_no_extra_burst() -> None:
+    """set_rate up after an idle spell still leaves at most `burst` tokens."""
+    clock = FakeClock()
+    bucket = TokenBucket(rate=1.0, burst=2.0, clock=clock)
+    clock.advance(100)
+    bucket.set_rate(1000.0)
+    assert [bucket.try_acquire() == 0.0 for _ in range(3)] == [True, True, False]
+
+
+def test_bucket_set_rate_refills_at_old_rate_first() -> None:
+    """Time before set_rate counts at the old rate, time after at the new one."""
+    clock = FakeClock()
+    bucket = TokenBucket(rate=1.0, burst=1.0, clock=clock)
+    assert bucket.try_acquire() == 0.0
+    clock.advance(0.5)  # half a token at 1/s
+    bucket.set_rate(0.25)
+    assert bucket.try_acquire() == pytest.approx(2.0)  # the other half at 0.25/s
+
+
+def test_bucket_leaving_unlimited_starts_full() -> None:
+    """Switching on from rate 0 starts with `burst` tokens, like a fresh bucket."""
+    clock = FakeClock()
+    bucket = TokenBucket(rate=0.0, burst=2.0, clock=clock)
+    for _ in range(50):
+        bucket.try_acquire()
+    bucket.set_rate(1.0)
+    assert [bucket.try_acquire() == 0.0 for _ in range(3)] == [True, True, False]
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(-1.0, 1.0), (math.inf, 1.0), (1.0, 0.5), (1.0, -1)])
+def test_bucket_rejects_bad_settings(rate: float, burst: float) -> None:
+    """Negative or infinite rates and a burst below one token are refused."""
+    with pytest.raises(ValueError):
+        TokenBucket(rate=rate, burst=burst, clock=FakeClock())
+
+
+# An event is a pause, then either an acquisition attempt or a rate change.
+_events = st.lists(
+    st.tuples(
+        st.floats(min_value=0.0, max_value=2.0, allow_nan=False),
+        st.one_of(
+            st.just(None),
+            st.sampled_from([0.0, 0.5, 1.0, 3.0, 10.0, 50.0]),
+        ),
+    ),
+    min_size=1,
+    max_size=300,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    initial=st.sampled_from([0.5, 1.0, 3.0, 10.0, 50.0]),
+    burst=st.sampled_from([1.0, 1.5, 2.0, 5.0]),
+    events=_events,
+    greedy=st.booleans(),
+)
+def test_bucket_window_bound_holds_for_any_pattern(
+    initial: float, burst: float, events: list[tuple[float, float | None]], greedy: bool
+) -> None:
+    """In every window of t seconds at most max_rate*t + burst acquisitions succeed."""
+    clock = FakeClock(0.0)
+    bucket = TokenBucket(rate=initial, burst=burst, clock=clock)
+    rates = [initial]  # every rate put in force, in order
+    # Each success: its time, and the index in `rates` of the rate in force when it happened.
+    successes: list[tuple[float, int]] = []
+    for pause, new_rate in events:
+        clock.advance(pause)
+        if new_rate is not None:
+            bucket.set_rate(new_rate)
+            rates.append(new_rate)
+            continue
+        wait = bucket.try_acquire()
+        if wait == 0.0:
+            successes.append((clock.now, len(rates) - 1))
+        elif greedy:
+            # Come back exactly when told: the densest legal pattern.
+            assert wait > 0
+            clock.advance(wait)
+            if bucket.try_acquire() == 0.0:
+                successes.append((clock.now, len(rates) - 1))
+
+    for i, (start, first) in enumerate(successes):
+        for j in range(i, len(successes)):
+            end, last = successes[j]
+            in_force = rates[first : last + 1]
+            if 0.0 in in_force:
+                continue  # unlimited somewhere in the window: no bound to check
+            allowed = max(in_force) * (end - start) + burst
+            assert j - i + 1 <= allowed + EPS, (start, end, j - i + 1, allowed)
+
+
+@settings(max_examples=100, deadline=None)
+@given(rate=st.floats(min_value=0.1, max_value=500), burst=st.floats(min_value=1, max_value=20))
+def test_bucket_greedy_caller_gets_exactly_the_rate(rate: float, burst: float) -> None:
+    """A caller that always waits as told gets burst + rate*t tokens, not fewer."""
+    clock = FakeClock(0.0)
+    bucket = TokenBucket(rate=rate, burst=burst, clock=clock)
+    taken = 0
+    horizon = 200 / rate
+    while clock.now <= horizon:
+        wait = bucket.try_acquire()
+        if wait == 0.0:
+            taken += 1
+        else:
+            clock.advance(wait)
+    expected = math.floor(burst + rate * horizon)
+    assert expected - 1 <= taken <= expected + 1
+
+
+# --- SendRateMeter -------------------------------------------------------------------------
+
+
+def test_meter_measures_a_steady_rate() -> None:
+    """Ten sends a second, for a few seconds, read as ten a second."""
+    meter = SendRateMeter()
+    now = 0.0
+    for _ in range(50):
+        meter.record(now)
+        now += 0.1
+    assert meter.rate(now) == pytest.approx(10.0, rel=0.05)
+
+
+def test_meter_before_first_bucket_underestimates() -> None:
+    """Sends within the first half second are spread over at least half a second."""
+    meter = SendRateMeter()
+    assert meter.rate(0.0) == 0.0
+    for _ in range(16):
+        meter.record(0.01)
+    assert meter.rate(0.05) == pytest.approx(32.0)
+
+
+# --- AdaptiveRate --------------------------------------------------------------------------
+
+
+def _feed(adaptive: AdaptiveRate, rate: float, start: float, seconds: float) -> float:
+    """Record sends at `rate` per second for `seconds`; return the end time."""
+    now = start
+    step = 1 / rate
+    while now < start + seconds:
+        adaptive.record_send(now)
+        now += step
+    return now
+
+
+def test_adaptive_untouched_until_a_throttle() -> None:
+    """Successes alone leave the configured rate alone."""
+    adaptive = AdaptiveRate(10.0)
+    assert adaptive.on_success(1.0) == 10.0
+    assert adaptive.rate == 10.0
+
+
+def test_adaptive_throttle_at_least_halves() -> None:
+    """A 429 halves the rate (here the measured rate equals the configured one)."""
+    adaptive = AdaptiveRate(10.0)
+    now = _feed(adaptive, 10.0, 0.0, 5.0)
+    assert adaptive.on_throttle(now) <= 5.0 + EPS
+    assert adaptive.on_throttle(now) <= 2.5 + EPS
+
+
+def test_adaptive_throttle_uses_measured_rate_when_lower() -> None:
+    """Sending slower than allowed, the halving starts from what was really sent."""
+    adaptive = AdaptiveRate(100.0)
+    now = _feed(adaptive, 4.0, 0.0, 5.0)
+    assert adaptive.on_throttle(now) == pytest.approx(2.0, rel=0.05)
+
+
+def test_adaptive_never_below_floor() -> None:
+    """However many 429s, the rate stays at MIN_RATE or above."""
+    adaptive = AdaptiveRate(10.0)
+    for i in range(50):
+        assert adaptive.on_throttle(float(i) / 100) >= MIN_RATE
+    assert adaptive.rate == MIN_RATE
+
+
+def test_adaptive_floor_never_above_configured_rate() -> None:
+    """A user asking for 0.2 req/s still sees a 429 halve the rate: the floor moves down."""
+    adaptive = AdaptiveRate(0.2)
+    assert adaptive.on_throttle(0.0) == pytest.approx(0.1)
+    for i in range(1, 20):
+        assert adaptive.on_throttle(float(i)) == pytest.approx(0.1)
+
+
+def test_adaptive_recovers_to_max_and_not_beyond() -> None:
+    """After a throttle successes climb monotonically back to max_rate, never above."""
+    adaptive = AdaptiveRate(10.0)
+    now = _feed(adaptive, 10.0, 0.0, 5.0)
+    low = adaptive.on_throttle(now)
+    rates = [adaptive.on_success(now + i * 0.1) for i in range(1, 600)]
+    assert rates == sorted(rates)
+    assert rates[0] >= low
+    assert max(rates) <= 10.0
+    assert rates[-1] == 10.0
+
+
+def test_adaptive_cubic_curve_regains_plateau_after_k() -> None:
+    """The CUBIC curve is back at the pre-throttle rate K seconds after the throttle."""
+    adaptive = AdaptiveRate(100.0)
+    now = _feed(adaptive, 20.0, 0.0, 5.0)
+    measured = adaptive.measured_rate(now)
+    adaptive.on_throttle(now)
+    k = (measured * 0.5 / 0.4) ** (1 / 3)
+    assert adaptive.on_success(now + k) == pytest.approx(measured)
+    assert adaptive.on_success(now + k + 1) == pytest.approx(measured + 0.4)
+
+
+def test_adaptive_rate_zero_unlimited_until_first_throttle() -> None:
+    """With max_rate 0 the rate is unlimited, then half the measured rate after a 429."""
+    adaptive = AdaptiveRate(0.0)
+    now = _feed(adaptive, 40.0, 0.0, 5.0)
+    assert adaptive.on_success(now) == 0.0
+    assert adaptive.rate == 0.0
+    measured = adaptive.measured_rate(now)
+    assert measured == pytest.approx(40.0, rel=0.05)
+    assert adaptive.on_throttle(now) == pytest.approx(measured / 2)
+
+
+def test_adaptive_rate_zero_climbs_with_real_sending() -> None:
+    """After switching on, successes raise the rate while the sends keep up, past the old peak."""
+    adaptive = AdaptiveRate(0.0)
+    now = _feed(adaptive, 40.0, 0.0, 5.0)
+    adaptive.on_throttle(now)
+    for _ in range(200):
+        # Send at whatever the limiter allows, for a tenth of a second, then report successes.
+        now = _feed(adaptive, adaptive.rate, now, 0.1)
+        adaptive.on_success(now)
+    assert adaptive.rate > 40.0
+    # Never more than twice what is really being sent.
+    assert adaptive.rate <= 2 * adaptive.measured_rate(now) + EPS
+
+
+def test_adaptive_rate_zero_throttle_before_any_send_uses_floor() -> None:
+    """A 429 with nothing measured yet switches on at the floor."""
+    adaptive = AdaptiveRate(0.0)
+    assert adaptive.on_throttle(0.0) == MIN_RATE
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.7, 1.0])
+def test_adaptive_rejects_a_beta_that_does_not_halve(beta: float) -> None:
+    """The contract says a throttle at least halves: beta must be in (0, 0.5]."""
+    with pytest.raises(ValueError):
+        AdaptiveRate(10.0, beta=beta)
+
+
+# --- RateLimiter ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_limiter_paces_concurrent_callers() -> None:
+    """Many tasks acquiring at once start at burst + rate*t, in arrival order."""
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(rate=4.0, burst=2.0, clock=clock, sleep=clock.sleep)
+    starts: list[tuple[int, float]] = []
+
+    async def worker(n: int) -> None:
+        await limiter.acquire()
+        starts.append((n, clock.now))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(10):
+            tg.start_soon(worker, n)
+
+    times = [t for _, t in starts]
+    assert times == pytest.approx([0, 0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
+    assert [n for n, _ in starts] == list(range(10))
+
+
+@pytest.mark.anyio
+async def test_limiter_unlimited_never_sleeps() -> None:
+    """--rate 0: no caller ever waits."""
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(rate=0.0, burst=1.0, clock=clock, sleep=clock.sleep)
+    for _ in range(1000):
+        await limiter.acquire()
+    assert clock.sleeps == []
+    assert limiter.current_rate == 0.0
+
+
+@pytest.mark.anyio
+async def test_limiter_throttle_slows_and_success_recovers() -> None:
+    """A 429 at least halves current_rate; successes bring it back to --rate."""
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(rate=10.0, burst=1.0, clock=clock, sleep=clock.sleep)
+    for _ in range(50):
+        await limiter.acquire()
+    assert limiter.current_rate == 10.0
+    limiter.on_throttle()
+    assert limiter.current_rate <= 5.0
+    for _ in range(300):
+        await limiter.acquire()
+        limiter.on_success()
+    assert limiter.current_rate == 10.0
+
+
+@pytest.mark.anyio
+async def test_limiter_rate_zero_switches_on_after_throttle() -> None:
+    """--rate 0: unlimited, then half the measured rate after the first 429."""
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(rate=0.0, burst=1.0, clock=clock, sleep=clock.sleep)
+    for _ in range(200):
+        await limiter.acquire()
+        clock.advance(0.02)  # 50 req/s
+    limiter.on_throttle()
+    assert limiter.current_rate == pytest.approx(25.0, rel=0.05)
+    before = clock.now
+    for _ in range(26):
+        await limiter.acquire()
+    assert clock.now - before == pytest.approx(1.0, rel=0.05)
+
+
+@pytest.mark.anyio
+async def test_limiter_without_adaptation_ignores_answers() -> None:
+    """adaptive=False keeps the configured rate whatever the service says."""
+    limiter = RateLimiter(rate=10.0, adaptive=False, clock=FakeClock())
+    limiter.on_throttle()
+    limiter.on_success()
+    assert limiter.current_rate == 10.0
