@@ -1,4 +1,4 @@
-"""batchsms: apply many UpdateTask calls to Huawei Cloud SMS safely and fast.
+r"""batchsms: apply many UpdateTask calls to Huawei Cloud SMS safely and fast.
 
 The flow, one module per stage::
 

@@ -56,7 +56,53 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("input", help="JSONL file, '-' for stdin, may be gzip")
     val.add_argument("--out", type=Path, help="also write valid/invalid outcome records here")
     _add_body_options(val)
+
+    run = sub.add_parser("run", help="validate, send, write outcomes")
+    run.add_argument("input", help="JSONL file, '-' for stdin, may be gzip")
+    run.add_argument("--out", type=Path, default=Path("outcomes.jsonl"),
+                     help="outcomes file, appended to [outcomes.jsonl]")
+    target = run.add_mutually_exclusive_group()
+    target.add_argument("--endpoint", help="SMS endpoint URL (or BATCHSMS_ENDPOINT)")
+    target.add_argument("--region", help="a known region, e.g. cn-north-4")
+    target.add_argument("--simulate", action="store_true",
+                        help="send to the built-in simulator, started in-process")
+    run.add_argument("--concurrency", type=int, default=16, help="most requests in flight [16]")
+    run.add_argument("--rate", type=float, default=10.0,
+                     help="requests/s, every attempt counted; 0 = unlimited [10]")
+    run.add_argument("--burst", type=float, default=1.0, help="token-bucket burst [1]")
+    run.add_argument("--max-attempts", type=int, default=5, help="attempts per line [5]")
+    run.add_argument("--timeout", type=float, default=30.0, help="seconds per request [30]")
+    run.add_argument("--ca-bundle", help="trust this CA bundle (TLS is always verified)")
+    run.add_argument("--token-file", type=Path, help="read the X-Auth-Token from this file")
+    run.add_argument("--dry-run", action="store_true",
+                     help="validate and print what would be sent; no network, no outcomes")
+    run.add_argument("--resume", action="store_true",
+                     help="skip lines that already succeeded in --out")
+    run.add_argument("--abort-failure-ratio", type=float, default=0.5,
+                     help="stop once >= 100 lines finished and more than this ratio failed")
+    run.add_argument("--deadline", help="no request starts after this: 90m, 1h30m, or ISO time")
+    run.add_argument("--log-format", choices=("console", "json"),
+                     help="[console on a terminal, else json]")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="progress bar [on a terminal only]")
+    _add_body_options(run)
     return parser
+
+
+def _run_config(args: argparse.Namespace) -> Any:
+    from datetime import datetime
+
+    from batchsms.run_cmd import RunConfig, parse_deadline
+
+    return RunConfig(
+        input=args.input, out=args.out, endpoint=args.endpoint, region=args.region,
+        simulate=args.simulate, concurrency=args.concurrency, rate=args.rate, burst=args.burst,
+        max_attempts=args.max_attempts, timeout=args.timeout, ca_bundle=args.ca_bundle,
+        dry_run=args.dry_run, resume=args.resume,
+        defaults=build_defaults(_load_patch(args.patch), args.sets),
+        abort_failure_ratio=args.abort_failure_ratio, token_file=args.token_file,
+        deadline=None if args.deadline is None else
+        parse_deadline(args.deadline, datetime.now().astimezone()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,9 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             defaults = build_defaults(_load_patch(args.patch), args.sets)
             return run_validate(args.input, args.out, defaults)
-        raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover
+        from batchsms import logs, run_cmd
+
+        logs.configure(args.log_format)
+        return run_cmd.run(_run_config(args))
     except UsageError as exc:
         print(f"batchsms: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     except BrokenPipeError:
         return 1

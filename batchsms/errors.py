@@ -42,7 +42,7 @@ class ConnectError(TransportError):
     code = "connection"
 
 
-class RequestTimeout(TransportError):
+class RequestTimeout(TransportError):  # noqa: N818 - reads as httpx's ReadTimeout
     """No complete response within the per-request timeout."""
 
     code = "timeout"

@@ -1,0 +1,34 @@
+"""structlog set-up: events to stderr, `console` for people, `json` for machines (CONTRACT §9).
+
+Configured once per command from the CLI; nothing else in the package configures logging.
+Secrets never reach a log call (credentials have redacting reprs and are never passed to `log`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import structlog
+
+
+def configure(fmt: str | None, stream: TextIO | None = None, level: int = logging.INFO) -> None:
+    """`fmt` is "console", "json" or None (console on a terminal, else json)."""
+    out = stream or sys.stderr
+    if fmt is None:
+        fmt = "console" if out.isatty() else "json"
+    processors: list[structlog.typing.Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if fmt == "json":
+        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,235 @@
+"""`batchsms run`: wire config, credentials, client, limiter and journal into one pipeline run.
+
+Everything that can make a run fail to start (bad options, no credentials, unreadable input,
+a locked `--out`) is checked here, before the first request, and raised as `UsageError`.
+Exit codes follow CONTRACT §7.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import anyio.abc
+import orjson
+import structlog
+
+from batchsms.auth import authenticator, load_credentials
+from batchsms.client import Authenticator, SmsClient, resolve_endpoint, task_path
+from batchsms.errors import CredentialsError, UsageError
+from batchsms.limiter import RateLimiter
+from batchsms.outcomes import (
+    JournalScan,
+    Outcome,
+    OutcomeWriter,
+    load_resume_index,
+    lock_outcomes,
+    new_run_id,
+)
+from batchsms.pipeline import Pipeline, RunStats, SendOptions, StopReason, summary_lines
+from batchsms.records import InvalidLine
+from batchsms.retry import RetryPolicy
+from batchsms.validate_cmd import checked_lines, format_problems
+
+log = structlog.get_logger("batchsms")
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Everything `run` was asked to do, checked."""
+
+    input: str
+    out: Path = Path("outcomes.jsonl")
+    endpoint: str | None = None
+    region: str | None = None
+    simulate: bool = False
+    concurrency: int = 16
+    rate: float = 10.0
+    burst: float = 1.0
+    max_attempts: int = 5
+    timeout: float = 30.0
+    ca_bundle: str | None = None
+    dry_run: bool = False
+    resume: bool = False
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    abort_failure_ratio: float = 0.5
+    deadline: float | None = None
+    token_file: Path | None = None
+    grace: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise UsageError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if self.rate < 0:
+            raise UsageError(f"--rate must be 0 (unlimited) or more, got {self.rate:g}")
+        if self.burst < 1:
+            raise UsageError(f"--burst must be at least 1, got {self.burst:g}")
+        if self.max_attempts < 1:
+            raise UsageError(f"--max-attempts must be at least 1, got {self.max_attempts}")
+        if self.timeout <= 0:
+            raise UsageError(f"--timeout must be more than 0, got {self.timeout:g}")
+        if not 0 <= self.abort_failure_ratio <= 1:
+            raise UsageError("--abort-failure-ratio must be between 0 and 1, "
+                             f"got {self.abort_failure_ratio:g}")
+
+
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_deadline(text: str, now: datetime) -> float:
+    """`90m`, `2h`, `1h30m`, `45s` from now, or an ISO time (local time if no offset): epoch s."""
+    match = _DURATION.fullmatch(text.strip())
+    if match and any(match.groups()):
+        h, m, s = (int(g or 0) for g in match.groups())
+        return (now + timedelta(hours=h, minutes=m, seconds=s)).timestamp()
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"--deadline {text!r}: give a duration like 90m or 1h30m, or an ISO "
+                         "time like 2026-11-28T05:30 or 2026-11-28T05:30+08:00") from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment.timestamp()
+
+
+def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> int:
+    """Print what would be sent, one JSON object per valid line; no network, no secrets."""
+    try:
+        base = resolve_endpoint(config.endpoint, config.region)
+    except UsageError:
+        base = "https://{endpoint}"
+    invalid = 0
+    for item in checked_lines(config.input, config.defaults):
+        if isinstance(item, InvalidLine):
+            invalid += 1
+            stderr.write("\n".join(format_problems(item)) + "\n")
+            continue
+        stdout.write(orjson.dumps({
+            "line": item.number, "method": "PUT", "url": base + task_path(item.task_id),
+            "ref": item.ref, "body_sha256": item.sha256, "body": orjson.Fragment(item.body),
+        }).decode() + "\n")
+    stdout.flush()
+    return EXIT_OK if invalid == 0 else EXIT_SOME_FAILED
+
+
+def _credentials(config: RunConfig, env: Mapping[str, str]) -> Authenticator | None:
+    try:
+        return authenticator(load_credentials(env, token_file=config.token_file))
+    except CredentialsError:
+        if config.simulate:  # a rehearsal needs none unless the simulator asks for them
+            return None
+        raise
+
+
+@asynccontextmanager
+async def _endpoint(config: RunConfig, env: Mapping[str, str]) -> AsyncIterator[str]:
+    if config.simulate:
+        from batchsms.simulator import running
+
+        async with running() as sim:
+            yield sim.url
+        return
+    yield resolve_endpoint(config.endpoint or (None if config.region else
+                                               env.get("BATCHSMS_ENDPOINT")), config.region)
+
+
+async def _watch_signals(pipeline: Pipeline, grace: float, got: list[int],
+                         tg: anyio.abc.TaskGroup) -> None:
+    """First SIGINT/SIGTERM: stop, and cancel what is still in flight after `grace` seconds.
+
+    A second signal cancels in-flight requests at once."""
+    async def after_grace() -> None:
+        await anyio.sleep(grace)
+        pipeline.cancel_in_flight()
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if got:
+                pipeline.cancel_in_flight()
+                continue
+            got.append(signum)
+            pipeline.stop(StopReason.INTERRUPTED, f"interrupted by {signal.Signals(signum).name}")
+            tg.start_soon(after_grace)
+
+
+async def _run_async(config: RunConfig, env: Mapping[str, str], writer: OutcomeWriter,
+                     resume: set[bytes], run_id: str,
+                     on_outcome: Callable[[Outcome], None] | None) -> tuple[Pipeline, int | None]:
+    auth = _credentials(config, env)
+    got: list[int] = []
+    async with _endpoint(config, env) as url:
+        client = SmsClient(url, auth, concurrency=config.concurrency, timeout=config.timeout,
+                           ca_bundle=config.ca_bundle)
+        async with client:
+            pipeline = Pipeline(
+                run_id=run_id, client=client, writer=writer, resume_index=resume,
+                limiter=RateLimiter(config.rate, config.burst),
+                policy=RetryPolicy(max_attempts=config.max_attempts),
+                options=SendOptions(concurrency=config.concurrency,
+                                    abort_failure_ratio=config.abort_failure_ratio,
+                                    deadline=config.deadline, grace=config.grace),
+                on_outcome=on_outcome)
+            lines = checked_lines(config.input, config.defaults)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_watch_signals, pipeline, config.grace, got, tg)
+                await pipeline.run(lines)
+                tg.cancel_scope.cancel()
+    return pipeline, (got[0] if got else None)
+
+
+def exit_code(stats: RunStats, reason: StopReason | None, signum: int | None) -> int:
+    if signum is not None:
+        return 128 + signum
+    if reason is StopReason.ABORTED:
+        return EXIT_ABORTED
+    bad = sum(n for s, n in stats.by_status.items() if s != "succeeded")
+    return EXIT_OK if bad == stats.by_error.get("already_succeeded", 0) else EXIT_SOME_FAILED
+
+
+def run(config: RunConfig, env: Mapping[str, str] | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+        stderr: IO[str] = sys.stderr) -> int:
+    env = os.environ if env is None else env
+    if config.dry_run:
+        return dry_run(config, sys.stdout, stderr)
+    if not config.simulate:  # fail fast, before locking or reading anything
+        resolve_endpoint(config.endpoint or (None if config.region else
+                                             env.get("BATCHSMS_ENDPOINT")), config.region)
+        _credentials(config, env)
+    if config.input != "-" and not os.access(config.input, os.R_OK):
+        raise UsageError(f"cannot read input {config.input!r}")
+    lock = lock_outcomes(config.out)
+    try:
+        scan = JournalScan()
+        resume = load_resume_index(config.out, scan) if config.resume else set()
+        if scan.cut_lines:
+            log.warning("journal.cut_lines", path=str(config.out), count=scan.cut_lines,
+                        note="records cut off by a crash were skipped")
+        writer = OutcomeWriter(config.out)
+        run_id = new_run_id()
+        started = time.monotonic()
+        try:
+            pipeline, signum = anyio.run(_run_async, config, env, writer, resume, run_id,
+                                         on_outcome)
+        finally:
+            writer.close()
+        stats = pipeline.stats
+        log.info("run.finished", run_id=run_id, duration_s=round(time.monotonic() - started, 3),
+                 requests=stats.requests, retries=stats.retries, **dict(stats.by_status))
+        for text in summary_lines(stats, pipeline.stop_message):
+            print(text, file=stderr)
+        return exit_code(stats, pipeline.stop_reason, signum)
+    finally:
+        lock.close()
