@@ -101,6 +101,7 @@ def _run_config(args: argparse.Namespace) -> Any:
         dry_run=args.dry_run, resume=args.resume,
         defaults=build_defaults(_load_patch(args.patch), args.sets),
         abort_failure_ratio=args.abort_failure_ratio, token_file=args.token_file,
+        progress=args.progress,
         deadline=None if args.deadline is None else
         parse_deadline(args.deadline, datetime.now().astimezone()))
 

@@ -13,17 +13,18 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 import anyio
 import anyio.abc
 import orjson
 import structlog
 
+from batchsms import progress
 from batchsms.auth import authenticator, load_credentials
 from batchsms.client import Authenticator, SmsClient, resolve_endpoint, task_path
 from batchsms.errors import CredentialsError, UsageError
@@ -68,6 +69,7 @@ class RunConfig:
     deadline: float | None = None
     token_file: Path | None = None
     grace: float = 5.0
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -198,9 +200,19 @@ def exit_code(stats: RunStats, reason: StopReason | None, signum: int | None) ->
     return EXIT_OK if bad == stats.by_error.get("already_succeeded", 0) else EXIT_SOME_FAILED
 
 
+def _chain(*callbacks: Callable[[Outcome], None] | None) -> Callable[[Outcome], None]:
+    live = [c for c in callbacks if c is not None]
+
+    def call(outcome: Outcome) -> None:
+        for callback in live:
+            callback(outcome)
+
+    return call
+
+
 def run(config: RunConfig, env: Mapping[str, str] | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
-        stderr: IO[str] = sys.stderr) -> int:
+        stderr: TextIO = sys.stderr) -> int:
     env = os.environ if env is None else env
     if config.dry_run:
         return dry_run(config, sys.stdout, stderr)
@@ -221,8 +233,12 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         run_id = new_run_id()
         started = time.monotonic()
         try:
-            pipeline, signum = anyio.run(_run_async, config, env, writer, resume, run_id,
-                                         on_outcome)
+            with ExitStack() as stack:
+                if progress.wanted(config.progress, stderr):
+                    bar = stack.enter_context(progress.progress_bar(config.input, stderr))
+                    on_outcome = _chain(on_outcome, bar)
+                pipeline, signum = anyio.run(_run_async, config, env, writer, resume, run_id,
+                                             on_outcome)
         finally:
             writer.close()
         stats = pipeline.stats
