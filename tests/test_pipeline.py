@@ -1,0 +1,264 @@
+"""`run` end to end against a scripted loopback server: retries, attempts, order, stops."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from structlog.testing import capture_logs
+
+from batchsms.run_cmd import RunConfig, run
+from tests.scripted import RESET, Answer, Hang, ScriptedServer, scripted_server
+
+TOKEN_ENV = {"BATCHSMS_AUTH_TOKEN": "test-token-value"}
+
+
+def write_input(path: Path, lines: list[dict[str, Any]]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    return path
+
+
+def run_lines(tmp_path: Path, server: ScriptedServer, lines: list[dict[str, Any]],
+              **options: Any) -> tuple[int, list[dict[str, Any]]]:
+    source = write_input(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    options.setdefault("rate", 0)
+    options.setdefault("progress", False)
+    config = RunConfig(input=str(source), out=out, endpoint=server.url, **options)
+    with capture_logs():
+        code = run(config, env=TOKEN_ENV, stderr=io.StringIO())
+    records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    return code, records
+
+
+def by_line(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    result = {r["line"]: r for r in records}
+    assert len(result) == len(records), "more than one outcome for a line"
+    return result
+
+
+def speed(task_id: str, value: int = 100) -> dict[str, Any]:
+    return {"task_id": task_id, "body": {"speed_limit": value}}
+
+
+def test_5xx_then_success_counts_every_attempt(tmp_path: Path) -> None:
+    with scripted_server() as server:
+        server.script("t1", Answer(503), Answer(500), Answer(502))
+        server.script("t2", Answer(504))
+        code, records = run_lines(tmp_path, server, [speed("t1"), speed("t2")])
+        outcomes = by_line(records)
+        assert code == 0
+        assert outcomes[1]["status"] == "succeeded"
+        assert outcomes[1]["attempts"] == 4 == server.count("t1")
+        assert outcomes[2]["attempts"] == 2 == server.count("t2")
+        assert outcomes[1]["http_status"] == 200
+        assert outcomes[1]["request_id"] is not None
+        assert outcomes[1]["error_code"] is None
+
+
+def test_client_errors_are_not_retried(tmp_path: Path) -> None:
+    with scripted_server() as server:
+        server.script("bad", Answer(400, body={"error_code": "SMS.0201", "error_msg": "bad"}))
+        server.script("gone", Answer(404))
+        code, records = run_lines(tmp_path, server, [speed("bad"), speed("gone"), speed("ok")])
+        outcomes = by_line(records)
+        assert code == 1
+        assert outcomes[1] | {"finished_at": None, "run_id": None, "elapsed_ms": None} == {
+            "run_id": None, "line": 1, "task_id": "bad", "ref": None, "status": "failed",
+            "http_status": 400, "attempts": 1, "error_code": "SMS.0201", "error_msg": "bad",
+            "errors": [], "request_id": "req-1", "elapsed_ms": None, "finished_at": None,
+            "body_sha256": outcomes[1]["body_sha256"]}
+        assert outcomes[2]["attempts"] == 1 == server.count("gone")
+        assert outcomes[2]["error_code"] == "SMS.404"
+
+
+def test_retry_after_is_a_lower_bound(tmp_path: Path) -> None:
+    with scripted_server() as server:
+        server.script("t", Answer(429, headers={"Retry-After": "1"},
+                                  body={"error_code": "APIG.0308", "error_msg": "throttled"}))
+        code, records = run_lines(tmp_path, server, [speed("t")])
+        assert code == 0
+        assert records[0]["attempts"] == 2
+        first, second = server.received
+        assert second.start - first.end >= 0.95
+
+
+def test_429_without_retry_after_recovers(tmp_path: Path) -> None:
+    with scripted_server() as server:
+        server.script("t", Answer(429), Answer(429))
+        code, records = run_lines(tmp_path, server, [speed("t")])
+        assert code == 0
+        assert records[0]["attempts"] == 3 == server.count("t")
+
+
+def test_resets_and_timeouts_are_retried_and_counted(tmp_path: Path) -> None:
+    with scripted_server() as server:
+        server.script("reset", RESET, RESET)
+        server.script("slow", Hang(2.0))
+        code, records = run_lines(tmp_path, server, [speed("reset"), speed("slow")],
+                                  timeout=0.5)
+        outcomes = by_line(records)
+        assert code == 0
+        assert outcomes[1]["attempts"] == 3 == server.count("reset")
+        assert outcomes[2]["attempts"] == 2 == server.count("slow")
+
+
+def test_attempt_budget_exhausted(tmp_path: Path) -> None:
+    with scripted_server() as server:
+        server.script("t", *[Answer(503)] * 10)
+        code, records = run_lines(tmp_path, server, [speed("t")], max_attempts=3)
+        assert code == 1
+        assert records[0]["status"] == "failed"
+        assert records[0]["attempts"] == 3 == server.count("t")
+        assert records[0]["error_code"] == "SMS.503"
+        assert records[0]["http_status"] == 503
+
+
+def test_timeout_keeps_previous_response_fields(tmp_path: Path) -> None:
+    with scripted_server() as server:
+        server.script("t", Answer(503), Hang(2.0), Hang(2.0))
+        _, records = run_lines(tmp_path, server, [speed("t")], timeout=0.3, max_attempts=3)
+        record = records[0]
+        assert record["status"] == "failed"
+        assert record["error_code"] == "timeout"
+        assert record["http_status"] == 503  # the last response received
+        assert record["request_id"] == "req-1"
+
+
+def test_no_silent_resend_when_kept_alive_connection_drops(tmp_path: Path) -> None:
+    # The reset arrives on a connection kept alive from an earlier request: aiohttp would re-send
+    # a PUT on its own unless switched off. Server count must equal the attempts we report.
+    with scripted_server() as server:
+        server.script("b", RESET)
+        code, records = run_lines(tmp_path, server, [speed("a"), speed("b")], concurrency=1)
+        outcomes = by_line(records)
+        assert code == 0
+        assert outcomes[2]["attempts"] == 2 == server.count("b")
+
+
+def test_same_task_never_in_flight_twice_and_in_file_order(tmp_path: Path) -> None:
+    lines = [speed(f"t{i % 3}", i) for i in range(30)]
+    with scripted_server(Answer()) as server:
+        for i in range(3):
+            server.script(f"t{i}", *[Hang(0.02)] * 10)
+        code, records = run_lines(tmp_path, server, lines, concurrency=8)
+        assert code == 0
+        for task in ("t0", "t1", "t2"):
+            seen = [r for r in server.received if r.task_id == task]
+            sent = [orjson.loads(r.body)["speed_limit"] for r in seen]
+            assert sent == [i for i in range(30) if i % 3 == int(task[1])]
+            for before, after in zip(seen, seen[1:], strict=False):
+                assert after.start >= before.end
+        assert server.max_in_flight > 1  # different tasks did run together
+
+
+def test_slow_start_then_concurrency(tmp_path: Path) -> None:
+    lines = [speed(f"t{i}") for i in range(40)]
+    with scripted_server(Hang(0.05)) as server:
+        code, _ = run_lines(tmp_path, server, lines, concurrency=8)
+        assert code == 0
+        first, second = sorted(server.received, key=lambda r: r.start)[:2]
+        assert second.start >= first.end  # one request alone until the first answer
+        assert server.max_in_flight > 1
+
+
+def test_wrong_credentials_cost_three_requests(tmp_path: Path) -> None:
+    lines = [speed(f"t{i}") for i in range(500)]
+    with scripted_server(Answer(401, body={"error_code": "APIG.0301",
+                                           "error_msg": "Incorrect IAM authentication"})) as server:
+        code, records = run_lines(tmp_path, server, lines, concurrency=16)
+        assert code == 3
+        assert len(server.received) == 3
+        assert server.max_in_flight == 1
+        outcomes = by_line(records)
+        assert len(outcomes) == 500
+        assert [outcomes[i]["status"] for i in (1, 2, 3)] == ["failed"] * 3
+        assert outcomes[1]["error_code"] == "APIG.0301"
+        skipped = [r for r in records if r["status"] == "skipped"]
+        assert len(skipped) == 497
+        assert {r["error_code"] for r in skipped} == {"aborted"}
+        assert all(r["attempts"] == 0 for r in skipped)
+
+
+def test_failure_ratio_aborts_and_accounts_for_every_line(tmp_path: Path) -> None:
+    lines = [speed(f"t{i}") for i in range(1000)]
+    with scripted_server(Answer(404)) as server:
+        code, records = run_lines(tmp_path, server, lines, concurrency=4,
+                                  abort_failure_ratio=0.5)
+        assert code == 3
+        outcomes = by_line(records)
+        assert len(outcomes) == 1000
+        sent = [r for r in records if r["attempts"] > 0]
+        assert 100 <= len(sent) < 120  # stopped soon after the 100th finished line
+        assert len(server.received) == len(sent)
+        assert {r["status"] for r in records if r["attempts"] == 0} == {"skipped"}
+
+
+def test_deadline_skips_the_rest(tmp_path: Path) -> None:
+    lines = [speed(f"t{i}") for i in range(50)]
+    with scripted_server(Hang(0.05)) as server:
+        code, records = run_lines(tmp_path, server, lines, concurrency=2, rate=20,
+                                  deadline=time.time() + 0.5)
+        assert code == 1
+        outcomes = by_line(records)
+        assert len(outcomes) == 50
+        skipped = [r for r in records if r["status"] == "skipped"]
+        assert skipped
+        assert {r["error_code"] for r in skipped} == {"deadline"}
+        assert len(server.received) == sum(r["attempts"] for r in records)
+        assert max(r.start for r in server.received) <= server.received[0].start + 0.7
+
+
+def test_invalid_lines_are_recorded_and_not_sent(tmp_path: Path) -> None:
+    lines = [speed("ok"), {"task_id": "typo", "body": {"speedlimit": 1}},
+             {"task_id": "x", "body": {}}]
+    with scripted_server() as server:
+        code, records = run_lines(tmp_path, server, lines)
+        outcomes = by_line(records)
+        assert code == 1
+        assert outcomes[2]["status"] == "invalid"
+        assert outcomes[2]["errors"][0]["path"] == "body.speedlimit"
+        assert outcomes[3]["errors"][0]["message"].startswith("nothing to update")
+        assert [r.task_id for r in server.received] == ["ok"]
+
+
+def test_body_bytes_are_canonical_and_hashed(tmp_path: Path) -> None:
+    import hashlib
+
+    line = {"task_id": "a/b c", "body": {"speed_limit": 5, "name": "迁移-1", "clone_server": None}}
+    with scripted_server() as server:
+        code, records = run_lines(tmp_path, server, [line])
+        assert code == 0
+        sent = server.received[0]
+        assert sent.body == '{"name":"迁移-1","speed_limit":5}'.encode()
+        assert records[0]["body_sha256"] == hashlib.sha256(sent.body).hexdigest()
+        assert sent.raw_path == "/v3/tasks/a%2Fb%20c"
+        assert sent.headers["X-Auth-Token"] == "test-token-value"
+        assert sent.headers["User-Agent"].startswith("batchsms/")
+
+
+def test_rate_limit_holds_at_the_server(tmp_path: Path) -> None:
+    lines = [speed(f"t{i}") for i in range(30)]
+    with scripted_server() as server:
+        code, _ = run_lines(tmp_path, server, lines, rate=20, burst=1, concurrency=8)
+        assert code == 0
+        starts = sorted(r.start for r in server.received)
+        for i, start in enumerate(starts):
+            window = [s for s in starts[i:] if s - start < 0.5]
+            assert len(window) <= 20 * 0.5 + 1 + 1  # rate*t + burst, +1 for clock skew
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_failures_reset_after_success(tmp_path: Path, status: int) -> None:
+    with scripted_server() as server:
+        server.script("a", Answer(status))
+        server.script("b", Answer(status))
+        code, records = run_lines(tmp_path, server, [speed("a"), speed("b"), speed("c"),
+                                                     speed("d")], concurrency=1)
+        assert code == 1
+        assert [r["status"] for r in sorted(records, key=lambda r: r["line"])] == [
+            "failed", "failed", "succeeded", "succeeded"]
