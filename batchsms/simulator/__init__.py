@@ -1,0 +1,32 @@
+"""A local Huawei Cloud SMS endpoint speaking the real API (CONTRACT §8), for tests and rehearsals.
+
+Where it sits: the far end of the flow. ``run --simulate`` and every test that crosses HTTP send
+their requests here instead of to Huawei Cloud; the official SDK cannot tell the difference for
+UpdateTask, ShowTask and ListTasks.
+
+    fleet.py    the task store (open, generated or from a file) and per-task PUT counts
+    faults.py   seeded fault injection: latency, resets, throttling, 5xx, hangs
+    access.py   the credentials to expect, checked as the API gateway does
+    app.py      the aiohttp application: gateway middleware + the three routes, error codes
+    server.py   Simulator (start/stop) and running(), the async context manager
+    cli.py      ``batchsms simulator`` options and main
+"""
+
+from batchsms.simulator.access import ExpectedCredentials
+from batchsms.simulator.app import Received, Stats
+from batchsms.simulator.faults import FaultConfig, FaultInjector
+from batchsms.simulator.fleet import Fleet, TaskCounts
+from batchsms.simulator.server import Simulator, SimulatorHandle, running
+
+__all__ = [
+    "ExpectedCredentials",
+    "FaultConfig",
+    "FaultInjector",
+    "Fleet",
+    "Received",
+    "Simulator",
+    "SimulatorHandle",
+    "Stats",
+    "TaskCounts",
+    "running",
+]

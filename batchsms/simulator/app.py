@@ -1,0 +1,303 @@
+"""The simulator's aiohttp application: a gateway middleware in front of three SMS routes.
+
+Routes (the paths the official SDK's ``SmsClient`` uses)::
+
+    PUT /v3/tasks/{task_id}   UpdateTask: 200 {"id": task_id}
+    GET /v3/tasks/{task_id}   ShowTask: the task object
+    GET /v3/tasks             ListTasks: {"count": N, "tasks": [...]}
+
+The gateway (`_gateway`) does, for every request: count it (per task id for PUTs), draw its faults
+(faults.py), wait the latency, maybe drop the connection, check credentials (access.py), throttle,
+maybe fail with a 5xx, maybe hang, then hand over to the route. Every answer carries a fresh
+``X-Request-Id``; every error is ``{"error_code", "error_msg"}`` (Table 14), plus ``request_id``
+from the gateway, ``error_param``/``details`` for validation errors.
+
+Error codes (the simulator's own choice where the real service's are undocumented):
+
+    400 SMS.0201  body is not JSON            400 SMS.0205  body breaks the schema (every path)
+    400 SMS.0203  bad ListTasks query         400 SMS.0204  task_id not 1-36 characters
+    404 SMS.1801  task not in the fleet       413 SMS.0206  body too large
+    415 SMS.0202  Content-Type is not JSON    500 SMS.9999  internal error (injected)
+    503 SMS.9998  service unavailable         502 APIG.0201 / 504 APIG.0202  backend down / slow
+    401 APIG.0301 authentication failed       429 APIG.0308 throttled
+    404 APIG.0101 no such API                 405 APIG.0101 method not allowed on that API
+
+The handlers are lean on purpose (no per-request logging, no access log): the same app serves
+``run --simulate`` at thousands of requests per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import socket
+import struct
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import orjson
+from aiohttp import web
+
+from batchsms.schema import validate
+from batchsms.simulator.access import ExpectedCredentials
+from batchsms.simulator.faults import FaultInjector
+from batchsms.simulator.fleet import STATES, TASK_ID_MAX, Fleet
+
+__all__ = ["STATE", "Received", "SimulatorState", "Stats", "build_app"]
+
+MAX_BODY = 8 * 1024 * 1024
+ERROR_MSG_MAX = 255  # Table 14: error_msg is at most 255 characters
+ERROR_PARAM_MAX = 20  # Table 14/15: error_param and details hold 1-20 items
+LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 100, 200  # ListTasks: limit 0-200, default 100
+LIST_OFFSET_MAX = 65535  # ListTasks: offset 0-65535
+LIST_FILTERS = ("state", "name", "id", "source_server_id", "enterprise_project_id")
+_REDACTED_HEADERS = frozenset({"x-auth-token", "x-security-token"})
+
+_FAILURES = {
+    500: ("SMS.9999", "Internal server error (injected fault)"),
+    502: ("APIG.0201", "Backend unavailable (injected fault)"),
+    503: ("SMS.9998", "Service temporarily unavailable (injected fault)"),
+    504: ("APIG.0202", "Backend timeout (injected fault)"),
+}
+
+
+class Received(NamedTuple):
+    """One request as the simulator saw it; ``status`` None means the connection was dropped."""
+
+    at: float  # time.time() on arrival
+    method: str
+    path: str  # as received: percent-encoded, with any query string
+    task_id: str | None  # decoded, for /v3/tasks/{task_id}
+    headers: Mapping[str, str]  # as received, X-Auth-Token / X-Security-Token redacted
+    body: bytes
+    status: int | None
+    request_id: str
+
+
+@dataclass(slots=True)
+class Stats:
+    """Totals since start: requests received, updates applied, answers by status, resets."""
+
+    received: int = 0
+    applied: int = 0
+    resets: int = 0
+    by_status: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class SimulatorState:
+    """Everything the handlers touch; one per server, reachable as ``app[STATE]``."""
+
+    fleet: Fleet
+    faults: FaultInjector
+    credentials: ExpectedCredentials
+    stats: Stats = field(default_factory=Stats)
+    log: deque[Received] | None = None
+
+
+STATE = web.AppKey("batchsms_simulator_state", SimulatorState)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _Drop(web.HTTPInternalServerError):
+    """Raised once the transport is aborted: aiohttp finds nothing to write to, and stays quiet."""
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _error(status: int, code: str, msg: str, **extra: object) -> web.Response:
+    if len(msg) > ERROR_MSG_MAX:
+        msg = msg[:ERROR_MSG_MAX - 3] + "..."
+    return _json({"error_code": code, "error_msg": msg, **extra}, status)
+
+
+# -- the gateway ------------------------------------------------------------------------------
+
+
+def _drop_connection(request: web.Request) -> None:
+    """Abort with a TCP RST, so the client sees a reset, never an HTTP status."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def _record(state: SimulatorState, request: web.Request, task_id: str | None, body: bytes,
+            status: int | None, request_id: str, at: float) -> None:
+    log = state.log
+    if log is None:
+        return
+    headers = {k: ("***" if k.lower() in _REDACTED_HEADERS else v)
+               for k, v in request.headers.items()}
+    log.append(Received(at, request.method, request.raw_path, task_id, headers, body, status,
+                        request_id))
+
+
+@web.middleware
+async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse:
+    at = time.time()
+    state = request.app[STATE]
+    request_id = secrets.token_hex(16)
+    state.stats.received += 1
+    task_id: str | None = request.match_info.get("task_id")
+    if task_id is not None and request.method == "PUT":
+        state.fleet.received(task_id)
+    decision = state.faults.decide()
+    if decision.delay_s:
+        await asyncio.sleep(decision.delay_s)
+
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        response: web.StreamResponse = _error(
+            413, "SMS.0206", f"request body is larger than {MAX_BODY} bytes")
+        body = b""
+    else:
+        if decision.reset:
+            state.stats.resets += 1
+            _record(state, request, task_id, body, None, request_id, at)
+            _drop_connection(request)
+            raise _Drop
+        response = await _admit_and_serve(state, request, handler, body, decision.fail_status,
+                                          decision.hang_s, request_id)
+    response.headers["X-Request-Id"] = request_id
+    state.stats.by_status[response.status] += 1
+    _record(state, request, task_id, body, response.status, request_id, at)
+    return response
+
+
+async def _admit_and_serve(state: SimulatorState, request: web.Request, handler: Handler,
+                           body: bytes, fail_status: int | None, hang_s: float,
+                           request_id: str) -> web.StreamResponse:
+    reason = state.credentials.check(request.method, request.raw_path,
+                                     list(request.query.items()), request.headers, body,
+                                     datetime.now(UTC))
+    if reason is not None:
+        return _error(401, "APIG.0301", f"Incorrect IAM authentication information: {reason}",
+                      request_id=request_id)
+    faults = state.faults
+    if not faults.admit():
+        config = faults.config
+        response = _error(
+            429, "APIG.0308",
+            "The throttling threshold has been reached: policy user over ratelimit, "
+            f"limit:{config.throttle_rate:g}, time:1 second", request_id=request_id)
+        if config.retry_after is not None:
+            response.headers["Retry-After"] = str(math.ceil(config.retry_after))
+        return response
+    if fail_status is not None:
+        code, msg = _FAILURES[fail_status]
+        return _error(fail_status, code, msg, request_id=request_id)
+    if hang_s:
+        await asyncio.sleep(hang_s)
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return _error(404, "APIG.0101", "The API does not exist or has not been published in "
+                      "the environment", request_id=request_id)
+    except web.HTTPMethodNotAllowed as exc:
+        response = _error(405, "APIG.0101", f"Method {request.method} is not allowed on this "
+                          f"API (allowed: {', '.join(sorted(exc.allowed_methods))})",
+                          request_id=request_id)
+        response.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+        return response
+
+
+# -- routes -------------------------------------------------------------------------------------
+
+
+def _task_id(request: web.Request) -> tuple[str, web.Response | None]:
+    task_id = request.match_info["task_id"]
+    if len(task_id) > TASK_ID_MAX:
+        return task_id, _error(400, "SMS.0204", f"task_id must be 1 to {TASK_ID_MAX} characters, "
+                               f"got {len(task_id)}")
+    return task_id, None
+
+
+def _not_found(task_id: str) -> web.Response:
+    return _error(404, "SMS.1801", f"task {task_id!r} not found")
+
+
+async def update_task(request: web.Request) -> web.Response:
+    """UpdateTask: JSON only, validated with the project's schema, deep-merged into the task."""
+    task_id, problem = _task_id(request)
+    if problem is not None:
+        return problem
+    if request.content_type != "application/json":
+        return _error(415, "SMS.0202", "Content-Type must be application/json, got "
+                      f"{request.headers.get('Content-Type', 'none')!r}")
+    try:
+        data: Any = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        return _error(400, "SMS.0201", f"request body is not valid JSON: {exc}")
+    clean, problems = validate(data)
+    if problems:
+        shown = problems[:ERROR_PARAM_MAX]
+        summary = "; ".join(f"{p.path}: {p.message}" for p in problems)
+        return _error(400, "SMS.0205", f"invalid request body: {summary}",
+                      error_param=[p.path for p in shown],
+                      details=[{"error_code": "SMS.0205", "error_msg": f"{p.path}: {p.message}"}
+                               for p in shown])
+    state = request.app[STATE]
+    if not state.fleet.apply(task_id, clean):
+        return _not_found(task_id)
+    state.stats.applied += 1
+    return _json({"id": task_id})
+
+
+async def show_task(request: web.Request) -> web.Response:
+    """ShowTask: the task's current view."""
+    task_id, problem = _task_id(request)
+    if problem is not None:
+        return problem
+    view = request.app[STATE].fleet.show(task_id)
+    return _not_found(task_id) if view is None else _json(view)
+
+
+def _int_param(query: Mapping[str, str], name: str, default: int, maximum: int) -> int:
+    text = query.get(name)
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit() or int(text) > maximum:
+        raise ValueError(f"{name} must be an integer from 0 to {maximum}, got {text!r}")
+    return int(text)
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    """ListTasks: filters (exact match), then the page ``[offset, offset+limit)``."""
+    query = request.query
+    try:
+        limit = _int_param(query, "limit", LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)
+        offset = _int_param(query, "offset", 0, LIST_OFFSET_MAX)
+    except ValueError as exc:
+        return _error(400, "SMS.0203", str(exc))
+    filters = {name: query[name] for name in LIST_FILTERS if name in query}
+    state = filters.get("state")
+    if state is not None and state not in STATES:
+        return _error(400, "SMS.0203", f"state must be one of {', '.join(STATES)}; got {state!r}")
+    count, tasks = request.app[STATE].fleet.list(filters, limit, offset)
+    return _json({"count": count, "tasks": tasks})
+
+
+def build_app(state: SimulatorState) -> web.Application:
+    """The application for one simulator; its state is ``app[STATE]``."""
+    app = web.Application(middlewares=[_gateway], client_max_size=MAX_BODY)
+    app[STATE] = state
+    app.router.add_put("/v3/tasks/{task_id}", update_task)
+    app.router.add_get("/v3/tasks/{task_id}", show_task, allow_head=False)
+    app.router.add_get("/v3/tasks", list_tasks, allow_head=False)
+    return app

@@ -1,0 +1,185 @@
+"""``batchsms simulator``: options -> a running `Simulator` until SIGINT or SIGTERM.
+
+Prints exactly ``listening on http://HOST:PORT`` on stdout (flushed) once connections are
+accepted, and a one-line summary on stderr when it stops. Credentials to expect come from the
+environment only (CONTRACT §6, §8), never from options. Wired into ``batchsms.cli`` with
+`add_simulator_parser` + `run_simulator`; ``python -m batchsms.simulator`` runs `main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from batchsms.errors import UsageError
+from batchsms.simulator.access import AK_ENV, SK_ENV, TOKEN_ENV, ExpectedCredentials
+from batchsms.simulator.faults import FaultConfig, parse_latency
+from batchsms.simulator.fleet import Fleet
+from batchsms.simulator.server import Simulator
+
+__all__ = ["add_simulator_arguments", "add_simulator_parser", "main", "run_simulator"]
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {text}")
+    return value
+
+
+def _latency(text: str) -> tuple[float, float]:
+    try:
+        return parse_latency(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_simulator_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``simulator`` options, on any parser."""
+    p.add_argument("--host", default="127.0.0.1", help="address to bind [127.0.0.1]")
+    p.add_argument("--port", type=_port, default=8080, help="port; 0 picks a free one [8080]")
+    fleet = p.add_mutually_exclusive_group()
+    fleet.add_argument("--fleet", type=Path, metavar="FILE",
+                       help="serve exactly the tasks of this JSONL file (one task object a line)")
+    fleet.add_argument("--generate", type=_count, metavar="N",
+                       help="serve exactly N generated tasks (ids drawn from --seed)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for --generate and every fault: same seed, same answers [0]")
+    p.add_argument("--fail-rate", type=_probability, default=0.0, metavar="P",
+                   help="answer this share of requests 500/502/503/504 [0]")
+    p.add_argument("--throttle-rate", type=_positive, metavar="R",
+                   help="answer 429 APIG.0308 once R requests were admitted in the last second")
+    p.add_argument("--retry-after", type=_non_negative, metavar="S",
+                   help="send Retry-After: S (seconds, rounded up) with every 429")
+    p.add_argument("--latency-ms", type=_latency, default=(0.0, 0.0), metavar="A[-B]",
+                   help="delay every answer A ms, or uniformly A to B ms [0]")
+    p.add_argument("--reset-rate", type=_probability, default=0.0, metavar="P",
+                   help="drop this share of connections without an answer [0]")
+    p.add_argument("--hang-rate", type=_probability, default=0.0, metavar="P",
+                   help="hold this share of answers back --hang-ms before serving them [0]")
+    p.add_argument("--hang-ms", type=_non_negative, default=60_000.0, metavar="MS",
+                   help="how long a hung request waits [60000]")
+
+
+def add_simulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+                         ) -> None:
+    """Add the ``simulator`` command to ``batchsms``'s sub-parsers."""
+    p = subparsers.add_parser(
+        "simulator", help="a local SMS endpoint that speaks the same API",
+        description="Serve PUT/GET /v3/tasks/{task_id} and GET /v3/tasks like Huawei Cloud SMS, "
+        f"with optional faults. Credentials to expect: {AK_ENV} + {SK_ENV} and/or {TOKEN_ENV} "
+        "(none set: no check).")
+    add_simulator_arguments(p)
+
+
+def _build(args: argparse.Namespace) -> Simulator:
+    try:
+        credentials = ExpectedCredentials.from_env(os.environ)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.fleet is not None:
+        try:
+            fleet = Fleet.from_jsonl(args.fleet, seed=args.seed)
+        except OSError as exc:
+            raise UsageError(f"--fleet {str(args.fleet)!r}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"--fleet: {exc}") from None
+    elif args.generate is not None:
+        fleet = Fleet.generate(args.generate, seed=args.seed)
+    else:
+        fleet = Fleet.open(seed=args.seed)
+    faults = FaultConfig(seed=args.seed, fail_rate=args.fail_rate, reset_rate=args.reset_rate,
+                         hang_rate=args.hang_rate, hang_ms=args.hang_ms,
+                         throttle_rate=args.throttle_rate, retry_after=args.retry_after,
+                         latency_ms=args.latency_ms)
+    return Simulator(host=args.host, port=args.port, fleet=fleet, faults=faults,
+                     credentials=credentials, log_size=0)
+
+
+async def _serve(simulator: Simulator) -> str:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        handle = await simulator.start()
+        print(f"listening on {handle.url}", flush=True)
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await simulator.stop()
+    stats = handle.stats
+    statuses = ", ".join(f"{status}: {n}" for status, n in sorted(stats.by_status.items()))
+    return (f"simulator: stopped after {stats.received} requests ({statuses or 'none answered'}; "
+            f"resets: {stats.resets}), {stats.applied} updates applied")
+
+
+def run_simulator(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM; 0 on a clean stop. Raises UsageError for bad input (exit 2)."""
+    simulator = _build(args)
+    try:
+        summary = asyncio.run(_serve(simulator))
+    except OSError as exc:  # the address is taken, or cannot be bound
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    print(summary, file=sys.stderr, flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m batchsms.simulator``: the same options as ``batchsms simulator``."""
+    parser = argparse.ArgumentParser(prog="batchsms simulator",
+                                     description="A local Huawei Cloud SMS endpoint.")
+    add_simulator_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_simulator(args)
+    except UsageError as exc:
+        print(f"batchsms simulator: {exc}", file=sys.stderr)
+        return 2

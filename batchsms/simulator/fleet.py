@@ -1,0 +1,281 @@
+"""The simulator's task store: the migration tasks it serves, and what each one received.
+
+Three ways to get a fleet:
+
+- ``Fleet.open()``: every task id exists; a task is created the first time it is shown or updated
+  (``run --simulate``);
+- ``Fleet.generate(n, seed)``: exactly ``n`` tasks with uuid-like ids, drawn from ``seed``;
+- ``Fleet.from_jsonl(path)``: exactly the tasks of a JSONL file, one task object per line, each with
+  a string ``id`` of 1-36 characters. Fields a line leaves out are filled in as below.
+
+Memory stays flat however large the fleet: a task is stored as its id plus the updates applied to
+it (``None`` until the first one). Everything else ShowTask returns is *synthesized* on demand from
+a hash of (seed, id), so a task always looks the same, and varies across the fleet (state, name,
+OS, speed limit, enterprise project...). The view is synthesized fields, then the file's object,
+then the updates, deep-merged in that order (objects merge key by key; arrays and scalars replace).
+An update's ``enterprise_project`` also sets ``enterprise_project_id``: UpdateTask and ShowTask
+name the same thing differently.
+
+`TaskCounts` record, per task id, how many PUTs reached the server (whatever happened to them:
+faulted, rejected, unknown id) and how many were applied, for tests to compare with a client's
+``attempts``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["STATES", "Fleet", "TaskCounts", "deep_merge"]
+
+# ListTasks' enumeration of migration task states.
+STATES = ("READY", "RUNNING", "SYNCING", "MIGRATE_SUCCESS", "MIGRATE_FAIL", "ABORTING", "ABORT",
+          "DELETING", "SYNC_F_ROLLBACKING", "SYNC_F_ROLLBACK_SUCCESS")
+TASK_ID_MAX = 36
+
+_ROLES = ("web", "db", "app", "cache", "batch", "mail", "file", "ldap")
+_SPEED_LIMITS = (0, 0, 50, 100, 200, 300, 500, 1000)
+_ENTERPRISE_PROJECTS = ("0", "b7a1c0de-0000-4000-8000-00000000e001",
+                        "b7a1c0de-0000-4000-8000-00000000e002")
+_EPOCH_MS = 1_598_435_778_000  # the reference page's example create_date
+_THREE_YEARS_MS = 3 * 365 * 24 * 3600 * 1000
+
+
+@dataclass(slots=True)
+class TaskCounts:
+    """PUT requests for one task id: received (any outcome) and applied (answered 200)."""
+
+    received: int = 0
+    applied: int = 0
+
+
+def deep_merge(dst: dict[str, Any], src: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``src`` into ``dst`` in place: objects key by key, everything else replaced."""
+    for key, value in src.items():
+        old = dst.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            deep_merge(old, value)
+        elif isinstance(value, dict):
+            dst[key] = deep_merge({}, value)  # never alias the caller's nested objects
+        else:
+            dst[key] = value
+    return dst
+
+
+def _synthesize(task_id: str, seed: int, project_id: str) -> dict[str, Any]:
+    """The ShowTask fields of a task nobody described: stable for (seed, id), varied across ids."""
+    h = hashlib.blake2b(f"{seed}\0{task_id}".encode(), digest_size=24).digest()
+    windows = h[1] % 3 == 0
+    os_type = "WINDOWS" if windows else "LINUX"
+    os_version = "WINDOWS2016_64BIT" if windows else ("CENTOS7_64BIT", "UBUNTU20_64BIT")[h[2] & 1]
+    name = f"{_ROLES[h[4] % len(_ROLES)]}-{int.from_bytes(h[5:7], 'big') % 1000:03d}"
+    created = _EPOCH_MS + int.from_bytes(h[12:16], "big") % _THREE_YEARS_MS
+    state = STATES[h[0] % len(STATES)]
+    source_id = str(uuid.UUID(bytes=h[8:24], version=4))
+    return {
+        "id": task_id,
+        "name": name,
+        "type": "MIGRATE_BLOCK" if windows or h[3] & 1 else "MIGRATE_FILE",
+        "os_type": os_type,
+        "state": state,
+        "priority": h[3] % 3,
+        "speed_limit": _SPEED_LIMITS[h[7] % len(_SPEED_LIMITS)],
+        "migrate_speed": 0.0 if state != "RUNNING" else float(h[9] % 120),
+        "compress_rate": 0.0,
+        "start_target_server": bool(h[10] & 1),
+        "enterprise_project_id": _ENTERPRISE_PROJECTS[h[11] % len(_ENTERPRISE_PROJECTS)],
+        "migration_ip": f"192.168.{h[12]}.{h[13] % 254 + 1}",
+        "region_id": "cn-north-4",
+        "region_name": "CN North-Beijing4",
+        "project_name": "cn-north-4",
+        "project_id": project_id,
+        "vm_template_id": None,
+        "create_date": created,
+        "start_date": created + 6000,
+        "finish_date": created + 3_600_000 if state == "MIGRATE_SUCCESS" else None,
+        "estimate_complete_time": None,
+        "total_time": h[14] * 60,
+        "remain_seconds": 0,
+        "connected": state not in ("MIGRATE_FAIL", "ABORT"),
+        "error_json": "",
+        "float_ip": None,
+        "target_snapshot_id": None,
+        "need_migration_test": False,
+        "source_server": {
+            "id": source_id,
+            "ip": f"10.{h[15]}.{h[16]}.{h[17] % 254 + 1}",
+            "name": name,
+            "os_type": os_type,
+            "os_version": os_version,
+            "oem_system": False,
+            "state": "replicate" if state == "RUNNING" else "waiting",
+            "migration_cycle": "replicating" if state == "RUNNING" else "ready",
+        },
+        "target_server": {
+            "id": str(uuid.UUID(bytes=h[::-1][:16], version=4)),
+            "vm_id": "",
+            "name": f"{name}-target",
+            "ip": None,
+            "os_type": os_type,
+            "os_version": os_version,
+            "system_dir": "C:\\Windows" if windows else "/boot",
+            "disks": [],
+            "volume_groups": [],
+            "btrfs_list": [],
+            "image_disk_id": None,
+            "cutovered_snapshot_ids": None,
+        },
+        "clone_server": None,
+        "sub_tasks": [],
+    }
+
+
+class Fleet:
+    """Tasks by id (in fleet order), the updates applied to them, and per-id PUT counts."""
+
+    __slots__ = ("_described", "_open", "_project_id", "_seed", "_updates", "counts")
+
+    def __init__(self, *, open_fleet: bool, seed: int = 0) -> None:
+        self._open = open_fleet
+        self._seed = seed
+        self._project_id = hashlib.blake2b(f"project\0{seed}".encode(), digest_size=16).hexdigest()
+        self._updates: dict[str, dict[str, Any] | None] = {}  # id -> applied updates
+        self._described: dict[str, dict[str, Any]] = {}  # id -> object from --fleet
+        self.counts: dict[str, TaskCounts] = {}
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, seed: int = 0) -> Fleet:
+        """Every id exists, created on first use."""
+        return cls(open_fleet=True, seed=seed)
+
+    @classmethod
+    def generate(cls, n: int, seed: int = 0) -> Fleet:
+        """Exactly ``n`` tasks, ids and contents drawn from ``seed``."""
+        if n < 0:
+            raise ValueError(f"cannot generate {n} tasks")
+        fleet = cls(open_fleet=False, seed=seed)
+        rng = random.Random(seed)
+        while len(fleet._updates) < n:
+            fleet._updates[str(uuid.UUID(int=rng.getrandbits(128), version=4))] = None
+        return fleet
+
+    @classmethod
+    def from_jsonl(cls, path: Path, seed: int = 0) -> Fleet:
+        """Exactly the tasks of a JSONL file; ValueError naming the line when one is unusable."""
+        fleet = cls(open_fleet=False, seed=seed)
+        with path.open("rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                line = raw.strip()
+                if not line:
+                    continue
+                try:
+                    task = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from None
+                task_id = task.get("id") if isinstance(task, dict) else None
+                if not isinstance(task_id, str) or not 1 <= len(task_id) <= TASK_ID_MAX:
+                    raise ValueError(f"{path}:{number}: a task object with a string 'id' of "
+                                     f"1 to {TASK_ID_MAX} characters is required")
+                if task_id in fleet._updates:
+                    raise ValueError(f"{path}:{number}: task id {task_id!r} appears twice")
+                fleet._updates[task_id] = None
+                fleet._described[task_id] = task
+        return fleet
+
+    # -- queries --------------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def __len__(self) -> int:
+        return len(self._updates)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._updates
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._updates)
+
+    def exists(self, task_id: str) -> bool:
+        """Whether requests for this id are served (always true for an open fleet)."""
+        return self._open or task_id in self._updates
+
+    def show(self, task_id: str) -> dict[str, Any] | None:
+        """The task as ShowTask returns it (a fresh dict), or None when it does not exist."""
+        if task_id not in self._updates:
+            if not self._open:
+                return None
+            self._updates[task_id] = None
+        return self._view(task_id)
+
+    def _view(self, task_id: str) -> dict[str, Any]:
+        view = _synthesize(task_id, self._seed, self._project_id)
+        described = self._described.get(task_id)
+        if described is not None:
+            deep_merge(view, described)
+        updates = self._updates[task_id]
+        if updates is not None:
+            deep_merge(view, updates)
+        view["id"] = task_id
+        return view
+
+    def list(self, filters: Mapping[str, str], limit: int,
+             offset: int) -> tuple[int, list[dict[str, Any]]]:
+        """(number of tasks matching every filter, the page ``[offset:offset+limit]`` of them)."""
+        if "id" in filters:
+            candidates: list[str] = [filters["id"]] if filters["id"] in self._updates else []
+        else:
+            candidates = list(self._updates)
+        rest = {k: v for k, v in filters.items() if k != "id"}
+        if not rest:
+            return len(candidates), [self._view(t) for t in candidates[offset:offset + limit]]
+        matching = [view for view in map(self._view, candidates) if _matches(view, rest)]
+        return len(matching), matching[offset:offset + limit]
+
+    # -- updates --------------------------------------------------------------------------------
+
+    def received(self, task_id: str) -> TaskCounts:
+        """Count one PUT for this id (called as it arrives); returns its counters."""
+        counts = self.counts.get(task_id)
+        if counts is None:
+            counts = self.counts[task_id] = TaskCounts()
+        counts.received += 1
+        return counts
+
+    def apply(self, task_id: str, body: Mapping[str, Any]) -> bool:
+        """Deep-merge a validated body into the task; False when the task does not exist."""
+        if task_id not in self._updates and not self._open:
+            return False
+        updates = self._updates.get(task_id)
+        if updates is None:
+            updates = self._updates[task_id] = {}
+        deep_merge(updates, body)
+        project = body.get("enterprise_project")
+        if isinstance(project, str):
+            updates["enterprise_project_id"] = project
+        counts = self.counts.get(task_id)
+        if counts is None:
+            counts = self.counts[task_id] = TaskCounts()
+        counts.applied += 1
+        return True
+
+
+def _matches(view: Mapping[str, Any], filters: Mapping[str, str]) -> bool:
+    for key, wanted in filters.items():
+        if key == "source_server_id":
+            source = view.get("source_server")
+            if not isinstance(source, dict) or source.get("id") != wanted:
+                return False
+        elif view.get(key) != wanted:
+            return False
+    return True

@@ -1,0 +1,113 @@
+"""Starting and stopping a simulator inside the current asyncio loop.
+
+`running()` is what tests and ``run --simulate`` use::
+
+    async with running(fleet=Fleet.generate(100), faults=FaultConfig(fail_rate=0.1, seed=1)) as sim:
+        ...  # send to sim.url; then look at sim.requests, sim.stats, sim.counts(task_id)
+
+`Simulator` is the same thing as an object with ``start()``/``stop()``, for the command line,
+which has to print its address and wait for a signal in between.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from batchsms.simulator.access import ExpectedCredentials
+from batchsms.simulator.app import Received, SimulatorState, Stats, build_app
+from batchsms.simulator.faults import FaultConfig, FaultInjector
+from batchsms.simulator.fleet import Fleet, TaskCounts
+
+__all__ = ["Simulator", "SimulatorHandle", "running"]
+
+DEFAULT_LOG_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorHandle:
+    """A started simulator: where it listens, and what it has seen so far (live views)."""
+
+    url: str  # http://HOST:PORT, no trailing slash
+    host: str
+    port: int
+    tasks: Fleet  # the task store; tasks.counts maps task id -> TaskCounts
+    requests: deque[Received]  # the most recent requests, oldest first (bounded)
+    stats: Stats  # totals: received, applied, resets, by_status
+    faults: FaultInjector  # faults.reconfigure(FaultConfig(...)) changes knobs while serving
+
+    def counts(self, task_id: str) -> TaskCounts:
+        """PUTs received and applied for this task id (zeros if none arrived)."""
+        return self.tasks.counts.get(task_id) or TaskCounts()
+
+
+class Simulator:
+    """One aiohttp server on ``host:port`` (``port=0``: a free one), not yet started."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, fleet: Fleet | None = None,
+                 faults: FaultConfig | None = None,
+                 credentials: ExpectedCredentials | None = None,
+                 log_size: int = DEFAULT_LOG_SIZE, shutdown_timeout: float = 1.0) -> None:
+        if log_size < 0:
+            raise ValueError(f"log_size must be >= 0, got {log_size}")
+        self._host = host
+        self._port = port
+        self._shutdown_timeout = shutdown_timeout
+        self._requests: deque[Received] = deque(maxlen=log_size)
+        self._state = SimulatorState(
+            fleet=fleet if fleet is not None else Fleet.open(),
+            faults=FaultInjector(faults if faults is not None else FaultConfig()),
+            credentials=credentials if credentials is not None else ExpectedCredentials(),
+            log=self._requests if log_size else None,
+        )
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> SimulatorHandle:
+        """Bind and serve; returns once connections are accepted."""
+        if self._runner is not None:
+            raise RuntimeError("simulator already started")
+        runner = web.AppRunner(build_app(self._state), access_log=None,
+                               shutdown_timeout=self._shutdown_timeout)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._port, backlog=1024)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        port = int(runner.addresses[0][1])
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return SimulatorHandle(
+            url=f"http://{host}:{port}", host=self._host, port=port, tasks=self._state.fleet,
+            requests=self._requests, stats=self._state.stats, faults=self._state.faults)
+
+    async def stop(self) -> None:
+        """Stop accepting, give in-flight requests ``shutdown_timeout`` s, then cancel them."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+
+@asynccontextmanager
+async def running(*, host: str = "127.0.0.1", port: int = 0, fleet: Fleet | None = None,
+                  faults: FaultConfig | None = None,
+                  credentials: ExpectedCredentials | None = None,
+                  log_size: int = DEFAULT_LOG_SIZE) -> AsyncIterator[SimulatorHandle]:
+    """Serve in the current loop for the duration of the block.
+
+    Defaults: loopback, a free port, an open fleet (every task id exists), no faults, no
+    credential check (pass ``ExpectedCredentials.from_env(os.environ)`` to check them), and the
+    last ``log_size`` requests kept in ``handle.requests`` (0: keep none, counters only).
+    """
+    simulator = Simulator(host=host, port=port, fleet=fleet, faults=faults,
+                          credentials=credentials, log_size=log_size)
+    handle = await simulator.start()
+    try:
+        yield handle
+    finally:
+        await simulator.stop()

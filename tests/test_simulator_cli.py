@@ -1,0 +1,118 @@
+"""`python -m batchsms.simulator` as a user runs it: a real process, a real port, real signals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchsms.simulator.cli import add_simulator_parser, main
+
+
+@contextmanager
+def simulator_process(
+    *args: str, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Start the simulator on a free port; yield (process, url) once it says it is listening."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHSMS_SIMULATOR_")}
+    full_env.update(env or {})
+    proc = subprocess.Popen([sys.executable, "-m", "batchsms.simulator", "--port", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=full_env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on http://127.0.0.1:"), line
+        yield proc, line.removeprefix("listening on ").strip()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_cli_serves_then_stops_cleanly_on_signal(signum: signal.Signals) -> None:
+    """Prints `listening on URL`, serves the generated fleet, exits 0 on SIGTERM and SIGINT."""
+    with simulator_process("--generate", "5", "--seed", "1") as (proc, url):
+        status, page = fetch(f"{url}/v3/tasks")
+        assert (status, page["count"]) == (200, 5)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=5)
+        assert proc.returncode == 0
+        assert "stopped after 1 requests (200: 1" in err
+
+
+def test_cli_checks_credentials_from_the_environment() -> None:
+    """BATCHSMS_SIMULATOR_TOKEN in the environment: no token, 401; the token, 200."""
+    with simulator_process(env={"BATCHSMS_SIMULATOR_TOKEN": "cli-token"}) as (proc, url):
+        status, error = fetch(f"{url}/v3/tasks")
+        assert (status, error["error_code"]) == (401, "APIG.0301")
+        status, _ = fetch(f"{url}/v3/tasks", headers={"X-Auth-Token": "cli-token"})
+        assert status == 200
+        proc.terminate()
+        proc.communicate(timeout=5)
+        assert proc.returncode == 0
+
+
+def test_cli_serves_a_fleet_file(tmp_path: Path) -> None:
+    """--fleet FILE: its tasks exist, others are 404."""
+    path = tmp_path / "fleet.jsonl"
+    path.write_text('{"id": "t1", "speed_limit": 77}\n', encoding="utf-8")
+    with simulator_process("--fleet", str(path)) as (proc, url):
+        status, task = fetch(f"{url}/v3/tasks/t1")
+        assert (status, task["speed_limit"]) == (200, 77)
+        status, error = fetch(f"{url}/v3/tasks/t2")
+        assert (status, error["error_code"]) == (404, "SMS.1801")
+        proc.terminate()
+        proc.communicate(timeout=5)
+
+
+def test_cli_unreadable_fleet_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing --fleet file is a usage error: one line on stderr, exit 2."""
+    assert main(["--port", "0", "--fleet", str(tmp_path / "missing.jsonl")]) == 2
+    assert "--fleet" in capsys.readouterr().err
+
+
+def test_cli_bad_option_values_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """Out-of-range knobs are refused by the parser."""
+    for argv in (["--fail-rate", "1.5"], ["--latency-ms", "9-3"], ["--throttle-rate", "0"],
+                 ["--generate", "5", "--fleet", "x"], ["--port", "70000"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+    capsys.readouterr()
+
+
+def test_add_simulator_parser_wires_the_subcommand() -> None:
+    """batchsms.cli can mount the command: every option parses under `simulator`."""
+    parser = argparse.ArgumentParser(prog="batchsms")
+    add_simulator_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["simulator", "--port", "0", "--generate", "3", "--seed", "9",
+                              "--fail-rate", "0.1", "--throttle-rate", "20", "--retry-after", "2",
+                              "--latency-ms", "5-10", "--reset-rate", "0.05",
+                              "--hang-rate", "0.01", "--hang-ms", "1000"])
+    assert args.command == "simulator"
+    assert (args.host, args.port, args.generate, args.seed) == ("127.0.0.1", 0, 3, 9)
+    assert args.latency_ms == (5.0, 10.0)
+    assert (args.fail_rate, args.throttle_rate, args.retry_after) == (0.1, 20.0, 2.0)
