@@ -271,6 +271,14 @@ class RateLimiter:
         """Requests/s in force now; 0.0 means unlimited."""
         return self._bucket.rate
 
+    def try_acquire_nowait(self) -> bool:
+        """Take a token at once if one is free and nobody is queued; True if taken."""
+        if self._lock.locked() or self._bucket.try_acquire() > 0:
+            return False
+        if self._adaptive is not None:
+            self._adaptive.record_send(self._clock())
+        return True
+
     async def acquire(self) -> None:
         """Wait until a request may start, and count it as sent."""
         async with self._lock:

@@ -249,10 +249,11 @@ class Pipeline:
         held = _Held(item)
         while True:
             held.cut_short = True  # until an attempt's answer says otherwise
-            if not await self._wait(self._gate.acquire):
+            if not await self._acquire_slot():
                 return held
             try:
-                if not await self._wait(self._limiter.acquire):
+                if not (self._limiter.try_acquire_nowait() or
+                        await self._wait(self._limiter.acquire)):
                     return held
                 if self._options.deadline is not None and time.time() >= self._options.deadline:
                     self.stop(StopReason.DEADLINE, "the --deadline passed")
@@ -273,6 +274,16 @@ class Pipeline:
             self.stats.retries += 1
             if not await self._wait(functools.partial(anyio.sleep, delay)):
                 return held
+
+    async def _acquire_slot(self) -> bool:
+        """A place among the requests in flight (the gate), unless the run stops first."""
+        if self.stop_reason is not None:
+            return False
+        try:
+            self._gate.acquire_nowait()  # the common case, without a cancel scope
+        except anyio.WouldBlock:
+            return await self._wait(self._gate.acquire)
+        return True
 
     async def _attempt(self, held: _Held) -> Reply | TransportError | None:
         """One request; None if it was cancelled (interrupt after the grace period)."""

@@ -1,0 +1,136 @@
+"""Benchmark `batchsms run` against the simulator; prints figures to compare across commits.
+
+    python bench/bench_run.py [--lines 20000] [--concurrency 64] [--rate-lines 400]
+
+1. requests/s of `batchsms run --rate 0 --concurrency C` beside a bare aiohttp loop
+   (bench/bare_loop.py: same server, same concurrency, no validation, retries or outcome file),
+   both as client subprocesses against one simulator served from this process;
+2. rate accuracy at `--rate 50`: the most requests the server saw in any 1 s window
+   (the bound is rate*t + burst = 51);
+3. the client's peak RSS for the run.
+
+Only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchsms.simulator import running
+from batchsms.simulator.server import SimulatorHandle
+
+HERE = Path(__file__).resolve().parent
+
+
+@contextmanager
+def simulator_in_thread(log_size: int) -> Iterator[SimulatorHandle]:
+    box: list[SimulatorHandle] = []
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        async with running(log_size=log_size) as handle:
+            box.append(handle)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve()), daemon=True)
+    thread.start()
+    if not ready.wait(10):
+        raise RuntimeError("simulator did not start")
+    try:
+        yield box[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+
+
+def write_lines(path: Path, n: int) -> None:
+    with path.open("wb") as f:
+        for i in range(n):
+            f.write(orjson.dumps({"task_id": f"bench-{i}", "body": {"speed_limit": i % 1001}})
+                    + b"\n")
+
+
+def run_batchsms(url: str, source: Path, out: Path, *options: str) -> dict[str, Any]:
+    env = {**os.environ, "BATCHSMS_AUTH_TOKEN": "bench-token"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "batchsms", "run", str(source), "--endpoint", url, "--out",
+         str(out), "--log-format", "json", "--no-progress", *options],
+        env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    finished = next(orjson.loads(line) for line in proc.stderr.splitlines()
+                    if line.startswith("{") and '"run.finished"' in line)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"exit": proc.returncode, "requests": finished["requests"],
+            "seconds": finished["duration_s"], "wall": wall,
+            "requests_per_s": finished["requests"] / finished["duration_s"],
+            "peak_rss_mb": max(peak, before) / 1024}
+
+
+def bare_loop(url: str, n: int, concurrency: int) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "bare_loop.py"), url, str(n), str(concurrency)],
+        capture_output=True, text=True, check=True)
+    result: dict[str, Any] = orjson.loads(proc.stdout)
+    return result
+
+
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    times = sorted(times)
+    return max((bisect.bisect_left(times, t + window) - i for i, t in enumerate(times)),
+               default=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rate-lines", type=int, default=400)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "lines.jsonl"
+        write_lines(source, args.lines)
+        with simulator_in_thread(log_size=0) as sim:
+            for i in range(args.repeat):
+                bare = bare_loop(sim.url, args.lines, args.concurrency)
+                ours = run_batchsms(sim.url, source, Path(tmp) / f"out{i}.jsonl", "--rate", "0",
+                                    "--concurrency", str(args.concurrency))
+                print(f"run {i + 1}: bare aiohttp loop {bare['requests_per_s']:8.0f} req/s | "
+                      f"batchsms run {ours['requests_per_s']:8.0f} req/s "
+                      f"({ours['requests']} requests, exit {ours['exit']}) | "
+                      f"ratio {ours['requests_per_s'] / bare['requests_per_s']:.2f} | "
+                      f"client peak RSS {ours['peak_rss_mb']:.0f} MB")
+        rate_source = Path(tmp) / "rate.jsonl"
+        write_lines(rate_source, args.rate_lines)
+        with simulator_in_thread(log_size=args.rate_lines * 2) as sim:
+            result = run_batchsms(sim.url, rate_source, Path(tmp) / "rate-out.jsonl",
+                                  "--rate", "50", "--burst", "1", "--concurrency", "16")
+            times = [r.at for r in sim.requests]
+            print(f"rate accuracy at --rate 50 --burst 1: {len(times)} requests in "
+                  f"{result['seconds']:.2f} s = {len(times) / result['seconds']:.1f} req/s; "
+                  f"most in any 1 s window: {max_in_window(times)} (bound 51)")
+
+
+if __name__ == "__main__":
+    main()
