@@ -85,7 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="[console on a terminal, else json]")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="progress bar [on a terminal only]")
+    run.add_argument("--metrics-file", type=Path, metavar="PATH",
+                     help="write Prometheus text format here at the end of the run "
+                          "(node_exporter textfile collector: name it *.prom)")
     _add_body_options(run)
+
+    from batchsms.report import add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 
@@ -101,7 +108,7 @@ def _run_config(args: argparse.Namespace) -> Any:
         dry_run=args.dry_run, resume=args.resume,
         defaults=build_defaults(_load_patch(args.patch), args.sets),
         abort_failure_ratio=args.abort_failure_ratio, token_file=args.token_file,
-        progress=args.progress,
+        progress=args.progress, metrics_file=args.metrics_file,
         deadline=None if args.deadline is None else
         parse_deadline(args.deadline, datetime.now().astimezone()))
 
@@ -115,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             defaults = build_defaults(_load_patch(args.patch), args.sets)
             return run_validate(args.input, args.out, defaults)
+        if args.command == "report":
+            from batchsms.report import run_report
+
+            return run_report(args)
         from batchsms import logs, run_cmd
 
         logs.configure(args.log_format)

@@ -29,6 +29,7 @@ from batchsms.auth import authenticator, load_credentials
 from batchsms.client import Authenticator, SmsClient, resolve_endpoint, task_path
 from batchsms.errors import CredentialsError, UsageError
 from batchsms.limiter import RateLimiter
+from batchsms.metrics import check_metrics_path, write_metrics
 from batchsms.outcomes import (
     JournalScan,
     Outcome,
@@ -70,6 +71,7 @@ class RunConfig:
     token_file: Path | None = None
     grace: float = 5.0
     progress: bool | None = None
+    metrics_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -220,6 +222,8 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         resolve_endpoint(config.endpoint or (None if config.region else
                                              env.get("BATCHSMS_ENDPOINT")), config.region)
         _credentials(config, env)
+    if config.metrics_file is not None:
+        check_metrics_path(config.metrics_file)
     if config.input != "-" and not os.access(config.input, os.R_OK):
         raise UsageError(f"cannot read input {config.input!r}")
     lock = lock_outcomes(config.out)
@@ -246,6 +250,12 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
                  requests=stats.requests, retries=stats.retries, **dict(stats.by_status))
         for text in summary_lines(stats, pipeline.stop_message):
             print(text, file=stderr)
-        return exit_code(stats, pipeline.stop_reason, signum)
+        code = exit_code(stats, pipeline.stop_reason, signum)
+        if config.metrics_file is not None:
+            try:
+                write_metrics(config.metrics_file, stats, code, time.time())
+            except UsageError as exc:  # the run happened: keep its exit code, say what failed
+                log.warning("metrics.write_failed", path=str(config.metrics_file), error=str(exc))
+        return code
     finally:
         lock.close()
