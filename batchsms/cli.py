@@ -46,6 +46,39 @@ def _add_body_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patch", metavar="FILE", help="a JSON object merged into every body")
 
 
+def _add_connection_options(p: argparse.ArgumentParser, *, simulate: bool) -> None:
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--endpoint", help="SMS endpoint URL (or BATCHSMS_ENDPOINT)")
+    target.add_argument("--region", help="a known region, e.g. cn-north-4")
+    if simulate:
+        target.add_argument("--simulate", action="store_true",
+                            help="send to the built-in simulator, started in-process")
+    p.add_argument("--rate", type=float, default=10.0,
+                   help="requests/s, every attempt counted; 0 = unlimited [10]")
+    p.add_argument("--max-attempts", type=int, default=5, help="attempts per request [5]")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request [30]")
+    p.add_argument("--ca-bundle", help="trust this CA bundle (TLS is always verified)")
+    p.add_argument("--token-file", type=Path, help="read the X-Auth-Token from this file")
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    import os
+
+    from batchsms.auth import authenticator, load_credentials
+    from batchsms.client import resolve_endpoint
+    from batchsms.tasks_cmd import TasksConfig, run_tasks
+
+    filters = {key: value for key, value in (
+        ("state", args.state), ("name", args.name), ("id", args.id),
+        ("enterprise_project_id", args.enterprise_project_id)) if value is not None}
+    config = TasksConfig(endpoint=resolve_endpoint(args.endpoint, args.region, os.environ),
+                         filters=filters, out=args.out, page_size=args.page_size,
+                         rate=args.rate, max_attempts=args.max_attempts, timeout=args.timeout,
+                         ca_bundle=args.ca_bundle)
+    auth = authenticator(load_credentials(os.environ, token_file=args.token_file))
+    return run_tasks(config, auth)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="batchsms", description="Apply UpdateTask to many Huawei Cloud SMS "
                      "migration tasks from a JSONL file, safely and fast.")
@@ -61,19 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("input", help="JSONL file, '-' for stdin, may be gzip")
     run.add_argument("--out", type=Path, default=Path("outcomes.jsonl"),
                      help="outcomes file, appended to [outcomes.jsonl]")
-    target = run.add_mutually_exclusive_group()
-    target.add_argument("--endpoint", help="SMS endpoint URL (or BATCHSMS_ENDPOINT)")
-    target.add_argument("--region", help="a known region, e.g. cn-north-4")
-    target.add_argument("--simulate", action="store_true",
-                        help="send to the built-in simulator, started in-process")
+    _add_connection_options(run, simulate=True)
     run.add_argument("--concurrency", type=int, default=16, help="most requests in flight [16]")
-    run.add_argument("--rate", type=float, default=10.0,
-                     help="requests/s, every attempt counted; 0 = unlimited [10]")
     run.add_argument("--burst", type=float, default=1.0, help="token-bucket burst [1]")
-    run.add_argument("--max-attempts", type=int, default=5, help="attempts per line [5]")
-    run.add_argument("--timeout", type=float, default=30.0, help="seconds per request [30]")
-    run.add_argument("--ca-bundle", help="trust this CA bundle (TLS is always verified)")
-    run.add_argument("--token-file", type=Path, help="read the X-Auth-Token from this file")
     run.add_argument("--dry-run", action="store_true",
                      help="validate and print what would be sent; no network, no outcomes")
     run.add_argument("--resume", action="store_true",
@@ -93,6 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
     from batchsms.report import add_report_parser
 
     add_report_parser(sub)
+
+    from batchsms.simulator.cli import add_simulator_parser
+
+    add_simulator_parser(sub)
+
+    tasks = sub.add_parser("tasks", help="list tasks (ListTasks) as input lines for run")
+    tasks.add_argument("--state", help="only tasks in this state, e.g. RUNNING")
+    tasks.add_argument("--name", help="only tasks with this name")
+    tasks.add_argument("--id", help="only the task with this id")
+    tasks.add_argument("--enterprise-project-id", help="only tasks of this enterprise project")
+    tasks.add_argument("--out", type=Path, help="write here (atomically) instead of stdout")
+    tasks.add_argument("--page-size", type=int, default=100, help="tasks per page [100]")
+    _add_connection_options(tasks, simulate=False)
     return parser
 
 
@@ -122,6 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             defaults = build_defaults(_load_patch(args.patch), args.sets)
             return run_validate(args.input, args.out, defaults)
+        if args.command == "simulator":
+            from batchsms.simulator.cli import run_simulator
+
+            return run_simulator(args)
+        if args.command == "tasks":
+            return _tasks(args)
         if args.command == "report":
             from batchsms.report import run_report
 

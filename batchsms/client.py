@@ -60,8 +60,11 @@ class Reply:
         return 200 <= self.status < 300
 
 
-def resolve_endpoint(endpoint: str | None, region: str | None) -> str:
-    """The base URL to send to: `--endpoint`, else `--region` (or BATCHSMS_ENDPOINT upstream)."""
+def resolve_endpoint(endpoint: str | None, region: str | None,
+                     env: Mapping[str, str] | None = None) -> str:
+    """The base URL to send to: `--endpoint`, else `--region`, else BATCHSMS_ENDPOINT."""
+    if not endpoint and not region and env is not None:
+        endpoint = env.get("BATCHSMS_ENDPOINT") or None
     if endpoint and region:
         raise UsageError("give --endpoint or --region, not both")
     if region:

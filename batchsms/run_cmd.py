@@ -111,7 +111,7 @@ def parse_deadline(text: str, now: datetime) -> float:
 def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> int:
     """Print what would be sent, one JSON object per valid line; no network, no secrets."""
     try:
-        base = resolve_endpoint(config.endpoint, config.region)
+        base = resolve_endpoint(config.endpoint, config.region, os.environ)
     except UsageError:
         base = "https://{endpoint}"
     invalid = 0
@@ -145,8 +145,7 @@ async def _endpoint(config: RunConfig, env: Mapping[str, str]) -> AsyncIterator[
         async with running() as sim:
             yield sim.url
         return
-    yield resolve_endpoint(config.endpoint or (None if config.region else
-                                               env.get("BATCHSMS_ENDPOINT")), config.region)
+    yield resolve_endpoint(config.endpoint, config.region, env)
 
 
 async def _watch_signals(pipeline: Pipeline, grace: float, got: list[int],
@@ -219,8 +218,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
     if config.dry_run:
         return dry_run(config, sys.stdout, stderr)
     if not config.simulate:  # fail fast, before locking or reading anything
-        resolve_endpoint(config.endpoint or (None if config.region else
-                                             env.get("BATCHSMS_ENDPOINT")), config.region)
+        resolve_endpoint(config.endpoint, config.region, env)
         _credentials(config, env)
     if config.metrics_file is not None:
         check_metrics_path(config.metrics_file)

@@ -101,7 +101,7 @@ def test_second_run_on_same_out_exits_2_naming_the_pid(tmp_path: Path) -> None:
     source = lines_file(tmp_path / "in.jsonl", 20)
     out = tmp_path / "out.jsonl"
     with scripted_server(Hang(0.5)) as server:
-        first = subprocess.Popen(  # noqa: S603
+        first = subprocess.Popen(
             [sys.executable, "-m", "batchsms", "run", str(source), "--endpoint", server.url,
              "--out", str(out), "--concurrency", "2", "--rate", "0", "--log-format", "json"],
             env={**os.environ, "BATCHSMS_AUTH_TOKEN": SECRET_TOKEN},
@@ -133,7 +133,7 @@ def test_signal_stops_run_and_every_line_gets_an_outcome(tmp_path: Path, signum:
     out = tmp_path / "out.jsonl"
     with scripted_server(Hang(0.2)) as server:
         server.script("t5", Hang(30))  # still in flight when the grace period ends
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             [sys.executable, "-m", "batchsms", "run", str(source), "--endpoint", server.url,
              "--out", str(out), "--concurrency", "8", "--rate", "0", "--log-format", "json"],
             env={**os.environ, "BATCHSMS_AUTH_TOKEN": SECRET_TOKEN},

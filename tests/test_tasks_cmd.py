@@ -1,0 +1,87 @@
+"""`batchsms tasks`: ListTasks paging and filters against the simulator, and the fleet pipe."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+TOKEN = "tasks-test-token"
+
+
+@pytest.fixture
+def simulator() -> Iterator[str]:
+    env = {**os.environ, "BATCHSMS_SIMULATOR_TOKEN": TOKEN}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchsms", "simulator", "--port", "0", "--generate", "450",
+         "--seed", "7"], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("listening on http://"), line
+    try:
+        yield line.split()[-1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        proc.stdout.close()
+
+
+def batchsms(*args: str, token: str = TOKEN) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHSMS_")}
+    env["BATCHSMS_AUTH_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "batchsms", *args], env=env,
+                          capture_output=True, timeout=60, check=False)
+
+
+def test_lists_every_task_over_several_pages(simulator: str) -> None:
+    result = batchsms("tasks", "--endpoint", simulator, "--page-size", "100", "--rate", "0")
+    assert result.returncode == 0, result.stderr
+    envelopes = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert len(envelopes) == 450
+    assert len({e["task_id"] for e in envelopes}) == 450
+    assert all(set(e) == {"task_id", "ref"} and e["ref"] for e in envelopes)
+
+
+def test_filters_are_sent_and_applied(simulator: str, tmp_path: Path) -> None:
+    everything = [orjson.loads(line) for line in
+                  batchsms("tasks", "--endpoint", simulator, "--rate", "0").stdout.splitlines()]
+    out = tmp_path / "running.jsonl"
+    result = batchsms("tasks", "--endpoint", simulator, "--state", "RUNNING", "--page-size",
+                      "7", "--out", str(out), "--rate", "0")
+    assert result.returncode == 0, result.stderr
+    running = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert 7 < len(running) < 450  # more than one page, fewer than all
+    one = everything[3]
+    by_id = batchsms("tasks", "--endpoint", simulator, "--id", one["task_id"], "--rate", "0")
+    assert [orjson.loads(line) for line in by_id.stdout.splitlines()] == [one]
+
+
+def test_fleet_pipe_sets_speed_limit_on_every_listed_task(simulator: str,
+                                                          tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.jsonl"
+    assert batchsms("tasks", "--endpoint", simulator, "--state", "RUNNING", "--out", str(fleet),
+                    "--rate", "0").returncode == 0
+    out = tmp_path / "out.jsonl"
+    result = batchsms("run", str(fleet), "--endpoint", simulator, "--set", "speed_limit=200",
+                      "--out", str(out), "--rate", "0", "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert {r["status"] for r in records} == {"succeeded"}
+    listed = {orjson.loads(line)["task_id"] for line in fleet.read_bytes().splitlines()}
+    assert {r["task_id"] for r in records} == listed
+
+
+def test_rejected_credentials_exit_3_and_write_no_file(simulator: str, tmp_path: Path) -> None:
+    out = tmp_path / "fleet.jsonl"
+    result = batchsms("tasks", "--endpoint", simulator, "--out", str(out), token="wrong")
+    assert result.returncode == 3
+    assert b"401" in result.stderr
+    assert b"wrong" not in result.stderr
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
