@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -145,13 +146,13 @@ def test_same_task_never_in_flight_twice_and_in_file_order(tmp_path: Path) -> No
     with scripted_server(Answer()) as server:
         for i in range(3):
             server.script(f"t{i}", *[Hang(0.02)] * 10)
-        code, records = run_lines(tmp_path, server, lines, concurrency=8)
+        code, _ = run_lines(tmp_path, server, lines, concurrency=8)
         assert code == 0
         for task in ("t0", "t1", "t2"):
             seen = [r for r in server.received if r.task_id == task]
             sent = [orjson.loads(r.body)["speed_limit"] for r in seen]
             assert sent == [i for i in range(30) if i % 3 == int(task[1])]
-            for before, after in zip(seen, seen[1:], strict=False):
+            for before, after in itertools.pairwise(seen):
                 assert after.start >= before.end
         assert server.max_in_flight > 1  # different tasks did run together
 
