@@ -12,11 +12,31 @@ UpdateTask, ShowTask and ListTasks.
     cli.py      ``batchsms simulator`` options and main
 """
 
-from batchsms.simulator.access import ExpectedCredentials
-from batchsms.simulator.app import Received, Stats
-from batchsms.simulator.faults import FaultConfig, FaultInjector
-from batchsms.simulator.fleet import Fleet, TaskCounts
-from batchsms.simulator.server import Simulator, SimulatorHandle, running
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batchsms.simulator.access import ExpectedCredentials
+    from batchsms.simulator.app import Received, Stats
+    from batchsms.simulator.faults import FaultConfig, FaultInjector
+    from batchsms.simulator.fleet import Fleet, TaskCounts
+    from batchsms.simulator.server import Simulator, SimulatorHandle, running
+
+# Imported on first use: `batchsms --help` or `validate` must not pay for importing aiohttp.web.
+_WHERE = {
+    "ExpectedCredentials": "access",
+    "Received": "app",
+    "Stats": "app",
+    "FaultConfig": "faults",
+    "FaultInjector": "faults",
+    "Fleet": "fleet",
+    "TaskCounts": "fleet",
+    "Simulator": "server",
+    "SimulatorHandle": "server",
+    "running": "server",
+}
 
 __all__ = [
     "ExpectedCredentials",
@@ -30,3 +50,10 @@ __all__ = [
     "TaskCounts",
     "running",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

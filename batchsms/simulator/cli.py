@@ -9,19 +9,20 @@ environment only (CONTRACT §6, §8), never from options. Wired into ``batchsms.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchsms.errors import UsageError
 from batchsms.simulator.access import AK_ENV, SK_ENV, TOKEN_ENV, ExpectedCredentials
 from batchsms.simulator.faults import FaultConfig, parse_latency
 from batchsms.simulator.fleet import Fleet
-from batchsms.simulator.server import Simulator
+
+if TYPE_CHECKING:
+    from batchsms.simulator.server import Simulator
 
 __all__ = ["add_simulator_arguments", "add_simulator_parser", "main", "run_simulator"]
 
@@ -119,6 +120,8 @@ def add_simulator_parser(subparsers: argparse._SubParsersAction[argparse.Argumen
 
 
 def _build(args: argparse.Namespace) -> Simulator:
+    from batchsms.simulator.server import Simulator  # aiohttp.web: only when serving
+
     try:
         credentials = ExpectedCredentials.from_env(os.environ)
     except ValueError as exc:
@@ -143,6 +146,9 @@ def _build(args: argparse.Namespace) -> Simulator:
 
 
 async def _serve(simulator: Simulator) -> str:
+    import asyncio
+    import signal
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -163,6 +169,8 @@ async def _serve(simulator: Simulator) -> str:
 
 def run_simulator(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM; 0 on a clean stop. Raises UsageError for bad input (exit 2)."""
+    import asyncio  # here, not at the top: mounting the command must stay cheap
+
     simulator = _build(args)
     try:
         summary = asyncio.run(_serve(simulator))
