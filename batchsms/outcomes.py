@@ -75,7 +75,12 @@ def new_run_id() -> str:
 
 
 class OutcomeWriter:
-    """Appends whole records; `maybe_flush` flushes once a second, `close` at the end."""
+    """Appends whole records; `maybe_flush` flushes once a second, `close` at the end.
+
+    Records of lines that were sent are written through at once (`durable=True`), so that a
+    SIGKILL loses at most the answers still in flight and `--resume` never re-sends a journaled
+    success; records without side effects (invalid, skipped) are batched.
+    """
 
     def __init__(self, path: Path, *, flush_interval: float = 1.0) -> None:
         self.path = path
@@ -90,10 +95,14 @@ class OutcomeWriter:
         if _ends_cut(path):
             self._buffer.append(b"\n")  # a crash cut the last record: start on a fresh line
 
-    def write(self, outcome: Outcome) -> None:
+    def write(self, outcome: Outcome, *, durable: bool = False) -> None:
+        """Queue a record; `durable` writes it through at once (a request was sent for it)."""
         self._buffer.append(outcome.to_json())
         self.written += 1
-        self.maybe_flush()
+        if durable:
+            self.flush()
+        else:
+            self.maybe_flush()
 
     def maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush >= self._interval:

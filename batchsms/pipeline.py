@@ -370,7 +370,7 @@ class Pipeline:
                        elapsed_ms=elapsed, finished_at=utc_now())
 
     def _record(self, outcome: Outcome) -> None:
-        self._writer.write(outcome)
+        self._writer.write(outcome, durable=outcome.attempts > 0)
         stats = self.stats
         stats.by_status[outcome.status.value] += 1
         if outcome.error_code:

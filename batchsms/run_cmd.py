@@ -141,8 +141,13 @@ def _credentials(config: RunConfig, env: Mapping[str, str]) -> Authenticator | N
 async def _endpoint(config: RunConfig, env: Mapping[str, str]) -> AsyncIterator[str]:
     if config.simulate:
         from batchsms.simulator import running
+        from batchsms.simulator.access import ExpectedCredentials
 
-        async with running() as sim:
+        try:  # a rehearsal checks credentials only when BATCHSMS_SIMULATOR_* ask it to
+            expected = ExpectedCredentials.from_env(env)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        async with running(log_size=0, credentials=expected) as sim:
             yield sim.url
         return
     yield resolve_endpoint(config.endpoint, config.region, env)
