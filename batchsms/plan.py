@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -20,9 +19,8 @@ from batchsms.records import InvalidLine, Line
 from batchsms.schema import Problem, validate
 
 
-@dataclass(frozen=True, slots=True)
-class Planned:
-    """A line ready to send: its canonical body bytes and their SHA-256."""
+class Planned(NamedTuple):
+    """A line ready to send: its canonical body bytes and their SHA-256 (hex)."""
 
     number: int
     task_id: str

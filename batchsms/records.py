@@ -13,24 +13,27 @@ import gzip
 import sys
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple, cast
 
 import orjson
 
 from batchsms.errors import UsageError
-from batchsms.schema import Problem
+from batchsms.schema import Problem, describe
 
 MAX_LINE_BYTES = 1024 * 1024
+MAX_TASK_ID = 36  # Table 1
+MAX_REF = 256
 _BOM = b"\xef\xbb\xbf"
 _GZIP_MAGIC = b"\x1f\x8b"
 _ENVELOPE_KEYS = frozenset({"task_id", "body", "ref"})
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
-    """A line whose envelope is sound; `body` is None when the line carries none."""
+class Line(NamedTuple):
+    """A line whose envelope is sound; `body` is None when the line carries none.
+
+    A NamedTuple rather than a dataclass: one is built per input line, on the hot path.
+    """
 
     number: int
     task_id: str
@@ -38,8 +41,7 @@ class Line:
     body: dict[str, Any] | None
 
 
-@dataclass(frozen=True, slots=True)
-class InvalidLine:
+class InvalidLine(NamedTuple):
     """A line that will not be sent, with every problem found in it."""
 
     number: int
@@ -60,39 +62,63 @@ def open_input(source: str) -> IO[bytes]:
     peek = getattr(raw, "peek", None)
     head = peek(2)[:2] if peek is not None else b""
     if head == _GZIP_MAGIC or (not head and source.endswith(".gz")):
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        if source == "-":
+            return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+        return cast(IO[bytes], _ClosingGzipFile(raw))
     return raw
+
+
+class _ClosingGzipFile(gzip.GzipFile):
+    """A GzipFile that closes the file it reads: `GzipFile(fileobj=...)` leaves it open."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
 
 
 def iter_raw_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None, str | None]]:
     """Yield (line number, bytes without newline, or None with a read error) for every line.
 
-    Lines over MAX_LINE_BYTES are consumed in chunks and reported, never buffered whole.
+    Numbers are 1-based and count blank lines. The newline (LF or CRLF) is not part of the
+    line. Lines over MAX_LINE_BYTES are consumed in chunks and reported, never buffered whole.
     A corrupt or truncated gzip stream ends the input with one error line.
     """
+    readline = stream.readline
+    limit = MAX_LINE_BYTES + 2  # room for the longest allowed line and its "\r\n"
     number = 0
     try:
-        while True:
-            chunk = stream.readline(MAX_LINE_BYTES + 2)
-            if not chunk:
-                return
+        while chunk := readline(limit):
             number += 1
             if number == 1 and chunk.startswith(_BOM):
                 chunk = chunk[len(_BOM):]
-            if chunk.endswith(b"\n"):
-                chunk = chunk[:-1]
-                if chunk.endswith(b"\r"):
-                    chunk = chunk[:-1]
-            elif len(chunk) > MAX_LINE_BYTES:
+            if chunk[-1:] == b"\n":
+                chunk = chunk[:-2] if chunk[-2:] == b"\r\n" else chunk[:-1]
+                if len(chunk) <= MAX_LINE_BYTES:
+                    yield number, chunk, None
+                    continue
                 size = len(chunk)
-                while chunk and not chunk.endswith(b"\n"):
-                    chunk = stream.readline(MAX_LINE_BYTES)
-                    size += len(chunk)
-                yield number, None, f"line is longer than {MAX_LINE_BYTES} bytes (at least {size})"
+            elif len(chunk) <= MAX_LINE_BYTES:  # the last line, without a newline
+                yield number, chunk, None
                 continue
-            yield number, chunk, None
+            else:  # no newline within the limit: drain the rest of the line, chunk by chunk
+                size, tail = len(chunk), chunk[-2:]
+                while tail[-1:] != b"\n" and (chunk := readline(limit)):
+                    size, tail = size + len(chunk), (tail + chunk)[-2:]
+                if tail[-1:] == b"\n":  # the newline is not part of the line
+                    size -= 2 if tail == b"\r\n" else 1
+            yield number, None, _too_long(size)
     except (OSError, EOFError, zlib.error) as exc:
         yield number + 1, None, f"input could not be read past line {number}: {exc}"
+
+
+def _too_long(size: int) -> str:
+    return f"line is {size} bytes, longer than the limit of {MAX_LINE_BYTES} bytes"
 
 
 def parse_line(number: int, raw: bytes) -> Line | InvalidLine | None:
@@ -104,10 +130,18 @@ def parse_line(number: int, raw: bytes) -> Line | InvalidLine | None:
             return None
         return InvalidLine(number, None, None, (Problem("line", _json_error(raw, exc)),))
     if type(data) is not dict:
-        kind = "an array" if isinstance(data, list) else type(data).__name__
         return InvalidLine(number, None, None,
-                           (Problem("line", f"must be a JSON object, got {kind}"),))
-    return _envelope(number, data)
+                           (Problem("line", f"must be a JSON object, got {describe(data)}"),))
+    task_id = data.get("task_id")
+    ref = data.get("ref")
+    body = data.get("body")
+    # the common case in one test; _envelope_problems() says what is wrong otherwise
+    if (type(task_id) is str and 1 <= len(task_id) <= MAX_TASK_ID
+            and (ref is None or (type(ref) is str and len(ref) <= MAX_REF))
+            and (body is None or type(body) is dict) and _ENVELOPE_KEYS.issuperset(data)):
+        return Line(number, task_id, ref, body)
+    return InvalidLine(number, task_id if type(task_id) is str else None,
+                       ref if type(ref) is str else None, tuple(_envelope_problems(data)))
 
 
 def _json_error(raw: bytes, exc: orjson.JSONDecodeError) -> str:
@@ -118,33 +152,25 @@ def _json_error(raw: bytes, exc: orjson.JSONDecodeError) -> str:
     return f"not valid JSON: {exc}"
 
 
-def _envelope(number: int, data: dict[str, Any]) -> Line | InvalidLine:
-    problems: list[Problem] = []
+def _envelope_problems(data: dict[str, Any]) -> Iterator[Problem]:
     task_id = data.get("task_id")
+    if task_id is None:
+        yield Problem("task_id", f"required: a string of 1 to {MAX_TASK_ID} characters")
+    elif type(task_id) is not str:
+        yield Problem("task_id", f"must be a string, got {describe(task_id)}")
+    elif not 1 <= len(task_id) <= MAX_TASK_ID:
+        yield Problem("task_id", f"must be 1 to {MAX_TASK_ID} characters, got {len(task_id)}")
     ref = data.get("ref")
-    body = data.get("body")
-    if type(task_id) is not str:
-        problems.append(Problem("task_id", "required: a string of 1 to 36 characters"
-                                if task_id is None else "must be a string"))
-        task_id = None
-    elif not 1 <= len(task_id) <= 36:
-        problems.append(Problem("task_id", f"must be 1 to 36 characters, got {len(task_id)}"))
     if ref is not None and type(ref) is not str:
-        problems.append(Problem("ref", "must be a string"))
-        ref = None
-    elif ref is not None and len(ref) > 256:
-        problems.append(Problem("ref", f"must be at most 256 characters, got {len(ref)}"))
+        yield Problem("ref", f"must be a string, got {describe(ref)}")
+    elif ref is not None and len(ref) > MAX_REF:
+        yield Problem("ref", f"must be at most {MAX_REF} characters, got {len(ref)}")
+    body = data.get("body")
     if body is not None and type(body) is not dict:
-        problems.append(Problem("body", "must be an object (PutTaskReq)"))
-    if len(data) > 3 or not _ENVELOPE_KEYS.issuperset(data):
-        for key in data:
-            if key not in _ENVELOPE_KEYS:
-                problems.append(Problem(key, f"unknown key {key!r}: a line holds only task_id, "
-                                        "body and ref"))
-    if problems:
-        return InvalidLine(number, task_id, ref, tuple(problems))
-    assert task_id is not None
-    return Line(number, task_id, ref, body)
+        yield Problem("body", f"must be an object (PutTaskReq), got {describe(body)}")
+    for key in data:
+        if key not in _ENVELOPE_KEYS:
+            yield Problem(key, f"unknown key {key!r}: a line holds only task_id, body and ref")
 
 
 def read_lines(stream: IO[bytes]) -> Iterator[Line | InvalidLine]:
@@ -152,7 +178,5 @@ def read_lines(stream: IO[bytes]) -> Iterator[Line | InvalidLine]:
     for number, raw, error in iter_raw_lines(stream):
         if raw is None:
             yield InvalidLine(number, None, None, (Problem("line", error or "unreadable"),))
-            continue
-        parsed = parse_line(number, raw)
-        if parsed is not None:
+        elif (parsed := parse_line(number, raw)) is not None:
             yield parsed

@@ -44,18 +44,30 @@ class Kind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    """One row of a table: JSON type and limits. Arrays hold objects of `spec`."""
+    """One row of a table: JSON type and limits. Arrays hold objects of `spec`.
+
+    `min_len`/`max_len` bound a string's characters or an array's items; `minimum`/`maximum`
+    bound an Integer or Long. Limits that do not apply to the kind stay 0.
+    """
 
     kind: Kind
     min_len: int = 0
-    max_len: int | None = None
-    minimum: int | None = None
-    maximum: int | None = None
+    max_len: int = 0
+    minimum: int = 0
+    maximum: int = 0
     choices: frozenset[str] | None = None
     spec: ObjectSpec | None = None
 
 
 Check = Callable[[dict[str, Any], str, list[Problem]], None]
+
+
+class Rule(NamedTuple):
+    """A cross-field rule: `check` runs on an object once its fields are checked, when `key`
+    is present in it (so an update that does not touch `key` pays nothing for the rule)."""
+
+    key: str
+    check: Check
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +76,7 @@ class ObjectSpec:
 
     name: str
     fields: Mapping[str, Field]
-    checks: tuple[Check, ...] = field(default=())
+    checks: tuple[Rule, ...] = field(default=())
 
 
 # -- table-building shorthands: each keeps a table row on one line ------------------------------
@@ -105,8 +117,9 @@ def _check_task_name(body: dict[str, Any], path: str, problems: list[Problem]) -
     name = body.get("name")
     if isinstance(name, str) and name and not _NAME_RE.fullmatch(name):
         bad = sorted({c for c in name if not _NAME_RE.fullmatch(c)})
-        problems.append(Problem(f"{path}.name", "only Chinese characters (U+4E00-U+9FA5), '_', '-', "
-                                f"ASCII digits and letters are allowed; found {''.join(bad)!r}"))
+        problems.append(Problem(f"{path}.name",
+                                "only Chinese characters (U+4E00-U+9FA5), '_', '-', ASCII digits "
+                                f"and letters are allowed; found {''.join(bad)!r}"))
 
 
 def _check_migration_ip(body: dict[str, Any], path: str, problems: list[Problem]) -> None:
@@ -269,7 +282,7 @@ TARGET_SERVER = ObjectSpec("TargetServer", {  # Table 4
     "image_disk_id": string(255),
     "snapshot_ids": string(255),
     "cutovered_snapshot_ids": string(255),
-}, checks=(_check_first_mac,))
+}, checks=(Rule("networks", _check_first_mac),))
 
 CLONE_SERVER = ObjectSpec("CloneServer", {  # Table 12
     "vm_id": string(255),
@@ -300,13 +313,15 @@ PUT_TASK_REQ = ObjectSpec("PutTaskReq", {  # Table 3
     "cutovered_snapshot_ids": string(1024),
     "target_server": obj(TARGET_SERVER),
     "clone_server": obj(CLONE_SERVER),
-}, checks=(_check_task_name, _check_migration_ip,
-           _id_list_check("target_disk_ids", " ", 255), _id_list_check("snapshot_ids", ";", None)))
+}, checks=(Rule("name", _check_task_name), Rule("migration_ip", _check_migration_ip),
+           Rule("target_disk_ids", _id_list_check("target_disk_ids", " ", 255)),
+           Rule("snapshot_ids", _id_list_check("snapshot_ids", ";", None))))
 
 
 # -- the walker ---------------------------------------------------------------------------------
 
-def _describe(value: object) -> str:
+def describe(value: object) -> str:
+    """A JSON value's type in words, for messages: "a boolean", "null", "an array"."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -324,55 +339,55 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def _check_value(f: Field, value: object, path: str, problems: list[Problem]) -> object:
-    """Check one non-null value against its field; return the value to send."""
+def _scalar_problem(f: Field, value: object) -> str | None:
+    """Why a non-null value does not fit a String/Integer/Long/Boolean field; None if it fits."""
     kind = f.kind
     if kind is Kind.STRING:
         if type(value) is not str:
-            problems.append(Problem(path, f"must be a string, got {_describe(value)}"))
-        elif f.choices is not None:
-            if value not in f.choices:
-                problems.append(Problem(path, f"must be one of {', '.join(sorted(f.choices))}; "
-                                        f"got {value!r}"))
-        elif not f.min_len <= len(value) <= (f.max_len or 0):
-            problems.append(Problem(path, f"must be {f.min_len} to {f.max_len} characters, "
-                                    f"got {len(value)}"))
-        return value
-    if kind is Kind.INTEGER or kind is Kind.LONG:
-        if type(value) is not int:
-            problems.append(Problem(path, f"must be an integer ({kind.value}), "
-                                    f"got {_describe(value)}"))
-        elif not (f.minimum or 0) <= value <= (f.maximum or 0):
-            problems.append(Problem(path, f"must be between {f.minimum} and {f.maximum}, "
-                                    f"got {value}"))
-        return value
+            return f"must be a string, got {describe(value)}"
+        if f.choices is not None:
+            if value in f.choices:
+                return None
+            return f"must be one of {', '.join(sorted(f.choices))}; got {value!r}"
+        if f.min_len <= len(value) <= f.max_len:
+            return None
+        return f"must be {f.min_len} to {f.max_len} characters, got {len(value)}"
     if kind is Kind.BOOLEAN:
-        if type(value) is not bool:
-            problems.append(Problem(path, f"must be true or false, got {_describe(value)}"))
-        return value
-    assert f.spec is not None
-    if kind is Kind.OBJECT:
+        return None if type(value) is bool else f"must be true or false, got {describe(value)}"
+    # Integer or Long: `type(...) is int` keeps out booleans, floats such as 1.0, and strings
+    if type(value) is not int:
+        return f"must be an integer ({kind.value}), got {describe(value)}"
+    if f.minimum <= value <= f.maximum:
+        return None
+    return f"must be between {f.minimum} and {f.maximum}, got {value}"
+
+
+def _check_nested(f: Field, value: object, path: str, problems: list[Problem]) -> object:
+    """Check an object or array field at `path`; return the value to send."""
+    spec = f.spec
+    assert spec is not None
+    if f.kind is Kind.OBJECT:
         if type(value) is not dict:
-            problems.append(Problem(path, f"must be an object ({f.spec.name}), "
-                                    f"got {_describe(value)}"))
+            problems.append(Problem(path, f"must be an object ({spec.name}), "
+                                    f"got {describe(value)}"))
             return value
-        return _walk(f.spec, value, path, problems)
+        return _walk(spec, value, path, problems)
     if type(value) is not list:
-        problems.append(Problem(path, f"must be an array of {f.spec.name} objects, "
-                                f"got {_describe(value)}"))
+        problems.append(Problem(path, f"must be an array of {spec.name} objects, "
+                                f"got {describe(value)}"))
         return value
-    if not f.min_len <= len(value) <= (f.max_len or 0):
+    if not f.min_len <= len(value) <= f.max_len:
         problems.append(Problem(path, f"must have {f.min_len} to {f.max_len} items, "
                                 f"got {len(value)}"))
     items: list[object] = []
     for i, item in enumerate(value):
         item_path = f"{path}[{i}]"
-        if type(item) is not dict:
-            problems.append(Problem(item_path, f"must be an object ({f.spec.name}), "
-                                    f"got {_describe(item)}"))
+        if type(item) is not dict:  # a null item too: items are objects (CONTRACT §10)
+            problems.append(Problem(item_path, f"must be an object ({spec.name}), "
+                                    f"got {describe(item)}"))
             items.append(item)
         else:
-            items.append(_walk(f.spec, item, item_path, problems))
+            items.append(_walk(spec, item, item_path, problems))
     return items
 
 
@@ -381,15 +396,22 @@ def _walk(spec: ObjectSpec, data: dict[str, Any], path: str,
     fields = spec.fields
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if value is None:  # null means "absent": dropped, as the official SDKs do
-            continue
         f = fields.get(key)
         if f is None:
+            # checked before the null test: a typo must never pass, even with a null value
             problems.append(Problem(f"{path}.{key}", _unknown(spec, key)))
+        elif value is None:  # null means "absent": dropped, as the official SDKs do
             continue
-        out[key] = _check_value(f, value, f"{path}.{key}", problems)
-    for check in spec.checks:
-        check(out, path, problems)
+        elif f.spec is None:
+            message = _scalar_problem(f, value)
+            if message is not None:
+                problems.append(Problem(f"{path}.{key}", message))
+            out[key] = value
+        else:
+            out[key] = _check_nested(f, value, f"{path}.{key}", problems)
+    for rule in spec.checks:
+        if rule.key in out:
+            rule.check(out, path, problems)
     return out
 
 
@@ -407,7 +429,7 @@ def validate(body: object, path: str = "body",
     """
     problems: list[Problem] = []
     if type(body) is not dict:
-        problems.append(Problem(path, f"must be an object ({spec.name}), got {_describe(body)}"))
+        problems.append(Problem(path, f"must be an object ({spec.name}), got {describe(body)}"))
         return {}, problems
     out = _walk(spec, body, path, problems)
     if not out and not problems:

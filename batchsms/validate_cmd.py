@@ -15,16 +15,26 @@ from batchsms.outcomes import Outcome, OutcomeWriter, Status, new_run_id, utc_no
 from batchsms.plan import Planned, Planner
 from batchsms.records import InvalidLine, open_input, read_lines
 
+FLUSH_EVERY = 512  # outcome records
+
 
 def checked_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[Planned | InvalidLine]:
-    """Every non-blank line of `source`, planned: ready to send, or invalid with its problems."""
-    planner = Planner(defaults)
+    """Every non-blank line of `source`, planned: ready to send, or invalid with its problems.
+
+    The input is opened here, at once (not on first iteration), so an unreadable input raises
+    `UsageError` before anything else is started or created.
+    """
     stream = open_input(source)
+    return _planned(stream, Planner(defaults), close=source != "-")
+
+
+def _planned(stream: IO[bytes], planner: Planner,
+             close: bool) -> Iterator[Planned | InvalidLine]:
     try:
         for item in read_lines(stream):
             yield item if isinstance(item, InvalidLine) else planner.plan(item)
     finally:
-        if source != "-":
+        if close:
             stream.close()
 
 
@@ -34,12 +44,15 @@ def format_problems(item: InvalidLine) -> Iterator[str]:
 
 
 def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
-                 stdout: IO[str] = sys.stdout) -> int:
+                 stdout: IO[str] | None = None) -> int:
+    if stdout is None:  # looked up now, not at import: sys.stdout may have been replaced
+        stdout = sys.stdout
+    items = checked_lines(source, defaults)  # an unreadable input stops us before --out exists
     writer = OutcomeWriter(out) if out is not None else None
     run_id = new_run_id()
     valid = invalid = 0
     try:
-        for item in checked_lines(source, defaults):
+        for item in items:
             if isinstance(item, InvalidLine):
                 invalid += 1
                 stdout.write("\n".join(format_problems(item)) + "\n")
@@ -53,6 +66,10 @@ def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
                                   body_sha256=item.sha256, finished_at=utc_now())
             if writer is not None:
                 writer.write(outcome)
+                if writer.written % FLUSH_EVERY == 0:
+                    # the writer flushes once a second; validation outpaces that by far, and
+                    # a second's worth of records must not pile up in memory
+                    writer.flush()
     finally:
         if writer is not None:
             writer.close()

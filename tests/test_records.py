@@ -1,0 +1,388 @@
+"""Reading JSONL input: lines, numbers, encodings, gzip, limits and envelopes (CONTRACT §1)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batchsms.errors import UsageError
+from batchsms.records import (
+    MAX_LINE_BYTES,
+    InvalidLine,
+    Line,
+    iter_raw_lines,
+    open_input,
+    parse_line,
+    read_lines,
+)
+from batchsms.schema import PUT_TASK_REQ, TARGET_SERVER, Problem, validate
+
+TID = "ef3b9722-07a0-40ae-89b0-889ee96d0001"
+GOOD = b'{"task_id": "' + TID.encode() + b'", "body": {"speed_limit": 200}, "ref": "web-01"}'
+
+
+def read(data: bytes) -> list[Line | InvalidLine]:
+    return list(read_lines(io.BytesIO(data)))
+
+
+def only_errors(item: Line | InvalidLine) -> list[tuple[str, str]]:
+    assert isinstance(item, InvalidLine), item
+    return [(p.path, p.message) for p in item.errors]
+
+
+# -- lines and numbers --------------------------------------------------------------------------
+
+
+def test_good_line() -> None:
+    """A sound line becomes a Line with its number, task_id, ref and body."""
+    assert read(GOOD + b"\n") == [Line(1, TID, "web-01", {"speed_limit": 200})]
+
+
+def test_bom_at_start_is_ignored() -> None:
+    """A UTF-8 BOM before the first line is not part of it."""
+    assert read(b"\xef\xbb\xbf" + GOOD + b"\n" + GOOD) == [
+        Line(1, TID, "web-01", {"speed_limit": 200}), Line(2, TID, "web-01", {"speed_limit": 200})]
+
+
+def test_bom_elsewhere_is_an_error() -> None:
+    """Only the file's first bytes may be a BOM."""
+    items = read(GOOD + b"\n\xef\xbb\xbf" + GOOD + b"\n")
+    assert isinstance(items[0], Line)
+    assert only_errors(items[1])[0][0] == "line"
+
+
+def test_blank_lines_get_no_outcome_but_count() -> None:
+    """Blank and whitespace-only lines are skipped; numbers stay 1-based and count them."""
+    data = b"\n   \n\t\r\n" + GOOD + b"\n\n \x0c \n" + GOOD + b"\n\n"
+    assert [(type(i).__name__, i.number) for i in read(data)] == [("Line", 4), ("Line", 7)]
+
+
+def test_empty_input() -> None:
+    """No lines, no items."""
+    assert read(b"") == []
+    assert read(b"\xef\xbb\xbf") == []
+
+
+def test_crlf_and_missing_final_newline() -> None:
+    """CRLF line ends and a last line without newline read like LF lines."""
+    items = read(GOOD + b"\r\n" + GOOD + b"\r\n" + GOOD)
+    assert [i.number for i in items] == [1, 2, 3]
+    assert all(isinstance(i, Line) for i in items)
+
+
+def test_not_utf8() -> None:
+    """Bytes that are not UTF-8 make the line invalid, with the byte position."""
+    (item,) = read(b'{"task_id": "a\xff"}\n')
+    assert only_errors(item) == [("line", "not valid UTF-8 at byte 15")]
+    assert item.number == 1
+
+
+@pytest.mark.parametrize("raw", [b"{", b"{'a': 1}", b'{"task_id": "a",}', b"nul", b"\x00",
+                                 b'{"a": NaN}', b'"\\ud800"'])
+def test_not_json(raw: bytes) -> None:
+    """Text that is not JSON is one problem at `line`."""
+    (item,) = read(raw + b"\n")
+    ((path, message),) = only_errors(item)
+    assert path == "line"
+    assert message.startswith("not valid JSON")
+
+
+@pytest.mark.parametrize(("raw", "kind"), [(b"[]", "an array"), (b"1", "an integer"),
+                                           (b'"x"', "a string"), (b"null", "null"),
+                                           (b"true", "a boolean"), (b"1.5", "a number")])
+def test_not_an_object(raw: bytes, kind: str) -> None:
+    """A JSON value that is not an object is reported as such."""
+    (item,) = read(raw)
+    ((path, message),) = only_errors(item)
+    assert path == "line"
+    assert message.startswith(f"must be a JSON object, got {kind}")
+
+
+def test_an_invalid_line_does_not_stop_the_rest() -> None:
+    """Every line is read whatever happened to the one before."""
+    items = read(b"{\n" + GOOD + b"\n[1]\n" + GOOD + b"\n")
+    assert [type(i).__name__ for i in items] == ["InvalidLine", "Line", "InvalidLine", "Line"]
+
+
+# -- the 1 MiB limit ----------------------------------------------------------------------------
+
+
+def padded(size: int) -> bytes:
+    """A valid line of exactly `size` bytes (JSON allows trailing spaces)."""
+    return GOOD + b" " * (size - len(GOOD))
+
+
+class WatchedStream(io.BytesIO):
+    """Records the largest chunk a reader asked for, to prove lines are not buffered whole."""
+
+    largest = 0
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        chunk = super().readline(size)
+        self.largest = max(self.largest, len(chunk))
+        return chunk
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b""])
+def test_line_of_exactly_the_limit_is_read(newline: bytes) -> None:
+    """1 MiB, newline not counted, is allowed."""
+    items = read(padded(MAX_LINE_BYTES) + newline)
+    assert [type(i).__name__ for i in items] == ["Line"]
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("size", [MAX_LINE_BYTES + 1, MAX_LINE_BYTES + 2, 5 * MAX_LINE_BYTES + 7])
+def test_too_long_line_is_reported_and_the_next_read(newline: bytes, size: int) -> None:
+    """A longer line is one problem with its size; the next line is still parsed."""
+    stream = WatchedStream(GOOD + newline + padded(size) + newline + GOOD + newline)
+    items = list(read_lines(stream))
+    assert [(type(i).__name__, i.number) for i in items] == [
+        ("Line", 1), ("InvalidLine", 2), ("Line", 3)]
+    assert only_errors(items[1]) == [
+        ("line", f"line is {size} bytes, longer than the limit of {MAX_LINE_BYTES} bytes")]
+    assert stream.largest <= MAX_LINE_BYTES + 2
+
+
+def test_too_long_last_line_without_newline() -> None:
+    """An over-long last line with no newline is reported too."""
+    items = read(GOOD + b"\n" + padded(MAX_LINE_BYTES + 1))
+    assert only_errors(items[1])[0][1].startswith(f"line is {MAX_LINE_BYTES + 1} bytes")
+
+
+# -- gzip and stdin -----------------------------------------------------------------------------
+
+
+def test_gzip_file(tmp_path: Path) -> None:
+    """A gzip file is decompressed, whatever its name."""
+    for name in ("in.jsonl.gz", "in.jsonl"):
+        path = tmp_path / name
+        path.write_bytes(gzip.compress(GOOD + b"\n\n" + GOOD + b"\n"))
+        with open_input(str(path)) as stream:
+            assert [i.number for i in read_lines(stream)] == [1, 3]
+
+
+def test_truncated_gzip_is_an_error_line(tmp_path: Path) -> None:
+    """A cut gzip stream ends the input with one error line, never a traceback."""
+    data = gzip.compress(b"".join(GOOD + b"\n" for _ in range(2000)))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with open_input(str(path)) as stream:
+        items = list(read_lines(stream))
+    assert all(isinstance(i, Line) for i in items[:-1])
+    last = items[-1]
+    assert isinstance(last, InvalidLine)
+    assert last.number == len(items)
+    assert only_errors(last)[0][1].startswith("input could not be read past line")
+
+
+def test_corrupt_gzip_is_an_error_line(tmp_path: Path) -> None:
+    """Garbage after gzip magic bytes is one error line."""
+    path = tmp_path / "bad.gz"
+    path.write_bytes(b"\x1f\x8b" + b"\x00" * 40)
+    with open_input(str(path)) as stream:
+        (item,) = list(read_lines(stream))
+    assert only_errors(item)[0][0] == "line"
+
+
+def test_empty_gz_file(tmp_path: Path) -> None:
+    """An empty *.gz file is an empty input."""
+    path = tmp_path / "empty.jsonl.gz"
+    path.write_bytes(b"")
+    with open_input(str(path)) as stream:
+        assert list(read_lines(stream)) == []
+
+
+def test_missing_input_is_a_usage_error(tmp_path: Path) -> None:
+    """A file that cannot be opened raises UsageError naming it."""
+    with pytest.raises(UsageError, match="cannot read input"):
+        open_input(str(tmp_path / "nope.jsonl"))
+    with pytest.raises(UsageError, match="cannot read input"):
+        open_input(str(tmp_path))
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_stdin_plain_and_gzip(compress: bool) -> None:
+    """`-` reads standard input, gzip-compressed or not."""
+    data = b"\xef\xbb\xbf" + GOOD + b"\n{\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "batchsms", "validate", "-"],
+        input=gzip.compress(data) if compress else data, capture_output=True, timeout=60,
+        check=False)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.decode().splitlines()[-1] == "2 lines: 1 valid, 1 invalid"
+    assert b"line 2: line: not valid JSON" in result.stdout
+
+
+# -- the envelope -------------------------------------------------------------------------------
+
+
+def line(**fields: Any) -> bytes:
+    return orjson.dumps(fields)
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"body": {"speed_limit": 1}}, [("task_id", "required: a string of 1 to 36 characters")]),
+    ({"task_id": None, "body": {}}, [("task_id", "required: a string of 1 to 36 characters")]),
+    ({"task_id": "", "body": {}}, [("task_id", "must be 1 to 36 characters, got 0")]),
+    ({"task_id": "x" * 37}, [("task_id", "must be 1 to 36 characters, got 37")]),
+    ({"task_id": 12}, [("task_id", "must be a string, got an integer")]),
+    ({"task_id": TID, "ref": 7}, [("ref", "must be a string, got an integer")]),
+    ({"task_id": TID, "ref": "r" * 257}, [("ref", "must be at most 256 characters, got 257")]),
+    ({"task_id": TID, "body": []}, [("body", "must be an object (PutTaskReq), got an array")]),
+    ({"task_id": TID, "body": "x"}, [("body", "must be an object (PutTaskReq), got a string")]),
+    ({"task_id": TID, "Body": {}}, [
+        ("Body", "unknown key 'Body': a line holds only task_id, body and ref")]),
+    ({"taskid": TID, "ref": 1, "x": None}, [
+        ("task_id", "required: a string of 1 to 36 characters"),
+        ("ref", "must be a string, got an integer"),
+        ("taskid", "unknown key 'taskid': a line holds only task_id, body and ref"),
+        ("x", "unknown key 'x': a line holds only task_id, body and ref")]),
+])
+def test_envelope_errors(data: dict[str, Any], expected: list[tuple[str, str]]) -> None:
+    """Every envelope problem of a line is reported, with its key as path."""
+    item = parse_line(3, line(**data))
+    assert isinstance(item, InvalidLine)
+    assert item.number == 3
+    assert only_errors(item) == expected
+
+
+def test_envelope_limits_accepted() -> None:
+    """36-character task_id, 256-character ref, 1-character task_id, no ref, no body."""
+    assert parse_line(1, line(task_id="x" * 36, ref="r" * 256)) == Line(1, "x" * 36, "r" * 256,
+                                                                       None)
+    assert parse_line(1, line(task_id="中", ref=None, body=None)) == Line(1, "中", None, None)
+
+
+def test_invalid_envelope_keeps_what_it_can() -> None:
+    """An invalid line still carries its task_id and ref when they are strings."""
+    item = parse_line(1, line(task_id="x" * 37, ref="r1", extra=1))
+    assert isinstance(item, InvalidLine)
+    assert (item.task_id, item.ref) == ("x" * 37, "r1")
+    item = parse_line(1, line(task_id=5, ref=["r"]))
+    assert isinstance(item, InvalidLine)
+    assert (item.task_id, item.ref) == (None, None)
+
+
+def test_duplicate_keys_last_wins() -> None:
+    """Duplicate keys: the last one wins (as in orjson and most parsers).
+
+    The bytes sent are re-serialised from what was validated, so validator and service can
+    never disagree on which value counts.
+    """
+    raw = b'{"task_id": "a", "task_id": "b", "body": {"speed_limit": 1, "speed_limit": 2}}'
+    assert parse_line(1, raw) == Line(1, "b", None, {"speed_limit": 2})
+    raw = b'{"task_id": "a", "body": {"speed_limit": 1, "speed_limit": 5000}}'
+    item = parse_line(1, raw)
+    assert isinstance(item, Line)
+    assert validate(item.body)[1][0].path == "body.speed_limit"
+
+
+# -- property tests: nothing crashes the reader or the validator --------------------------------
+
+FIELD_NAMES = sorted({*PUT_TASK_REQ.fields, *TARGET_SERVER.fields, "task_id", "body", "ref",
+                      "physical_volumes", "subvolumn", "logical_volumes"})
+json_values = st.recursive(
+    # integers as orjson reads them (larger ones become floats)
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=8), children, max_size=6),
+    max_leaves=30,
+)
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ENVELOPE_PATHS = {"line", "task_id", "ref", "body"}
+
+
+def check_problems(problems: object, roots: set[str]) -> None:
+    assert isinstance(problems, list | tuple)
+    for p in problems:
+        assert isinstance(p, Problem)
+        assert isinstance(p.path, str)
+        assert isinstance(p.message, str)
+        assert p.message
+        assert p.path in roots or p.path.split(".")[0].split("[")[0] in roots
+
+
+@FAST
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_crash_the_reader(data: bytes) -> None:
+    """Any bytes: lines are numbered in order, each is a Line or an InvalidLine."""
+    raw = list(iter_raw_lines(io.BytesIO(data)))
+    assert [n for n, _, _ in raw] == list(range(1, len(raw) + 1))
+    numbers = []
+    for item in read_lines(io.BytesIO(data)):
+        assert isinstance(item, Line | InvalidLine)
+        numbers.append(item.number)
+        if isinstance(item, InvalidLine):
+            check_problems(item.errors, ENVELOPE_PATHS | set(item.errors[0].path.split(".")[:1]))
+    assert numbers == sorted(set(numbers))
+
+
+@FAST
+@given(st.lists(st.binary(max_size=40) | st.sampled_from([GOOD, b"", b" ", b"{}"]), max_size=8))
+def test_arbitrary_lines_never_crash_gzip_reader(parts: list[bytes]) -> None:
+    """Any lines, gzip-compressed and cut anywhere, read without raising."""
+    data = gzip.compress(b"\n".join(parts))
+    for cut in (len(data), len(data) // 2, 11):
+        stream = gzip.GzipFile(fileobj=io.BytesIO(data[:cut]), mode="rb")
+        for item in read_lines(stream):  # type: ignore[arg-type]
+            assert isinstance(item, Line | InvalidLine)
+
+
+@FAST
+@given(json_values)
+def test_arbitrary_json_never_crashes_validate(value: object) -> None:
+    """Any JSON value as a body: a dict to send and a list of Problems under `body`."""
+    clean, problems = validate(value)
+    assert isinstance(clean, dict)
+    check_problems(problems, {"body"})
+    if not problems:
+        assert clean
+        orjson.dumps(clean)
+
+
+@FAST
+@given(json_values)
+def test_arbitrary_json_as_nested_body_never_crashes_validate(value: object) -> None:
+    """Any JSON value at every nested place of the schema."""
+    for body in ({"target_server": value}, {"target_server": {"disks": [value]}},
+                 {"target_server": {"networks": value}},
+                 {"target_server": {"volume_groups": [{"logical_volumes": value}]}}):
+        _, problems = validate(body)
+        check_problems(problems, {"body"})
+
+
+@FAST
+@given(json_values)
+def test_arbitrary_json_never_crashes_parse_line(value: object) -> None:
+    """Any JSON value as a line: None never (it is not blank), else a Line or InvalidLine."""
+    raw = orjson.dumps(value)
+    item = parse_line(9, raw)
+    assert isinstance(item, Line | InvalidLine)
+    assert item.number == 9
+    if isinstance(item, InvalidLine):
+        keys = set(value) if isinstance(value, dict) else set()
+        check_problems(list(item.errors), ENVELOPE_PATHS | keys)
+    elif item.body is not None:
+        check_problems(validate(item.body)[1], {"body"})
+
+
+@FAST
+@given(json_values)
+def test_arbitrary_json_as_line_body(value: object) -> None:
+    """Any JSON value as `body` of an otherwise sound line."""
+    item = parse_line(1, orjson.dumps({"task_id": TID, "body": value}))
+    if isinstance(value, dict) or value is None:
+        assert isinstance(item, Line)
+    else:
+        assert isinstance(item, InvalidLine)
+        assert only_errors(item)[0][0] == "body"

@@ -1,0 +1,219 @@
+"""`batchsms validate`: problem lines, summary, outcome records and exit codes (CONTRACT §3, §7)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from batchsms.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+INPUTS = ROOT / "inputs"
+TID = "ef3b9722-07a0-40ae-89b0-889ee96d00"
+OUTCOME_FIELDS = ["run_id", "line", "task_id", "ref", "status", "http_status", "attempts",
+                  "error_code", "error_msg", "errors", "request_id", "body_sha256", "elapsed_ms",
+                  "finished_at"]
+RFC3339_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+MISTAKES_OUTPUT = """\
+line 1: body.speedlimit: unknown field 'speedlimit' (not in PutTaskReq); did you mean 'speed_limit'?
+line 2: body.speed_limit: must be between 0 and 1000, got 5000
+line 3: body.state: unknown field 'state' (not in PutTaskReq)
+line 4: body.speed_limit: must be an integer (Integer), got a string
+line 5: body.target_server.os_type: must be one of LINUX, WINDOWS; got 'linux'
+line 5: body.target_server.disks[0].partition_style: must be one of GPT, MBR; got 'gpt'
+line 7: line: not valid JSON: trailing comma is not allowed: line 1 column 81 (char 80)
+7 lines: 1 valid, 6 invalid
+"""
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["validate", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def write(path: Path, *lines: str | dict[str, Any]) -> Path:
+    path.write_bytes(b"".join(
+        (orjson.dumps(x) if isinstance(x, dict) else x.encode()) + b"\n" for x in lines))
+    return path
+
+
+def test_sample_inputs_are_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    """The Quick start samples validate cleanly: only the summary, exit 0."""
+    assert run(capsys, INPUTS / "speed_limit_fleet.jsonl") == (
+        0, "50 lines: 50 valid, 0 invalid\n", "")
+    assert run(capsys, INPUTS / "retarget_servers.jsonl") == (
+        0, "2 lines: 2 valid, 0 invalid\n", "")
+
+
+def test_typical_mistakes(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every problem as `line N: path: message`, then the summary; exit 1."""
+    assert run(capsys, INPUTS / "typical_mistakes.jsonl") == (1, MISTAKES_OUTPUT, "")
+
+
+def test_subprocess_python_m(tmp_path: Path) -> None:
+    """`python -m batchsms validate` prints the same and exits 1 for invalid lines."""
+    result = subprocess.run([sys.executable, "-m", "batchsms", "validate",
+                             str(INPUTS / "typical_mistakes.jsonl")],
+                            capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (1, MISTAKES_OUTPUT, "")
+
+
+def test_subprocess_missing_input_exits_2_with_one_line(tmp_path: Path) -> None:
+    """An input that cannot be read: exit 2, one clear line on stderr, no traceback."""
+    out = tmp_path / "outcomes.jsonl"
+    result = subprocess.run([sys.executable, "-m", "batchsms", "validate",
+                             str(tmp_path / "missing.jsonl"), "--out", str(out)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert "cannot read input" in result.stderr
+    assert "missing.jsonl" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()  # nothing was started
+
+
+@pytest.mark.parametrize("args", [
+    ["--set", "speed_limit=5000"],
+    ["--set", "speedlimit=5"],
+    ["--set", "speed_limit"],
+    ["--set", "=5"],
+    ["--patch", "/nonexistent/patch.json"],
+    ["--bogus-option"],
+])
+def test_bad_options_exit_2(capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
+    """Bad --set/--patch or an unknown option: exit 2 with one line on stderr."""
+    code, out, err = run(capsys, INPUTS / "speed_limit_fleet.jsonl", *args)
+    assert code == 2
+    assert out == ""
+    assert err.startswith("batchsms: ")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("content", "message"), [(b"{", "not valid JSON"),
+                                                  (b"[1]", "must hold a JSON object"),
+                                                  (b'{"state": "RUNNING"}', "defaults.state")])
+def test_bad_patch_file_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                content: bytes, message: str) -> None:
+    """A --patch that is not JSON, not an object, or not a valid body: exit 2."""
+    patch = tmp_path / "patch.json"
+    patch.write_bytes(content)
+    code, _, err = run(capsys, INPUTS / "speed_limit_fleet.jsonl", "--patch", patch)
+    assert code == 2
+    assert message in err
+
+
+def test_missing_input_in_process(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """main() returns 2 for a missing input, and creates no outcomes file."""
+    out = tmp_path / "o.jsonl"
+    code, stdout, err = run(capsys, tmp_path / "none.jsonl", "--out", out)
+    assert (code, stdout) == (2, "")
+    assert err.startswith("batchsms: cannot read input")
+    assert not out.exists()
+
+
+def test_set_and_patch_supply_the_body(capsys: pytest.CaptureFixture[str],
+                                       tmp_path: Path) -> None:
+    """Lines without a body are valid once --set/--patch supply one; the line still wins."""
+    src = write(tmp_path / "in.jsonl", {"task_id": TID + "01"},
+                {"task_id": TID + "02", "body": {"speed_limit": 5}})
+    patch = tmp_path / "patch.json"
+    patch.write_text('{"region_id": "r1", "speed_limit": 1}')
+    out = tmp_path / "o.jsonl"
+    code, stdout, _ = run(capsys, src, "--patch", patch, "--set", "speed_limit=100", "--out", out)
+    assert (code, stdout) == (0, "2 lines: 2 valid, 0 invalid\n")
+    shas = [r["body_sha256"] for r in records(out)]
+    assert shas == [hashlib.sha256(b'{"region_id":"r1","speed_limit":100}').hexdigest(),
+                    hashlib.sha256(b'{"region_id":"r1","speed_limit":5}').hexdigest()]
+    code, stdout, _ = run(capsys, src)
+    assert code == 1
+    assert stdout.splitlines()[0].startswith("line 1: body: required")
+
+
+def test_out_records(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """One record per non-blank line with the contract's fields, status valid/invalid."""
+    src = write(tmp_path / "in.jsonl",
+                {"task_id": TID + "01", "body": {"speed_limit": 200}, "ref": "web-01"},
+                "",
+                "   ",
+                {"task_id": TID + "02", "body": {"speed_limit": 2000, "state": "X"}},
+                "not json",
+                {"task_id": TID + "04", "body": {"name": "迁移"}, "ref": "中"})
+    out = tmp_path / "outcomes.jsonl"
+    code, stdout, _ = run(capsys, src, "--out", out)
+    assert code == 1
+    assert stdout.splitlines()[-1] == "4 lines: 2 valid, 2 invalid"
+    recs = records(out)
+    assert [list(r) for r in recs] == [OUTCOME_FIELDS] * 4
+    assert [(r["line"], r["task_id"], r["ref"], r["status"]) for r in recs] == [
+        (1, TID + "01", "web-01", "valid"),
+        (4, TID + "02", None, "invalid"),
+        (5, None, None, "invalid"),
+        (6, TID + "04", "中", "valid")]
+    assert len({r["run_id"] for r in recs}) == 1
+    valid, invalid = recs[0], recs[1]
+    assert valid["body_sha256"] == hashlib.sha256(b'{"speed_limit":200}').hexdigest()
+    assert (valid["error_code"], valid["error_msg"], valid["errors"]) == (None, None, [])
+    assert invalid["errors"] == [
+        {"path": "body.speed_limit", "message": "must be between 0 and 1000, got 2000"},
+        {"path": "body.state", "message": "unknown field 'state' (not in PutTaskReq)"}]
+    assert invalid["error_code"] == "validation"
+    assert invalid["error_msg"]
+    assert invalid["body_sha256"] is None
+    assert recs[2]["errors"][0]["path"] == "line"
+    for r in recs:
+        assert (r["http_status"], r["attempts"], r["request_id"]) == (None, 0, None)
+        assert RFC3339_MS.fullmatch(r["finished_at"])
+
+
+def test_out_is_appended_not_truncated(capsys: pytest.CaptureFixture[str],
+                                       tmp_path: Path) -> None:
+    """A second run adds its records after the first run's."""
+    out = tmp_path / "outcomes.jsonl"
+    src = INPUTS / "typical_mistakes.jsonl"
+    run(capsys, src, "--out", out)
+    first = out.read_bytes()
+    run(capsys, src, "--out", out)
+    data = out.read_bytes()
+    assert data.startswith(first)
+    recs = records(out)
+    assert len(recs) == 14
+    assert len({r["run_id"] for r in recs}) == 2
+
+
+def test_out_after_a_cut_record_starts_on_a_fresh_line(capsys: pytest.CaptureFixture[str],
+                                                        tmp_path: Path) -> None:
+    """A journal whose last line was cut gets its next record on a new line."""
+    out = tmp_path / "outcomes.jsonl"
+    out.write_bytes(b'{"run_id": "x", "line": 1, "sta')
+    run(capsys, INPUTS / "retarget_servers.jsonl", "--out", out)
+    lines = out.read_bytes().splitlines()
+    assert lines[0] == b'{"run_id": "x", "line": 1, "sta'
+    assert [orjson.loads(x)["status"] for x in lines[1:]] == ["valid", "valid"]
+
+
+def test_gzip_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A gzip input validates like the plain one."""
+    src = tmp_path / "fleet.jsonl.gz"
+    src.write_bytes(gzip.compress((INPUTS / "speed_limit_fleet.jsonl").read_bytes()))
+    assert run(capsys, src)[:2] == (0, "50 lines: 50 valid, 0 invalid\n")
+
+
+def test_empty_input_is_valid(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """No lines: nothing invalid, exit 0."""
+    src = write(tmp_path / "blank.jsonl", "", "  ")
+    assert run(capsys, src) == (0, "0 lines: 0 valid, 0 invalid\n", "")
