@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import orjson
 
@@ -23,7 +23,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so every usage error takes one path."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("batchsms").strip()
+        raise UsageError(f"{command}: {message}" if command else message)
 
 
 def _load_patch(path: str | None) -> dict[str, Any] | None:
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from batchsms.simulator.cli import add_simulator_parser
 
-    add_simulator_parser(sub)
+    add_simulator_parser(cast("argparse._SubParsersAction[argparse.ArgumentParser]", sub))
 
     tasks = sub.add_parser("tasks", help="list tasks (ListTasks) as input lines for run")
     tasks.add_argument("--state", help="only tasks in this state, e.g. RUNNING")

@@ -24,6 +24,8 @@ from batchsms.errors import LockedError, UsageError
 from batchsms.records import MAX_LINE_BYTES
 from batchsms.schema import Problem
 
+MAX_BUFFERED = 512  # records held before a write, whatever the time
+
 
 class Status(enum.StrEnum):
     SUCCEEDED = "succeeded"
@@ -105,7 +107,10 @@ class OutcomeWriter:
             self.maybe_flush()
 
     def maybe_flush(self) -> None:
-        if time.monotonic() - self._last_flush >= self._interval:
+        # By time (at least once a second) or by size (a fast producer, such as `validate`,
+        # must not pile a second's worth of records up in memory).
+        if len(self._buffer) >= MAX_BUFFERED or \
+                time.monotonic() - self._last_flush >= self._interval:
             self.flush()
 
     def flush(self) -> None:

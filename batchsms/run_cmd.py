@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from datetime import time as time_of_day
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -93,16 +94,28 @@ _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
 def parse_deadline(text: str, now: datetime) -> float:
-    """`90m`, `2h`, `1h30m`, `45s` from now, or an ISO time (local time if no offset): epoch s."""
-    match = _DURATION.fullmatch(text.strip())
+    """The deadline as epoch seconds, from `now` (an aware local datetime).
+
+    `90m`, `2h`, `1h30m`, `45s`: that long from now. `05:00` or `05:00:30`: the next time the
+    local clock shows it. An ISO date-time: that moment (local time if it has no offset).
+    """
+    text = text.strip()
+    match = _DURATION.fullmatch(text)
     if match and any(match.groups()):
         h, m, s = (int(g or 0) for g in match.groups())
         return (now + timedelta(hours=h, minutes=m, seconds=s)).timestamp()
     try:
-        moment = datetime.fromisoformat(text.strip())
+        if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", text):
+            clock = time_of_day.fromisoformat(text.zfill(len(text) + (text.index(":") == 1)))
+            moment = now.replace(hour=clock.hour, minute=clock.minute, second=clock.second,
+                                 microsecond=0)
+            if moment <= now:
+                moment += timedelta(days=1)
+            return moment.timestamp()
+        moment = datetime.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"--deadline {text!r}: give a duration like 90m or 1h30m, or an ISO "
-                         "time like 2026-11-28T05:30 or 2026-11-28T05:30+08:00") from None
+        raise UsageError(f"--deadline {text!r}: give a duration like 90m or 1h30m, a clock time "
+                         "like 05:00, or an ISO time like 2026-11-28T05:30+08:00") from None
     if moment.tzinfo is None:
         moment = moment.astimezone()
     return moment.timestamp()

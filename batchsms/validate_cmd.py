@@ -15,8 +15,6 @@ from batchsms.outcomes import Outcome, OutcomeWriter, Status, new_run_id, utc_no
 from batchsms.plan import Planned, Planner
 from batchsms.records import InvalidLine, open_input, read_lines
 
-FLUSH_EVERY = 512  # outcome records
-
 
 def checked_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[Planned | InvalidLine]:
     """Every non-blank line of `source`, planned: ready to send, or invalid with its problems.
@@ -66,10 +64,6 @@ def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
                                   body_sha256=item.sha256, finished_at=utc_now())
             if writer is not None:
                 writer.write(outcome)
-                if writer.written % FLUSH_EVERY == 0:
-                    # the writer flushes once a second; validation outpaces that by far, and
-                    # a second's worth of records must not pile up in memory
-                    writer.flush()
     finally:
         if writer is not None:
             writer.close()
