@@ -30,7 +30,7 @@ from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchsms.client import Reply, SmsClient
 from batchsms.errors import TransportError
@@ -195,7 +195,8 @@ class Pipeline:
         await anyio.sleep(max(0.0, deadline - time.time()))
         self.stop(StopReason.DEADLINE, "the --deadline passed")
 
-    async def _feed(self, lines: Iterator[Planned | InvalidLine], send: Any) -> None:
+    async def _feed(self, lines: Iterator[Planned | InvalidLine],
+                    send: MemoryObjectSendStream[Planned]) -> None:
         def next_batch() -> list[Planned | InvalidLine]:
             return [item for _, item in zip(range(FEED_BATCH), lines, strict=False)]
 
@@ -221,11 +222,23 @@ class Pipeline:
                         await self._pending_room.wait()
                 else:
                     self._busy.add(item.task_id)
-                    await send.send(item)
+                    try:  # no checkpoint per line while the workers keep up
+                        send.send_nowait(item)
+                    except anyio.WouldBlock:
+                        await send.send(item)
 
-    async def _worker(self, receive: ObjectReceiveStream[Planned]) -> None:
+    async def _worker(self, receive: MemoryObjectReceiveStream[Planned]) -> None:
         async with receive:
-            async for item in receive:
+            while True:
+                try:  # the common case, without a checkpoint: lines are waiting
+                    item = receive.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        item = await receive.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
                 next_item: Planned | None = item
                 while next_item is not None:
                     self._record(self._outcome(await self._send_line(next_item)))
@@ -249,7 +262,14 @@ class Pipeline:
         held = _Held(item)
         while True:
             held.cut_short = True  # until an attempt's answer says otherwise
-            if not await self._acquire_slot():
+            # The gate matters only during slow start: afterwards the number of workers
+            # (--concurrency) is the bound, and the limiter need not be touched per request.
+            gated = not self._gate_open
+            if gated and not await self._acquire_slot():
+                return held
+            if self.stop_reason is not None:
+                if gated:
+                    self._gate.release()
                 return held
             try:
                 if not (self._limiter.try_acquire_nowait() or
@@ -260,7 +280,8 @@ class Pipeline:
                     return held
                 reply = await self._attempt(held)
             finally:
-                self._gate.release()
+                if gated:
+                    self._gate.release()
             if reply is None:  # cancelled in flight: the answer will never be known
                 return held
             held.cut_short = False
