@@ -29,8 +29,7 @@ def checked_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[Planned 
 def _planned(stream: IO[bytes], planner: Planner,
              close: bool) -> Iterator[Planned | InvalidLine]:
     try:
-        for item in read_lines(stream):
-            yield item if isinstance(item, InvalidLine) else planner.plan(item)
+        yield from read_lines(stream, planner.plan)
     finally:
         if close:
             stream.close()
