@@ -185,3 +185,38 @@ def test_no_defaults() -> None:
     """No --patch and no --set: no defaults, nothing validated."""
     assert build_defaults(None, []) == {}
     assert build_defaults({}, []) == {}
+
+
+def test_repeated_bodies_reuse_the_verdict_and_the_memo_stays_bounded() -> None:
+    from batchsms import plan as plan_module
+    from batchsms.plan import MEMO_SIZE, Planner
+    from batchsms.records import InvalidLine, Line
+
+    planner = Planner({"speed_limit": 200})
+    first = planner.plan(Line(1, "a", None, None))
+    second = planner.plan(Line(2, "b", "r", None))
+    assert not isinstance(first, InvalidLine)
+    assert not isinstance(second, InvalidLine)
+    assert (second.number, second.task_id, second.ref) == (2, "b", "r")
+    assert second.body == first.body == b'{"speed_limit":200}'
+    assert second.sha256 == first.sha256
+
+    bad = Planner()
+    one = bad.plan(Line(1, "a", None, {"speedlimit": 1}))
+    two = bad.plan(Line(2, "b", None, {"speedlimit": 1}))
+    assert isinstance(one, InvalidLine)
+    assert isinstance(two, InvalidLine)
+    assert two.number == 2
+    assert one.errors == two.errors
+
+    # Same JSON bytes must mean the same verdict: 1 and 1.0 and true are different keys.
+    typed = Planner()
+    assert not isinstance(typed.plan(Line(1, "a", None, {"speed_limit": 1})), InvalidLine)
+    assert isinstance(typed.plan(Line(2, "a", None, {"speed_limit": 1.0})), InvalidLine)
+    assert isinstance(typed.plan(Line(3, "a", None, {"speed_limit": True})), InvalidLine)
+
+    many = Planner()
+    for i in range(MEMO_SIZE + 10):
+        many.plan(Line(i + 1, "t", None, {"name": f"n{i}"}))
+    assert len(many._memo) <= MEMO_SIZE
+    assert plan_module.MEMO_SIZE == MEMO_SIZE
