@@ -263,3 +263,53 @@ def test_auth_failures_reset_after_success(tmp_path: Path, status: int) -> None:
         assert code == 1
         assert [r["status"] for r in sorted(records, key=lambda r: r["line"])] == [
             "failed", "failed", "succeeded", "succeeded"]
+
+
+def test_log_events_name_each_notable_step(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", [speed("r"), speed("f")])
+    with scripted_server() as server:
+        server.script("r", Answer(503))
+        server.script("f", Answer(404))
+        with capture_logs() as logs:
+            code = run(RunConfig(input=str(source), out=tmp_path / "o.jsonl",
+                                 endpoint=server.url, rate=0, progress=False),
+                       env=TOKEN_ENV, stderr=io.StringIO())
+    assert code == 1
+    events = [e["event"] for e in logs]
+    assert events[0] == "run.started"
+    assert events[-1] == "run.finished"
+    retry = next(e for e in logs if e["event"] == "task.retry")
+    assert (retry["task_id"], retry["attempt"], retry["http_status"]) == ("r", 1, 503)
+    failed = next(e for e in logs if e["event"] == "task.failed")
+    assert (failed["task_id"], failed["error_code"]) == ("f", "SMS.404")
+    finished = logs[-1]
+    assert (finished["succeeded"], finished["failed"], finished["requests"]) == (1, 1, 3)
+
+
+def test_abort_is_logged(tmp_path: Path) -> None:
+    source = write_input(tmp_path / "in.jsonl", [speed(f"t{i}") for i in range(5)])
+    with scripted_server(Answer(403)) as server, capture_logs() as logs:
+        code = run(RunConfig(input=str(source), out=tmp_path / "o.jsonl", endpoint=server.url,
+                             rate=0, progress=False), env=TOKEN_ENV, stderr=io.StringIO())
+    assert code == 3
+    aborted = [e for e in logs if e["event"] == "run.aborted"]
+    assert len(aborted) == 1
+    assert "403" in aborted[0]["reason"]
+
+
+def test_adaptive_rate_backs_off_when_the_service_throttles(tmp_path: Path) -> None:
+    from batchsms.simulator.faults import FaultConfig
+    from tests.simthread import simulator_in_thread
+
+    lines = [speed(f"a{i}") for i in range(150)]
+    source = write_input(tmp_path / "in.jsonl", lines)
+    with simulator_in_thread(FaultConfig(throttle_rate=30, seed=1)) as sim, capture_logs():
+        code = run(RunConfig(input=str(source), out=tmp_path / "o.jsonl", endpoint=sim.url,
+                             rate=200, burst=5, concurrency=16, max_attempts=10,
+                             progress=False), env=TOKEN_ENV, stderr=io.StringIO())
+        throttled = sim.stats.by_status.get(429, 0)
+        received = sim.stats.received
+    assert code == 0
+    # Measured: adaptive ~2% of requests refused; with the rate fixed at 200/s (and only
+    # backoff to slow it) ~25-35%.
+    assert throttled / received < 0.15, (throttled, received)
