@@ -108,16 +108,21 @@ class Planner:
             body = deep_merge(self._defaults, line.body)
         else:
             body = line.body
-        key = orjson.dumps(body)
-        verdict = self._memo.get(key)
-        if verdict is None:
+        try:
+            key = orjson.dumps(body)
+        except TypeError:  # nested deeper than orjson writes: the walker rejects it anyway
             verdict = self._check(body)
-            if len(self._memo) >= MEMO_SIZE:
-                self._memo.clear()
-            self._memo[key] = verdict
+        else:
+            verdict = self._memo.get(key) or self._remember(key, self._check(body))
         if verdict.problems:
             return InvalidLine(line.number, line.task_id, line.ref, verdict.problems)
         return Planned(line.number, line.task_id, line.ref, verdict.data, verdict.sha256)
+
+    def _remember(self, key: bytes, verdict: _Verdict) -> _Verdict:
+        if len(self._memo) >= MEMO_SIZE:
+            self._memo.clear()
+        self._memo[key] = verdict
+        return verdict
 
     @staticmethod
     def _check(body: dict[str, Any]) -> _Verdict:

@@ -220,3 +220,15 @@ def test_repeated_bodies_reuse_the_verdict_and_the_memo_stays_bounded() -> None:
         many.plan(Line(i + 1, "t", None, {"name": f"n{i}"}))
     assert len(many._memo) <= MEMO_SIZE
     assert plan_module.MEMO_SIZE == MEMO_SIZE
+
+
+def test_body_nested_deeper_than_orjson_writes_is_reported_not_raised() -> None:
+    from batchsms.plan import Planner
+    from batchsms.records import InvalidLine, Line
+
+    deep: object = {}
+    for _ in range(600):
+        deep = [deep]
+    result = Planner().plan(Line(1, "t", None, {"target_server": {"disks": deep}}))
+    assert isinstance(result, InvalidLine)
+    assert result.errors[0].path == "body.target_server.disks[0]"
