@@ -5,7 +5,9 @@
 1. requests/s of `batchsms run --rate 0 --concurrency C` beside a bare aiohttp loop
    (bench/bare_loop.py: same server, same concurrency, no validation, retries or outcome file),
    both as client subprocesses against one simulator served from this process;
-2. rate accuracy at `--rate 50`: the most requests the server saw in any 1 s window
+2. requests/s of `batchsms run` with AK/SK signing beside the official SDK's own client
+   (bench/sdk_loop.py: `SmsClient.update_task` from C threads, also AK/SK-signed);
+3. rate accuracy at `--rate 50`: the most requests the server saw in any 1 s window
    (the bound is rate*t + burst = 51);
 3. the client's peak RSS for the run.
 
@@ -68,8 +70,15 @@ def write_lines(path: Path, n: int) -> None:
                     + b"\n")
 
 
-def run_batchsms(url: str, source: Path, out: Path, *options: str) -> dict[str, Any]:
-    env = {**os.environ, "BATCHSMS_AUTH_TOKEN": "bench-token"}
+TOKEN_ENV = {"BATCHSMS_AUTH_TOKEN": "bench-token"}
+AKSK_ENV = {"HUAWEICLOUD_SDK_AK": "BENCHAK", "HUAWEICLOUD_SDK_SK": "bench-sk",
+            "HUAWEICLOUD_SDK_PROJECT_ID": "0" * 32}
+
+
+def run_batchsms(url: str, source: Path, out: Path, *options: str,
+                 credentials: dict[str, str] = TOKEN_ENV) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("BATCHSMS_", "HUAWEICLOUD_SDK_"))} | credentials
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
     proc = subprocess.run(
@@ -86,9 +95,9 @@ def run_batchsms(url: str, source: Path, out: Path, *options: str) -> dict[str, 
             "peak_rss_mb": max(peak, before) / 1024}
 
 
-def bare_loop(url: str, n: int, concurrency: int) -> dict[str, Any]:
+def baseline(script: str, url: str, n: int, concurrency: int) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, str(HERE / "bare_loop.py"), url, str(n), str(concurrency)],
+        [sys.executable, str(HERE / script), url, str(n), str(concurrency)],
         capture_output=True, text=True, check=True)
     result: dict[str, Any] = orjson.loads(proc.stdout)
     return result
@@ -106,6 +115,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rate-lines", type=int, default=400)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--sdk-lines", type=int, default=5_000)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,7 +123,7 @@ def main() -> None:
         write_lines(source, args.lines)
         with simulator_in_thread(log_size=0) as sim:
             for i in range(args.repeat):
-                bare = bare_loop(sim.url, args.lines, args.concurrency)
+                bare = baseline("bare_loop.py", sim.url, args.lines, args.concurrency)
                 ours = run_batchsms(sim.url, source, Path(tmp) / f"out{i}.jsonl", "--rate", "0",
                                     "--concurrency", str(args.concurrency))
                 print(f"run {i + 1}: bare aiohttp loop {bare['requests_per_s']:8.0f} req/s | "
@@ -121,6 +131,16 @@ def main() -> None:
                       f"({ours['requests']} requests, exit {ours['exit']}) | "
                       f"ratio {ours['requests_per_s'] / bare['requests_per_s']:.2f} | "
                       f"client peak RSS {ours['peak_rss_mb']:.0f} MB")
+            sdk_lines = min(args.lines, args.sdk_lines)
+            sdk_source = Path(tmp) / "sdk.jsonl"
+            write_lines(sdk_source, sdk_lines)
+            sdk = baseline("sdk_loop.py", sim.url, sdk_lines, args.concurrency)
+            signed = run_batchsms(sim.url, sdk_source, Path(tmp) / "signed.jsonl", "--rate", "0",
+                                  "--concurrency", str(args.concurrency), credentials=AKSK_ENV)
+            print(f"AK/SK-signed, {sdk_lines} requests: official SDK client "
+                  f"({args.concurrency} threads) {sdk['requests_per_s']:8.0f} req/s | "
+                  f"batchsms run {signed['requests_per_s']:8.0f} req/s (exit {signed['exit']}) | "
+                  f"ratio {signed['requests_per_s'] / sdk['requests_per_s']:.2f}")
         rate_source = Path(tmp) / "rate.jsonl"
         write_lines(rate_source, args.rate_lines)
         with simulator_in_thread(log_size=args.rate_lines * 2) as sim:
