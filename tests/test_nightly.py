@@ -33,52 +33,37 @@ def test_no_progress_output_when_stderr_is_not_a_terminal(tmp_path: Path) -> Non
         assert line.startswith(("{", " ")) or line[0].isdigit(), line
 
 
-def test_progress_bar_is_drawn_on_a_terminal(tmp_path: Path) -> None:
+def run_on_terminal(tmp_path: Path, *extra: str) -> bytes:
+    """Run the sample fleet with stderr on a pseudo-terminal; return what was drawn there."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "batchsms", "run", str(FLEET), "--simulate", "--rate", "0",
-         "--out", str(tmp_path / "o.jsonl"), "--log-format", "json"],
+         "--out", str(tmp_path / "o.jsonl"), "--log-format", "json", *extra],
         env={**clean_env(), "COLUMNS": "120"}, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=follower)
-    os.close(follower)
-    seen = b""
-    while True:
-        ready, _, _ = select.select([leader], [], [], 30)
-        if not ready:
-            break
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(leader)
-    assert proc.wait(30) == 0
-    text = seen.decode(errors="replace")
-    assert "50/50" in text
-    assert "0 failed" in text
-
-
-def test_no_progress_flag_silences_the_bar_on_a_terminal(tmp_path: Path) -> None:
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "batchsms", "run", str(FLEET), "--simulate", "--rate", "0",
-         "--out", str(tmp_path / "o.jsonl"), "--log-format", "json", "--no-progress"],
-        env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower)
     os.close(follower)
     seen = b""
     while select.select([leader], [], [], 30)[0]:
         try:
             chunk = os.read(leader, 65536)
-        except OSError:
+        except OSError:  # the child closed the terminal
             break
         if not chunk:
             break
         seen += chunk
     os.close(leader)
     assert proc.wait(30) == 0
-    assert b"50/50" not in seen
+    return seen
+
+
+def test_progress_bar_is_drawn_on_a_terminal(tmp_path: Path) -> None:
+    text = run_on_terminal(tmp_path).decode(errors="replace")
+    assert "50/50" in text
+    assert "0 failed" in text
+
+
+def test_no_progress_flag_silences_the_bar_on_a_terminal(tmp_path: Path) -> None:
+    assert b"50/50" not in run_on_terminal(tmp_path, "--no-progress")
 
 
 def test_metrics_file_written_and_parsed_back(tmp_path: Path) -> None:
