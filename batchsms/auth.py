@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote, unquote
 
-from batchsms.errors import CredentialsError
+from batchsms.errors import CredentialsError, NoCredentialsError
 
 __all__ = [
     "ALGORITHM",
@@ -136,7 +136,7 @@ def load_credentials(
         return from_file
 
     env_pairs = ", ".join(f"{ak} + {sk}" for ak, sk in AKSK_ENVS)
-    raise CredentialsError(
+    raise NoCredentialsError(
         f"no credentials found: looked for --token-file, {TOKEN_ENV}, {env_pairs}, and an "
         f"ak + sk in section [basic] or [global] of {path} (set {CREDENTIALS_FILE_ENV} to use "
         "another file)"

@@ -24,7 +24,7 @@ import orjson
 from yarl import URL
 
 from batchsms import __version__
-from batchsms.errors import ConnectError, RequestTimeout, UsageError
+from batchsms.errors import ConnectError, RequestTimeout, TlsError, UsageError
 
 USER_AGENT = f"batchsms/{__version__}"
 JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
@@ -96,6 +96,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext | bool:
+    """TLS is always verified: against the system's CAs, or only those of `--ca-bundle`."""
+    if ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--ca-bundle {ca_bundle!r}: {exc}") from exc
+
+
 def task_path(task_id: str) -> str:
     """The wire path for a task: the id percent-encoded as one segment, never raw."""
     return "/v3/tasks/" + quote(task_id, safe="")
@@ -116,7 +126,7 @@ class SmsClient:
     """Sends signed requests to one SMS endpoint over one pooled session."""
 
     def __init__(self, endpoint: str, auth: Authenticator | None, *, concurrency: int,
-                 timeout: float, ca_bundle: str | None = None) -> None:
+                 timeout: float, tls: ssl.SSLContext | bool = True) -> None:
         parts = urlsplit(endpoint)
         self._base = f"{parts.scheme}://{parts.netloc}"
         default_port = 443 if parts.scheme == "https" else 80
@@ -125,12 +135,7 @@ class SmsClient:
             self._host = f"{self._host}:{parts.port}"
         self._auth = auth
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._ssl: ssl.SSLContext | bool = True
-        if ca_bundle is not None:
-            try:
-                self._ssl = ssl.create_default_context(cafile=ca_bundle)
-            except (OSError, ssl.SSLError) as exc:
-                raise UsageError(f"--ca-bundle {ca_bundle!r}: {exc}") from exc
+        self._ssl = tls
         self._concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None
 
@@ -176,6 +181,8 @@ class SmsClient:
                 retry_after = resp.headers.get("Retry-After")
         except TimeoutError as exc:
             raise RequestTimeout(f"no answer within {self._timeout.total:g}s") from exc
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+            raise TlsError(_describe_client_error(exc)) from exc
         except aiohttp.ClientError as exc:
             raise ConnectError(_describe_client_error(exc)) from exc
         code = msg = None

@@ -3,9 +3,11 @@
     BatchSmsError
     ├── UsageError          bad options, unreadable input, no credentials: exit 2
     │   ├── CredentialsError    no or incomplete credentials
+    │   │   └── NoCredentialsError  none found anywhere (a rehearsal may go on without)
     │   └── LockedError         --out is held by another run
     └── TransportError      one HTTP attempt got no response (client.py maps aiohttp here)
         ├── ConnectError        could not connect, or the connection dropped
+        │   └── TlsError            certificate not trusted (not retried)
         └── RequestTimeout      no answer within --timeout
 
 Messages never carry secrets: credentials are redacted before any error is built.
@@ -26,6 +28,10 @@ class CredentialsError(UsageError):
     """No usable credentials were found, or they are incomplete."""
 
 
+class NoCredentialsError(CredentialsError):
+    """None of the places credentials are looked for has any (as opposed to broken ones)."""
+
+
 class LockedError(UsageError):
     """The outcomes file is locked by another running batchsms."""
 
@@ -34,12 +40,19 @@ class TransportError(BatchSmsError):
     """An attempt that got no HTTP response at all."""
 
     code = "connection"
+    retryable = True
 
 
 class ConnectError(TransportError):
     """Connection refused, reset or dropped before a response arrived."""
 
     code = "connection"
+
+
+class TlsError(ConnectError):
+    """The server's certificate is not trusted: trying again cannot help."""
+
+    retryable = False
 
 
 class RequestTimeout(TransportError):  # noqa: N818 - reads as httpx's ReadTimeout

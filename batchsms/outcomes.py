@@ -22,7 +22,6 @@ from typing import IO, Any
 import orjson
 
 from batchsms.errors import LockedError, UsageError
-from batchsms.records import MAX_LINE_BYTES
 from batchsms.schema import Problem
 
 MAX_BUFFERED = 512  # records held before a write, whatever the time
@@ -190,7 +189,7 @@ def iter_journal(path: Path, scan: JournalScan | None = None) -> Iterator[dict[s
     except OSError as exc:
         raise UsageError(f"cannot read outcomes {str(path)!r}: {exc.strerror}") from exc
     with handle:
-        while chunk := handle.readline(MAX_LINE_BYTES):
+        for chunk in handle:  # records have no size bound (every problem of a line is listed)
             if not chunk.strip():
                 continue
             try:

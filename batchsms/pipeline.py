@@ -327,6 +327,9 @@ class Pipeline:
         """Update the line and the run after one attempt; the delay before a retry, or None."""
         if isinstance(reply, TransportError):
             held.error_code, held.error_msg = reply.code, str(reply)
+            if not reply.retryable:  # an untrusted certificate: as hopeless as a wrong key
+                self._on_rejected(reply.code, str(reply))
+                return None
             status, retry_after = None, None
         else:
             status = reply.status
@@ -356,16 +359,22 @@ class Pipeline:
 
     def _on_answer(self, status: int) -> None:
         if status in AUTH_STATUSES and not self._any_success:
-            self._auth_failures += 1
-            if self._auth_failures >= AUTH_ABORT_AFTER:
-                self.stop(StopReason.ABORTED, f"authentication rejected (HTTP {status}) "
-                          f"{self._auth_failures} times in a row before any success: "
-                          "check the credentials and the endpoint")
+            self._on_rejected(f"HTTP {status}", "authentication rejected")
             return
         self._auth_failures = 0
         if not self._gate_open:
             self._gate_open = True
             self._gate.total_tokens = self._options.concurrency
+
+    def _on_rejected(self, what: str, why: str) -> None:
+        """Credentials or certificate refused: three in a row before any success stop the run."""
+        if self._any_success:
+            return
+        self._auth_failures += 1
+        if self._auth_failures >= AUTH_ABORT_AFTER:
+            self.stop(StopReason.ABORTED, f"{why} ({what}) {self._auth_failures} times in a "
+                      "row before any success: check the credentials, the endpoint and "
+                      "--ca-bundle")
 
     # -- outcomes ---------------------------------------------------------------------------
 

@@ -97,6 +97,9 @@ def iter_raw_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes | None, str |
         while chunk := readline(limit):
             number += 1
             if number == 1 and chunk.startswith(_BOM):
+                # Read the BOM's bytes more, so the limit applies to the line after it.
+                if chunk[-1:] != b"\n" and len(chunk) == limit:
+                    chunk += readline(len(_BOM))
                 chunk = chunk[len(_BOM):]
             if chunk[-1:] == b"\n":
                 chunk = chunk[:-2] if chunk[-2:] == b"\r\n" else chunk[:-1]

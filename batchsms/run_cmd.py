@@ -7,12 +7,14 @@ Exit codes follow CONTRACT §7.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
+import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,8 +29,8 @@ import structlog
 
 from batchsms import progress
 from batchsms.auth import authenticator, load_credentials
-from batchsms.client import Authenticator, SmsClient, resolve_endpoint, task_path
-from batchsms.errors import CredentialsError, UsageError
+from batchsms.client import Authenticator, SmsClient, resolve_endpoint, task_path, tls_context
+from batchsms.errors import NoCredentialsError, UsageError
 from batchsms.limiter import RateLimiter
 from batchsms.metrics import check_metrics_path, write_metrics
 from batchsms.outcomes import (
@@ -40,6 +42,7 @@ from batchsms.outcomes import (
     new_run_id,
 )
 from batchsms.pipeline import Pipeline, RunStats, SendOptions, StopReason, summary_lines
+from batchsms.plan import Planned
 from batchsms.records import InvalidLine
 from batchsms.retry import RetryPolicy
 from batchsms.validate_cmd import checked_lines, format_problems
@@ -144,7 +147,7 @@ def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> int:
 def _credentials(config: RunConfig, env: Mapping[str, str]) -> Authenticator | None:
     try:
         return authenticator(load_credentials(env, token_file=config.token_file))
-    except CredentialsError:
+    except NoCredentialsError:
         if config.simulate:  # a rehearsal needs none unless the simulator asks for them
             return None
         raise
@@ -186,13 +189,14 @@ async def _watch_signals(pipeline: Pipeline, grace: float, got: list[int],
 
 
 async def _run_async(config: RunConfig, env: Mapping[str, str], writer: OutcomeWriter,
+                     lines: Iterator[Planned | InvalidLine], tls: ssl.SSLContext | bool,
                      resume: set[bytes], run_id: str,
                      on_outcome: Callable[[Outcome], None] | None) -> tuple[Pipeline, int | None]:
     auth = _credentials(config, env)
     got: list[int] = []
     async with _endpoint(config, env) as url:
         client = SmsClient(url, auth, concurrency=config.concurrency, timeout=config.timeout,
-                           ca_bundle=config.ca_bundle)
+                           tls=tls)
         async with client:
             pipeline = Pipeline(
                 run_id=run_id, client=client, writer=writer, resume_index=resume,
@@ -202,7 +206,6 @@ async def _run_async(config: RunConfig, env: Mapping[str, str], writer: OutcomeW
                                     abort_failure_ratio=config.abort_failure_ratio,
                                     deadline=config.deadline, grace=config.grace),
                 on_outcome=on_outcome)
-            lines = checked_lines(config.input, config.defaults)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_watch_signals, pipeline, config.grace, got, tg)
                 await pipeline.run(lines)
@@ -221,11 +224,7 @@ def exit_code(stats: RunStats, reason: StopReason | None, signum: int | None) ->
 
 def _loop_options() -> dict[str, Any]:
     """uvloop where it is installed (the `fast` extra): the same asyncio API, less CPU."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"use_uvloop": True}
+    return {"use_uvloop": True} if importlib.util.find_spec("uvloop") is not None else {}
 
 
 def _chain(*callbacks: Callable[[Outcome], None] | None) -> Callable[[Outcome], None]:
@@ -249,15 +248,15 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         _credentials(config, env)
     if config.metrics_file is not None:
         check_metrics_path(config.metrics_file)
-    if config.input != "-" and not os.access(config.input, os.R_OK):
-        raise UsageError(f"cannot read input {config.input!r}")
-    lock = lock_outcomes(config.out)
+    tls = tls_context(config.ca_bundle)
+    lock = lock_outcomes(config.out)  # before --out is touched; the lock file lies beside it
     try:
         scan = JournalScan()
         resume = load_resume_index(config.out, scan) if config.resume else set()
         if scan.cut_lines:
             log.warning("journal.cut_lines", path=str(config.out), count=scan.cut_lines,
                         note="records cut off by a crash were skipped")
+        lines = checked_lines(config.input, config.defaults)  # unreadable: exit 2, no --out
         writer = OutcomeWriter(config.out)
         run_id = new_run_id()
         started = time.monotonic()
@@ -266,8 +265,8 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
                 if progress.wanted(config.progress, stderr):
                     bar = stack.enter_context(progress.progress_bar(config.input, stderr))
                     on_outcome = _chain(on_outcome, bar)
-                pipeline, signum = anyio.run(_run_async, config, env, writer, resume, run_id,
-                                             on_outcome, backend_options=_loop_options())
+                pipeline, signum = anyio.run(_run_async, config, env, writer, lines, tls, resume,
+                                             run_id, on_outcome, backend_options=_loop_options())
         finally:
             writer.close()
         stats = pipeline.stats

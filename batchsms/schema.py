@@ -329,7 +329,12 @@ def describe(value: object) -> str:
     if isinstance(value, int):
         return "an integer"
     if isinstance(value, float):
-        return "a number with a fraction or exponent" if value == value else "NaN"
+        if value != value:
+            return "NaN"
+        if value.is_integer() and abs(value) >= 2**63:
+            # orjson reads integers beyond 64 bits as floats: say what the user wrote
+            return "an integer outside the 64-bit range"
+        return "a number with a fraction or exponent"
     if isinstance(value, str):
         return "a string"
     if isinstance(value, list):

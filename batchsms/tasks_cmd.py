@@ -22,7 +22,7 @@ from typing import IO, Any
 import anyio
 import orjson
 
-from batchsms.client import Reply, SmsClient
+from batchsms.client import Reply, SmsClient, tls_context
 from batchsms.errors import TransportError, UsageError
 from batchsms.limiter import RateLimiter
 from batchsms.retry import RetryPolicy, RetryQuota, decide, parse_retry_after
@@ -120,8 +120,9 @@ async def _write(client_factory: Any, config: TasksConfig, sink: IO[bytes]) -> i
 def run_tasks(config: TasksConfig, auth: Any, stdout: IO[bytes] | None = None,
               stderr: IO[str] = sys.stderr) -> int:
     def client_factory() -> SmsClient:
-        return SmsClient(config.endpoint, auth, concurrency=1, timeout=config.timeout,
-                         ca_bundle=config.ca_bundle)
+        return SmsClient(config.endpoint, auth, concurrency=1, timeout=config.timeout, tls=tls)
+
+    tls = tls_context(config.ca_bundle)
 
     try:
         if config.out is None:

@@ -215,3 +215,22 @@ def test_tasks_refuses_then_accepts_with_the_ca_bundle(ca: Any, ca_pem: Path,
     assert [orjson.loads(x) for x in accepted.stdout.splitlines()] == [
         {"task_id": "t1", "ref": "one"}, {"task_id": "t2", "ref": "two"}]
     assert handled == ["GET /v3/tasks"]
+
+
+def test_untrusted_certificate_is_not_retried_and_aborts_the_run(ca: Any,
+                                                                 tmp_path: Path) -> None:
+    source = tmp_path / "many.jsonl"
+    source.write_bytes(b"".join(orjson.dumps({"task_id": f"t{i}", "body": {"speed_limit": 1}})
+                                + b"\n" for i in range(20)))
+    out = tmp_path / "out.jsonl"
+    with https_server(ca.issue_cert("127.0.0.1", "localhost")) as server:
+        result = batchsms("run", str(source), "--endpoint", server.url, "--out", str(out),
+                          "--rate", "0", "--log-format", "json", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    records = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    assert len(records) == 20
+    tried = [r for r in records if r["attempts"]]
+    assert len(tried) == 3
+    assert all(r["attempts"] == 1 for r in tried)  # a certificate does not fix itself
+    assert {r["error_code"] for r in records if not r["attempts"]} == {"aborted"}
+    assert "--ca-bundle" in result.stderr
