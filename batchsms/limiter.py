@@ -211,8 +211,16 @@ class AdaptiveRate:
         """Feed the send-rate measurement: one request left at ``now``."""
         self._meter.record(now)
 
-    def on_throttle(self, now: float) -> float:
-        """The service said "too fast": at least halve the rate. Returns the new rate."""
+    def on_throttle(self, now: float, sent_at: float | None = None) -> float:
+        """The service said "too fast": at least halve the rate. Returns the new rate.
+
+        ``sent_at`` is when the throttled request left. One sent before the last decrease
+        answers a rate already given up, so it changes nothing: a burst of 429s for requests
+        that were in flight together halves the rate once, not once per 429 (as TCP reacts
+        once per window of losses).
+        """
+        if self._throttled and sent_at is not None and sent_at < self._last_throttle:
+            return self._rate
         measured = self._meter.rate(now)
         if self._rate == 0:
             base = measured
@@ -287,10 +295,12 @@ class RateLimiter:
         if self._adaptive is not None:
             self._adaptive.record_send(self._clock())
 
-    def on_throttle(self) -> None:
-        """The last answer was HTTP 429: slow down."""
+    def on_throttle(self, sent_at: float | None = None) -> None:
+        """An answer was HTTP 429: slow down. `sent_at`: when that request left (this clock)."""
         if self._adaptive is not None:
-            self._bucket.set_rate(self._adaptive.on_throttle(self._clock()))
+            new_rate = self._adaptive.on_throttle(self._clock(), sent_at)
+            if new_rate != self._bucket.rate:
+                self._bucket.set_rate(new_rate)
 
     def on_success(self) -> None:
         """The last answer was a success: speed back up towards the configured rate."""

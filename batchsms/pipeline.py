@@ -93,6 +93,7 @@ class _Held:
     error_code: str | None = None
     error_msg: str | None = None
     first_send: float | None = None
+    last_send: float = 0.0
     succeeded: bool = False
     retried_after_transport_error: bool = False
     cut_short: bool = False  # the run stopped while the line still had attempts to make
@@ -310,8 +311,9 @@ class Pipeline:
         """One request; None if it was cancelled (interrupt after the grace period)."""
         held.attempts += 1
         self.stats.requests += 1
+        held.last_send = time.monotonic()  # the limiter's clock
         if held.first_send is None:
-            held.first_send = time.monotonic()
+            held.first_send = held.last_send
         with anyio.CancelScope() as scope:
             self._in_flight.add(scope)
             try:
@@ -348,7 +350,7 @@ class Pipeline:
             held.error_msg = reply.error_msg or f"HTTP {status}"
             self._on_answer(status)
             if status == 429:
-                self._limiter.on_throttle()
+                self._limiter.on_throttle(sent_at=held.last_send)
             retry_after = parse_retry_after(reply.retry_after, datetime.now(UTC))
         decision = decide(self._policy, held.attempts, status, status is None, retry_after,
                           self._quota, self._rng)

@@ -402,3 +402,31 @@ async def test_limiter_without_adaptation_ignores_answers() -> None:
     limiter.on_throttle()
     limiter.on_success()
     assert limiter.current_rate == 10.0
+
+
+def test_a_burst_of_throttles_for_requests_sent_together_halves_once() -> None:
+    """17 requests in flight together all get 429: the rate halves once, not 17 times."""
+    adaptive = AdaptiveRate(100.0)
+    for i in range(20):
+        adaptive.record_send(10.0 + i * 0.01)
+    measured = adaptive.measured_rate(10.5)
+    first = adaptive.on_throttle(10.5, sent_at=10.19)
+    assert first == pytest.approx(0.5 * min(100.0, measured))  # halved, once
+    for i in range(16):  # the rest of the burst: sent before that decrease
+        assert adaptive.on_throttle(10.5 + i * 0.001, sent_at=10.0 + i * 0.01) == first
+    # A request sent after the decrease, throttled too: that is news, halve again.
+    second = adaptive.on_throttle(11.0, sent_at=10.6)
+    assert second < first
+    # Without sent_at (a caller that cannot tell), every throttle counts, as before.
+    assert adaptive.on_throttle(11.1) < second
+
+
+def test_rate_limiter_passes_sent_at_through() -> None:
+    clock = FakeClock(100.0)
+    limiter = RateLimiter(50.0, 1.0, clock=clock, sleep=clock.sleep)
+    limiter.on_throttle(sent_at=99.0)
+    halved = limiter.current_rate
+    assert halved <= 25.0
+    clock.advance(0.01)
+    limiter.on_throttle(sent_at=99.5)  # sent before the decrease at 100.0: ignored
+    assert limiter.current_rate == halved

@@ -166,6 +166,9 @@ async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse
         response: web.StreamResponse = _error(
             413, "SMS.0206", f"request body is larger than {MAX_BODY} bytes")
         body = b""
+    except ConnectionResetError:  # the client went away mid-request (e.g. it was killed)
+        _record(state, request, task_id, b"", None, request_id, at)
+        raise _Drop from None
     else:
         if decision.reset:
             state.stats.resets += 1
