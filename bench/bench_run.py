@@ -17,50 +17,21 @@ Only 127.0.0.1 is used.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import bisect
 import os
 import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from batchsms.simulator import running
-from batchsms.simulator.server import SimulatorHandle
+from batchsms.simulator.threaded import simulator_in_thread
 
 HERE = Path(__file__).resolve().parent
-
-
-@contextmanager
-def simulator_in_thread(log_size: int) -> Iterator[SimulatorHandle]:
-    box: list[SimulatorHandle] = []
-    ready = threading.Event()
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    async def serve() -> None:
-        async with running(log_size=log_size) as handle:
-            box.append(handle)
-            ready.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=lambda: loop.run_until_complete(serve()), daemon=True)
-    thread.start()
-    if not ready.wait(10):
-        raise RuntimeError("simulator did not start")
-    try:
-        yield box[0]
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
 
 
 def write_lines(path: Path, n: int) -> None:
