@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -63,6 +64,9 @@ class SendOptions:
     abort_failure_ratio: float = 0.5
     deadline: float | None = None  # time.time() after which no request starts
     grace: float = 5.0  # seconds in-flight requests get after SIGINT/SIGTERM
+    # Read and validate in a worker thread: for standard input, whose reads may block. A file
+    # is read in the loop, a batch at a time (no thread hops, no contention for the GIL).
+    read_in_thread: bool = False
 
 
 @dataclass
@@ -201,7 +205,14 @@ class Pipeline:
         def next_batch() -> list[Planned | InvalidLine]:
             return [item for _, item in zip(range(FEED_BATCH), lines, strict=False)]
 
-        while batch := await anyio.to_thread.run_sync(next_batch):
+        while True:
+            if self._options.read_in_thread:
+                batch = await anyio.to_thread.run_sync(next_batch)
+            else:
+                batch = next_batch()
+                await anyio.lowlevel.checkpoint()  # let the workers and the signals in
+            if not batch:
+                return
             for item in batch:
                 if isinstance(item, InvalidLine):
                     self._record(Outcome(self.run_id, item.number, item.task_id, item.ref,

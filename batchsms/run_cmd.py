@@ -204,7 +204,8 @@ async def _run_async(config: RunConfig, env: Mapping[str, str], writer: OutcomeW
                 policy=RetryPolicy(max_attempts=config.max_attempts),
                 options=SendOptions(concurrency=config.concurrency,
                                     abort_failure_ratio=config.abort_failure_ratio,
-                                    deadline=config.deadline, grace=config.grace),
+                                    deadline=config.deadline, grace=config.grace,
+                                    read_in_thread=config.input == "-"),
                 on_outcome=on_outcome)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_watch_signals, pipeline, config.grace, got, tg)
