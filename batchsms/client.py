@@ -158,6 +158,11 @@ class SmsClient:
             await self._session.close()
             self._session = None
 
+    async def abort_in_flight(self) -> None:
+        """Drop every connection now: each request in flight ends with a ConnectError."""
+        if self._session is not None and self._session.connector is not None:
+            await self._session.connector.close(abort_ssl=True)
+
     async def request(self, method: str, path: str, body: bytes = b"",
                       query: Sequence[tuple[str, str]] = ()) -> Reply:
         """One attempt. Returns any HTTP answer; raises ConnectError/RequestTimeout otherwise."""

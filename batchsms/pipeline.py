@@ -135,7 +135,6 @@ class Pipeline:
         self._pending_count = 0
         self._pending_room = anyio.Event()
         self._waiting: set[anyio.CancelScope] = set()
-        self._in_flight: set[anyio.CancelScope] = set()
         self._stopped = anyio.Event()
 
     # -- stopping ---------------------------------------------------------------------------
@@ -152,9 +151,9 @@ class Pipeline:
         self._pending_room.set()
         self._stopped.set()
 
-    def cancel_in_flight(self) -> None:
-        for scope in list(self._in_flight):
-            scope.cancel()
+    async def cancel_in_flight(self) -> None:
+        """After the grace period: end what is still in flight (its lines get `interrupted`)."""
+        await self._client.abort_in_flight()
 
     async def _wait(self, fn: Callable[[], Awaitable[Any]]) -> bool:
         """Await `fn()` unless the run stops first; False when it stopped."""
@@ -294,7 +293,9 @@ class Pipeline:
             finally:
                 if gated:
                     self._gate.release()
-            if reply is None:  # cancelled in flight: the answer will never be known
+            if isinstance(reply, TransportError) and self.stop_reason is StopReason.INTERRUPTED:
+                # dropped by abort_in_flight (or lost while stopping): the answer is unknown
+                held.error_code, held.error_msg = reply.code, str(reply)
                 return held
             held.cut_short = False
             delay = self._after_attempt(held, reply)
@@ -318,23 +319,19 @@ class Pipeline:
             return await self._wait(self._gate.acquire)
         return True
 
-    async def _attempt(self, held: _Held) -> Reply | TransportError | None:
-        """One request; None if it was cancelled (interrupt after the grace period)."""
+    async def _attempt(self, held: _Held) -> Reply | TransportError:
+        """One request. After the grace period of an interrupt, `abort_in_flight` drops the
+        connections, so a request still in flight ends here as a ConnectError (a cancel scope
+        per request would cost more than the bare request path can afford)."""
         held.attempts += 1
         self.stats.requests += 1
         held.last_send = time.monotonic()  # the limiter's clock
         if held.first_send is None:
             held.first_send = held.last_send
-        with anyio.CancelScope() as scope:
-            self._in_flight.add(scope)
-            try:
-                return await self._client.put_task(held.item.task_id, held.item.body)
-            except TransportError as exc:
-                return exc
-            finally:
-                self._in_flight.discard(scope)
-        held.error_code, held.error_msg = "interrupted", "cancelled while in flight"
-        return None
+        try:
+            return await self._client.put_task(held.item.task_id, held.item.body)
+        except TransportError as exc:
+            return exc
 
     def _after_attempt(self, held: _Held, reply: Reply | TransportError) -> float | None:
         """Update the line and the run after one attempt; the delay before a retry, or None."""

@@ -176,12 +176,12 @@ async def _watch_signals(pipeline: Pipeline, grace: float, got: list[int],
     A second signal cancels in-flight requests at once."""
     async def after_grace() -> None:
         await anyio.sleep(grace)
-        pipeline.cancel_in_flight()
+        await pipeline.cancel_in_flight()
 
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             if got:
-                pipeline.cancel_in_flight()
+                tg.start_soon(pipeline.cancel_in_flight)
                 continue
             got.append(signum)
             pipeline.stop(StopReason.INTERRUPTED, f"interrupted by {signal.Signals(signum).name}")
