@@ -83,6 +83,7 @@ class _Verdict(NamedTuple):
     problems: tuple[Problem, ...]
 
 
+_new_tuple = tuple.__new__
 MEMO_SIZE = 4096  # distinct bodies remembered; a fleet-wide change repeats one body
 
 
@@ -99,15 +100,20 @@ class Planner:
         self._memo: dict[bytes, _Verdict] = {}
 
     def plan(self, line: Line) -> Planned | InvalidLine:
-        if line.body is None:
+        return self.plan_fields(*line)
+
+    def plan_fields(self, number: int, task_id: str, ref: str | None,
+                    line_body: dict[str, Any] | None) -> Planned | InvalidLine:
+        """`plan` for a line given as its fields (what `records.read_lines` hands on)."""
+        if line_body is None:
             if not self._defaults:
-                return InvalidLine(line.number, line.task_id, line.ref, (Problem(
+                return InvalidLine(number, task_id, ref, (Problem(
                     "body", "required: the line has no body and no --set/--patch supplies one"),))
             body: dict[str, Any] = self._defaults
         elif self._defaults:
-            body = deep_merge(self._defaults, line.body)
+            body = deep_merge(self._defaults, line_body)
         else:
-            body = line.body
+            body = line_body
         try:
             key = orjson.dumps(body)
         except TypeError:  # nested deeper than orjson writes: the walker rejects it anyway
@@ -115,8 +121,10 @@ class Planner:
         else:
             verdict = self._memo.get(key) or self._remember(key, self._check(body))
         if verdict.problems:
-            return InvalidLine(line.number, line.task_id, line.ref, verdict.problems)
-        return Planned(line.number, line.task_id, line.ref, verdict.data, verdict.sha256)
+            return InvalidLine(number, task_id, ref, verdict.problems)
+        # The NamedTuple built without its generated Python-level __new__ (as its own _make
+        # does): one per input line, and half the cost.
+        return _new_tuple(Planned, (number, task_id, ref, verdict.data, verdict.sha256))
 
     def _remember(self, key: bytes, verdict: _Verdict) -> _Verdict:
         if len(self._memo) >= MEMO_SIZE:

@@ -269,7 +269,7 @@ def _copy_from_input(source: str, index: _LineIndex, out: IO[bytes]) -> int:
             if crc and entry[2] and crc != entry[2]:
                 raise UsageError(f"line {number} of --input {source!r} does not hold the "
                                  "task_id its outcome names: is it the input of these runs?")
-            out.write(raw + b"\n")
+            out.write(raw.rstrip(b"\r\n") + b"\n")
             copied += 1
     finally:
         if source != "-":

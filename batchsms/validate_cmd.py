@@ -29,7 +29,7 @@ def checked_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[Planned 
 def _planned(stream: IO[bytes], planner: Planner,
              close: bool) -> Iterator[Planned | InvalidLine]:
     try:
-        yield from read_lines(stream, planner.plan)
+        yield from read_lines(stream, planner.plan_fields)
     finally:
         if close:
             stream.close()

@@ -386,3 +386,14 @@ def test_arbitrary_json_as_line_body(value: object) -> None:
     else:
         assert isinstance(item, InvalidLine)
         assert only_errors(item)[0][0] == "body"
+
+
+def test_raw_lines_keep_their_ending_and_the_limit_counts_without_it() -> None:
+    """The bytes handed on keep LF/CRLF (JSON whitespace; no copy per line); 1 MiB excludes it."""
+    from batchsms.records import MAX_LINE_BYTES
+
+    at_limit = b"x" * MAX_LINE_BYTES
+    data = b"a\nb\r\nc" + b"\n" + at_limit + b"\r\n" + at_limit + b"y\n" + b"last"
+    assert [(n, r, e is not None) for n, r, e in iter_raw_lines(io.BytesIO(data))] == [
+        (1, b"a\n", False), (2, b"b\r\n", False), (3, b"c\n", False),
+        (4, at_limit + b"\r\n", False), (5, None, True), (6, b"last", False)]
