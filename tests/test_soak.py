@@ -332,7 +332,13 @@ def test_bucket_bound_holds_at_the_server_when_retries_abound(tmp_path: Path) ->
     # The bucket was the bottleneck (else the check below proves little): the run kept close
     # to the rate, busiest second included.
     assert max_in_window(arrivals, 1.0) >= 0.8 * rate
-    assert len(log) / (arrivals[-1] - arrivals[0]) >= 0.8 * rate
+    # Over the middle 90% of arrivals: the last lines wait out backoffs of up to 20 s, with
+    # jitter, so a whole-run average would measure luck in the tail, not the bucket.
+    middle = arrivals[len(arrivals) // 20: len(arrivals) - len(arrivals) // 20]
+    print(f"\nmiddle 90%: {len(middle) / (middle[-1] - middle[0]):.1f} req/s; whole run "
+          f"{len(arrivals) / (arrivals[-1] - arrivals[0]):.1f} req/s over "
+          f"{arrivals[-1] - arrivals[0]:.1f} s")
+    assert len(middle) / (middle[-1] - middle[0]) >= 0.8 * rate
     bucket = check_bucket(arrivals, rate, burst, max_lag)
     print(f"\nbucket: {len(log)} requests in {arrivals[-1] - arrivals[0]:.1f}s; {bucket}; "
           f"loop lag {max_lag * 1000:.0f} ms")
