@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Protocol
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -24,6 +23,7 @@ import orjson
 from yarl import URL
 
 from batchsms import __version__
+from batchsms.auth import Authenticator
 from batchsms.errors import ConnectError, RequestTimeout, TlsError, UsageError
 
 USER_AGENT = f"batchsms/{__version__}"
@@ -35,13 +35,6 @@ REGIONS: Mapping[str, str] = {  # as huaweicloudsdksms' SmsRegion lists them
     "my-kualalumpur-1": "https://sms.my-kualalumpur-1.myhuaweicloud.com",
     "ru-moscow-1": "https://sms-api.ru-moscow-1.myhuaweicloud.com",
 }
-
-
-class Authenticator(Protocol):
-    """Adds credentials to one request (token header, or an SDK-HMAC-SHA256 signature)."""
-
-    def headers_for(self, method: str, host: str, path: str, query: Sequence[tuple[str, str]],
-                    headers: Mapping[str, str], body: bytes, now: datetime) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,8 +28,8 @@ import orjson
 import structlog
 
 from batchsms import progress
-from batchsms.auth import authenticator, load_credentials
-from batchsms.client import Authenticator, SmsClient, resolve_endpoint, task_path, tls_context
+from batchsms.auth import Authenticator, authenticator, load_credentials
+from batchsms.client import SmsClient, resolve_endpoint, task_path, tls_context
 from batchsms.errors import NoCredentialsError, UsageError
 from batchsms.limiter import RateLimiter
 from batchsms.metrics import check_metrics_path, write_metrics
