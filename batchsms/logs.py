@@ -8,14 +8,28 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import TextIO, cast
 
 import structlog
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the time: while the progress bar is shown, rich
+    puts its own proxy there, which prints each log line above the bar instead of through it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(fmt: str | None, stream: TextIO | None = None, level: int = logging.INFO) -> None:
     """`fmt` is "console", "json" or None (console on a terminal, else json)."""
-    out = stream or sys.stderr
+    out = stream or cast(TextIO, _CurrentStderr())
     if fmt is None:
         fmt = "console" if out.isatty() else "json"
     processors: list[structlog.typing.Processor] = [

@@ -84,6 +84,6 @@ def progress_bar(source: str, stream: TextIO = sys.stderr) -> Iterator[ProgressB
         TimeElapsedColumn(), TimeRemainingColumn(),
         TextColumn("[red]{task.fields[failed]} failed"),
         console=Console(file=stream), transient=False, refresh_per_second=4,
-        redirect_stdout=False, redirect_stderr=False)
+        redirect_stdout=False, redirect_stderr=True)  # log lines print above the bar
     with progress:
         yield ProgressBar(progress, count_lines(source))
