@@ -98,3 +98,13 @@ def test_integer_beyond_64_bits_is_named_as_such() -> None:
     assert "outside the 64-bit range" in problems[0].message
     _, problems = validate({"speed_limit": 1.5})
     assert "fraction or exponent" in problems[0].message
+
+
+def test_logs_follow_sys_stderr_so_the_progress_bar_can_route_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """rich replaces sys.stderr while the bar is shown; log lines must go through it."""
+    logs.configure("json")
+    later = io.StringIO()
+    monkeypatch.setattr("sys.stderr", later)
+    structlog.get_logger("t").info("run.started", run_id="x")
+    assert '"event": "run.started"' in later.getvalue()
