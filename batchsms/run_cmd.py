@@ -37,6 +37,7 @@ from batchsms.outcomes import (
     JournalScan,
     Outcome,
     OutcomeWriter,
+    Status,
     load_resume_index,
     lock_outcomes,
     new_run_id,
@@ -154,8 +155,12 @@ def _credentials(config: RunConfig, env: Mapping[str, str]) -> Authenticator | N
 
 
 @asynccontextmanager
-async def _endpoint(config: RunConfig, env: Mapping[str, str]) -> AsyncIterator[str]:
-    if config.simulate:
+async def _endpoint(config: RunConfig, env: Mapping[str, str],
+                    endpoint: str | None) -> AsyncIterator[str]:
+    """`endpoint`, or with --simulate the URL of a simulator started for the run."""
+    if endpoint is not None:
+        yield endpoint
+    else:
         from batchsms.simulator import running
         from batchsms.simulator.access import ExpectedCredentials
 
@@ -165,8 +170,6 @@ async def _endpoint(config: RunConfig, env: Mapping[str, str]) -> AsyncIterator[
             raise UsageError(str(exc)) from None
         async with running(log_size=0, credentials=expected) as sim:
             yield sim.url
-        return
-    yield resolve_endpoint(config.endpoint, config.region, env)
 
 
 async def _watch_signals(pipeline: Pipeline, grace: float, got: list[int],
@@ -188,13 +191,13 @@ async def _watch_signals(pipeline: Pipeline, grace: float, got: list[int],
             tg.start_soon(after_grace)
 
 
-async def _run_async(config: RunConfig, env: Mapping[str, str], writer: OutcomeWriter,
-                     lines: Iterator[Planned | InvalidLine], tls: ssl.SSLContext | bool,
+async def _run_async(config: RunConfig, env: Mapping[str, str], endpoint: str | None,
+                     auth: Authenticator | None, tls: ssl.SSLContext | bool,
+                     writer: OutcomeWriter, lines: Iterator[Planned | InvalidLine],
                      resume: set[bytes], run_id: str,
                      on_outcome: Callable[[Outcome], None] | None) -> tuple[Pipeline, int | None]:
-    auth = _credentials(config, env)
     got: list[int] = []
-    async with _endpoint(config, env) as url:
+    async with _endpoint(config, env, endpoint) as url:
         client = SmsClient(url, auth, concurrency=config.concurrency, timeout=config.timeout,
                            tls=tls)
         async with client:
@@ -219,7 +222,7 @@ def exit_code(stats: RunStats, reason: StopReason | None, signum: int | None) ->
         return 128 + signum
     if reason is StopReason.ABORTED:
         return EXIT_ABORTED
-    bad = sum(n for s, n in stats.by_status.items() if s != "succeeded")
+    bad = sum(n for s, n in stats.by_status.items() if s != Status.SUCCEEDED)
     return EXIT_OK if bad == stats.by_error.get("already_succeeded", 0) else EXIT_SOME_FAILED
 
 
@@ -244,9 +247,9 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
     env = os.environ if env is None else env
     if config.dry_run:
         return dry_run(config, sys.stdout, stderr)
-    if not config.simulate:  # fail fast, before locking or reading anything
-        resolve_endpoint(config.endpoint, config.region, env)
-        _credentials(config, env)
+    # Everything that can refuse to start is checked before the lock and --out are touched.
+    endpoint = None if config.simulate else resolve_endpoint(config.endpoint, config.region, env)
+    auth = _credentials(config, env)
     if config.metrics_file is not None:
         check_metrics_path(config.metrics_file)
     tls = tls_context(config.ca_bundle)
@@ -266,8 +269,9 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
                 if progress.wanted(config.progress, stderr):
                     bar = stack.enter_context(progress.progress_bar(config.input, stderr))
                     on_outcome = _chain(on_outcome, bar)
-                pipeline, signum = anyio.run(_run_async, config, env, writer, lines, tls, resume,
-                                             run_id, on_outcome, backend_options=_loop_options())
+                pipeline, signum = anyio.run(_run_async, config, env, endpoint, auth, tls, writer,
+                                             lines, resume, run_id, on_outcome,
+                                             backend_options=_loop_options())
         finally:
             writer.close()
         stats = pipeline.stats
