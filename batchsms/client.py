@@ -23,7 +23,7 @@ import orjson
 from yarl import URL
 
 from batchsms import __version__
-from batchsms.auth import Authenticator
+from batchsms.auth import Authenticator, canonical_query
 from batchsms.errors import ConnectError, RequestTimeout, TlsError, UsageError
 
 USER_AGENT = f"batchsms/{__version__}"
@@ -167,9 +167,8 @@ class SmsClient:
             headers = self._auth.headers_for(method, self._host, path, query, headers, body,
                                              datetime.now(UTC))
         url = self._base + path
-        if query:
-            url += "?" + "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}"
-                                  for k, v in sorted(query))
+        if query:  # sent exactly as signed, as the SDK does
+            url += "?" + canonical_query(query)
         try:
             async with self._session.request(method, URL(url, encoded=True),
                                              data=body or None, headers=headers) as resp:

@@ -22,6 +22,7 @@ from typing import IO, Any
 import orjson
 
 from batchsms.errors import LockedError, UsageError
+from batchsms.records import InvalidLine
 from batchsms.schema import Problem
 
 MAX_BUFFERED = 512  # records held before a write, whatever the time
@@ -66,6 +67,15 @@ class Outcome:
         return orjson.dumps(data) + b"\n"
 
 
+def invalid_outcome(run_id: str, item: InvalidLine) -> Outcome:
+    """The record of a line that was not sent: every problem, the first one in `error_msg`."""
+    first = item.errors[0]
+    more = f" (and {len(item.errors) - 1} more)" if len(item.errors) > 1 else ""
+    return Outcome(run_id, item.number, item.task_id, item.ref, Status.INVALID,
+                   error_code="validation", error_msg=f"{first.path}: {first.message}{more}",
+                   errors=item.errors, finished_at=utc_now())
+
+
 def utc_now() -> str:
     """UTC, RFC 3339 with milliseconds and a Z."""
     now = time.time()
@@ -100,14 +110,12 @@ class OutcomeWriter:
         self._buffer: list[bytes] = []
         self._interval = flush_interval
         self._last_flush = time.monotonic()
-        self.written = 0
         if _ends_cut(path):
             self._buffer.append(b"\n")  # a crash cut the last record: start on a fresh line
 
     def write(self, outcome: Outcome, *, durable: bool = False) -> None:
         """Queue a record; `durable` writes it through at once (a request was sent for it)."""
         self._buffer.append(outcome.to_json())
-        self.written += 1
         if durable:
             self.flush()
         else:

@@ -1,6 +1,6 @@
 """The run: planned lines -> rate-limited, retried PUTs -> exactly one outcome per line.
 
-    feed (thread: read + validate) --bounded stream--> N workers --> OutcomeWriter
+    feed (read + validate) --bounded stream--> N workers --> OutcomeWriter
                                                         | gate (slow start) + RateLimiter
                                                         | SmsClient, retry.decide
 
@@ -23,7 +23,7 @@ import functools
 import random as _random
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,10 +36,17 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from batchsms.client import Reply, SmsClient
 from batchsms.errors import TransportError
 from batchsms.limiter import RateLimiter
-from batchsms.outcomes import Outcome, OutcomeWriter, Status, resume_key, utc_now
+from batchsms.outcomes import (
+    Outcome,
+    OutcomeWriter,
+    Status,
+    invalid_outcome,
+    resume_key,
+    utc_now,
+)
 from batchsms.plan import Planned
 from batchsms.records import InvalidLine
-from batchsms.retry import RetryPolicy, RetryQuota, decide, parse_retry_after
+from batchsms.retry import Reason, RetryPolicy, RetryQuota, decide, parse_retry_after
 
 AUTH_STATUSES = frozenset({401, 403})
 AUTH_ABORT_AFTER = 3
@@ -135,7 +142,6 @@ class Pipeline:
         self._pending_count = 0
         self._pending_room = anyio.Event()
         self._waiting: set[anyio.CancelScope] = set()
-        self._stopped = anyio.Event()
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -149,7 +155,6 @@ class Pipeline:
         for scope in list(self._waiting):
             scope.cancel()
         self._pending_room.set()
-        self._stopped.set()
 
     async def cancel_in_flight(self) -> None:
         """After the grace period: end what is still in flight (its lines get `interrupted`)."""
@@ -214,10 +219,7 @@ class Pipeline:
                 return
             for item in batch:
                 if isinstance(item, InvalidLine):
-                    self._record(Outcome(self.run_id, item.number, item.task_id, item.ref,
-                                         Status.INVALID, error_code="validation",
-                                         error_msg=_problems_summary(item),
-                                         errors=item.errors, finished_at=utc_now()))
+                    self._record(invalid_outcome(self.run_id, item))
                 elif self._resume and resume_key(item.task_id, item.sha256) in self._resume:
                     self._record(Outcome(self.run_id, item.number, item.task_id, item.ref,
                                          Status.SKIPPED, error_code="already_succeeded",
@@ -278,13 +280,10 @@ class Pipeline:
             gated = not self._gate_open
             if gated and not await self._acquire_slot():
                 return held
-            if self.stop_reason is not None:
-                if gated:
-                    self._gate.release()
-                return held
             try:
-                if not (self._limiter.try_acquire_nowait() or
-                        await self._wait(self._limiter.acquire)):
+                if self.stop_reason is not None or not (
+                        self._limiter.try_acquire_nowait()
+                        or await self._wait(self._limiter.acquire)):
                     return held
                 if self._options.deadline is not None and time.time() >= self._options.deadline:
                     self.stop(StopReason.DEADLINE, "the --deadline passed")
@@ -363,7 +362,7 @@ class Pipeline:
         decision = decide(self._policy, held.attempts, status, status is None, retry_after,
                           self._quota, self._rng)
         held.retried_after_transport_error = status is None
-        if not decision.retry and decision.reason.value == "quota_exhausted":
+        if decision.reason is Reason.QUOTA_EXHAUSTED:
             held.error_msg = f"{held.error_msg} (retry budget exhausted)"
         return decision.delay if decision.retry else None
 
@@ -433,12 +432,6 @@ class Pipeline:
                       f"--abort-failure-ratio {self._options.abort_failure_ratio:g}")
 
 
-def _problems_summary(item: InvalidLine) -> str:
-    first = item.errors[0]
-    more = f" (and {len(item.errors) - 1} more)" if len(item.errors) > 1 else ""
-    return f"{first.path}: {first.message}{more}"
-
-
 def summary_lines(stats: RunStats, stop_message: str | None) -> Iterator[str]:
     """The human summary printed at the end of a run."""
     total = sum(stats.by_status.values())
@@ -451,6 +444,3 @@ def summary_lines(stats: RunStats, stop_message: str | None) -> Iterator[str]:
     if stop_message:
         yield f"stopped early: {stop_message}"
 
-
-def counts(stats: RunStats) -> Mapping[str, int]:
-    return dict(stats.by_status)

@@ -29,7 +29,7 @@ from rich.progress import (
 from rich.text import Text
 
 from batchsms.outcomes import Outcome, Status
-from batchsms.records import _GZIP_MAGIC
+from batchsms.records import GZIP_MAGIC
 
 
 def count_lines(source: str) -> int | None:
@@ -38,7 +38,7 @@ def count_lines(source: str) -> int | None:
         return None
     try:
         with Path(source).open("rb") as f:
-            if f.read(2) == _GZIP_MAGIC:
+            if f.read(2) == GZIP_MAGIC:
                 return None
             f.seek(0)
             total, last = 0, b"\n"

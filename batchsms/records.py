@@ -26,7 +26,7 @@ MAX_LINE_BYTES = 1024 * 1024
 MAX_TASK_ID = 36  # Table 1
 MAX_REF = 256
 _BOM = b"\xef\xbb\xbf"
-_GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MAGIC = b"\x1f\x8b"
 _ENVELOPE_KEYS = frozenset({"task_id", "body", "ref"})
 
 
@@ -66,7 +66,7 @@ def open_input(source: str) -> IO[bytes]:
             raise UsageError(f"cannot read input {source!r}: {exc.strerror or exc}") from exc
     peek = getattr(raw, "peek", None)
     head = peek(2)[:2] if peek is not None else b""
-    if head == _GZIP_MAGIC or (not head and source.endswith(".gz")):
+    if head == GZIP_MAGIC or (not head and source.endswith(".gz")):
         if source == "-":
             return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
         return cast(IO[bytes], _ClosingGzipFile(raw))

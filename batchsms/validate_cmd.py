@@ -11,7 +11,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from batchsms.outcomes import Outcome, OutcomeWriter, Status, new_run_id, utc_now
+from batchsms.outcomes import (
+    Outcome,
+    OutcomeWriter,
+    Status,
+    invalid_outcome,
+    new_run_id,
+    utc_now,
+)
 from batchsms.plan import Planned, Planner
 from batchsms.records import InvalidLine, open_input, read_lines
 
@@ -53,10 +60,7 @@ def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
             if isinstance(item, InvalidLine):
                 invalid += 1
                 stdout.write("\n".join(format_problems(item)) + "\n")
-                outcome = Outcome(run_id, item.number, item.task_id, item.ref, Status.INVALID,
-                                  error_code="validation",
-                                  error_msg=f"{len(item.errors)} problem(s) in the line",
-                                  errors=item.errors, finished_at=utc_now())
+                outcome = invalid_outcome(run_id, item)
             else:
                 valid += 1
                 outcome = Outcome(run_id, item.number, item.task_id, item.ref, Status.VALID,
