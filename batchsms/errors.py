@@ -5,6 +5,7 @@
     │   ├── CredentialsError    no or incomplete credentials
     │   │   └── NoCredentialsError  none found anywhere (a rehearsal may go on without)
     │   └── LockedError         --out is held by another run
+    ├── JournalError        an outcome record could not be written (disk full, I/O): exit 4
     └── TransportError      one HTTP attempt got no response (client.py maps aiohttp here)
         ├── ConnectError        could not connect, or the connection dropped
         │   └── TlsError            certificate not trusted (not retried)
@@ -36,11 +37,24 @@ class LockedError(UsageError):
     """The outcomes file is locked by another running batchsms."""
 
 
+class JournalError(BatchSmsError):
+    """Writing the outcomes journal failed: nothing more may be sent (CONTRACT §7, exit 4)."""
+
+
 class TransportError(BatchSmsError):
-    """An attempt that got no HTTP response at all."""
+    """An attempt that got no HTTP response at all.
+
+    ``sent`` says whether the request may have reached the server: False only when it certainly
+    never left the process (connection refused, no file descriptor, name not resolved), so
+    the service cannot have applied it. Such a try is not counted in ``attempts``.
+    """
 
     code = "connection"
     retryable = True
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class ConnectError(TransportError):

@@ -54,6 +54,10 @@ class Outcome:
     body_sha256: str | None = None
     elapsed_ms: int | None = None
     finished_at: str = ""
+    # The line did not succeed, but a request of it left without a readable answer (timeout,
+    # connection dropped after sending, an answer that could not be parsed): the service may
+    # have applied it. False when no request of the line can have been applied.
+    maybe_applied: bool = False
 
     def to_json(self) -> bytes:
         data = {
@@ -63,6 +67,7 @@ class Outcome:
             "error_msg": self.error_msg, "errors": [p.as_dict() for p in self.errors],
             "request_id": self.request_id, "body_sha256": self.body_sha256,
             "elapsed_ms": self.elapsed_ms, "finished_at": self.finished_at or utc_now(),
+            "maybe_applied": self.maybe_applied,
         }
         return orjson.dumps(data) + b"\n"
 

@@ -72,7 +72,7 @@ def test_client_errors_are_not_retried(tmp_path: Path) -> None:
             "run_id": None, "line": 1, "task_id": "bad", "ref": None, "status": "failed",
             "http_status": 400, "attempts": 1, "error_code": "SMS.0201", "error_msg": "bad",
             "errors": [], "request_id": "req-1", "elapsed_ms": None, "finished_at": None,
-            "body_sha256": outcomes[1]["body_sha256"]}
+            "body_sha256": outcomes[1]["body_sha256"], "maybe_applied": False}
         assert outcomes[2]["attempts"] == 1 == server.count("gone")
         assert outcomes[2]["error_code"] == "SMS.404"
 

@@ -1,0 +1,39 @@
+"""Pace: every try, retries and reads included, passes one token bucket whose rate follows the
+service's answers. (Interface; the controller behind it is issue 9's to build.)"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+
+from batchsms.engine.feedback import Answer
+from batchsms.limiter import Clock, RateLimiter, Sleep
+
+
+class Pace:
+    """The token bucket (`--rate`, `--burst`) and the controller that moves its rate."""
+
+    def __init__(self, rate: float, burst: float = 1.0, *, clock: Clock = time.monotonic,
+                 sleep: Sleep = anyio.sleep) -> None:
+        self._limiter = RateLimiter(rate, burst, clock=clock, sleep=sleep)
+
+    @property
+    def current_rate(self) -> float:
+        """Requests/s in force now; 0.0 means unlimited."""
+        return self._limiter.current_rate
+
+    def try_acquire_nowait(self) -> bool:
+        """Take a token at once if one is free and nobody is queued; True if taken."""
+        return self._limiter.try_acquire_nowait()
+
+    async def acquire(self) -> None:
+        """Wait until a try may start, and count it as sent."""
+        await self._limiter.acquire()
+
+    def on_answer(self, answer: Answer, *, sent_at: float) -> None:
+        """One try's answer; `sent_at` is when it left (this object's clock)."""
+        if answer is Answer.THROTTLED:
+            self._limiter.on_throttle(sent_at=sent_at)
+        elif answer is Answer.OK:
+            self._limiter.on_success()
