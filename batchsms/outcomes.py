@@ -13,7 +13,7 @@ import functools
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +58,9 @@ class Outcome:
     # connection dropped after sending, an answer that could not be parsed): the service may
     # have applied it. False when no request of the line can have been applied.
     maybe_applied: bool = False
+    # With undo capture (`--undo-file`): the task's values, read just before the write, of the
+    # readable fields the line sets (diff.previous); serialised only when set.
+    previous: Mapping[str, Any] | None = None
 
     def to_json(self) -> bytes:
         data = {
@@ -69,6 +72,8 @@ class Outcome:
             "elapsed_ms": self.elapsed_ms, "finished_at": self.finished_at or utc_now(),
             "maybe_applied": self.maybe_applied,
         }
+        if self.previous is not None:
+            data["previous"] = self.previous
         return orjson.dumps(data) + b"\n"
 
 

@@ -38,6 +38,9 @@ of their latest records. Line numbers of that file start again at 1: re-run it w
 `count`, `example_line`), and `failed_to` (null, or `path`, `source` = `input`|`envelopes`,
 `lines` written, `missing` = not-done lines that could not be copied from `--input`).
 
+**`--undo-to FILE`** writes the way back from the records that hold `previous` (runs with
+`--undo-file`): see undo.py for which records, the order and what cannot be restored.
+
 Exit codes: 0 every line done, 1 some line not done, 2 unreadable or unusable files (UsageError).
 """
 
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import itertools
 import os
 import sys
 import zlib
@@ -61,6 +65,8 @@ import orjson
 from batchsms.errors import UsageError
 from batchsms.outcomes import JournalScan, Status, iter_journal
 from batchsms.records import iter_raw_lines, open_input, parse_line
+from batchsms.undo import describe as describe_undo
+from batchsms.undo import write_undo
 
 _ABSENT, _SUCCEEDED, _RESUMED, _NOT_DONE = 0, 1, 2, 3
 _DENSE_FLOOR = 1 << 20  # line numbers up to this (or 4x the records seen) live in flat arrays
@@ -386,6 +392,9 @@ def add_report_parser(subparsers: Any) -> None:
                         "its line numbers start at 1, so re-run it with its own --out")
     p.add_argument("--input", metavar="ORIGINAL",
                    help="the runs' input (may be gzip): --failed-to copies its lines verbatim")
+    p.add_argument("--undo-to", type=Path, metavar="FILE",
+                   help="write input lines restoring the values recorded before each write "
+                        "(runs with --undo-file), in reverse order of application")
 
 
 def _checked(args: argparse.Namespace) -> list[Path]:
@@ -399,13 +408,15 @@ def _checked(args: argparse.Namespace) -> list[Path]:
             raise UsageError(f"cannot read outcomes {str(path)!r}")
         if path.resolve() not in {p.resolve() for p in paths}:
             paths.append(path)
-    if args.failed_to is not None:
-        keep = {p.resolve() for p in paths}
-        if args.input not in (None, "-"):
-            keep.add(Path(args.input).resolve())
-        if args.failed_to.resolve() in keep:
-            raise UsageError(f"--failed-to {str(args.failed_to)!r} would overwrite a file "
-                             "this report reads")
+    keep = {p.resolve() for p in paths}
+    if args.input not in (None, "-"):
+        keep.add(Path(args.input).resolve())
+    for option, target in (("--failed-to", args.failed_to), ("--undo-to", args.undo_to)):
+        if target is not None and target.resolve() in keep:
+            raise UsageError(f"{option} {str(target)!r} would overwrite a file this report reads")
+    if args.failed_to is not None and args.undo_to is not None \
+            and args.failed_to.resolve() == args.undo_to.resolve():
+        raise UsageError("--failed-to and --undo-to must be different files")
     return paths
 
 
@@ -420,6 +431,10 @@ def run_report(args: argparse.Namespace, *, stdout: IO[str] | None = None,
         stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         stdout.write("\n".join(format_text(report)) + "\n")
+    if args.undo_to is not None:
+        summary = write_undo(itertools.chain.from_iterable(map(iter_journal, paths)),
+                             args.undo_to)
+        print(describe_undo(summary), file=stderr)
     failed = report["failed_to"]
     if failed is not None:
         what = "original lines" if failed["source"] == "input" else \
