@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "(node_exporter textfile collector: name it *.prom)")
     _add_body_options(run)
 
+    plan = sub.add_parser("plan", help="read each task (ShowTask) and show what run would "
+                          "change; never writes")
+    plan.add_argument("input", help="JSONL file, '-' for stdin, may be gzip")
+    _add_connection_options(plan, simulate=True)
+    plan.add_argument("--concurrency", type=int, default=16, help="most reads in flight [16]")
+    plan.add_argument("--burst", type=float, default=1.0, help="token-bucket burst [1]")
+    plan.add_argument("--json", action="store_true", help="one JSON object per input line")
+    _add_body_options(plan)
+
     from batchsms.report import add_report_parser
 
     add_report_parser(sub)
@@ -150,6 +159,16 @@ def _run_config(args: argparse.Namespace) -> Any:
         parse_deadline(args.deadline, datetime.now().astimezone()))
 
 
+def _plan_config(args: argparse.Namespace) -> Any:
+    from batchsms.run_cmd import RunConfig
+
+    return RunConfig(
+        input=args.input, endpoint=args.endpoint, region=args.region, simulate=args.simulate,
+        concurrency=args.concurrency, rate=args.rate, burst=args.burst,
+        max_attempts=args.max_attempts, timeout=args.timeout, ca_bundle=args.ca_bundle,
+        defaults=build_defaults(_load_patch(args.patch), args.sets), token_file=args.token_file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -165,6 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_simulator(args)
         if args.command == "tasks":
             return _tasks(args)
+        if args.command == "plan":
+            from batchsms.commands.plan import run_plan
+
+            return run_plan(_plan_config(args), as_json=args.json)
         if args.command == "report":
             from batchsms.report import run_report
 
