@@ -28,6 +28,11 @@ from batchsms.schema import Problem
 MAX_BUFFERED = 512  # records held before a write, whatever the time
 
 
+DONE_SKIP_CODES = frozenset({"already_succeeded", "unchanged"})
+"""`error_code`s of `skipped` lines that count as done (exit 0, `report`): succeeded in an
+earlier run (`--resume`), or already as wanted (`--skip-unchanged`)."""
+
+
 class Status(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"

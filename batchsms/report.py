@@ -4,18 +4,19 @@
 same `line` in journals of runs of the same input are the same line (what `--resume` on one
 `--out` assumes too). Each line's state is its *latest* record: the last whole record for that
 `line` in file order, files taken in the order given (a later run appends later). One exception:
-a `skipped`/`already_succeeded` record (a `--resume` run passing over the line) does not replace
-an earlier `succeeded` record of the line, so the figures show the send that did the work. A
-record whose `task_id` differs from the line's earlier one is counted as a conflict (outcomes of
-different inputs appended to one file) and reported.
+a `skipped`/`already_succeeded` or `unchanged` record (a later run passing over the line) does
+not replace an earlier `succeeded` record of the line, so the figures show the send that did the
+work. A record whose `task_id` differs from the line's earlier one is counted as a conflict
+(outcomes of different inputs appended to one file) and reported.
 
 **Memory.** Two streaming passes over the journals: the first finds each line's latest record
 (13 bytes per input line in flat arrays: a million lines take about 13 MB), the second feeds only
 those records to the figures. Cut or garbled lines (CONTRACT §10) are counted and reported.
 
 **Done.** A line is done when its latest record is `succeeded`, or `skipped` with
-`already_succeeded`. Every other line (`failed`, `invalid`, `skipped` by `aborted`, `deadline` or
-`interrupted`: never sent) is not done: it makes the exit code 1 and goes to `--failed-to`.
+`already_succeeded` or `unchanged` (`--skip-unchanged`: already as wanted). Every other line
+(`failed`, `invalid`, `skipped` by `aborted`, `deadline` or `interrupted`: never sent) is not
+done: it makes the exit code 1 and goes to `--failed-to`.
 
 **Figures.** Latency percentiles are nearest-rank over the `elapsed_ms` of lines that were sent
 (attempts > 0, whatever their status). "Failures" are `failed` and `invalid` lines, grouped by
@@ -63,7 +64,7 @@ from typing import IO, Any
 import orjson
 
 from batchsms.errors import UsageError
-from batchsms.outcomes import JournalScan, Status, iter_journal
+from batchsms.outcomes import DONE_SKIP_CODES, JournalScan, Status, iter_journal
 from batchsms.records import iter_raw_lines, open_input, parse_line
 from batchsms.undo import describe as describe_undo
 from batchsms.undo import write_undo
@@ -78,7 +79,7 @@ def _flag(record: dict[str, Any]) -> int:
     status = record.get("status")
     if status == Status.SUCCEEDED:
         return _SUCCEEDED
-    if status == Status.SKIPPED and record.get("error_code") == "already_succeeded":
+    if status == Status.SKIPPED and record.get("error_code") in DONE_SKIP_CODES:
         return _RESUMED
     return _NOT_DONE
 

@@ -121,3 +121,12 @@ def test_report_undo_to_refuses_to_overwrite_an_input(tmp_path: Path) -> None:
         _report(journal, "--undo-to", journal)
     with pytest.raises(UsageError, match="different files"):
         _report(journal, "--undo-to", tmp_path / "x", "--failed-to", tmp_path / "x")
+
+
+def test_report_counts_unchanged_lines_as_done(tmp_path: Path) -> None:
+    """`skipped`/`unchanged` (--skip-unchanged) is done: exit 0, and nothing to --failed-to."""
+    journal = _journal(tmp_path / "o.jsonl", record(1, "a"),
+                       record(2, "b", "skipped", error_code="unchanged"))
+    code, _ = _report(journal, "--failed-to", tmp_path / "left.jsonl")
+    assert code == 0
+    assert (tmp_path / "left.jsonl").read_bytes() == b""
