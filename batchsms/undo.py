@@ -17,6 +17,11 @@ and `run --undo-file FILE` both write `FILE` from it, as ordinary input for `bat
   out and counted (`UndoSummary.lost`); a record with nothing left to restore gives no line.
 - **Memory.** The lines are held until the end (they are written reversed): about the size of
   the undo file.
+
+Before a run with undo sends anything, `check_reversible` reads the whole input once: a line
+that sets a field ShowTask does not return could not be undone, so the run is refused (exit 2,
+naming the fields and lines) unless `--allow-irreversible`. Standard input cannot be read twice:
+undo from `-` needs `--allow-irreversible`.
 """
 
 from __future__ import annotations
@@ -29,9 +34,12 @@ from typing import Any
 
 import orjson
 
-from batchsms.diff import without_nulls
+from batchsms.diff import unreadable_paths, without_nulls
 from batchsms.errors import UsageError
 from batchsms.outcomes import Status, resume_key
+from batchsms.plan import MEMO_SIZE
+from batchsms.records import InvalidLine
+from batchsms.validate_cmd import checked_lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +137,38 @@ def write_undo(records: Iterable[Mapping[str, Any]], path: Path) -> UndoSummary:
         raise UsageError(f"cannot write undo file {str(path)!r}: {exc.strerror or exc}") \
             from exc
     return UndoSummary(path, len(lines), lost, empty)
+
+
+SHOWN_LINES = 3  # line numbers named per field in the refusal
+
+
+def check_reversible(source: str, defaults: Mapping[str, Any]) -> None:
+    """Refuse (UsageError) an input with a line that sets a field that cannot be read back."""
+    if source == "-":
+        raise UsageError("--undo-file checks the whole input before anything is sent, and "
+                         "standard input cannot be read twice: give a file, or pass "
+                         "--allow-irreversible")
+    seen: dict[bytes, tuple[str, ...]] = {}  # a fleet-wide change repeats one body
+    lines: dict[str, list[int]] = {}
+    for item in checked_lines(source, defaults):
+        if isinstance(item, InvalidLine):
+            continue  # it will not be sent
+        paths = seen.get(item.body)
+        if paths is None:
+            if len(seen) >= MEMO_SIZE:
+                seen.clear()
+            paths = seen[item.body] = unreadable_paths(orjson.loads(item.body))
+        for path in paths:
+            lines.setdefault(path, []).append(item.number)
+    if lines:
+        fields = "; ".join(
+            f"{path} (line{'s' * (len(numbers) > 1)} "
+            f"{', '.join(map(str, numbers[:SHOWN_LINES]))}"
+            f"{f' and {len(numbers) - SHOWN_LINES} more' if len(numbers) > SHOWN_LINES else ''})"
+            for path, numbers in sorted(lines.items()))
+        raise UsageError(f"--undo-file: these fields cannot be read back (ShowTask does not "
+                         f"return them), so their change could not be undone: {fields}. Remove "
+                         "them, or pass --allow-irreversible to accept it")
 
 
 def describe(summary: UndoSummary) -> str:

@@ -13,7 +13,7 @@ import pytest
 from batchsms.errors import UsageError
 from batchsms.outcomes import Outcome, Status, resume_key
 from batchsms.report import add_report_parser, run_report
-from batchsms.undo import for_run, undo_line, undoable, write_undo
+from batchsms.undo import check_reversible, for_run, undo_line, undoable, write_undo
 
 
 def record(line: int, task_id: str, status: str = "succeeded", *, run_id: str = "r1",
@@ -130,3 +130,25 @@ def test_report_counts_unchanged_lines_as_done(tmp_path: Path) -> None:
     code, _ = _report(journal, "--failed-to", tmp_path / "left.jsonl")
     assert code == 0
     assert (tmp_path / "left.jsonl").read_bytes() == b""
+
+
+def test_undo_refuses_an_input_it_could_not_undo(tmp_path: Path) -> None:
+    """Fields that cannot be read back are named with their lines; readable input passes."""
+    rows = [{"task_id": "a", "body": {"speed_limit": 1}},
+            *({"task_id": f"t{i}", "body": {"use_ipv6": True}} for i in range(5)),
+            {"task_id": "b", "body": {"target_server": {"networks": [{"mac": "m"}]}}},
+            {"task_id": "c", "body": {"speedlimit": 1}}]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    with pytest.raises(UsageError) as caught:
+        check_reversible(str(source), {})
+    message = str(caught.value)
+    assert "target_server.networks (line 7)" in message
+    assert "use_ipv6 (lines 2, 3, 4 and 2 more)" in message
+    assert "--allow-irreversible" in message
+    source.write_bytes(orjson.dumps(rows[0]) + b"\n" + orjson.dumps(rows[-1]) + b"\n")
+    check_reversible(str(source), {})
+    with pytest.raises(UsageError, match="exist_server"):
+        check_reversible(str(source), {"exist_server": True})
+    with pytest.raises(UsageError, match="standard input"):
+        check_reversible("-", {})
