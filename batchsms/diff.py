@@ -14,7 +14,9 @@ what the official SDK's models and the simulator imply, and what a rollback need
   leaves out shows as a change to `null` (the whole item is replaced). Arrays of different
   lengths are one change at the array's path.
 - A field ShowTask does not return (`readable.READABLE`) is *unreadable*: listed at the
-  shallowest path the line sets (`target_server.networks`), never compared, never guessed.
+  shallowest path the line sets (`target_server.networks`), never compared, never guessed. A
+  readable field is compared with the view's value where `READABLE` says ShowTask has it
+  (`enterprise_project` with `enterprise_project_id`).
 
 `previous()` is the body-shaped record of the current values of every readable field a line
 sets (arrays whole; `null` where the task has no value, which no update can restore), and what
@@ -27,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batchsms.readable import READABLE, Readable
+from batchsms.readable import READABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,27 +104,54 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+Tree = Mapping[str, "str | Tree"]
+"""`READABLE` as the body's shape: an object an update merges maps to its readable fields; a
+leaf maps to the dotted path of its value in the ShowTask view."""
+
+
+def _tree(readable: Mapping[str, str]) -> Tree:
+    root: dict[str, Any] = {}
+    for body_path, show_path in readable.items():
+        *parents, leaf = body_path.split(".")
+        node = root
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = show_path
+    return root
+
+
+READABLE_TREE = _tree(READABLE)
+
+
+def _lookup(view: Mapping[str, Any], show_path: str) -> Any:
+    """The view's value at a dotted path, nulls dropped; None when absent."""
+    value: Any = view
+    for key in show_path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return without_nulls(value)
+
+
 class _Walk:
     """Accumulates one comparison."""
 
-    def __init__(self) -> None:
+    def __init__(self, view: Mapping[str, Any]) -> None:
+        self.view = view
         self.changes: list[Change] = []
         self.unchanged: list[str] = []
         self.unreadable: list[str] = []
 
-    def merged(self, spec: Readable, body: Mapping[str, Any], view: Mapping[str, Any],
-               prefix: str) -> None:
+    def merged(self, tree: Tree, body: Mapping[str, Any], prefix: str) -> None:
         for key in sorted(body):
             path = f"{prefix}{key}"
-            sub = spec.get(key)
+            sub = tree.get(key)
             if sub is None:
                 self.unreadable.append(path)
-            elif isinstance(sub, Mapping):
-                current = view.get(key)
-                self.merged(sub, body[key], current if isinstance(current, dict) else {},
-                            f"{path}.")
+            elif not isinstance(sub, str):
+                self.merged(sub, body[key], f"{path}.")
             else:
-                current, wanted = without_nulls(view.get(key)), body[key]
+                current, wanted = _lookup(self.view, sub), body[key]
                 if same(current, wanted):
                     self.unchanged.append(path)
                 else:
@@ -146,8 +175,8 @@ class _Walk:
 
 def diff(body: Mapping[str, Any], view: Mapping[str, Any]) -> Diff:
     """`body` (validated, nulls dropped) against `view` (a ShowTask answer)."""
-    walk = _Walk()
-    walk.merged(READABLE, body, view, "")
+    walk = _Walk(view)
+    walk.merged(READABLE_TREE, body, "")
     return Diff(tuple(walk.changes), tuple(walk.unchanged), tuple(walk.unreadable))
 
 
@@ -157,21 +186,20 @@ def unreadable_paths(body: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def previous(body: Mapping[str, Any], view: Mapping[str, Any],
-             spec: Readable = READABLE) -> dict[str, Any]:
+             tree: Tree = READABLE_TREE) -> dict[str, Any]:
     """The view's current values of every readable field `body` sets, shaped like a body.
 
     Arrays are taken whole (an update replaces them); `None` where the task has no value.
     """
     out: dict[str, Any] = {}
     for key in sorted(body):
-        sub = spec.get(key)
+        sub = tree.get(key)
         if sub is None:
             continue
-        current = view.get(key)
-        if isinstance(sub, Mapping):
-            inner = previous(body[key], current if isinstance(current, dict) else {}, sub)
+        if isinstance(sub, str):
+            out[key] = _lookup(view, sub)
+        else:
+            inner = previous(body[key], view, sub)
             if inner:
                 out[key] = inner
-        else:
-            out[key] = without_nulls(current)
     return out

@@ -1,78 +1,46 @@
-"""Which UpdateTask fields ShowTask reads back: the ground `plan`, `--verify` and undo stand on.
+"""Which UpdateTask body fields ShowTask can read back, and where: data for plan, verify, undo.
 
-A PutTaskReq field is *readable* when the official SDK's ShowTask view (`ShowTaskResponse`, its
-`TaskTargetServer` and `CloneServer`) has a field of the same name and the same type at the same
-place. Only those can be compared with what a line sets, captured before a write, or checked
-after one; every other field is *unreadable*, and is reported as such, never guessed.
+`READABLE` maps each readable leaf path of an UpdateTask body (``PutTaskReq``, dotted; a leaf is
+a scalar or an array, since arrays are replaced whole) to the path where the official SDK's
+``ShowTaskResponse`` has the same value. It is the exact intersection of the two SDK models
+(same path, same type; tests/test_simulator_sdk.py derives it from the installed SDK), plus the
+one field the two name differently: UpdateTask's ``enterprise_project`` is ShowTask's
+``enterprise_project_id``.
 
-`READABLE` mirrors the request body's shape: an object whose fields are merged by an update
-(the body itself, `target_server`, `clone_server`) maps to its readable fields; `WHOLE` marks a
-value compared and restored as a whole (a scalar, or an array: an update replaces an array).
-
-Read off huaweicloudsdksms' models; `tests/test_readable.py` derives the same set from them
-independently. Left out, and why:
-
-- top level: `exist_server`, `use_ipv6`, `use_public_ip`, `target_disk_ids`, `snapshot_ids`,
-  `cutovered_snapshot_ids`, `image_disk_id` (ShowTask has none of them), `enterprise_project`
-  (ShowTask has `enterprise_project_id`: another name, not assumed to be the same value);
-- `target_server`: `hostname`, `firmware`, `cpu_quantity`, `memory`, `networks`, `domain_id`,
-  `has_rsync`, `paravirtualization`, `raw_devices`, `driver_files`, `system_services`,
-  `account_rights`, `boot_loader`, `flavor`, `snapshot_ids` (not in `TaskTargetServer`), and
-  `btrfs_list` (objects in the request, `list[str]` in the view: not comparable).
+Everything else a body can set is *not readable*: ShowTask never returns it (``use_ipv6``,
+``exist_server``, ``snapshot_ids``, ``target_disk_ids``, ``target_server.networks``...), or
+returns it with another type (``target_server.btrfs_list``: objects in, names out), or at
+another place (the top-level ``image_disk_id`` and ``cutovered_snapshot_ids``; ShowTask has only
+``target_server``'s). Such a field's current value cannot be known, so it is never guessed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 
-WHOLE: Final = True
-"""A readable value, compared and restored as a whole."""
+__all__ = ["READABLE", "is_readable", "show_path"]
 
-Readable = Mapping[str, "bool | Readable"]
+_SAME: Final = (
+    "name", "type", "region_id", "region_name", "migration_ip", "speed_limit",
+    "project_name", "project_id", "vm_template_id",
+    "target_server.id", "target_server.ip", "target_server.name", "target_server.os_type",
+    "target_server.os_version", "target_server.system_dir", "target_server.volume_groups",
+    "target_server.vm_id", "target_server.disks", "target_server.image_disk_id",
+    "target_server.cutovered_snapshot_ids",
+    "clone_server.vm_id", "clone_server.name", "clone_server.clone_error",
+    "clone_server.clone_state", "clone_server.error_msg",
+)
 
-TARGET_SERVER: Readable = {  # TaskTargetServer
-    "id": WHOLE,
-    "vm_id": WHOLE,
-    "name": WHOLE,
-    "ip": WHOLE,
-    "os_type": WHOLE,
-    "os_version": WHOLE,
-    "system_dir": WHOLE,
-    "disks": WHOLE,  # list[TargetDisk]: the request's model, every field read back
-    "volume_groups": WHOLE,  # list[VolumeGroups]: likewise
-    "image_disk_id": WHOLE,
-    "cutovered_snapshot_ids": WHOLE,
-}
-
-CLONE_SERVER: Readable = {  # CloneServer: the same model in the request and the view
-    "vm_id": WHOLE,
-    "name": WHOLE,
-    "clone_error": WHOLE,
-    "clone_state": WHOLE,
-    "error_msg": WHOLE,
-}
-
-READABLE: Readable = {  # ShowTaskResponse
-    "name": WHOLE,
-    "type": WHOLE,
-    "region_id": WHOLE,
-    "region_name": WHOLE,
-    "migration_ip": WHOLE,
-    "speed_limit": WHOLE,
-    "project_name": WHOLE,
-    "project_id": WHOLE,
-    "vm_template_id": WHOLE,
-    "target_server": TARGET_SERVER,
-    "clone_server": CLONE_SERVER,
-}
+READABLE: Final[Mapping[str, str]] = MappingProxyType(
+    {path: path for path in _SAME} | {"enterprise_project": "enterprise_project_id"})
 
 
-def readable_paths(spec: Readable = READABLE, prefix: str = "") -> Iterator[str]:
-    """Every readable value as a dotted path (`target_server.disks`), in table order."""
-    for key, sub in spec.items():
-        path = f"{prefix}{key}"
-        if isinstance(sub, Mapping):
-            yield from readable_paths(sub, f"{path}.")
-        else:
-            yield path
+def show_path(body_path: str) -> str | None:
+    """Where ShowTask has this body leaf path's value, or None when it cannot be read back."""
+    return READABLE.get(body_path)
+
+
+def is_readable(body_path: str) -> bool:
+    return body_path in READABLE

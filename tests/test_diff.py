@@ -114,3 +114,12 @@ def test_show_is_json_like() -> None:
     assert show(True) == "true"
     assert show('a"b') == '"a\\"b"'
     assert show([1, {"a": None}]) == '[1, {"a": null}]'
+
+
+def test_a_renamed_field_is_read_where_show_task_has_it() -> None:
+    """UpdateTask's enterprise_project is ShowTask's enterprise_project_id."""
+    view = {"enterprise_project_id": "ep-1"}
+    assert diff({"enterprise_project": "ep-2"}, view).changes == (
+        Change("enterprise_project", "ep-1", "ep-2"),)
+    assert diff({"enterprise_project": "ep-1"}, view).as_wanted
+    assert previous({"enterprise_project": "ep-2"}, view) == {"enterprise_project": "ep-1"}
