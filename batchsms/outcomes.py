@@ -125,7 +125,7 @@ class OutcomeWriter:
         self._buffer: list[bytes] = []
         self._interval = flush_interval
         self._last_flush = time.monotonic()
-        if _ends_cut(path):
+        if ends_cut(path):
             self._buffer.append(b"\n")  # a crash cut the last record: start on a fresh line
 
     def write(self, outcome: Outcome, *, durable: bool = False) -> None:
@@ -157,7 +157,7 @@ class OutcomeWriter:
         os.close(self._fd)
 
 
-def _ends_cut(path: Path) -> bool:
+def ends_cut(path: Path) -> bool:
     try:
         with path.open("rb") as f:
             f.seek(0, os.SEEK_END)

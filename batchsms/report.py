@@ -65,6 +65,7 @@ import orjson
 
 from batchsms.errors import UsageError
 from batchsms.outcomes import DONE_SKIP_CODES, JournalScan, Status, iter_journal
+from batchsms.previous_log import orphans, with_orphans
 from batchsms.records import iter_raw_lines, open_input, parse_line
 from batchsms.undo import describe as describe_undo
 from batchsms.undo import write_undo
@@ -433,8 +434,9 @@ def run_report(args: argparse.Namespace, *, stdout: IO[str] | None = None,
     else:
         stdout.write("\n".join(format_text(report)) + "\n")
     if args.undo_to is not None:
-        summary = write_undo(itertools.chain.from_iterable(map(iter_journal, paths)),
-                             args.undo_to)
+        records = itertools.chain.from_iterable(map(iter_journal, paths))
+        found = [o for path in paths for o in orphans(path)]
+        summary = write_undo(with_orphans(records, found), args.undo_to)
         print(describe_undo(summary), file=stderr)
     failed = report["failed_to"]
     if failed is not None:

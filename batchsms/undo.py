@@ -18,6 +18,10 @@ and `run --undo-file FILE` both write `FILE` from it, as ordinary input for `bat
 - **Memory.** The lines are held until the end (they are written reversed): about the size of
   the undo file.
 
+**Crash safety.** Records are written after their write; the values captured before it are
+also kept in a side log (previous_log.py), and `report --undo-to` adds the entries a crash left
+without a record.
+
 Before a run with undo sends anything, `check_reversible` reads the whole input once: a line
 that sets a field ShowTask does not return could not be undone, so the run is refused (exit 2,
 naming the fields and lines) unless `--allow-irreversible`. Standard input cannot be read twice:
@@ -36,7 +40,7 @@ import orjson
 
 from batchsms.diff import unreadable_paths, without_nulls
 from batchsms.errors import UsageError
-from batchsms.outcomes import Status, resume_key
+from batchsms.outcomes import Outcome, Status, iter_journal, resume_key
 from batchsms.plan import MEMO_SIZE
 from batchsms.records import InvalidLine
 from batchsms.validate_cmd import checked_lines
@@ -169,6 +173,30 @@ def check_reversible(source: str, defaults: Mapping[str, Any]) -> None:
         raise UsageError(f"--undo-file: these fields cannot be read back (ShowTask does not "
                          f"return them), so their change could not be undone: {fields}. Remove "
                          "them, or pass --allow-irreversible to accept it")
+
+
+def check_undo_file(undo_file: Path, source: str, out: Path) -> None:
+    """The undo file must be neither the input nor the outcomes file (CONTRACT §4)."""
+    target = undo_file.resolve()
+    if target == out.resolve() or (source != "-" and target == Path(source).resolve()):
+        raise UsageError(f"--undo-file {str(undo_file)!r} would overwrite the input or --out")
+
+
+class RunUndo:
+    """`run --undo-file`: remembers the lines this run skipped as already done (`--resume`), and
+    writes the file from the journal at the end (`for_run`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.resumed: set[bytes] = set()
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        if outcome.error_code == "already_succeeded" and outcome.task_id is not None \
+                and outcome.body_sha256 is not None:
+            self.resumed.add(resume_key(outcome.task_id, outcome.body_sha256))
+
+    def write(self, journal: Path, run_id: str) -> UndoSummary:
+        return write_undo(for_run(iter_journal(journal), run_id, self.resumed), self.path)
 
 
 def describe(summary: UndoSummary) -> str:

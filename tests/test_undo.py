@@ -12,6 +12,7 @@ import pytest
 
 from batchsms.errors import UsageError
 from batchsms.outcomes import Outcome, Status, resume_key
+from batchsms.previous_log import orphans, previous_log_path, with_orphans
 from batchsms.report import add_report_parser, run_report
 from batchsms.undo import check_reversible, for_run, undo_line, undoable, write_undo
 
@@ -152,3 +153,47 @@ def test_undo_refuses_an_input_it_could_not_undo(tmp_path: Path) -> None:
         check_reversible(str(source), {"exist_server": True})
     with pytest.raises(UsageError, match="standard input"):
         check_reversible("-", {})
+
+
+def _side_log(out: Path, *entries: dict[str, Any]) -> None:
+    previous_log_path(out).write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in entries))
+
+
+def _entry(run_id: str, line: int, task_id: str, speed: int) -> dict[str, Any]:
+    return {"run_id": run_id, "line": line, "task_id": task_id, "ref": None,
+            "body_sha256": f"sha-{line}", "previous": {"speed_limit": speed}}
+
+
+def test_orphans_are_captures_whose_line_got_no_record(tmp_path: Path) -> None:
+    """A capture whose run wrote a record for its line is not an orphan; the others are."""
+    out = _journal(tmp_path / "o.jsonl", record(1, "a", run_id="r1", previous={"speed_limit": 1}))
+    _side_log(out, _entry("r1", 1, "a", 1), _entry("r1", 2, "b", 2), _entry("r0", 1, "c", 3))
+    with previous_log_path(out).open("ab") as f:
+        f.write(b'{"run_id": "r1", "line": 3, "cu')  # cut by the kill
+    found = orphans(out)
+    assert [(o["run_id"], o["line"]) for o in found] == [("r1", 2), ("r0", 1)]
+    assert all(undoable(o) for o in found)
+    assert orphans(tmp_path / "none.jsonl") == []
+
+
+def test_orphans_are_placed_in_order_of_application() -> None:
+    """After their run's last record; a run without records before any later run."""
+    records = [record(1, "a", run_id="r1"), record(2, "b", run_id="r1"),
+               record(1, "a", run_id="r3")]
+    found = [{**_entry("r1", 3, "c", 0), "status": "failed"},
+             {**_entry("r2", 1, "d", 0), "status": "failed"},
+             {**_entry("r0", 1, "e", 0), "status": "failed"},
+             {**_entry("r9", 1, "f", 0), "status": "failed"}]
+    order = [(r["run_id"], r["task_id"]) for r in with_orphans(records, found)]
+    assert order == [("r0", "e"), ("r1", "a"), ("r1", "b"), ("r1", "c"), ("r2", "d"),
+                     ("r3", "a"), ("r9", "f")]
+
+
+def test_report_undo_to_restores_a_write_the_kill_left_without_record(tmp_path: Path) -> None:
+    """A run killed after sending line 2's write: its captured value is in the undo file."""
+    out = _journal(tmp_path / "o.jsonl", record(1, "a", run_id="r1", previous={"speed_limit": 1}))
+    _side_log(out, _entry("r1", 1, "a", 1), _entry("r1", 2, "b", 2))
+    _, err = _report(out, "--undo-to", tmp_path / "undo.jsonl")
+    assert [(r["task_id"], r["body"]) for r in read_lines(tmp_path / "undo.jsonl")] == [
+        ("b", {"speed_limit": 2}), ("a", {"speed_limit": 1})]
+    assert "wrote 2 undo lines" in err
