@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from batchsms.report import add_report_parser
 
-    add_report_parser(sub)
+    _add_body_options(add_report_parser(sub))  # --input lines are planned as run plans them
 
     from batchsms.simulator.cli import add_simulator_parser
 
@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             from batchsms.report import run_report
 
-            return run_report(args)
+            return run_report(args, defaults=build_defaults(_load_patch(args.patch), args.sets))
         return _run(args)
     except UsageError as exc:
         print(f"batchsms: {exc}", file=sys.stderr)
