@@ -281,8 +281,9 @@ def refuse_whole_file_mistakes(
 
 
 def _likely_cause(head: list[InvalidLine]) -> str:
-    problems = [item.errors[0] for item in head]
-    if all(p.path == "line" for p in problems):
+    # A first line that is not a JSON object: a JSON array (`[` alone, or the whole array on
+    # one line), a CSV header, a pretty-printed object...
+    if head[0].errors[0].path == "line":
         return "input must be JSON Lines: one object per line (not a JSON array, not CSV)"
     if all(any(p.path == "body" and "no body" in p.message for p in item.errors)
            for item in head):
