@@ -192,9 +192,13 @@ def _run(args: argparse.Namespace) -> int:
     refused: int | None = None
     try:
         return int(run_cmd.run(_run_config(args, fmt)))
-    except UsageError:
+    except UsageError as exc:
         refused = run_cmd.EXIT_USAGE
-        raise
+        if args.log_format != "json":  # asked for, not just chosen because not a terminal
+            raise
+        # json logs stay JSON: the refusal is one event, not a line of text
+        run_cmd.log.error("run.refused", error=str(exc), exit_code=refused)
+        return refused
     except KeyboardInterrupt:  # before the run's own signal handling was in place
         refused = 130
         raise

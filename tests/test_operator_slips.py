@@ -239,6 +239,15 @@ def test_json_logs_are_pure_json_with_one_summary_event(tmp_path: Path) -> None:
     assert finished[0]["errors"] == {"validation": 1}
 
 
+def test_json_logs_refusal_is_one_json_event(tmp_path: Path) -> None:
+    result = batchsms("run", str(tmp_path / "missing.jsonl"), "--simulate", "--log-format",
+                      "json")
+    assert result.returncode == 2
+    [event] = [orjson.loads(line) for line in result.stderr.splitlines()]
+    assert event["event"] == "run.refused"
+    assert "missing.jsonl" in event["error"]
+
+
 def test_quiet_keeps_warnings_and_the_summary() -> None:
     stream = io.StringIO()
     logs.configure("json", stream, quiet=True)
