@@ -68,20 +68,19 @@ def _add_connection_options(p: argparse.ArgumentParser, *, simulate: bool) -> No
     p.add_argument("--token-file", type=Path, help="read the X-Auth-Token from this file")
 
 
-_TASK_FILTERS = (("state", "state"), ("name", "name"), ("id", "id"),
-                 ("enterprise_project_id", "enterprise_project_id"),
-                 ("source_server_id", "source_server_id"))
+_TASK_FILTERS = ("state", "name", "id", "enterprise_project_id", "source_server_id")
 
 
 def _task_filters(args: argparse.Namespace) -> dict[str, str]:
+    """ListTasks query filters, by their query names (the options' names with `_`)."""
     filters: dict[str, str] = {}
-    for query, attr in _TASK_FILTERS:
-        value = getattr(args, attr)
+    for name in _TASK_FILTERS:
+        value = getattr(args, name)
         if value is None:
             continue
         if not value.strip():  # sent as is, it would match nothing: an empty fleet
-            raise UsageError(f"tasks: --{attr.replace('_', '-')} is empty")
-        filters[query] = value
+            raise UsageError(f"tasks: --{name.replace('_', '-')} is empty")
+        filters[name] = value
     return filters
 
 
@@ -191,6 +190,11 @@ def _run(args: argparse.Namespace) -> int:
     fmt = logs.configure(args.log_format, quiet=args.quiet)
     refused: int | None = None
     try:
+        for option, output in (("--out", args.out), ("--metrics-file", args.metrics_file)):
+            # run_cmd checks the rest; the --patch file is known only here (--dry-run writes
+            # neither)
+            if not args.dry_run:
+                check_output(option, output, [("--patch", args.patch)])
         return int(run_cmd.run(_run_config(args, fmt)))
     except UsageError as exc:
         refused = run_cmd.EXIT_USAGE

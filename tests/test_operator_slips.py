@@ -91,6 +91,7 @@ def test_every_output_option_refuses_an_input(tmp_path: Path) -> None:
     os.link(journal, hard)
     cases = [
         ("validate", str(source), "--out", str(source)),
+        ("run", str(source), "--simulate", "--patch", str(token), "--out", str(token)),
         ("run", str(source), "--simulate", "--out", str(tmp_path / "x"), "--metrics-file",
          str(source)),
         ("tasks", "--endpoint", "http://127.0.0.1:9", "--token-file", str(token), "--out",
