@@ -51,7 +51,7 @@ def _in_thread(start: Callable[[Server], Awaitable[Callable[[], Awaitable[None]]
         asyncio.set_event_loop(loop)
         try:
             stop_box.append(loop.run_until_complete(start(server)))
-        except BaseException as exc:  # noqa: BLE001 - reported to the test below
+        except BaseException as exc:
             failure.append(exc)
             ready.set()
             return

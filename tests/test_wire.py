@@ -37,7 +37,7 @@ def client(url: str, env: dict[str, str] | None = None, timeout: float = 5.0) ->
     return SmsClient(url, auth, concurrency=4, timeout=timeout)
 
 
-async def put(url: str, env: dict[str, str] | None = None, timeout: float = 5.0,
+async def put(url: str, env: dict[str, str] | None = None, timeout: float = 5.0,  # noqa: ASYNC109
               task_id: str = "t1") -> Reply:
     async with client(url, env, timeout) as c:
         return await c.put_task(task_id, BODY)
@@ -81,7 +81,8 @@ async def test_a_redirect_elsewhere_is_a_failure_and_sends_nothing_there(
     assert (reply.status, reply.ok, reply.error_code) == (status, False, f"http_{status}")
     assert reply.error_msg is not None
     assert f"{elsewhere.url}/v3/tasks/t1" in reply.error_msg
-    assert "leaked" not in reply.error_msg and "sig" not in reply.error_msg
+    assert "leaked" not in reply.error_msg
+    assert "sig" not in reply.error_msg
     assert "SMS.0000" not in f"{reply.error_code} {reply.error_msg}"
     assert [r.method for r in first.received] == ["PUT"]
     assert elsewhere.received == []
@@ -95,7 +96,8 @@ async def test_a_303_to_the_same_path_does_not_become_a_get() -> None:
 
     with app_server(answer) as server:
         reply = await put(server.url)
-    assert not reply.ok and reply.error_code == "http_303"
+    assert not reply.ok
+    assert reply.error_code == "http_303"
     assert [r.method for r in server.received] == ["PUT"]
 
 
@@ -117,7 +119,8 @@ async def test_a_redirect_location_is_bounded_and_loses_its_credentials() -> Non
     with app_server(answer) as server:
         reply = await put(server.url)
     assert reply.error_msg is not None
-    assert "pw@" not in reply.error_msg and "token" not in reply.error_msg
+    assert "pw@" not in reply.error_msg
+    assert "token" not in reply.error_msg
     assert "https://evil.example/ppp" in reply.error_msg
     assert len(reply.error_msg) < wire.MAX_LOCATION + 150
 
@@ -149,11 +152,13 @@ def test_to_json_never_raises_and_says_what_it_replaced() -> None:
                          errors=(Problem("body." + bad, "bad " + bad),))
         data = orjson.loads(record.to_json())
         assert (data["line"], data["status"]) == (3, status.value)
-        assert data["task_id"] == "t\ufffd" and data["request_id"] == "\ufffd"
+        assert data["task_id"] == "t\ufffd"
+        assert data["request_id"] == "\ufffd"
         assert data["errors"] == [{"path": "body.\ufffd", "message": "bad \ufffd"}]
         if status is Status.FAILED:
             assert data["error_msg"].startswith("boom\ufffd [batchsms replaced text")
-            assert "task_id" in data["error_msg"] and "request_id" in data["error_msg"]
+            assert "task_id" in data["error_msg"]
+            assert "request_id" in data["error_msg"]
         else:
             assert data["error_msg"] is None  # null on success, whatever happened
 
@@ -196,7 +201,9 @@ async def test_a_body_over_the_bound_is_not_read(chunked: bool) -> None:
         async with client(server.url) as c:
             wrote = await c.put_task("t1", BODY)
             read = await c.request("GET", "/v3/tasks")
-    assert wrote.ok and wrote.body_cut and wrote.body == b""  # for a write, the status is all
+    assert wrote.ok
+    assert wrote.body_cut
+    assert wrote.body == b""
     with pytest.raises(AnswerTooLarge, match="larger than 4 MiB"):
         read.json()
 
@@ -250,9 +257,11 @@ async def test_an_answer_that_cannot_be_parsed_is_said_in_words_and_may_have_app
         async with client(server.url) as c:
             with pytest.raises(ConnectError) as read:
                 await c.request("GET", "/v3/tasks")
-    assert isinstance(error, ConnectError) and error.sent
+    assert isinstance(error, ConnectError)
+    assert error.sent
     message = str(error)
-    assert words in message and message.endswith("the update may have been applied")
+    assert words in message
+    assert message.endswith("the update may have been applied")
     assert "may have been applied" not in str(read.value)  # a read applies nothing
     for leak in ("ClientResponseError", "message=", "aaaa", "\x1b", "wire-test-token"):
         assert leak not in message
@@ -263,7 +272,8 @@ async def test_a_closed_port_was_not_sent() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: the connection is refused
         error = await fails(f"http://127.0.0.1:{port}")
-    assert isinstance(error, ConnectError) and not error.sent
+    assert isinstance(error, ConnectError)
+    assert not error.sent
     assert "the request was not sent" in str(error)
 
 
@@ -271,7 +281,8 @@ async def test_a_server_that_reads_the_request_then_closes_may_have_applied_it()
     with raw_server(b"") as server:
         error = await fails(server.url)
     assert server.count("PUT") == 1
-    assert isinstance(error, ConnectError) and error.sent
+    assert isinstance(error, ConnectError)
+    assert error.sent
     assert "closed the connection without answering" in str(error)
 
 
@@ -282,7 +293,8 @@ async def test_a_timeout_after_the_request_left_was_sent() -> None:
 
     with app_server(answer) as server:
         error = await fails(server.url, timeout=0.3)
-    assert isinstance(error, RequestTimeout) and error.sent
+    assert isinstance(error, RequestTimeout)
+    assert error.sent
     assert server.count("PUT") == 1
 
 
@@ -302,7 +314,8 @@ async def test_a_timeout_while_connecting_was_not_sent() -> None:
         finally:
             for filler in fillers:
                 filler.close()
-    assert isinstance(error, RequestTimeout) and not error.sent
+    assert isinstance(error, RequestTimeout)
+    assert not error.sent
     assert "not sent" in str(error)
 
 
