@@ -2,10 +2,13 @@
 
 `SmsClient` owns the `aiohttp.ClientSession` (connector sized to the concurrency, TLS always
 verified, optionally against `--ca-bundle`) and turns each call into either a `Reply` (any HTTP
-status) or a `TransportError` (no response). It does not retry: that is the pipeline's job, so
-that every request that leaves the process is counted and passes the token bucket. For the same
-reason aiohttp's silent re-send of idempotent requests on a dropped kept-alive connection is
-switched off (`tests/test_client.py` proves it).
+status) or a `TransportError` (no response, with `sent` saying whether it may have left). It
+does not retry: that is the engine's job, so that every request that leaves the process is
+counted and passes the token bucket. For the same reason it never follows a redirect (a 3xx is an
+answer), and aiohttp's silent re-send of idempotent requests on a dropped kept-alive connection
+is switched off (`tests/test_pipeline.py` proves it). Nothing from the answer is trusted: bodies
+are read up to `wire.MAX_BODY`, and every string passes `wire.safe_text` here, once, so every
+command gets the same checks.
 """
 
 from __future__ import annotations
