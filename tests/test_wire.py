@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
@@ -355,3 +357,41 @@ async def test_an_ipv6_literal_endpoint_sends_a_bracketed_host_and_signs_it(
         assert verify_signature("PUT", task_path("t1"), (), seen.headers, seen.body,
                                 AKSK["HUAWEICLOUD_SDK_AK"], AKSK["HUAWEICLOUD_SDK_SK"],
                                 datetime.now(UTC)) is None
+
+
+_EMFILE_SCRIPT = """
+import asyncio, resource, socket
+from batchsms.client import SmsClient
+from batchsms.errors import ConnectError
+
+async def main(port):
+    async with SmsClient(f"http://127.0.0.1:{port}", None, concurrency=1, timeout=5) as client:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        held = []
+        try:
+            while True:
+                held.append(open("/dev/null"))
+        except OSError:
+            pass
+        try:
+            await client.put_task("t1", b"{}")
+        except ConnectError as exc:
+            print(exc.sent, exc)
+
+asyncio.run(main(int(__import__("sys").argv[1])))
+"""
+
+
+def test_no_descriptor_left_was_not_sent() -> None:
+    """EMFILE when opening the socket: not sent, and said as such (in a subprocess, whose
+    descriptors can be used up without harming the test run)."""
+    async def answer(_: web.Request, __: Server) -> web.StreamResponse:
+        return web.json_response({})
+
+    with app_server(answer) as server:
+        result = subprocess.run([sys.executable, "-c", _EMFILE_SCRIPT, str(server.port)],
+                                capture_output=True, text=True, timeout=60, check=False)
+    assert result.stdout.startswith("False "), result.stdout + result.stderr
+    assert "no file descriptor left" in result.stdout
+    assert server.received == []
