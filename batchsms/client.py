@@ -181,11 +181,13 @@ def _reply(status: int, headers: CIMultiDictProxy[str], data: bytes, *, cut_off:
 
 async def _read_bounded(resp: ClientResponse) -> tuple[bytes, bool]:
     """The body, unless it is larger than MAX_BODY: then (b"", True), and the rest is never
-    read (the connection is closed instead of drained)."""
+    read (the connection is closed instead of drained). A compressed body is counted as it is
+    decompressed: its Content-Length says nothing about what it inflates to."""
     length = resp.content_length
-    if length is not None and length <= MAX_BODY:
+    encoded = "Content-Encoding" in resp.headers
+    if length is not None and length <= MAX_BODY and not encoded:
         return await resp.read(), False
-    if length is None:
+    if length is None or encoded:
         chunks, size = [], 0
         async for chunk in resp.content.iter_any():
             size += len(chunk)

@@ -8,6 +8,7 @@ made; an IPv6 literal endpoint gets a bracketed Host. `Outcome.to_json` never ra
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 import subprocess
 import sys
@@ -207,6 +208,25 @@ async def test_a_body_over_the_bound_is_not_read(chunked: bool) -> None:
     assert wrote.body_cut
     assert wrote.body == b""
     with pytest.raises(AnswerTooLarge, match="larger than 4 MiB"):
+        read.json()
+
+
+async def test_a_compressed_body_is_bounded_as_it_inflates() -> None:
+    """64 MiB of zeros gzipped to ~64 KB: the Content-Length is small, the body is not."""
+    bomb = gzip.compress(b"0" * (64 << 20), compresslevel=9)
+    assert len(bomb) < wire.MAX_BODY
+
+    async def answer(_: web.Request, __: Server) -> web.StreamResponse:
+        return web.Response(body=bomb, headers={"Content-Encoding": "gzip",
+                                                "Content-Type": "application/json"})
+
+    with app_server(answer) as server:
+        async with client(server.url) as c:
+            wrote = await c.put_task("t1", BODY)
+            read = await c.request("GET", "/v3/tasks")
+    assert wrote.ok
+    assert wrote.body_cut
+    with pytest.raises(AnswerTooLarge):
         read.json()
 
 
