@@ -22,6 +22,7 @@ from typing import IO, Any, NoReturn
 
 import orjson
 
+from batchsms import wire
 from batchsms.errors import JournalError, LockedError, UsageError
 from batchsms.records import InvalidLine
 from batchsms.schema import Problem
@@ -61,7 +62,21 @@ class Outcome:
     maybe_applied: bool = False
 
     def to_json(self) -> bytes:
-        data = {
+        """The record as one JSON line. Never raises: one record must not stop a run.
+
+        The client already made every string from the network safe; should anything still
+        not encode (text that is not valid Unicode, from wherever), the record is written
+        with that text replaced (U+FFFD, escaped controls), and a failed line's `error_msg`
+        says which fields were.
+        """
+        data = self._fields()
+        try:
+            return orjson.dumps(data) + b"\n"
+        except (orjson.JSONEncodeError, TypeError):
+            return _scrubbed_json(data)
+
+    def _fields(self) -> dict[str, Any]:
+        return {
             "run_id": self.run_id, "line": self.line, "task_id": self.task_id, "ref": self.ref,
             "status": self.status.value, "http_status": self.http_status,
             "attempts": self.attempts, "error_code": self.error_code,
@@ -70,7 +85,31 @@ class Outcome:
             "elapsed_ms": self.elapsed_ms, "finished_at": self.finished_at or utc_now(),
             "maybe_applied": self.maybe_applied,
         }
-        return orjson.dumps(data) + b"\n"
+
+
+def _scrubbed_json(data: dict[str, Any]) -> bytes:
+    """The last resort of `Outcome.to_json`: every value made encodable, and the failed
+    line's `error_msg` naming the fields that had to be."""
+    clean = {key: wire.scrub(value) for key, value in data.items()}
+    changed = [key for key, value in data.items() if not _encodes(value)]
+    if clean.get("status") not in (Status.SUCCEEDED.value, Status.VALID.value):
+        note = f"[batchsms replaced text that could not be written in: {', '.join(changed)}]"
+        msg = clean.get("error_msg")
+        clean["error_msg"] = f"{msg} {note}" if isinstance(msg, str) else note
+    try:
+        return orjson.dumps(clean) + b"\n"
+    except (orjson.JSONEncodeError, TypeError):  # cannot happen after scrub; still never raise
+        return orjson.dumps({"run_id": str(data.get("run_id")), "line": data.get("line"),
+                             "status": str(data.get("status")),
+                             "error_msg": "[batchsms could not write this record]"}) + b"\n"
+
+
+def _encodes(value: object) -> bool:
+    try:
+        orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return False
+    return True
 
 
 def invalid_outcome(run_id: str, item: InvalidLine) -> Outcome:

@@ -31,6 +31,7 @@ import structlog
 from batchsms import progress
 from batchsms.auth import Authenticator, authenticator, load_credentials
 from batchsms.client import SmsClient, resolve_endpoint, task_path, tls_context
+from batchsms.descriptors import ensure_descriptors
 from batchsms.errors import JournalError, NoCredentialsError, UsageError
 from batchsms.limiter import RateLimiter
 from batchsms.metrics import write_metrics
@@ -382,6 +383,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
     endpoint = None if config.simulate else resolve_endpoint(config.endpoint, config.region, env)
     auth = _credentials(config, env)
     tls = tls_context(config.ca_bundle)
+    ensure_descriptors(config.concurrency * (2 if config.simulate else 1))  # sim: both ends
     lock = lock_outcomes(config.out)  # before --out is touched; the lock file lies beside it
     try:
         scan = JournalScan()
