@@ -430,17 +430,3 @@ class Pipeline:
         if done >= FAILURE_RATIO_MIN_LINES and failed / done > self._options.abort_failure_ratio:
             self.stop(StopReason.ABORTED, f"{failed} of {done} lines failed, more than "
                       f"--abort-failure-ratio {self._options.abort_failure_ratio:g}")
-
-
-def summary_lines(stats: RunStats, stop_message: str | None) -> Iterator[str]:
-    """The human summary printed at the end of a run."""
-    total = sum(stats.by_status.values())
-    parts = ", ".join(f"{n} {s}" for s, n in sorted(stats.by_status.items()))
-    yield f"{total} lines: {parts or 'none'} in {stats.duration:.1f}s"
-    rate = stats.requests / stats.duration if stats.duration > 0 else 0.0
-    yield f"{stats.requests} requests ({stats.retries} retries), {rate:.1f} requests/s"
-    for code, n in stats.by_error.most_common(10):
-        yield f"  {code}: {n}"
-    if stop_message:
-        yield f"stopped early: {stop_message}"
-

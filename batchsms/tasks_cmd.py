@@ -23,6 +23,7 @@ import anyio
 import orjson
 
 from batchsms.client import Reply, SmsClient, tls_context
+from batchsms.descriptors import ensure_descriptors
 from batchsms.errors import TransportError, UsageError
 from batchsms.limiter import RateLimiter
 from batchsms.retry import RetryPolicy, RetryQuota, decide, parse_retry_after
@@ -96,8 +97,8 @@ async def iter_tasks(client: SmsClient, config: TasksConfig) -> AsyncIterator[di
                  ("offset", str(offset))]
         reply = await fetch(client, limiter, policy, quota, LIST_PATH, query)
         try:
-            page = orjson.loads(reply.body)
-            tasks, count = page["tasks"], int(page["count"])
+            page = reply.json()
+            tasks, count = page["tasks"], int(page["count"])  # type: ignore[index]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ListingFailed(f"ListTasks answered something unexpected: {exc}") from exc
         for task in tasks:
@@ -123,6 +124,7 @@ def run_tasks(config: TasksConfig, auth: Any, stdout: IO[bytes] | None = None,
         return SmsClient(config.endpoint, auth, concurrency=1, timeout=config.timeout, tls=tls)
 
     tls = tls_context(config.ca_bundle)
+    ensure_descriptors(1)
 
     try:
         if config.out is None:
