@@ -259,3 +259,38 @@ async def test_ignored_field_is_answered_200_but_not_applied() -> None:
     assert after["name"] == "renamed"
     assert after["speed_limit"] == before["speed_limit"]
     assert after["target_server"]["name"] == before["target_server"]["name"]
+
+
+# -- refusals the service makes ------------------------------------------------------------------
+
+
+async def test_clone_server_updates_only_in_the_states_table_3_allows() -> None:
+    fleet = Fleet.generate(200, seed=6)
+    by_state: dict[str, str] = {}
+    for task_id in fleet:
+        view = fleet.show(task_id)
+        assert view is not None
+        by_state.setdefault(view["source_server"]["state"], task_id)
+    allowed = {"syncing", "stopping", "stopped", "finished", "error"} & by_state.keys()
+    refused = {"waiting", "replicate", "deleting", "clearing", "cleared"} & by_state.keys()
+    assert len(allowed) >= 4
+    assert len(refused) >= 4
+    clone = orjson.dumps({"clone_server": {"name": "clone-1"}})
+    async with running(fleet=fleet) as sim, aiohttp.ClientSession() as s:
+        answers = {state: await put(s, sim, by_state[state], clone)
+                   for state in sorted(allowed | refused)}
+        other = orjson.dumps({"clone_server": {}, "speed_limit": 10})
+        others = [(await put(s, sim, by_state[state], other))[0] for state in sorted(refused)]
+    for state in allowed:
+        assert answers[state][0] == 200, state
+        shown = fleet.show(by_state[state])
+        assert shown is not None
+        assert shown["clone_server"]["name"] == "clone-1"
+    for state in refused:
+        status, body = answers[state]
+        assert (status, body["error_code"]) == (400, "SMS.1810"), state
+        assert state in str(body["error_msg"])
+        shown = fleet.show(by_state[state])
+        assert shown is not None
+        assert shown["clone_server"] == {}  # only the empty update of the last PUT applied
+    assert others == [200] * len(refused)  # no clone_server change: nothing to refuse

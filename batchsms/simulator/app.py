@@ -17,6 +17,8 @@ Error codes (the simulator's own choice where the real service's are undocumente
     400 SMS.0201  body is not JSON            400 SMS.0205  body breaks the schema (every path)
     400 SMS.0203  bad ListTasks query         400 SMS.0204  task_id not 1-36 characters
     404 SMS.1801  task not in the fleet       413 SMS.0206  body too large
+    400 SMS.1810  clone_server update in a source state Table 3 does not allow (fleet.py)
+    403 SMS.9004  permission denied (injected; Table 14-15's body, the page's own code)
     415 SMS.0202  Content-Type is not JSON    500 SMS.9999  internal error (injected)
     503 SMS.9998  service unavailable         502 APIG.0201 / 504 APIG.0202  backend down / slow
     401 APIG.0301 authentication failed       429 APIG.0308 throttled
@@ -312,6 +314,9 @@ async def update_task(request: web.Request) -> web.Response:
                       details=[{"error_code": "SMS.0205", "error_msg": f"{p.path}: {p.message}"}
                                for p in shown])
     state = request.app[STATE]
+    refusal = state.fleet.refusal(task_id, clean)
+    if refusal is not None:
+        return _error(400, "SMS.1810", refusal)
     ignored = state.faults.config.ignore_fields
     if ignored:
         clean = _without(clean, ignored)
