@@ -24,7 +24,8 @@ from batchsms.simulator.fleet import Fleet
 if TYPE_CHECKING:
     from batchsms.simulator.server import Simulator
 
-__all__ = ["add_simulator_arguments", "add_simulator_parser", "main", "run_simulator"]
+__all__ = ["add_simulator_arguments", "add_simulator_parser", "fault_config", "main",
+           "run_simulator"]
 
 
 def _number(accept: Callable[[float], bool], wanted: str) -> Callable[[str], float]:
@@ -152,6 +153,19 @@ def add_simulator_parser(subparsers: argparse._SubParsersAction[argparse.Argumen
     add_simulator_arguments(p)
 
 
+def fault_config(args: argparse.Namespace) -> FaultConfig:
+    """The `FaultConfig` the parsed options ask for."""
+    return FaultConfig(seed=args.seed, fail_rate=args.fail_rate, reset_rate=args.reset_rate,
+                       hang_rate=args.hang_rate, hang_ms=args.hang_ms,
+                       throttle_rate=args.throttle_rate,
+                       throttle_count_all=args.throttle_count_all,
+                       throttle_random=args.throttle_random, quota_rate=args.quota,
+                       quota_burst=args.quota_burst, retry_after=args.retry_after,
+                       latency_ms=args.latency_ms, outages=tuple(args.outage),
+                       forbid_rate=args.forbid_rate, forbid_from=args.forbid_from,
+                       ignore_fields=tuple(args.ignore_field))
+
+
 def _build(args: argparse.Namespace) -> Simulator:
     from batchsms.simulator.server import Simulator  # aiohttp.web: only when serving
 
@@ -170,15 +184,7 @@ def _build(args: argparse.Namespace) -> Simulator:
         fleet = Fleet.generate(args.generate, seed=args.seed)
     else:
         fleet = Fleet.open(seed=args.seed)
-    faults = FaultConfig(seed=args.seed, fail_rate=args.fail_rate, reset_rate=args.reset_rate,
-                         hang_rate=args.hang_rate, hang_ms=args.hang_ms,
-                         throttle_rate=args.throttle_rate,
-                         throttle_count_all=args.throttle_count_all,
-                         throttle_random=args.throttle_random, quota_rate=args.quota,
-                         quota_burst=args.quota_burst, retry_after=args.retry_after,
-                         latency_ms=args.latency_ms, outages=tuple(args.outage),
-                         forbid_rate=args.forbid_rate, forbid_from=args.forbid_from,
-                         ignore_fields=tuple(args.ignore_field))
+    faults = fault_config(args)
     return Simulator(host=args.host, port=args.port, fleet=fleet, faults=faults,
                      credentials=credentials, log_size=0)
 
