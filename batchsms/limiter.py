@@ -8,16 +8,42 @@ Three small pieces, composed by `RateLimiter` (the shape of botocore's ``retries
   in force during the window). ``rate == 0`` means unlimited.
 - `SendRateMeter`: the send rate actually achieved, smoothed over 0.5 s buckets (botocore's
   ``RateClocker``).
-- `AdaptiveRate`: the rate to use, moved by the service's answers (the AWS SDK "adaptive" retry
-  mode, CUBIC as in botocore's ``throttling.py``). A throttle (HTTP 429) sets the rate to
-  ``BETA = 0.5`` times ``min(current rate, measured send rate)`` -- at least halving it -- floored
-  at ``MIN_RATE = 0.5`` req/s; successes then climb back along the CUBIC curve
-  ``C*(t-K)**3 + W_max`` with ``C = 0.4``, never above the configured ``--rate``.
-  With ``--rate 0`` the limiter is off until the first throttle; then it switches on at half the
-  measured send rate and climbs without a fixed ceiling, but (botocore's rule) never above twice
-  the send rate measured at that moment, so the rate only grows while the run really uses it.
-  A fixed ceiling such as "the highest rate measured before the throttle" was rejected: a 429
-  that arrives early, while the measurement is still rough, would cap the whole run low.
+- `RateController`: the rate to use, moved by the service's answers (OK and 429 only: a 5xx or a
+  timeout says the service is in trouble, not that we are too fast; the outage guard reads those).
+
+How the controller steers. A service throttles in one of three ways, and the controller must
+hold the right rate against each: a gateway token-bucket quota (past the quota, goodput stays at
+the quota and the 429 share grows), a sliding window that counts every arrival (past the limit
+almost everything fails), and 429s that do not depend on our rate at all (other clients spend the
+same account quota). botocore's rule -- every 429 cuts the rate -- handles the first two and
+ratchets to the floor under the third. So:
+
+1. **Decrease on an excess 429 share, not on a 429.** Answers are kept for the last ``WINDOW``
+   seconds (at least the last ``MIN_SAMPLES``). The rate is cut only when the 429 share among
+   them is significantly above the *base share* ``p0`` (429s that do not depend on our rate,
+   learnt in step 3): ``throttled - n*p0 > n*EXCESS + Z*sqrt(n*p0*(1-p0))``.
+2. **Cut to the goodput, then hold.** The new rate is ``HOLD_GAIN`` times the goodput (the
+   larger of: OK answers in the last ``WINDOW`` seconds over ``WINDOW``; OK answers since the
+   first 429 over the time since then, at least ``MIN_SPAN``), clamped to at most ``BETA_MAX``
+   times the rate really sent at and at least the floor. Against a quota the goodput *is* the
+   quota, so the rate lands just below it in one step, with no halving cascade (BBR: steer by
+   delivery rate, not by losses). After a cut the rate holds for ``HOLD`` seconds, then climbs
+   by ``GROWTH`` per second (compounded) to probe for more, never above ``--rate``; with
+   ``--rate 0`` never above ``MAX_RATE_ADJUST_SCALE`` times the measured send rate (botocore's
+   rule: the rate only grows while the run really uses it).
+3. **Check that backing off helped.** Answers to requests sent within ``SETTLE`` seconds of a cut
+   are ignored: they answer a rate already given up, and a service that counts the last second
+   of arrivals needs that long to forget the overshoot (so a burst of 429s for requests in flight
+   together is one signal, as TCP reacts once per window of losses). The next ``EXP_SAMPLES``
+   answers (or those of ``EXP_MAX`` seconds, whichever comes first) judge the cut: if the share
+   above ``p0`` stayed within a factor ``INDEPENDENT`` of what it was (neither fell to less than
+   half nor more than doubled), the 429s do not come from our rate. Then their share becomes
+   ``p0`` and the rate goes back to where it was before the cuts. A share that clearly *grew*
+   (beyond twice, by more than ``Z`` deviations) means the cut was too shallow -- the goodput
+   was inflated by a quota's burst credit -- and ends the judgement early, so the next 429 cuts
+   again.
+   ``p0`` halves every ``BASE_HALF_LIFE`` seconds, so once the other clients stop it fades, and a
+   persisting background is re-learnt by the next cut (a brief dip every minute or two).
 
 Time, sleep and nothing else come from outside (``clock``, ``sleep``), so tests drive a fake clock.
 """
@@ -26,6 +52,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -39,12 +66,6 @@ Sleep = Callable[[float], Awaitable[None]]
 MIN_RATE = 0.5
 """Requests/s a throttled run never drops below (botocore's ``_MIN_RATE``)."""
 
-BETA = 0.5
-"""Multiplicative decrease on a throttle (botocore uses 0.7; the contract asks for halving)."""
-
-SCALE = 0.4
-"""CUBIC scale constant ``C`` (botocore's ``_SCALE_CONSTANT``)."""
-
 MEASURE_BUCKET = 0.5
 """Width in seconds of the send-rate measurement buckets."""
 
@@ -52,7 +73,62 @@ SMOOTHING = 0.8
 """Weight of the newest bucket in the smoothed send rate."""
 
 MAX_RATE_ADJUST_SCALE = 2.0
-"""With ``--rate 0``, successes never lift the rate above this times the measured send rate."""
+"""With ``--rate 0``, growth never lifts the rate above this times the measured send rate."""
+
+WINDOW = 1.0
+"""Seconds of answers the 429 share and the goodput are measured over: gateway quotas are per
+second, and a second of answers at any useful rate is enough to see a share of a few percent."""
+
+MIN_SAMPLES = 20
+"""The share window keeps at least this many answers (at low rates it spans more than
+``WINDOW``), and no decision is taken on fewer: one 429 in 20 is 5%, the tolerated excess."""
+
+EXCESS = 0.05
+"""429 share above the base share that counts as "too fast": the tolerated cost of probing
+(the issue asks for at most 5% 429s against a quota)."""
+
+Z = 2.0
+"""Standard deviations of binomial noise around the base share that are not yet an excess: with
+10% random 429s and 100 answers a window, a false cut then comes about once a minute at most."""
+
+HOLD_GAIN = 0.97
+"""A cut sets the rate to this share of the goodput: just under the quota, so a window that
+counts every arrival is not overrun by network jitter, and still >= 0.95 of the quota."""
+
+BETA_MAX = 0.95
+"""A cut always lowers the rate to at most this times the rate really sent at, even when the
+goodput measured is higher (a quota's burst credit can make it look so)."""
+
+MIN_SPAN = 0.1
+"""Seconds the OK rate since the first 429 is measured over at least (a smaller span is noise)."""
+
+SETTLE = 1.0
+"""Seconds after a cut whose requests are not judged: a per-second window needs a second to
+forget the overshoot, and requests in flight at the cut answer the old rate."""
+
+HOLD = 10.0
+"""Seconds the rate holds after a cut before it probes upwards. Probing past a window that
+counts every arrival costs about a second of failures, so probing once per ~10 s keeps that
+under a tenth; a batch of hours loses little by finding more capacity 10 s later."""
+
+GROWTH = 0.05
+"""Relative growth per second while probing (compounded): from the hold, the quota is passed
+within a second, +5% (where the 429 excess trips a cut) within two, double within 14 s."""
+
+EXP_SAMPLES = 100
+"""Answers that judge whether a cut lowered the 429 share: with 10% random 429s, 100 answers
+tell "unchanged" from "gone" with ~5% error (the judgement then simply repeats later)."""
+
+EXP_MAX = 10.0
+"""At low rates, the judgement is taken after this many seconds with what was seen (at least
+``MIN_SAMPLES`` answers)."""
+
+INDEPENDENT = 0.5
+"""A cut after which the excess 429 share is between half and twice what it was did not address
+their cause."""
+
+BASE_HALF_LIFE = 60.0
+"""Seconds in which the learnt base share halves, so that it fades when the background stops."""
 
 # A float refill can land a hair under a whole token; treat that as a whole token rather than
 # sleeping for a nanosecond again and again. The debt it leaves is repaid by the next refill.
@@ -162,36 +238,42 @@ class SendRateMeter:
         return self._count / max(now - self._first_send, self._width)
 
 
-class AdaptiveRate:
-    """The rate to send at, lowered by throttles and raised by successes (CUBIC).
+class RateController:
+    """The rate to send at, steered by the share of 429s and the goodput (module docstring).
 
-    ``max_rate == 0`` means unlimited until the first throttle. ``rate`` is 0.0 while unlimited.
+    ``max_rate == 0`` means unlimited until the service pushes back. ``rate`` is 0.0 while
+    unlimited.
     """
 
-    def __init__(
-        self,
-        max_rate: float,
-        *,
-        min_rate: float = MIN_RATE,
-        beta: float = BETA,
-        scale: float = SCALE,
-        meter: SendRateMeter | None = None,
-    ) -> None:
+    def __init__(self, max_rate: float, *, min_rate: float = MIN_RATE,
+                 meter: SendRateMeter | None = None) -> None:
         self._max_rate = _check_rate(max_rate)
-        if not 0 < beta <= 0.5:
-            raise ValueError("beta must be in (0, 0.5]: a throttle at least halves the rate")
-        if min_rate <= 0 or scale <= 0:
-            raise ValueError("min_rate and scale must be > 0")
-        self._beta = beta
-        # A user asking for less than twice the floor still sees a throttle halve the rate.
-        self._min_rate = min(min_rate, self._max_rate * beta) if self._max_rate else min_rate
-        self._scale = scale
+        if min_rate <= 0:
+            raise ValueError("min_rate must be > 0")
+        # A user asking for less than twice the floor can still be slowed by a quota.
+        self._min_rate = min(min_rate, self._max_rate / 2) if self._max_rate else min_rate
         self._meter = meter if meter is not None else SendRateMeter()
         self._rate = self._max_rate
-        self._throttled = False
-        self._w_max = 0.0
-        self._k = 0.0
-        self._last_throttle = 0.0
+        # Answers (time, throttled) to requests sent since the settle time; `_throttled` counts
+        # the True ones. OK answer times of any request, for the goodput.
+        self._answers: deque[tuple[float, bool]] = deque()
+        self._throttled = 0
+        self._oks: deque[float] = deque()
+        # Since the first 429 after the last cut: when it came, and the OK answers since.
+        self._first_throttle: float | None = None
+        self._oks_since_throttle = 0
+        self._settle_until = -math.inf
+        self._hold_until = -math.inf
+        self._last_growth = -math.inf
+        self._base = 0.0
+        self._base_at = 0.0
+        # The rate before the current run of cuts, restored if they prove useless.
+        self._peak: float | None = None
+        # The judgement of the last cut: the excess share before it, and the counts after.
+        self._judging = False
+        self._excess_before = 0.0
+        self._judged = 0
+        self._judged_throttled = 0
 
     @property
     def rate(self) -> float:
@@ -203,6 +285,10 @@ class AdaptiveRate:
         """The configured ceiling; 0.0 means none."""
         return self._max_rate
 
+    def base_share(self, now: float) -> float:
+        """The learnt share of 429s that do not depend on our rate, faded to ``now``."""
+        return self._base * math.pow(0.5, max(0.0, now - self._base_at) / BASE_HALF_LIFE)
+
     def measured_rate(self, now: float) -> float:
         """The send rate measured so far."""
         return self._meter.rate(now)
@@ -211,51 +297,113 @@ class AdaptiveRate:
         """Feed the send-rate measurement: one request left at ``now``."""
         self._meter.record(now)
 
-    def on_throttle(self, now: float, sent_at: float | None = None) -> float:
-        """The service said "too fast": at least halve the rate. Returns the new rate.
-
-        ``sent_at`` is when the throttled request left. One sent before the last decrease
-        answers a rate already given up, so it changes nothing: a burst of 429s for requests
-        that were in flight together halves the rate once, not once per 429 (as TCP reacts
-        once per window of losses).
-        """
-        if self._throttled and sent_at is not None and sent_at < self._last_throttle:
-            return self._rate
-        measured = self._meter.rate(now)
-        if self._rate == 0:
-            base = measured
-        elif measured > 0:
-            base = min(self._rate, measured)
-        else:
-            base = self._rate
-        self._throttled = True
-        # CUBIC: the rate at the failure is the plateau W_max; K is when the curve regains it.
-        self._w_max = base
-        self._k = (base * (1 - self._beta) / self._scale) ** (1 / 3)
-        self._last_throttle = now
-        self._rate = max(self._min_rate, base * self._beta)
+    def on_success(self, now: float, sent_at: float | None = None) -> float:
+        """A request sent at ``sent_at`` succeeded. Returns the rate now in force."""
+        self._oks.append(now)
+        self._oks_since_throttle += 1
+        if self._record(now, sent_at, throttled=False):
+            self._grow(now)
         return self._rate
 
-    def on_success(self, now: float) -> float:
-        """A request succeeded: climb back along the CUBIC curve. Returns the new rate."""
-        if not self._throttled:
-            return self._rate
-        dt = max(0.0, now - self._last_throttle)
-        target = self._scale * (dt - self._k) ** 3 + self._w_max
+    def on_throttle(self, now: float, sent_at: float | None = None) -> float:
+        """A request sent at ``sent_at`` got HTTP 429. Returns the rate now in force.
+
+        A caller that cannot tell ``sent_at`` passes None: the answer then counts as fresh.
+        """
+        if self._first_throttle is None:
+            self._first_throttle, self._oks_since_throttle = now, 0
+        if self._record(now, sent_at, throttled=True) and not self._judging and self._excess(now):
+            self._cut(now)
+        return self._rate
+
+    def _record(self, now: float, sent_at: float | None, *, throttled: bool) -> bool:
+        """Add one answer to the share window; False if it answers a rate already given up."""
+        if sent_at is not None and sent_at < self._settle_until:
+            return False
+        answers = self._answers
+        answers.append((now, throttled))
+        self._throttled += throttled
+        horizon = now - WINDOW
+        while len(answers) > MIN_SAMPLES and answers[0][0] < horizon:
+            self._throttled -= answers.popleft()[1]
+        if self._judging:
+            self._judged += 1
+            self._judged_throttled += throttled
+            if self._judged >= EXP_SAMPLES or (
+                    self._judged >= MIN_SAMPLES and now - self._settle_until >= EXP_MAX):
+                self._judge(now)
+            elif self._judged >= MIN_SAMPLES and self._worse(now):
+                self._judging = False  # the cut was not deep enough: the next 429 cuts again
+        return True
+
+    def _worse(self, now: float) -> bool:
+        """Since the cut the excess share is clearly above what it was before it."""
+        n, before = self._judged, self._excess_before
+        excess = self._judged_throttled / n - self.base_share(now)
+        return excess > before / INDEPENDENT + Z * math.sqrt(before * (1 - before) / n)
+
+    def _excess(self, now: float) -> bool:
+        n = len(self._answers)
+        if n < MIN_SAMPLES:
+            return False
+        p0 = self.base_share(now)
+        return self._throttled - n * p0 > n * EXCESS + Z * math.sqrt(n * p0 * (1 - p0))
+
+    def _goodput(self, now: float) -> float:
+        oks = self._oks
+        horizon = now - WINDOW
+        while oks and oks[0] < horizon:
+            oks.popleft()
+        # The OKs of the last WINDOW, and the OK rate since the 429s began: the first alone
+        # underestimates when the run is younger than WINDOW, the second alone is noisy.
+        first = now if self._first_throttle is None else self._first_throttle
+        since = self._oks_since_throttle / max(now - first, MIN_SPAN)
+        return max(len(oks) / WINDOW, since)
+
+    def _cut(self, now: float) -> None:
+        measured = self._meter.rate(now)
+        sent = min(self._rate, measured) if self._rate and measured else self._rate or measured
+        new_rate = max(self._min_rate, min(BETA_MAX * sent, HOLD_GAIN * self._goodput(now)))
+        if self._peak is None:
+            self._peak = self._rate
+        self._excess_before = self._throttled / len(self._answers) - self.base_share(now)
+        self._rate = new_rate
+        self._settle_until = now + SETTLE
+        self._hold_until = now + HOLD
+        self._answers.clear()
+        self._throttled = 0
+        self._first_throttle = None
+        self._judging = True
+        self._judged = self._judged_throttled = 0
+
+    def _judge(self, now: float) -> None:
+        self._judging = False
+        share = self._judged_throttled / self._judged
+        excess = share - self.base_share(now)
+        if INDEPENDENT * self._excess_before <= excess <= self._excess_before / INDEPENDENT:
+            # Backing off did not lower the share: these 429s are not ours to prevent.
+            self._base, self._base_at = share, now
+            if self._peak is not None:
+                self._rate = self._peak
+            self._peak = None
+            self._hold_until = now
+
+    def _grow(self, now: float) -> None:
+        if self._rate == 0 or self._judging or now < self._hold_until:
+            return
+        self._peak = None
+        start = max(self._last_growth, self._hold_until)
+        self._last_growth = now
+        target = self._rate * math.exp(GROWTH * (now - start))
         if self._max_rate:
             target = min(target, self._max_rate)
         else:
-            measured = self._meter.rate(now)
-            if measured > 0:
-                target = min(target, MAX_RATE_ADJUST_SCALE * measured)
-        # The curve only rises after a throttle; the clamp above must not turn a success into a
-        # slowdown.
-        self._rate = max(self._rate, self._min_rate, target)
-        return self._rate
+            target = min(target, max(self._rate, MAX_RATE_ADJUST_SCALE * self._meter.rate(now)))
+        self._rate = target
 
 
 class RateLimiter:
-    """The token bucket driven by the adaptive rate; shared by every sending task."""
+    """The token bucket driven by the rate controller; shared by every sending task."""
 
     def __init__(
         self,
@@ -270,7 +418,7 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._bucket = TokenBucket(rate, burst, clock)
-        self._adaptive = AdaptiveRate(rate, min_rate=min_rate) if adaptive else None
+        self._controller = RateController(rate, min_rate=min_rate) if adaptive else None
         # Waiters queue on the lock (FIFO in anyio), so the bucket serves them in arrival order.
         self._lock = anyio.Lock()
 
@@ -283,8 +431,8 @@ class RateLimiter:
         """Take a token at once if one is free and nobody is queued; True if taken."""
         if self._lock.locked() or self._bucket.try_acquire() > 0:
             return False
-        if self._adaptive is not None:
-            self._adaptive.record_send(self._clock())
+        if self._controller is not None:
+            self._controller.record_send(self._clock())
         return True
 
     async def acquire(self) -> None:
@@ -292,19 +440,19 @@ class RateLimiter:
         async with self._lock:
             while (wait := self._bucket.try_acquire()) > 0:
                 await self._sleep(wait)
-        if self._adaptive is not None:
-            self._adaptive.record_send(self._clock())
+        if self._controller is not None:
+            self._controller.record_send(self._clock())
 
     def on_throttle(self, sent_at: float | None = None) -> None:
-        """An answer was HTTP 429: slow down. `sent_at`: when that request left (this clock)."""
-        if self._adaptive is not None:
-            new_rate = self._adaptive.on_throttle(self._clock(), sent_at)
-            if new_rate != self._bucket.rate:
-                self._bucket.set_rate(new_rate)
+        """An answer was HTTP 429. `sent_at`: when that request left (this clock)."""
+        if self._controller is not None:
+            self._apply(self._controller.on_throttle(self._clock(), sent_at))
 
-    def on_success(self) -> None:
-        """The last answer was a success: speed back up towards the configured rate."""
-        if self._adaptive is not None:
-            new_rate = self._adaptive.on_success(self._clock())
-            if new_rate != self._bucket.rate:
-                self._bucket.set_rate(new_rate)
+    def on_success(self, sent_at: float | None = None) -> None:
+        """An answer was a success. `sent_at`: when that request left (this clock)."""
+        if self._controller is not None:
+            self._apply(self._controller.on_success(self._clock(), sent_at))
+
+    def _apply(self, new_rate: float) -> None:
+        if new_rate != self._bucket.rate:
+            self._bucket.set_rate(new_rate)
