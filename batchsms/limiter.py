@@ -22,11 +22,13 @@ ratchets to the floor under the third. So:
    seconds (at least the last ``MIN_SAMPLES``). The rate is cut only when the 429 share among
    them is significantly above the *base share* ``p0`` (429s that do not depend on our rate,
    learnt in step 3): ``throttled - n*p0 > n*EXCESS + Z*sqrt(n*p0*(1-p0))``.
-2. **Cut to the goodput, then hold.** The new rate is ``HOLD_GAIN`` times the goodput (the
-   larger of: OK answers in the last ``WINDOW`` seconds over ``WINDOW``; OK answers since the
-   first 429 over the time since then, at least ``MIN_SPAN``), clamped to at most ``BETA_MAX``
-   times the rate really sent at and at least the floor. Against a quota the goodput *is* the
-   quota, so the rate lands just below it in one step, with no halving cascade (BBR: steer by
+2. **Cut to the goodput, then hold.** The new rate is ``HOLD_GAIN`` times the goodput: the rate
+   at which the OK requests since the first 429 were sent, once there are ``MIN_OK_GAPS`` gaps
+   between them (while throttled, a quota lets requests through at exactly its refill rate),
+   else the OK answers of the last ``WINDOW`` seconds over ``WINDOW``;
+   clamped to at most ``BETA_MAX`` times the rate in force (the measured send rate when
+   unlimited) and at least the floor. Against a quota the goodput *is* the quota, so the
+   rate lands just below it in one step, with no halving cascade (BBR: steer by
    delivery rate, not by losses). After a cut the rate holds for ``HOLD`` seconds, then climbs
    by ``GROWTH`` per second (compounded) to probe for more, never above ``--rate``; with
    ``--rate 0`` never above ``MAX_RATE_ADJUST_SCALE`` times the measured send rate (botocore's
@@ -99,8 +101,8 @@ BETA_MAX = 0.95
 """A cut always lowers the rate to at most this times the rate really sent at, even when the
 goodput measured is higher (a quota's burst credit can make it look so)."""
 
-MIN_SPAN = 0.1
-"""Seconds the OK rate since the first 429 is measured over at least (a smaller span is noise)."""
+MIN_OK_GAPS = 1
+"""Gaps between OK requests needed to measure a quota's refill rate from their send times."""
 
 SETTLE = 1.0
 """Seconds after a cut whose requests are not judged: a per-second window needs a second to
@@ -114,6 +116,13 @@ under a tenth; a batch of hours loses little by finding more capacity 10 s later
 GROWTH = 0.05
 """Relative growth per second while probing (compounded): from the hold, the quota is passed
 within a second, +5% (where the 429 excess trips a cut) within two, double within 14 s."""
+
+YOUNG_SPAN = 0.1
+"""A cut taken on answers that span less than this many seconds is a guess (see `_cut`)."""
+
+STARTUP_GROWTH = math.log(3)
+"""Relative growth per second after a guessed cut: the rate triples each second until the
+next cut, so a quota five times the guess is found in 1.5 s."""
 
 EXP_SAMPLES = 100
 """Answers that judge whether a cut lowered the 429 share: with 10% random 429s, 100 answers
@@ -259,12 +268,16 @@ class RateController:
         self._answers: deque[tuple[float, bool]] = deque()
         self._throttled = 0
         self._oks: deque[float] = deque()
-        # Since the first 429 after the last cut: when it came, and the OK answers since.
+        # Since the first 429 after the last cut: when that request left, and the send times of
+        # the first and the last OK since, and how many OKs.
         self._first_throttle: float | None = None
+        self._first_ok_sent = 0.0
+        self._last_ok_sent = 0.0
         self._oks_since_throttle = 0
         self._settle_until = -math.inf
         self._hold_until = -math.inf
         self._last_growth = -math.inf
+        self._growth = GROWTH
         self._base = 0.0
         self._base_at = 0.0
         # The rate before the current run of cuts, restored if they prove useless.
@@ -300,7 +313,12 @@ class RateController:
     def on_success(self, now: float, sent_at: float | None = None) -> float:
         """A request sent at ``sent_at`` succeeded. Returns the rate now in force."""
         self._oks.append(now)
-        self._oks_since_throttle += 1
+        sent = now if sent_at is None else sent_at
+        if self._first_throttle is not None and sent >= self._first_throttle:
+            if not self._oks_since_throttle:
+                self._first_ok_sent = sent
+            self._last_ok_sent = max(self._last_ok_sent, sent)
+            self._oks_since_throttle += 1
         if self._record(now, sent_at, throttled=False):
             self._grow(now)
         return self._rate
@@ -311,7 +329,9 @@ class RateController:
         A caller that cannot tell ``sent_at`` passes None: the answer then counts as fresh.
         """
         if self._first_throttle is None:
-            self._first_throttle, self._oks_since_throttle = now, 0
+            self._first_throttle = now if sent_at is None else sent_at
+            self._oks_since_throttle = 0
+            self._last_ok_sent = -math.inf
         if self._record(now, sent_at, throttled=True) and not self._judging and self._excess(now):
             self._cut(now)
         return self._rate
@@ -354,33 +374,41 @@ class RateController:
         horizon = now - WINDOW
         while oks and oks[0] < horizon:
             oks.popleft()
-        # The OKs of the last WINDOW, and the OK rate since the 429s began: the first alone
-        # underestimates when the run is younger than WINDOW, the second alone is noisy.
-        first = now if self._first_throttle is None else self._first_throttle
-        since = self._oks_since_throttle / max(now - first, MIN_SPAN)
-        return max(len(oks) / WINDOW, since)
+        # While throttled, a quota lets requests through at its refill rate: the spacing of the
+        # OK requests' send times measures it at once, where the OKs of the last WINDOW are still
+        # diluted by the time before the 429s, or inflated by the quota's burst credit.
+        n = self._oks_since_throttle
+        span = self._last_ok_sent - self._first_ok_sent
+        if n >= MIN_OK_GAPS + 1 and span > 0:
+            return (n - 1) / span
+        return len(oks) / WINDOW
 
     def _cut(self, now: float) -> None:
-        measured = self._meter.rate(now)
-        sent = min(self._rate, measured) if self._rate and measured else self._rate or measured
+        sent = self._rate or self._meter.rate(now)
         new_rate = max(self._min_rate, min(BETA_MAX * sent, HOLD_GAIN * self._goodput(now)))
         if self._peak is None:
             self._peak = self._rate
         self._excess_before = self._throttled / len(self._answers) - self.base_share(now)
+        # Answers spanning less than YOUNG_SPAN (a first volley of requests, all answered at
+        # once) say nothing about a rate: the cut is a guess, e.g. a quota's 10-token burst read
+        # as 10 req/s. Then ramp up at once instead of holding, and let the next cut decide.
+        young = now - self._answers[0][0] < YOUNG_SPAN
         self._rate = new_rate
-        self._settle_until = now + SETTLE
-        self._hold_until = now + HOLD
+        self._settle_until = now if young else now + SETTLE
+        self._hold_until = now if young else now + HOLD
+        self._growth = STARTUP_GROWTH if young else GROWTH
         self._answers.clear()
         self._throttled = 0
         self._first_throttle = None
-        self._judging = True
+        self._judging = not young
         self._judged = self._judged_throttled = 0
 
     def _judge(self, now: float) -> None:
         self._judging = False
         share = self._judged_throttled / self._judged
         excess = share - self.base_share(now)
-        if INDEPENDENT * self._excess_before <= excess <= self._excess_before / INDEPENDENT:
+        before = self._excess_before
+        if INDEPENDENT * before <= excess <= before / INDEPENDENT:
             # Backing off did not lower the share: these 429s are not ours to prevent.
             self._base, self._base_at = share, now
             if self._peak is not None:
@@ -394,7 +422,7 @@ class RateController:
         self._peak = None
         start = max(self._last_growth, self._hold_until)
         self._last_growth = now
-        target = self._rate * math.exp(GROWTH * (now - start))
+        target = self._rate * math.exp(self._growth * (now - start))
         if self._max_rate:
             target = min(target, self._max_rate)
         else:

@@ -10,6 +10,7 @@ import pytest
 from batchsms.engine.feedback import Answer
 from batchsms.engine.pace import Pace
 from batchsms.limiter import (
+    BETA_MAX,
     GROWTH,
     HOLD,
     HOLD_GAIN,
@@ -107,7 +108,7 @@ def test_a_cut_that_did_not_lower_the_share_is_undone_and_learnt() -> None:
         return i % 10 == 9
 
     t = feed(ctrl, 0.0, 20, 0.01, tenth)
-    assert ctrl.rate == pytest.approx(HOLD_GAIN * 90)  # 9 OKs in the 0.1 s since the first 429
+    assert ctrl.rate == pytest.approx(BETA_MAX * 100)  # the OKs since the 429 left at 100/s
     t = feed(ctrl, t + SETTLE, 100, 0.01, tenth)
     assert ctrl.rate == 100.0
     assert ctrl.base_share(t - 0.01) == pytest.approx(0.1)  # learnt at the last answer
@@ -117,13 +118,14 @@ def test_a_cut_that_did_not_lower_the_share_is_undone_and_learnt() -> None:
 
 
 def test_a_shallow_cut_cuts_again_without_waiting_for_the_judgement() -> None:
-    """A cut to ~91/s against a 50/s quota (burst credit inflated the goodput): as soon as the
-    share after it is clearly worse than before, the next 429 cuts to the real goodput."""
+    """A second of OKs, then only 429s: the cut falls back on the OKs of the last second (94)
+    and goes only to ~91/s. When the share after it is clearly worse than before, the
+    judgement ends early and the next 429 cuts to the quota the OK requests' spacing shows."""
     ctrl = RateController(100.0, meter=FixedMeter(100.0))
-    t = feed(ctrl, 0.0, 100, 0.01)  # a second of OKs (the quota's burst)
-    t = feed(ctrl, t, 12, 0.01, lambda i: i % 2)
-    assert ctrl.rate == pytest.approx(HOLD_GAIN * 94)  # 94 OKs in the last second
-    t = feed(ctrl, t + SETTLE, 100, 0.01, lambda i: i % 2)
+    t = feed(ctrl, 0.0, 100, 0.01)
+    t = feed(ctrl, t, 6, 0.01, lambda i: True)
+    assert ctrl.rate == pytest.approx(HOLD_GAIN * 94)
+    feed(ctrl, t + SETTLE, 40, 0.01, lambda i: i % 2)
     assert ctrl.rate == pytest.approx(HOLD_GAIN * 50)
 
 
@@ -169,3 +171,14 @@ def test_pace_follows_a_quota() -> None:
         if pace.try_acquire_nowait():
             pace.on_answer(Answer.THROTTLED if i % 2 else Answer.OK, sent_at=now[0])
     assert pace.current_rate < 60.0
+
+
+def test_a_cut_on_one_volley_is_a_guess_followed_by_a_ramp() -> None:
+    """128 requests answered at the same instant (10 OK: a quota's burst) say nothing about a
+    rate: the cut to HOLD_GAIN * 10 is not held, the rate triples each second from it."""
+    ctrl = RateController(0.0, meter=FixedMeter(1000.0))
+    for i in range(128):
+        answer(ctrl, 0.0, i >= 10)
+    assert ctrl.rate == pytest.approx(HOLD_GAIN * 10)
+    assert answer(ctrl, 1.0, False) == pytest.approx(HOLD_GAIN * 10 * 3)
+    assert answer(ctrl, 1.5, False) == pytest.approx(HOLD_GAIN * 10 * 3 ** 1.5)

@@ -24,6 +24,22 @@ def test_token_bucket_quota_is_held_with_few_429s(rate: float, seed: int) -> Non
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+def test_a_small_quota_burst_is_not_read_as_the_quota(seed: int) -> None:
+    """Quota 50/s with a 10-token burst, 128 in flight (the bench's setting). At --rate 200 the
+    quota is found from the OK requests' spacing; at --rate 0 the first volley, answered all at
+    once, reads as 10/s: a guess, from which the rate ramps up until the next cut."""
+    fast = drive(QuotaBucket(50, 10), rate=200, lines=1000, seed=seed, concurrency=128,
+                 latency=0.003)
+    assert fast.goodput >= 0.95 * 50
+    assert fast.throttled_share <= 0.05
+    volley = drive(QuotaBucket(50, 10), rate=0, lines=1000, seed=seed, concurrency=128,
+                   latency=0.003)
+    assert volley.goodput >= 0.95 * 50
+    # 118 of the first 128 requests are 429s before any answer is back: no controller helps.
+    assert volley.throttled - 118 <= 0.05 * 1000
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_quota_without_burst_credit_is_found_too(seed: int) -> None:
     """Quota 50/s with no burst at all, --rate 200: 429s at once; the cut follows the goodput."""
     result = drive(QuotaBucket(50, 1), rate=200, lines=1000, seed=seed)
@@ -33,7 +49,7 @@ def test_quota_without_burst_credit_is_found_too(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("lines", [200, 2000])
+@pytest.mark.parametrize("lines", [200, 600, 2000])
 def test_window_counting_every_arrival_is_held_under(lines: int, seed: int) -> None:
     """A 1 s window of 20 arrivals that counts the rejected ones too, --rate 5Q: >= 0.85 Q."""
     result = drive(WindowAll(20), rate=100, lines=lines, seed=seed)
