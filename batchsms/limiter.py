@@ -23,9 +23,9 @@ ratchets to the floor under the third. So:
    them is significantly above the *base share* ``p0`` (429s that do not depend on our rate,
    learnt in step 3): ``throttled - n*p0 > n*EXCESS + Z*sqrt(n*p0*(1-p0))``.
 2. **Cut to the goodput, then hold.** The new rate is ``HOLD_GAIN`` times the goodput: the rate
-   at which the OK requests since the first 429 were sent, once there are ``MIN_OK_GAPS`` gaps
-   between them (while throttled, a quota lets requests through at exactly its refill rate),
-   else the OK answers of the last ``WINDOW`` seconds over ``WINDOW``;
+   at which the OK requests since the first 429 were sent (while throttled, a quota lets
+   requests through at exactly its refill rate), once there are ``TRUST_GAPS`` gaps between
+   them; with fewer, at least the OK answers of the last ``WINDOW`` seconds over ``WINDOW``;
    clamped to at most ``BETA_MAX`` times the rate in force (the measured send rate when
    unlimited) and at least the floor. Against a quota the goodput *is* the quota, so the
    rate lands just below it in one step, with no halving cascade (BBR: steer by
@@ -38,10 +38,11 @@ ratchets to the floor under the third. So:
    of arrivals needs that long to forget the overshoot (so a burst of 429s for requests in flight
    together is one signal, as TCP reacts once per window of losses). The next ``EXP_SAMPLES``
    answers (or those of ``EXP_MAX`` seconds, whichever comes first) judge the cut: if the share
-   above ``p0`` stayed within a factor ``INDEPENDENT`` of what it was (neither fell to less than
-   half nor more than doubled), the 429s do not come from our rate. Then their share becomes
-   ``p0`` and the rate goes back to where it was before the cuts. A share that clearly *grew*
-   (beyond twice, by more than ``Z`` deviations) means the cut was too shallow -- the goodput
+   above ``p0`` stayed within ``INDEPENDENT`` of what it was (between half and one and a half
+   times), the 429s do not come from our rate. Then their share becomes
+   ``p0`` and the rate goes back to where it was before the cuts. A share that fell below ``p0``
+   lowers ``p0`` to it (a wrong "not ours" is corrected by the next cut). A share that clearly
+   *grew* (beyond twice, by more than ``Z`` deviations) means the cut was too shallow -- the goodput
    was inflated by a quota's burst credit -- and ends the judgement early, so the next 429 cuts
    again.
    ``p0`` halves every ``BASE_HALF_LIFE`` seconds, so once the other clients stop it fades, and a
@@ -101,8 +102,9 @@ BETA_MAX = 0.95
 """A cut always lowers the rate to at most this times the rate really sent at, even when the
 goodput measured is higher (a quota's burst credit can make it look so)."""
 
-MIN_OK_GAPS = 1
-"""Gaps between OK requests needed to measure a quota's refill rate from their send times."""
+TRUST_GAPS = 4
+"""Gaps between OK requests from which their spacing alone measures a quota's refill rate;
+with fewer, the OKs of the last second are a floor under it."""
 
 SETTLE = 1.0
 """Seconds after a cut whose requests are not judged: a per-second window needs a second to
@@ -120,9 +122,9 @@ within a second, +5% (where the 429 excess trips a cut) within two, double withi
 YOUNG_SPAN = 0.1
 """A cut taken on answers that span less than this many seconds is a guess (see `_cut`)."""
 
-STARTUP_GROWTH = math.log(3)
-"""Relative growth per second after a guessed cut: the rate triples each second until the
-next cut, so a quota five times the guess is found in 1.5 s."""
+STARTUP_GROWTH = math.log(4)
+"""Relative growth per second after a guessed cut: the rate quadruples each second until the
+next cut, so a quota five times the guess is found in about 1.2 s."""
 
 EXP_SAMPLES = 100
 """Answers that judge whether a cut lowered the 429 share: with 10% random 429s, 100 answers
@@ -133,8 +135,9 @@ EXP_MAX = 10.0
 ``MIN_SAMPLES`` answers)."""
 
 INDEPENDENT = 0.5
-"""A cut after which the excess 429 share is between half and twice what it was did not address
-their cause."""
+"""A cut after which the excess 429 share is within this share of what it was (between half and
+one and a half times) did not address their cause. A quota overshot by a cut taken on a noisy
+goodput leaves the share after it lower, but can leave it twice the diluted share before."""
 
 BASE_HALF_LIFE = 60.0
 """Seconds in which the learnt base share halves, so that it fades when the background stops."""
@@ -328,17 +331,19 @@ class RateController:
 
         A caller that cannot tell ``sent_at`` passes None: the answer then counts as fresh.
         """
+        if not self._record(now, sent_at, throttled=True):
+            return self._rate
         if self._first_throttle is None:
             self._first_throttle = now if sent_at is None else sent_at
             self._oks_since_throttle = 0
             self._last_ok_sent = -math.inf
-        if self._record(now, sent_at, throttled=True) and not self._judging and self._excess(now):
+        if not self._judging and self._excess(now):
             self._cut(now)
         return self._rate
 
     def _record(self, now: float, sent_at: float | None, *, throttled: bool) -> bool:
         """Add one answer to the share window; False if it answers a rate already given up."""
-        if sent_at is not None and sent_at < self._settle_until:
+        if sent_at is not None and sent_at <= self._settle_until:
             return False
         answers = self._answers
         answers.append((now, throttled))
@@ -377,11 +382,15 @@ class RateController:
         # While throttled, a quota lets requests through at its refill rate: the spacing of the
         # OK requests' send times measures it at once, where the OKs of the last WINDOW are still
         # diluted by the time before the 429s, or inflated by the quota's burst credit.
-        n = self._oks_since_throttle
+        last_second = len(oks) / WINDOW
+        gaps = self._oks_since_throttle - 1
         span = self._last_ok_sent - self._first_ok_sent
-        if n >= MIN_OK_GAPS + 1 and span > 0:
-            return (n - 1) / span
-        return len(oks) / WINDOW
+        if gaps < 1 or span <= 0:
+            return last_second
+        spacing = gaps / span
+        # A gap or two is noisy (send times are quantised by the client's own pacing): then the
+        # last second's OKs are a floor under it.
+        return spacing if gaps >= TRUST_GAPS else max(spacing, last_second)
 
     def _cut(self, now: float) -> None:
         sent = self._rate or self._meter.rate(now)
@@ -408,13 +417,16 @@ class RateController:
         share = self._judged_throttled / self._judged
         excess = share - self.base_share(now)
         before = self._excess_before
-        if INDEPENDENT * before <= excess <= before / INDEPENDENT:
+        if abs(excess - before) <= INDEPENDENT * before:
             # Backing off did not lower the share: these 429s are not ours to prevent.
             self._base, self._base_at = share, now
             if self._peak is not None:
                 self._rate = self._peak
             self._peak = None
             self._hold_until = now
+        elif share < self.base_share(now):
+            # Backing off lowered the share below the base: the base cannot be higher.
+            self._base, self._base_at = share, now
 
     def _grow(self, now: float) -> None:
         if self._rate == 0 or self._judging or now < self._hold_until:

@@ -175,10 +175,10 @@ def test_pace_follows_a_quota() -> None:
 
 def test_a_cut_on_one_volley_is_a_guess_followed_by_a_ramp() -> None:
     """128 requests answered at the same instant (10 OK: a quota's burst) say nothing about a
-    rate: the cut to HOLD_GAIN * 10 is not held, the rate triples each second from it."""
+    rate: the cut to HOLD_GAIN * 10 is not held, the rate quadruples each second from it."""
     ctrl = RateController(0.0, meter=FixedMeter(1000.0))
     for i in range(128):
         answer(ctrl, 0.0, i >= 10)
     assert ctrl.rate == pytest.approx(HOLD_GAIN * 10)
-    assert answer(ctrl, 1.0, False) == pytest.approx(HOLD_GAIN * 10 * 3)
-    assert answer(ctrl, 1.5, False) == pytest.approx(HOLD_GAIN * 10 * 3 ** 1.5)
+    assert answer(ctrl, 1.0, False) == pytest.approx(HOLD_GAIN * 10 * 4)
+    assert answer(ctrl, 1.5, False) == pytest.approx(HOLD_GAIN * 10 * 8)
