@@ -38,15 +38,18 @@ ratchets to the floor under the third. So:
    of arrivals needs that long to forget the overshoot (so a burst of 429s for requests in flight
    together is one signal, as TCP reacts once per window of losses). The next ``EXP_SAMPLES``
    answers (or those of ``EXP_MAX`` seconds, whichever comes first) judge the cut: if the share
-   above ``p0`` stayed within ``INDEPENDENT`` of what it was (between half and one and a half
-   times), the 429s do not come from our rate. Then their share becomes
-   ``p0`` and the rate goes back to where it was before the cuts. A share that fell below ``p0``
-   lowers ``p0`` to it (a wrong "not ours" is corrected by the next cut). A share that clearly
-   *grew* (beyond twice, by more than ``Z`` deviations) means the cut was too shallow -- the goodput
+   above ``p0`` stayed between ``INDEPENDENT`` and 1/``INDEPENDENT`` times what it was (half to
+   twice, give or take ``Z`` deviations of binomial noise), the 429s do not come from our rate.
+   Then their share becomes ``p0`` and the rate goes back to where it was before the cuts. A
+   share clearly below ``p0`` lowers ``p0`` to it (a wrong "not ours" is corrected by the next
+   cut). A share that clearly *grew* (beyond twice) means the cut was too shallow -- the goodput
    was inflated by a quota's burst credit -- and ends the judgement early, so the next 429 cuts
-   again.
-   ``p0`` halves every ``BASE_HALF_LIFE`` seconds, so once the other clients stop it fades, and a
-   persisting background is re-learnt by the next cut (a brief dip every minute or two).
+   again. ``p0`` halves every ``BASE_HALF_LIFE`` seconds, so once the other clients stop it
+   fades, and a persisting background is re-learnt by the next cut (a brief dip every minute or
+   two).
+4. **A first volley is a guess.** A cut taken on answers that span less than ``YOUNG_SPAN``
+   (``--rate 0``: the first requests in flight are all answered at once) is not held: the rate
+   grows by ``STARTUP_GROWTH`` from it at once, and the next cut, on real spacing, sets it.
 
 Time, sleep and nothing else come from outside (``clock``, ``sleep``), so tests drive a fake clock.
 """
@@ -135,9 +138,10 @@ EXP_MAX = 10.0
 ``MIN_SAMPLES`` answers)."""
 
 INDEPENDENT = 0.5
-"""A cut after which the excess 429 share is within this share of what it was (between half and
-one and a half times) did not address their cause. A quota overshot by a cut taken on a noisy
-goodput leaves the share after it lower, but can leave it twice the diluted share before."""
+"""A cut after which the excess 429 share is between this and its inverse times what it was did
+not address their cause. The share before is measured early in an episode, diluted by the OKs
+before it, so a quota overshot by a cut on a noisy goodput can look "not ours" for one cycle:
+the restored rate then trips a cut at once, whose judgement lowers ``p0`` again."""
 
 BASE_HALF_LIFE = 60.0
 """Seconds in which the learnt base share halves, so that it fades when the background stops."""
@@ -145,6 +149,11 @@ BASE_HALF_LIFE = 60.0
 # A float refill can land a hair under a whole token; treat that as a whole token rather than
 # sleeping for a nanosecond again and again. The debt it leaves is repaid by the next refill.
 _EPSILON = 1e-9
+
+
+def _noise(share: float, n: int) -> float:
+    """``Z`` standard deviations of a share ``share`` measured on ``n`` answers."""
+    return Z * math.sqrt(share * (1 - share) / n)
 
 
 def _check_rate(rate: float) -> float:
@@ -363,9 +372,8 @@ class RateController:
 
     def _worse(self, now: float) -> bool:
         """Since the cut the excess share is clearly above what it was before it."""
-        n, before = self._judged, self._excess_before
-        excess = self._judged_throttled / n - self.base_share(now)
-        return excess > before / INDEPENDENT + Z * math.sqrt(before * (1 - before) / n)
+        n, high = self._judged, min(1.0, self._excess_before / INDEPENDENT)
+        return self._judged_throttled / n - self.base_share(now) > high + _noise(high, n)
 
     def _excess(self, now: float) -> bool:
         n = len(self._answers)
@@ -414,17 +422,20 @@ class RateController:
 
     def _judge(self, now: float) -> None:
         self._judging = False
-        share = self._judged_throttled / self._judged
-        excess = share - self.base_share(now)
-        before = self._excess_before
-        if abs(excess - before) <= INDEPENDENT * before:
+        n = self._judged
+        share = self._judged_throttled / n
+        base = self.base_share(now)
+        excess, before = share - base, self._excess_before
+        low, high = INDEPENDENT * before, min(1.0, before / INDEPENDENT)
+        if low - _noise(low, n) <= excess <= high + _noise(high, n):
             # Backing off did not lower the share: these 429s are not ours to prevent.
             self._base, self._base_at = share, now
             if self._peak is not None:
                 self._rate = self._peak
             self._peak = None
             self._hold_until = now
-        elif share < self.base_share(now):
+            self._first_throttle = None
+        elif share + _noise(base, n) < base:
             # Backing off lowered the share below the base: the base cannot be higher.
             self._base, self._base_at = share, now
 
