@@ -47,9 +47,10 @@ ratchets to the floor under the third. So:
    again. ``p0`` halves every ``BASE_HALF_LIFE`` seconds, so once the other clients stop it
    fades, and a persisting background is re-learnt by the next cut (a brief dip every minute or
    two).
-4. **A first volley is a guess.** A cut taken on answers that span less than ``YOUNG_SPAN``
-   (``--rate 0``: the first requests in flight are all answered at once) is not held: the rate
-   grows by ``STARTUP_GROWTH`` from it at once, and the next cut, on real spacing, sets it.
+4. **A first volley is a guess.** A cut taken with no spacing of OK requests to go by, when
+   the last ``MIN_SAMPLES`` answers came within ``YOUNG_SPAN`` (``--rate 0``: the first requests
+   in flight are all answered at once), is not held: the rate grows by ``STARTUP_GROWTH`` from it
+   at once, and the next cut, on real spacing, sets it.
 
 Time, sleep and nothing else come from outside (``clock``, ``sleep``), so tests drive a fake clock.
 """
@@ -107,7 +108,9 @@ goodput measured is higher (a quota's burst credit can make it look so)."""
 
 TRUST_GAPS = 4
 """Gaps between OK requests from which their spacing alone measures a quota's refill rate;
-with fewer, the OKs of the last second are a floor under it."""
+with fewer, the OKs of the last second are a floor under it. The requests in flight at a cut
+keep measuring: when they show a goodput above the cut rate by more than 1/``HOLD_GAIN``**2,
+the rate goes up to just under it (a cut taken before any spacing was known was a guess)."""
 
 SETTLE = 1.0
 """Seconds after a cut whose requests are not judged: a per-second window needs a second to
@@ -123,19 +126,23 @@ GROWTH = 0.05
 within a second, +5% (where the 429 excess trips a cut) within two, double within 14 s."""
 
 YOUNG_SPAN = 0.1
-"""A cut taken on answers that span less than this many seconds is a guess (see `_cut`)."""
+"""Seconds within which ``MIN_SAMPLES`` answers came all at once, as a volley (see `_cut`)."""
 
 STARTUP_GROWTH = math.log(4)
 """Relative growth per second after a guessed cut: the rate quadruples each second until the
 next cut, so a quota five times the guess is found in about 1.2 s."""
 
 EXP_SAMPLES = 100
-"""Answers that judge whether a cut lowered the 429 share: with 10% random 429s, 100 answers
-tell "unchanged" from "gone" with ~5% error (the judgement then simply repeats later)."""
+"""Answers that judge whether a cut lowered the 429 share, at least; more while they cannot yet
+tell half the excess before the cut from none (``Z`` deviations): 100 suffice from an excess of
+8%, a 2% excess needs 400."""
 
 EXP_MAX = 10.0
-"""At low rates, the judgement is taken after this many seconds with what was seen (at least
-``MIN_SAMPLES`` answers)."""
+"""Seconds after which the judgement is taken with what was seen (at least ``MIN_SAMPLES``
+answers); if that cannot tell, the cut stands."""
+
+EPISODE_GAP = 0.5
+"""Seconds between the requests of two 429s beyond which the second starts a new episode."""
 
 INDEPENDENT = 0.5
 """A cut after which the excess 429 share is between this and its inverse times what it was did
@@ -259,6 +266,36 @@ class SendRateMeter:
         return self._count / max(now - self._first_send, self._width)
 
 
+class _Spacing:
+    """The OK requests sent since a 429's request was (an episode of throttling): how many, and
+    the send times of the first and the last; their spacing is a quota's refill rate."""
+
+    __slots__ = ("count", "first", "last", "start")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.count = 0
+        self.first = self.last = start
+
+    def add(self, sent: float) -> None:
+        if sent < self.start:
+            return
+        if not self.count:
+            self.first = sent
+        self.last = max(self.last, sent)
+        self.count += 1
+
+    @property
+    def known(self) -> bool:
+        """Enough OK requests, sent apart, for their spacing to stand alone."""
+        return self.count - 1 >= TRUST_GAPS and self.last > self.first
+
+    def rate(self) -> float | None:
+        """OK requests per second, or None with fewer than two sent apart."""
+        span = self.last - self.first
+        return (self.count - 1) / span if self.count >= 2 and span > 0 else None
+
+
 class RateController:
     """The rate to send at, steered by the share of 429s and the goodput (module docstring).
 
@@ -280,12 +317,13 @@ class RateController:
         self._answers: deque[tuple[float, bool]] = deque()
         self._throttled = 0
         self._oks: deque[float] = deque()
-        # Since the first 429 after the last cut: when that request left, and the send times of
-        # the first and the last OK since, and how many OKs.
-        self._first_throttle: float | None = None
-        self._first_ok_sent = 0.0
-        self._last_ok_sent = 0.0
-        self._oks_since_throttle = 0
+        # The OK requests since the first fresh 429 (None before it); and the episode a cut
+        # ended, still fed by the requests in flight at the cut (sent before `_cut_at`).
+        self._episode: _Spacing | None = None
+        self._in_flight: _Spacing | None = None
+        self._cut_at = -math.inf
+        self._cut_from = 0.0
+        self._last_throttle_sent = -math.inf
         self._settle_until = -math.inf
         self._hold_until = -math.inf
         self._last_growth = -math.inf
@@ -326,11 +364,10 @@ class RateController:
         """A request sent at ``sent_at`` succeeded. Returns the rate now in force."""
         self._oks.append(now)
         sent = now if sent_at is None else sent_at
-        if self._first_throttle is not None and sent >= self._first_throttle:
-            if not self._oks_since_throttle:
-                self._first_ok_sent = sent
-            self._last_ok_sent = max(self._last_ok_sent, sent)
-            self._oks_since_throttle += 1
+        if self._episode is not None:
+            self._episode.add(sent)
+        if self._in_flight is not None and sent <= self._cut_at:
+            self._correct(sent)
         if self._record(now, sent_at, throttled=False):
             self._grow(now)
         return self._rate
@@ -342,10 +379,12 @@ class RateController:
         """
         if not self._record(now, sent_at, throttled=True):
             return self._rate
-        if self._first_throttle is None:
-            self._first_throttle = now if sent_at is None else sent_at
-            self._oks_since_throttle = 0
-            self._last_ok_sent = -math.inf
+        sent = now if sent_at is None else sent_at
+        # An episode is 429s no more than EPISODE_GAP apart: a stray 429 long before the quota
+        # was reached must not dilute the spacing with the OKs of a slower rate.
+        if self._episode is None or sent - self._last_throttle_sent > EPISODE_GAP:
+            self._episode = _Spacing(sent)
+        self._last_throttle_sent = sent
         if not self._judging and self._excess(now):
             self._cut(now)
         return self._rate
@@ -363,12 +402,18 @@ class RateController:
         if self._judging:
             self._judged += 1
             self._judged_throttled += throttled
-            if self._judged >= EXP_SAMPLES or (
-                    self._judged >= MIN_SAMPLES and now - self._settle_until >= EXP_MAX):
+            waited = now - self._settle_until >= EXP_MAX
+            if (self._judged >= EXP_SAMPLES and (self._telling() or waited)) or (
+                    self._judged >= MIN_SAMPLES and waited):
                 self._judge(now)
             elif self._judged >= MIN_SAMPLES and self._worse(now):
                 self._judging = False  # the cut was not deep enough: the next 429 cuts again
         return True
+
+    def _telling(self) -> bool:
+        """Enough answers since the cut to tell a share of half the excess before it from 0."""
+        low = INDEPENDENT * self._excess_before
+        return low - _noise(low, self._judged) > 0
 
     def _worse(self, now: float) -> bool:
         """Since the cut the excess share is clearly above what it was before it."""
@@ -391,14 +436,27 @@ class RateController:
         # OK requests' send times measures it at once, where the OKs of the last WINDOW are still
         # diluted by the time before the 429s, or inflated by the quota's burst credit.
         last_second = len(oks) / WINDOW
-        gaps = self._oks_since_throttle - 1
-        span = self._last_ok_sent - self._first_ok_sent
-        if gaps < 1 or span <= 0:
+        spacing = None if self._episode is None else self._episode.rate()
+        if spacing is None:
             return last_second
-        spacing = gaps / span
         # A gap or two is noisy (send times are quantised by the client's own pacing): then the
         # last second's OKs are a floor under it.
-        return spacing if gaps >= TRUST_GAPS else max(spacing, last_second)
+        return spacing if self._spacing_known() else max(spacing, last_second)
+
+    def _spacing_known(self) -> bool:
+        return self._episode is not None and self._episode.known
+
+    def _correct(self, sent: float) -> None:
+        """An OK request that was in flight at the last cut: if the episode the cut ended now
+        shows, by its spacing, a goodput the cut fell well short of, raise the rate to it (a
+        first volley's OKs, all answered before its 429s, made the cut a guess)."""
+        episode = self._in_flight
+        assert episode is not None
+        episode.add(sent)
+        spacing = episode.rate()
+        if episode.known and spacing is not None and HOLD_GAIN * spacing > self._rate / HOLD_GAIN:
+            self._rate = min(HOLD_GAIN * spacing, BETA_MAX * self._cut_from)
+            self._in_flight = None
 
     def _cut(self, now: float) -> None:
         sent = self._rate or self._meter.rate(now)
@@ -406,17 +464,19 @@ class RateController:
         if self._peak is None:
             self._peak = self._rate
         self._excess_before = self._throttled / len(self._answers) - self.base_share(now)
-        # Answers spanning less than YOUNG_SPAN (a first volley of requests, all answered at
-        # once) say nothing about a rate: the cut is a guess, e.g. a quota's 10-token burst read
-        # as 10 req/s. Then ramp up at once instead of holding, and let the next cut decide.
-        young = now - self._answers[0][0] < YOUNG_SPAN
+        # A first volley of requests, answered all at once, says nothing about a rate: with no
+        # spacing of OK requests to go by, the cut is a guess (a quota's 10-token burst read as
+        # 10 req/s). Then ramp up at once instead of holding, and let the next cut decide.
+        young = (not self._spacing_known()
+                 and now - self._answers[-MIN_SAMPLES][0] < YOUNG_SPAN)
         self._rate = new_rate
         self._settle_until = now if young else now + SETTLE
         self._hold_until = now if young else now + HOLD
         self._growth = STARTUP_GROWTH if young else GROWTH
         self._answers.clear()
         self._throttled = 0
-        self._first_throttle = None
+        self._in_flight, self._episode = self._episode, None
+        self._cut_at, self._cut_from = now, sent
         self._judging = not young
         self._judged = self._judged_throttled = 0
 
@@ -427,14 +487,15 @@ class RateController:
         base = self.base_share(now)
         excess, before = share - base, self._excess_before
         low, high = INDEPENDENT * before, min(1.0, before / INDEPENDENT)
-        if low - _noise(low, n) <= excess <= high + _noise(high, n):
+        # Too few answers to tell: keep the cut (the safe side; the next one will tell).
+        if self._telling() and low - _noise(low, n) <= excess <= high + _noise(high, n):
             # Backing off did not lower the share: these 429s are not ours to prevent.
             self._base, self._base_at = share, now
             if self._peak is not None:
                 self._rate = self._peak
             self._peak = None
             self._hold_until = now
-            self._first_throttle = None
+            self._episode = None
         elif share + _noise(base, n) < base:
             # Backing off lowered the share below the base: the base cannot be higher.
             self._base, self._base_at = share, now
