@@ -182,3 +182,18 @@ def test_a_cut_on_one_volley_is_a_guess_followed_by_a_ramp() -> None:
     assert ctrl.rate == pytest.approx(HOLD_GAIN * 10)
     assert answer(ctrl, 1.0, False) == pytest.approx(HOLD_GAIN * 10 * 4)
     assert answer(ctrl, 1.5, False) == pytest.approx(HOLD_GAIN * 10 * 8)
+
+
+def test_requests_in_flight_at_a_guessed_cut_correct_it() -> None:
+    """A volley's 10 OKs answered before its 429s make the cut a guess (9.7/s); the OK requests
+    still in flight, sent 20 ms apart after the first 429 left, show the quota (50/s): the rate
+    goes to just under it as soon as their spacing is known (TRUST_GAPS gaps)."""
+    ctrl = RateController(0.0, meter=FixedMeter(300.0))
+    for i in range(20):
+        answer(ctrl, 0.2, i >= 10, sent_at=0.0 if i < 10 else 0.001)
+    assert ctrl.rate == pytest.approx(HOLD_GAIN * 10)
+    for k in range(1, 5):
+        answer(ctrl, 0.2 + k * 0.01, False, sent_at=0.02 * k)
+        assert ctrl.rate == pytest.approx(HOLD_GAIN * 10)  # stale answers: no ramp either
+    answer(ctrl, 0.25, False, sent_at=0.1)
+    assert ctrl.rate == pytest.approx(HOLD_GAIN * 50)
