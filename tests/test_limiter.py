@@ -1,4 +1,5 @@
-"""The token bucket, the send-rate meter, the adaptive rate and the limiter, on a fake clock."""
+"""The token bucket, the send-rate meter and the limiter, on a fake clock (the rate controller:
+test_pace.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchsms.limiter import (
-    MIN_RATE,
-    AdaptiveRate,
-    RateLimiter,
-    SendRateMeter,
-    TokenBucket,
-)
+from batchsms.limiter import RateLimiter, SendRateMeter, TokenBucket
 
 EPS = 1e-6
 
@@ -217,118 +212,6 @@ def test_meter_before_first_bucket_underestimates() -> None:
     assert meter.rate(0.05) == pytest.approx(32.0)
 
 
-# --- AdaptiveRate --------------------------------------------------------------------------
-
-
-def _feed(adaptive: AdaptiveRate, rate: float, start: float, seconds: float) -> float:
-    """Record sends at `rate` per second for `seconds`; return the end time."""
-    now = start
-    step = 1 / rate
-    while now < start + seconds:
-        adaptive.record_send(now)
-        now += step
-    return now
-
-
-def test_adaptive_untouched_until_a_throttle() -> None:
-    """Successes alone leave the configured rate alone."""
-    adaptive = AdaptiveRate(10.0)
-    assert adaptive.on_success(1.0) == 10.0
-    assert adaptive.rate == 10.0
-
-
-def test_adaptive_throttle_at_least_halves() -> None:
-    """A 429 halves the rate (here the measured rate equals the configured one)."""
-    adaptive = AdaptiveRate(10.0)
-    now = _feed(adaptive, 10.0, 0.0, 5.0)
-    assert adaptive.on_throttle(now) <= 5.0 + EPS
-    assert adaptive.on_throttle(now) <= 2.5 + EPS
-
-
-def test_adaptive_throttle_uses_measured_rate_when_lower() -> None:
-    """Sending slower than allowed, the halving starts from what was really sent."""
-    adaptive = AdaptiveRate(100.0)
-    now = _feed(adaptive, 4.0, 0.0, 5.0)
-    assert adaptive.on_throttle(now) == pytest.approx(2.0, rel=0.05)
-
-
-def test_adaptive_never_below_floor() -> None:
-    """However many 429s, the rate stays at MIN_RATE or above."""
-    adaptive = AdaptiveRate(10.0)
-    for i in range(50):
-        assert adaptive.on_throttle(float(i) / 100) >= MIN_RATE
-    assert adaptive.rate == MIN_RATE
-
-
-def test_adaptive_floor_never_above_configured_rate() -> None:
-    """A user asking for 0.2 req/s still sees a 429 halve the rate: the floor moves down."""
-    adaptive = AdaptiveRate(0.2)
-    assert adaptive.on_throttle(0.0) == pytest.approx(0.1)
-    for i in range(1, 20):
-        assert adaptive.on_throttle(float(i)) == pytest.approx(0.1)
-
-
-def test_adaptive_recovers_to_max_and_not_beyond() -> None:
-    """After a throttle successes climb monotonically back to max_rate, never above."""
-    adaptive = AdaptiveRate(10.0)
-    now = _feed(adaptive, 10.0, 0.0, 5.0)
-    low = adaptive.on_throttle(now)
-    rates = [adaptive.on_success(now + i * 0.1) for i in range(1, 600)]
-    assert rates == sorted(rates)
-    assert rates[0] >= low
-    assert max(rates) <= 10.0
-    assert rates[-1] == 10.0
-
-
-def test_adaptive_cubic_curve_regains_plateau_after_k() -> None:
-    """The CUBIC curve is back at the pre-throttle rate K seconds after the throttle."""
-    adaptive = AdaptiveRate(100.0)
-    now = _feed(adaptive, 20.0, 0.0, 5.0)
-    measured = adaptive.measured_rate(now)
-    adaptive.on_throttle(now)
-    k = (measured * 0.5 / 0.4) ** (1 / 3)
-    assert adaptive.on_success(now + k) == pytest.approx(measured)
-    assert adaptive.on_success(now + k + 1) == pytest.approx(measured + 0.4)
-
-
-def test_adaptive_rate_zero_unlimited_until_first_throttle() -> None:
-    """With max_rate 0 the rate is unlimited, then half the measured rate after a 429."""
-    adaptive = AdaptiveRate(0.0)
-    now = _feed(adaptive, 40.0, 0.0, 5.0)
-    assert adaptive.on_success(now) == 0.0
-    assert adaptive.rate == 0.0
-    measured = adaptive.measured_rate(now)
-    assert measured == pytest.approx(40.0, rel=0.05)
-    assert adaptive.on_throttle(now) == pytest.approx(measured / 2)
-
-
-def test_adaptive_rate_zero_climbs_with_real_sending() -> None:
-    """After switching on, successes raise the rate while the sends keep up, past the old peak."""
-    adaptive = AdaptiveRate(0.0)
-    now = _feed(adaptive, 40.0, 0.0, 5.0)
-    adaptive.on_throttle(now)
-    for _ in range(200):
-        # Send at whatever the limiter allows, for a tenth of a second, then report successes.
-        now = _feed(adaptive, adaptive.rate, now, 0.1)
-        adaptive.on_success(now)
-    assert adaptive.rate > 40.0
-    # Never more than twice what is really being sent.
-    assert adaptive.rate <= 2 * adaptive.measured_rate(now) + EPS
-
-
-def test_adaptive_rate_zero_throttle_before_any_send_uses_floor() -> None:
-    """A 429 with nothing measured yet switches on at the floor."""
-    adaptive = AdaptiveRate(0.0)
-    assert adaptive.on_throttle(0.0) == MIN_RATE
-
-
-@pytest.mark.parametrize("beta", [0.0, 0.7, 1.0])
-def test_adaptive_rejects_a_beta_that_does_not_halve(beta: float) -> None:
-    """The contract says a throttle at least halves: beta must be in (0, 0.5]."""
-    with pytest.raises(ValueError):
-        AdaptiveRate(10.0, beta=beta)
-
-
 # --- RateLimiter ---------------------------------------------------------------------------
 
 
@@ -364,69 +247,9 @@ async def test_limiter_unlimited_never_sleeps() -> None:
 
 
 @pytest.mark.anyio
-async def test_limiter_throttle_slows_and_success_recovers() -> None:
-    """A 429 at least halves current_rate; successes bring it back to --rate."""
-    clock = FakeClock(0.0)
-    limiter = RateLimiter(rate=10.0, burst=1.0, clock=clock, sleep=clock.sleep)
-    for _ in range(50):
-        await limiter.acquire()
-    assert limiter.current_rate == 10.0
-    limiter.on_throttle()
-    assert limiter.current_rate <= 5.0
-    for _ in range(300):
-        await limiter.acquire()
-        limiter.on_success()
-    assert limiter.current_rate == 10.0
-
-
-@pytest.mark.anyio
-async def test_limiter_rate_zero_switches_on_after_throttle() -> None:
-    """--rate 0: unlimited, then half the measured rate after the first 429."""
-    clock = FakeClock(0.0)
-    limiter = RateLimiter(rate=0.0, burst=1.0, clock=clock, sleep=clock.sleep)
-    for _ in range(200):
-        await limiter.acquire()
-        clock.advance(0.02)  # 50 req/s
-    limiter.on_throttle()
-    assert limiter.current_rate == pytest.approx(25.0, rel=0.05)
-    before = clock.now
-    for _ in range(26):
-        await limiter.acquire()
-    assert clock.now - before == pytest.approx(1.0, rel=0.05)
-
-
-@pytest.mark.anyio
 async def test_limiter_without_adaptation_ignores_answers() -> None:
     """adaptive=False keeps the configured rate whatever the service says."""
     limiter = RateLimiter(rate=10.0, adaptive=False, clock=FakeClock())
     limiter.on_throttle()
     limiter.on_success()
     assert limiter.current_rate == 10.0
-
-
-def test_a_burst_of_throttles_for_requests_sent_together_halves_once() -> None:
-    """17 requests in flight together all get 429: the rate halves once, not 17 times."""
-    adaptive = AdaptiveRate(100.0)
-    for i in range(20):
-        adaptive.record_send(10.0 + i * 0.01)
-    measured = adaptive.measured_rate(10.5)
-    first = adaptive.on_throttle(10.5, sent_at=10.19)
-    assert first == pytest.approx(0.5 * min(100.0, measured))  # halved, once
-    for i in range(16):  # the rest of the burst: sent before that decrease
-        assert adaptive.on_throttle(10.5 + i * 0.001, sent_at=10.0 + i * 0.01) == first
-    # A request sent after the decrease, throttled too: that is news, halve again.
-    second = adaptive.on_throttle(11.0, sent_at=10.6)
-    assert second < first
-    # Without sent_at (a caller that cannot tell), every throttle counts, as before.
-    assert adaptive.on_throttle(11.1) < second
-
-
-def test_rate_limiter_passes_sent_at_through() -> None:
-    clock = FakeClock(100.0)
-    limiter = RateLimiter(50.0, 1.0, clock=clock, sleep=clock.sleep)
-    limiter.on_throttle(sent_at=99.0)
-    halved = limiter.current_rate
-    assert halved <= 25.0
-    clock.advance(0.01)
-    limiter.on_throttle(sent_at=99.5)  # sent before the decrease at 100.0: ignored
-    assert limiter.current_rate == halved

@@ -1,5 +1,11 @@
 """Pace: every try, retries and reads included, passes one token bucket whose rate follows the
-service's answers. (Interface; the controller behind it is issue 9's to build.)"""
+service's answers.
+
+The bucket and the controller live in `batchsms.limiter` (its docstring explains the design and
+every constant); this is the engine's view of them, fed with `Answer`s. Only OK and THROTTLED
+answers move the rate: FAILED (5xx, timeouts, connection errors) says the service is in trouble,
+which the outage guard handles, and REJECTED/REFUSED say nothing about pace.
+"""
 
 from __future__ import annotations
 
@@ -36,4 +42,4 @@ class Pace:
         if answer is Answer.THROTTLED:
             self._limiter.on_throttle(sent_at=sent_at)
         elif answer is Answer.OK:
-            self._limiter.on_success()
+            self._limiter.on_success(sent_at=sent_at)

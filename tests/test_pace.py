@@ -1,0 +1,199 @@
+"""The rate controller and `Pace`, on a fake clock: exact cuts, holds, growth and base share."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+
+from batchsms.engine.feedback import Answer
+from batchsms.engine.pace import Pace
+from batchsms.limiter import (
+    BETA_MAX,
+    GROWTH,
+    HOLD,
+    HOLD_GAIN,
+    SETTLE,
+    RateController,
+    SendRateMeter,
+)
+
+
+class FixedMeter(SendRateMeter):
+    """A send-rate meter that always reads ``rate`` (the real one is tested in test_limiter)."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.fixed = rate
+
+    def rate(self, now: float) -> float:
+        return self.fixed
+
+
+def answer(ctrl: RateController, t: float, throttled: bool, sent_at: float | None = None) -> float:
+    sent = t if sent_at is None else sent_at
+    if throttled:
+        return ctrl.on_throttle(t, sent)
+    return ctrl.on_success(t, sent)
+
+
+def feed(ctrl: RateController, start: float, count: int, step: float,
+         throttled: Callable[[int], object] = lambda i: False) -> float:
+    """``count`` answers ``step`` apart from ``start``, throttled where ``throttled(i)``; returns
+    the time after the last one."""
+    t = start
+    for i in range(count):
+        answer(ctrl, t, bool(throttled(i)))
+        t += step
+    return t
+
+
+def quota_cut() -> RateController:
+    """Sending 100/s against a quota of 50/s: every other answer is a 429."""
+    ctrl = RateController(100.0, meter=FixedMeter(100.0))
+    feed(ctrl, 0.0, 20, 0.01, lambda i: i % 2)
+    return ctrl
+
+
+def test_untouched_without_429s() -> None:
+    """Successes alone leave the configured rate, and --rate 0 stays unlimited."""
+    assert feed_rate(RateController(10.0)) == 10.0
+    assert feed_rate(RateController(0.0)) == 0.0
+
+
+def feed_rate(ctrl: RateController) -> float:
+    feed(ctrl, 0.0, 500, 0.01)
+    return ctrl.rate
+
+
+def test_a_429_share_within_the_tolerance_does_not_cut() -> None:
+    """One 429 in every 20 answers (5%, the tolerated excess) never cuts."""
+    ctrl = RateController(100.0, meter=FixedMeter(100.0))
+    feed(ctrl, 0.0, 2000, 0.01, lambda i: i % 20 == 19)
+    assert ctrl.rate == 100.0
+
+
+def test_cut_lands_just_under_the_goodput() -> None:
+    """Against a quota of 50/s (half the answers 429) the rate goes to HOLD_GAIN * 50 in one cut.
+
+    The cut comes at the 20th answer (MIN_SAMPLES); the goodput is the OK rate since the first
+    429: 9 OKs in 0.18 s.
+    """
+    assert quota_cut().rate == pytest.approx(HOLD_GAIN * 50)
+
+
+def test_429s_for_requests_sent_before_the_settle_time_are_one_signal() -> None:
+    """The 429s still in flight at the cut, and those sent within SETTLE of it, change nothing."""
+    ctrl = quota_cut()
+    cut = ctrl.rate
+    t = 0.2
+    for i in range(300):  # 3 s of answers, every one a 429, sent before the settle time
+        assert answer(ctrl, t + i * 0.01, True, sent_at=0.19 + SETTLE - 0.001) == cut
+
+
+def test_a_cut_that_removed_the_429s_keeps_them_ours() -> None:
+    """After the cut the 429s are gone: they depended on our rate, the base share stays 0."""
+    ctrl = quota_cut()
+    t = feed(ctrl, 0.2 + SETTLE, 100, 1 / 48.5)
+    assert ctrl.rate == pytest.approx(HOLD_GAIN * 50)
+    assert ctrl.base_share(t) == 0.0
+
+
+def test_a_cut_that_did_not_lower_the_share_is_undone_and_learnt() -> None:
+    """10% 429s whatever the rate: one cut, then its judgement restores the rate and learns 10%."""
+    ctrl = RateController(100.0, meter=FixedMeter(100.0))
+
+    def tenth(i: int) -> bool:
+        return i % 10 == 9
+
+    t = feed(ctrl, 0.0, 20, 0.01, tenth)
+    assert ctrl.rate == pytest.approx(BETA_MAX * 100)  # the OKs since the 429 left at 100/s
+    t = feed(ctrl, t + SETTLE, 100, 0.01, tenth)
+    assert ctrl.rate == 100.0
+    assert ctrl.base_share(t - 0.01) == pytest.approx(0.1)  # learnt at the last answer
+    # The next minute of the same 10% never cuts again.
+    for i in range(6000):
+        assert answer(ctrl, t + i * 0.01, tenth(i)) == 100.0
+
+
+def test_a_shallow_cut_cuts_again_without_waiting_for_the_judgement() -> None:
+    """A second of OKs, then only 429s: the cut falls back on the OKs of the last second (94)
+    and goes only to ~91/s. When the share after it is clearly worse than before, the
+    judgement ends early and the next 429 cuts to the quota the OK requests' spacing shows."""
+    ctrl = RateController(100.0, meter=FixedMeter(100.0))
+    t = feed(ctrl, 0.0, 100, 0.01)
+    t = feed(ctrl, t, 6, 0.01, lambda i: True)
+    assert ctrl.rate == pytest.approx(HOLD_GAIN * 94)
+    feed(ctrl, t + SETTLE, 40, 0.01, lambda i: i % 2)
+    assert ctrl.rate == pytest.approx(HOLD_GAIN * 50)
+
+
+def test_hold_then_compounded_growth_up_to_the_configured_rate() -> None:
+    """After a cut the rate holds HOLD seconds, then grows by GROWTH a second, up to --rate."""
+    ctrl = quota_cut()
+    cut = ctrl.rate
+    feed(ctrl, 0.2 + SETTLE, 100, 0.05)  # judged (dependent) by 6.2 s
+    assert answer(ctrl, 0.19 + HOLD - 0.01, False) == cut
+    assert answer(ctrl, 0.19 + HOLD + 2.0, False) == pytest.approx(cut * math.exp(2 * GROWTH))
+    assert answer(ctrl, 0.19 + HOLD + 60.0, False) == 100.0
+
+
+def test_rate_zero_switches_on_at_the_first_cut_and_grows_only_with_real_sending() -> None:
+    """--rate 0: unlimited until a cut; afterwards growth stays under twice the send rate."""
+    meter = FixedMeter(100.0)
+    ctrl = RateController(0.0, meter=meter)
+    feed(ctrl, 0.0, 20, 0.01, lambda i: i % 2)
+    assert ctrl.rate == pytest.approx(HOLD_GAIN * 50)
+    meter.fixed = 30.0  # the run sends slower than allowed
+    feed(ctrl, 0.2 + SETTLE, 100, 0.05)
+    assert answer(ctrl, 0.19 + HOLD + 60.0, False) == pytest.approx(60.0)
+
+
+@pytest.mark.parametrize("answer_kind", [Answer.FAILED, Answer.REJECTED, Answer.REFUSED])
+def test_pace_ignores_answers_that_say_nothing_about_pace(answer_kind: Answer) -> None:
+    """5xx/timeouts (the outage guard's business), 401/403 and other 4xx never move the rate."""
+    now = [0.0]
+    pace = Pace(100.0, clock=lambda: now[0])
+    for i in range(1000):
+        now[0] = i * 0.01
+        assert pace.try_acquire_nowait()
+        pace.on_answer(answer_kind if i % 3 == 0 else Answer.OK, sent_at=now[0])
+    assert pace.current_rate == 100.0
+
+
+def test_pace_follows_a_quota() -> None:
+    """Pace feeds OK and THROTTLED answers, with their send times, to the controller."""
+    now = [0.0]
+    pace = Pace(100.0, clock=lambda: now[0])
+    for i in range(200):
+        now[0] = i * 0.01
+        if pace.try_acquire_nowait():
+            pace.on_answer(Answer.THROTTLED if i % 2 else Answer.OK, sent_at=now[0])
+    assert pace.current_rate < 60.0
+
+
+def test_a_cut_on_one_volley_is_a_guess_followed_by_a_ramp() -> None:
+    """128 requests answered at the same instant (10 OK: a quota's burst) say nothing about a
+    rate: the cut to HOLD_GAIN * 10 is not held, the rate quadruples each second from it."""
+    ctrl = RateController(0.0, meter=FixedMeter(1000.0))
+    for i in range(128):
+        answer(ctrl, 0.0, i >= 10)
+    assert ctrl.rate == pytest.approx(HOLD_GAIN * 10)
+    assert answer(ctrl, 1.0, False) == pytest.approx(HOLD_GAIN * 10 * 4)
+    assert answer(ctrl, 1.5, False) == pytest.approx(HOLD_GAIN * 10 * 8)
+
+
+def test_requests_in_flight_at_a_guessed_cut_correct_it() -> None:
+    """A volley's 10 OKs answered before its 429s make the cut a guess (9.7/s); the OK requests
+    still in flight, sent 20 ms apart after the first 429 left, show the quota (50/s): the rate
+    goes to just under it as soon as their spacing is known (TRUST_GAPS gaps)."""
+    ctrl = RateController(0.0, meter=FixedMeter(300.0))
+    for i in range(20):
+        answer(ctrl, 0.2, i >= 10, sent_at=0.0 if i < 10 else 0.001)
+    assert ctrl.rate == pytest.approx(HOLD_GAIN * 10)
+    for k in range(1, 5):
+        answer(ctrl, 0.2 + k * 0.01, False, sent_at=0.02 * k)
+        assert ctrl.rate == pytest.approx(HOLD_GAIN * 10)  # stale answers: no ramp either
+    answer(ctrl, 0.25, False, sent_at=0.1)
+    assert ctrl.rate == pytest.approx(HOLD_GAIN * 50)

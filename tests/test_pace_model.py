@@ -1,0 +1,102 @@
+"""The pace targets, met against a scripted service model on a fake clock (tests/pace_model.py):
+each kind of throttle, partial and full outages, deterministically with fixed seeds."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tests.pace_model import AllOK, Failing, QuotaBucket, Random429, WindowAll, drive
+
+SEEDS = [1, 2, 3]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("rate", [0.0, 200.0])
+def test_token_bucket_quota_is_held_with_few_429s(rate: float, seed: int) -> None:
+    """Quota 50/s (burst 50, rejected requests free), --rate 0 or 4Q: goodput >= 0.95 Q, <= 5%
+    429s."""
+    result = drive(QuotaBucket(50, 50), rate=rate, lines=1000, seed=seed)
+    assert result.done == 1000
+    assert result.goodput >= 0.95 * 50
+    assert result.throttled_share <= 0.05
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_small_quota_burst_is_not_read_as_the_quota(seed: int) -> None:
+    """Quota 50/s with a 10-token burst, 128 in flight (the bench's setting). At --rate 200 the
+    quota is found from the OK requests' spacing; at --rate 0 the first volley, answered all at
+    once, reads as 10/s: a guess, from which the rate ramps up until the next cut."""
+    fast = drive(QuotaBucket(50, 10), rate=200, lines=1000, seed=seed, concurrency=128,
+                 latency=0.003)
+    assert fast.goodput >= 0.95 * 50
+    assert fast.throttled_share <= 0.05
+    volley = drive(QuotaBucket(50, 10), rate=0, lines=1000, seed=seed, concurrency=128,
+                   latency=0.003)
+    assert volley.goodput >= 0.95 * 50
+    # 118 of the first 128 requests are 429s before any answer is back: no controller helps.
+    assert volley.throttled - 118 <= 0.05 * 1000
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_quota_without_burst_credit_is_found_too(seed: int) -> None:
+    """Quota 50/s with no burst at all, --rate 200: 429s at once; the cut follows the goodput."""
+    result = drive(QuotaBucket(50, 1), rate=200, lines=1000, seed=seed)
+    assert result.done == 1000
+    assert result.goodput >= 0.75 * 50
+    assert result.throttled_share <= 0.05
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("lines", [200, 600, 2000])
+def test_window_counting_every_arrival_is_held_under(lines: int, seed: int) -> None:
+    """A 1 s window of 20 arrivals that counts the rejected ones too, --rate 5Q: >= 0.85 Q."""
+    result = drive(WindowAll(20), rate=100, lines=lines, seed=seed)
+    assert result.done == lines
+    assert result.goodput >= 0.85 * 20
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_429s_do_not_drive_the_rate_down(seed: int) -> None:
+    """10% of requests 429 at random, --rate 100: the sustained rate stays >= 0.6 R (was ~4/s)."""
+    result = drive(Random429(0.1, random.Random(seed)), rate=100, lines=800, seed=seed)
+    assert result.done == 800
+    assert result.send_rate(0.0, result.elapsed) >= 60
+    long = drive(Random429(0.1, random.Random(seed)), rate=100, lines=8000, seed=seed)
+    assert long.send_rate(0.0, long.elapsed) >= 80
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_partial_outage_keeps_the_rate(seed: int) -> None:
+    """30% of requests 503 for 20 s at --rate 100: the rate stays at 100, no outage is seen."""
+    service = Failing(AllOK(), 10.0, 30.0, 0.3, random.Random(seed))
+    result = drive(service, rate=100, lines=3000, seed=seed)
+    assert result.send_rate(12.0, 28.0) >= 95
+    assert result.in_flight_in_outage == 0
+    assert result.failed <= 5  # 0.3**5 of ~2000 lines: the attempts, not the pace
+    assert result.elapsed <= 30 + 25
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_full_outage_is_ridden_out_with_probes(seed: int) -> None:
+    """Every request fails for 10 s in a 3 000-line run at --rate 100: every line succeeds, in
+    the ideal time + the outage + little, with one probe at a time meanwhile."""
+    service = Failing(AllOK(), 10.0, 20.0, 1.0, random.Random(seed))
+    result = drive(service, rate=100, lines=3000, seed=seed)
+    assert result.done == 3000
+    assert result.elapsed <= 30 + 10 + 5
+    assert result.in_flight_in_outage == 1
+    assert sum(11.0 <= t < 20.0 for t in result.sends) <= 20
+
+
+def test_an_endless_outage_gives_up_after_max_outage_having_sent_only_probes() -> None:
+    """The service dies at 5 s and never comes back: the guard gives up max_outage later."""
+    service = Failing(AllOK(), 5.0, 1e9, 1.0, random.Random(1))
+    result = drive(service, rate=100, lines=3000, max_outage=60.0)
+    assert result.gave_up
+    assert 65.0 <= result.elapsed <= 67.0
+    assert result.in_flight_in_outage == 1
+    # Probes 0.5 s apart for 5 s, a tenth of the outage's age until 50 s, then 5 s apart:
+    # 10 + 10*ln(10) + 2 = 35 requests in the minute, against 6 000 at the asked rate.
+    assert sum(t >= 6.0 for t in result.sends) <= 36
