@@ -30,8 +30,13 @@ import structlog
 from batchsms import progress
 from batchsms.auth import Authenticator, authenticator, load_credentials
 from batchsms.client import SmsClient, resolve_endpoint, task_path, tls_context
+from batchsms.engine.feed import line_source
+from batchsms.engine.outage import DEFAULT_MAX_OUTAGE
+from batchsms.engine.pipeline import Pipeline, SendOptions
+from batchsms.engine.stats import RunStats, summary_lines
+from batchsms.engine.stopping import Stopped, StopReason
+from batchsms.engine.wiring import EngineSettings, build_sender
 from batchsms.errors import NoCredentialsError, UsageError
-from batchsms.limiter import RateLimiter
 from batchsms.metrics import check_metrics_path, write_metrics
 from batchsms.outcomes import (
     JournalScan,
@@ -42,10 +47,8 @@ from batchsms.outcomes import (
     lock_outcomes,
     new_run_id,
 )
-from batchsms.pipeline import Pipeline, RunStats, SendOptions, StopReason, summary_lines
 from batchsms.plan import Planned
 from batchsms.records import InvalidLine
-from batchsms.retry import RetryPolicy
 from batchsms.validate_cmd import checked_lines, format_problems
 
 log = structlog.get_logger("batchsms")
@@ -77,6 +80,7 @@ class RunConfig:
     grace: float = 5.0
     progress: bool | None = None
     metrics_file: Path | None = None
+    max_outage: float = DEFAULT_MAX_OUTAGE
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -89,6 +93,8 @@ class RunConfig:
             raise UsageError(f"--max-attempts must be at least 1, got {self.max_attempts}")
         if self.timeout <= 0:
             raise UsageError(f"--timeout must be more than 0, got {self.timeout:g}")
+        if not self.max_outage > 0:
+            raise UsageError(f"--max-outage must be more than 0, got {self.max_outage:g}")
         if not 0 <= self.abort_failure_ratio <= 1:
             raise UsageError("--abort-failure-ratio must be between 0 and 1, "
                              f"got {self.abort_failure_ratio:g}")
@@ -172,55 +178,71 @@ async def _endpoint(config: RunConfig, env: Mapping[str, str],
             yield sim.url
 
 
-async def _watch_signals(pipeline: Pipeline, grace: float, got: list[int],
-                         tg: anyio.abc.TaskGroup) -> None:
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What one run's event loop needs, handed to `anyio.run` as one value."""
+
+    config: RunConfig
+    env: Mapping[str, str]
+    endpoint: str | None  # None: start the simulator (--simulate)
+    auth: Authenticator | None
+    tls: ssl.SSLContext | bool
+    writer: OutcomeWriter
+    lines: Iterator[Planned | InvalidLine]
+    resume: set[bytes]
+    run_id: str
+    on_outcome: Callable[[Outcome], None] | None
+
+
+async def _watch_signals(pipeline: Pipeline, grace: float, tg: anyio.abc.TaskGroup, *,
+                         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+                         ) -> None:
     """First SIGINT/SIGTERM: stop, and cancel what is still in flight after `grace` seconds.
 
-    A second signal cancels in-flight requests at once."""
+    A second signal cancels in-flight requests at once. `task_status.started()` is called once
+    the handlers are installed: the caller reads no line before that."""
     async def after_grace() -> None:
         await anyio.sleep(grace)
         await pipeline.cancel_in_flight()
 
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for signum in signals:
-            if got:
+            if not pipeline.stop.trigger(StopReason.INTERRUPTED,
+                                         f"interrupted by {signal.Signals(signum).name}",
+                                         signum=signum):
                 tg.start_soon(pipeline.cancel_in_flight)
                 continue
-            got.append(signum)
-            pipeline.stop(StopReason.INTERRUPTED, f"interrupted by {signal.Signals(signum).name}")
             tg.start_soon(after_grace)
 
 
-async def _run_async(config: RunConfig, env: Mapping[str, str], endpoint: str | None,
-                     auth: Authenticator | None, tls: ssl.SSLContext | bool,
-                     writer: OutcomeWriter, lines: Iterator[Planned | InvalidLine],
-                     resume: set[bytes], run_id: str,
-                     on_outcome: Callable[[Outcome], None] | None) -> tuple[Pipeline, int | None]:
-    got: list[int] = []
-    async with _endpoint(config, env, endpoint) as url:
-        client = SmsClient(url, auth, concurrency=config.concurrency, timeout=config.timeout,
-                           tls=tls)
+async def _run_async(ctx: RunContext) -> Pipeline:
+    config = ctx.config
+    async with _endpoint(config, ctx.env, ctx.endpoint) as url:
+        client = SmsClient(url, ctx.auth, concurrency=config.concurrency, timeout=config.timeout,
+                           tls=ctx.tls)
         async with client:
+            sender = build_sender(client, EngineSettings(
+                concurrency=config.concurrency, rate=config.rate, burst=config.burst,
+                max_attempts=config.max_attempts, max_outage=config.max_outage,
+                deadline=config.deadline))
             pipeline = Pipeline(
-                run_id=run_id, client=client, writer=writer, resume_index=resume,
-                limiter=RateLimiter(config.rate, config.burst),
-                policy=RetryPolicy(max_attempts=config.max_attempts),
+                run_id=ctx.run_id, sender=sender, writer=ctx.writer, resume_index=ctx.resume,
                 options=SendOptions(concurrency=config.concurrency,
                                     abort_failure_ratio=config.abort_failure_ratio,
-                                    deadline=config.deadline, grace=config.grace,
-                                    read_in_thread=config.input == "-"),
-                on_outcome=on_outcome)
+                                    deadline=config.deadline),
+                on_outcome=ctx.on_outcome)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_watch_signals, pipeline, config.grace, got, tg)
-                await pipeline.run(lines)
+                await tg.start(_watch_signals, pipeline, config.grace, tg)
+                await pipeline.run(line_source(config.input, ctx.lines))
                 tg.cancel_scope.cancel()
-    return pipeline, (got[0] if got else None)
+    return pipeline
 
 
-def exit_code(stats: RunStats, reason: StopReason | None, signum: int | None) -> int:
-    if signum is not None:
-        return 128 + signum
-    if reason is StopReason.ABORTED:
+def exit_code(stats: RunStats, stopped: Stopped | None) -> int:
+    if stopped is not None and stopped.signum is not None:
+        return 128 + stopped.signum
+    if stopped is not None and stopped.reason is StopReason.ABORTED:
         return EXIT_ABORTED
     bad = sum(n for s, n in stats.by_status.items() if s != Status.SUCCEEDED)
     return EXIT_OK if bad == stats.by_error.get("already_succeeded", 0) else EXIT_SOME_FAILED
@@ -269,9 +291,10 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
                 if progress.wanted(config.progress, stderr):
                     bar = stack.enter_context(progress.progress_bar(config.input, stderr))
                     on_outcome = _chain(on_outcome, bar)
-                pipeline, signum = anyio.run(_run_async, config, env, endpoint, auth, tls, writer,
-                                             lines, resume, run_id, on_outcome,
-                                             backend_options=_loop_options())
+                pipeline = anyio.run(_run_async, RunContext(
+                    config=config, env=env, endpoint=endpoint, auth=auth, tls=tls,
+                    writer=writer, lines=lines, resume=resume, run_id=run_id,
+                    on_outcome=on_outcome), backend_options=_loop_options())
         finally:
             writer.close()
         stats = pipeline.stats
@@ -279,7 +302,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
                  requests=stats.requests, retries=stats.retries, **dict(stats.by_status))
         for text in summary_lines(stats, pipeline.stop_message):
             print(text, file=stderr)
-        code = exit_code(stats, pipeline.stop_reason, signum)
+        code = exit_code(stats, pipeline.stop.stopped)
         if config.metrics_file is not None:
             try:
                 write_metrics(config.metrics_file, stats, code, time.time())
