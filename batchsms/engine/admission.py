@@ -131,6 +131,11 @@ class Admission:
         self._tickets += 1
         return self._tickets
 
+    def admits(self, ticket: int) -> bool:
+        """May the try holding `ticket` still go? Not if the gate closed on a 401/403 since it
+        entered (it was waiting for the bucket): it must queue again, one at a time."""
+        return self._opened or ticket >= self._closed_at_ticket
+
     def leave(self) -> None:
         """The try that entered is over (answered, failed, or never sent)."""
         self._in_flight -= 1

@@ -149,27 +149,10 @@ class Sender:
         while True:
             if t.tries and not await self._retry_permit():
                 return self._result(t, stopped=True)
-            ticket = await self._admission.enter()
-            if ticket is None:
+            sent = await self._try(request, t)
+            if sent is None:
                 return self._result(t, stopped=True)
-            try:
-                if not (self.pace.try_acquire_nowait() or await stop.until(self.pace.acquire)):
-                    return self._result(t, stopped=True)
-                if self._deadline is not None and self._wall() >= self._deadline:
-                    stop.trigger(StopReason.DEADLINE, "the --deadline passed")
-                    return self._result(t, stopped=True)
-                self._budget.on_request(retry=t.tries > 0)
-                sent_at = self.clock()
-                if t.first_sent is None:
-                    t.first_sent = sent_at
-                t.tries += 1
-                try:
-                    answer: Reply | TransportError = await self.client.request(
-                        request.method, request.path, request.body, request.query)
-                except TransportError as exc:
-                    answer = exc
-            finally:
-                self._admission.leave()
+            answer, sent_at, ticket = sent
             delay = self._after_try(t, answer, sent_at, ticket)
             if delay is None:
                 return self._result(t, stopped=False)
@@ -183,6 +166,36 @@ class Sender:
                         else {"sent": False}))
             if not await stop.until(functools.partial(self._sleep, delay)):
                 return self._result(t, stopped=True)
+
+    async def _try(self, request: Request, t: _Tries,
+                   ) -> tuple[Reply | TransportError, float, int] | None:
+        """One try through admission and the bucket: (answer, sent at, ticket); None: stopped."""
+        stop, admission = self.stop, self._admission
+        while True:
+            ticket = await admission.enter()
+            if ticket is None:
+                return None
+            try:
+                if not (self.pace.try_acquire_nowait() or await stop.until(self.pace.acquire)):
+                    return None
+                if not admission.admits(ticket):
+                    continue  # the gate closed (a 401/403) while this try waited: queue again
+                if self._deadline is not None and self._wall() >= self._deadline:
+                    stop.trigger(StopReason.DEADLINE, "the --deadline passed")
+                    return None
+                self._budget.on_request(retry=t.tries > 0)
+                sent_at = self.clock()
+                if t.first_sent is None:
+                    t.first_sent = sent_at
+                t.tries += 1
+                try:
+                    answer: Reply | TransportError = await self.client.request(
+                        request.method, request.path, request.body, request.query)
+                except TransportError as exc:
+                    answer = exc
+                return answer, sent_at, ticket
+            finally:
+                admission.leave()
 
     async def _retry_permit(self) -> bool:
         """Deferred, never dropped: wait until the budget allows a retry (False: stopped)."""
