@@ -153,7 +153,10 @@ class Sender:
             if sent is None:
                 return self._result(t, stopped=True)
             answer, sent_at, ticket = sent
-            delay = self._after_try(t, answer, sent_at, ticket)
+            try:  # the answer is fed to admission before the place is handed on
+                delay = self._after_try(t, answer, sent_at, ticket)
+            finally:
+                self._admission.leave()
             if delay is None:
                 return self._result(t, stopped=False)
             if delay < 0:  # dropped in flight by an interrupt: the answer is unknown
@@ -169,12 +172,14 @@ class Sender:
 
     async def _try(self, request: Request, t: _Tries,
                    ) -> tuple[Reply | TransportError, float, int] | None:
-        """One try through admission and the bucket: (answer, sent at, ticket); None: stopped."""
+        """One try through admission and the bucket: (answer, sent at, ticket), still holding
+        its place in flight (the caller leaves); None: stopped."""
         stop, admission = self.stop, self._admission
         while True:
             ticket = await admission.enter()
             if ticket is None:
                 return None
+            holding = False
             try:
                 if not (self.pace.try_acquire_nowait() or await stop.until(self.pace.acquire)):
                     return None
@@ -193,9 +198,11 @@ class Sender:
                         request.method, request.path, request.body, request.query)
                 except TransportError as exc:
                     answer = exc
+                holding = True
                 return answer, sent_at, ticket
             finally:
-                admission.leave()
+                if not holding:
+                    admission.leave()
 
     async def _retry_permit(self) -> bool:
         """Deferred, never dropped: wait until the budget allows a retry (False: stopped)."""
