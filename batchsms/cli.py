@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--abort-failure-ratio", type=float, default=0.5,
                      help="stop once >= 100 lines finished and more than this ratio failed")
     run.add_argument("--deadline", help="no request starts after this: 90m, 1h30m, or ISO time")
+    run.add_argument("--max-outage", default="600", metavar="DURATION",
+                     help="abort (exit 3) when the service has failed continuously this long, "
+                          "only probes being sent meanwhile: seconds or 10m [600]")
     run.add_argument("--log-format", choices=("console", "json"),
                      help="[console on a terminal, else json]")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -136,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_config(args: argparse.Namespace) -> Any:
     from datetime import datetime
 
-    from batchsms.run_cmd import RunConfig, parse_deadline
+    from batchsms.run_cmd import RunConfig, parse_deadline, parse_duration
 
     return RunConfig(
         input=args.input, out=args.out, endpoint=args.endpoint, region=args.region,
@@ -146,6 +149,7 @@ def _run_config(args: argparse.Namespace) -> Any:
         defaults=build_defaults(_load_patch(args.patch), args.sets),
         abort_failure_ratio=args.abort_failure_ratio, token_file=args.token_file,
         progress=args.progress, metrics_file=args.metrics_file,
+        max_outage=parse_duration(args.max_outage, "--max-outage"),
         deadline=None if args.deadline is None else
         parse_deadline(args.deadline, datetime.now().astimezone()))
 

@@ -179,7 +179,9 @@ class SmsClient:
         except TimeoutError as exc:
             raise RequestTimeout(f"no answer within {self._timeout.total:g}s") from exc
         except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
-            raise TlsError(_describe_client_error(exc)) from exc
+            raise TlsError(_describe_client_error(exc), sent=False) from exc
+        except aiohttp.ClientConnectorError as exc:  # never connected: the request never left
+            raise ConnectError(_describe_client_error(exc), sent=False) from exc
         except aiohttp.ClientError as exc:
             raise ConnectError(_describe_client_error(exc)) from exc
         code = msg = None

@@ -35,7 +35,7 @@ from batchsms.engine.outage import DEFAULT_MAX_OUTAGE
 from batchsms.engine.pipeline import Pipeline, SendOptions
 from batchsms.engine.stats import RunStats, summary_lines
 from batchsms.engine.stopping import Stopped, StopReason
-from batchsms.engine.wiring import EngineSettings, build_sender
+from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
 from batchsms.errors import NoCredentialsError, UsageError
 from batchsms.metrics import check_metrics_path, write_metrics
 from batchsms.outcomes import (
@@ -101,6 +101,23 @@ class RunConfig:
 
 
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(text: str, option: str) -> float:
+    """Seconds, from `600`, `90.5`, `10m`, `1h30m` or `45s`."""
+    text = text.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        match = _DURATION.fullmatch(text)
+        if not (match and any(match.groups())):
+            raise UsageError(f"{option} {text!r}: give seconds (600) or a duration like 10m "
+                             "or 1h30m") from None
+        h, m, s = (int(g or 0) for g in match.groups())
+        seconds = h * 3600.0 + m * 60.0 + s
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"{option} must be more than 0, got {text!r}")
+    return seconds
 
 
 def parse_deadline(text: str, now: datetime) -> float:
@@ -270,6 +287,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
     if config.dry_run:
         return dry_run(config, sys.stdout, stderr)
     # Everything that can refuse to start is checked before the lock and --out are touched.
+    require_transport_features()
     endpoint = None if config.simulate else resolve_endpoint(config.endpoint, config.region, env)
     auth = _credentials(config, env)
     if config.metrics_file is not None:

@@ -26,7 +26,7 @@ from batchsms.client import SmsClient, tls_context
 from batchsms.engine.attempt import Request, Sender
 from batchsms.engine.feedback import Answer
 from batchsms.engine.stopping import StopReason
-from batchsms.engine.wiring import EngineSettings, build_sender
+from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
 from batchsms.errors import UsageError
 
 LIST_PATH = "/v3/tasks"
@@ -107,6 +107,7 @@ def run_tasks(config: TasksConfig, auth: Authenticator | None, stdout: IO[bytes]
     def client_factory() -> SmsClient:
         return SmsClient(config.endpoint, auth, concurrency=1, timeout=config.timeout, tls=tls)
 
+    require_transport_features()
     tls = tls_context(config.ca_bundle)
 
     try:

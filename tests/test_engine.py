@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -182,10 +183,14 @@ async def test_each_try_is_counted_and_backs_off_exactly() -> None:
     e = engine()
     e.client.script(PATH, reply(503), reply(500), reply(502))
     result = await e.sender.send(PUT)
-    assert result.succeeded and result.attempts == 4 and result.http_status == 200
+    assert result.succeeded
+    assert result.attempts == 4
+    assert result.http_status == 200
     assert e.clock.sleeps == [0.5, 1.0, 2.0]
-    assert result.error_code is None and not result.maybe_applied
-    assert e.sender.stats.requests == 4 and e.sender.stats.retries == 3
+    assert result.error_code is None
+    assert not result.maybe_applied
+    assert e.sender.stats.requests == 4
+    assert e.sender.stats.retries == 3
 
 
 async def test_retry_event_describes_its_own_attempt() -> None:
@@ -205,7 +210,8 @@ async def test_last_response_fields_survive_a_later_timeout() -> None:
     e = engine(max_attempts=2)
     e.client.script(PATH, reply(503, request_id="first"), RequestTimeout("no answer"))
     result = await e.sender.send(PUT)
-    assert not result.succeeded and result.final
+    assert not result.succeeded
+    assert result.final
     assert (result.http_status, result.request_id) == (503, "first")
     assert (result.error_code, result.attempts) == ("timeout", 2)
     assert result.maybe_applied  # the timed-out PUT may have been applied
@@ -217,7 +223,8 @@ async def test_tries_that_never_left_do_not_use_attempts() -> None:
     refused = [ConnectError("refused", sent=False) for _ in range(4)]
     e.client.script(PATH, *refused, reply(200))
     result = await e.sender.send(PUT)
-    assert result.succeeded and result.attempts == 1
+    assert result.succeeded
+    assert result.attempts == 1
     assert e.sender.stats.requests == 1
     assert len(e.client.sent) == 5
     assert e.clock.sleeps == [0.5, 1.0, 2.0, 4.0]  # the backoff still grows
@@ -246,7 +253,8 @@ async def test_denied_retry_is_deferred_never_dropped() -> None:
     e = engine(budget=budget)
     e.client.script(PATH, reply(503))
     result = await e.sender.send(PUT)
-    assert result.succeeded and result.attempts == 2
+    assert result.succeeded
+    assert result.attempts == 2
     assert e.clock.sleeps == [0.5, 3.0, 3.0]
     assert budget.requests == [False, True]  # the retry is told as a retry
 
@@ -256,7 +264,9 @@ async def test_untrusted_certificate_is_not_retried() -> None:
     e = engine()
     e.client.default = TlsError("TLS certificate not trusted", sent=False)
     result = await e.sender.send(PUT)
-    assert not result.succeeded and result.final and result.last is Answer.REJECTED
+    assert not result.succeeded
+    assert result.final
+    assert result.last is Answer.REJECTED
     assert len(e.client.sent) == 1
 
 
@@ -268,7 +278,8 @@ async def test_three_untrusted_certificates_abort() -> None:
     assert e.stop.reason is StopReason.ABORTED
     assert "credentials were rejected" in (e.stop.message or "")
     result = await e.sender.send(PUT)
-    assert result.stopped is StopReason.ABORTED and len(e.client.sent) == 3
+    assert result.stopped is StopReason.ABORTED
+    assert len(e.client.sent) == 3
 
 
 async def test_stop_during_backoff_returns_at_once_with_the_tries_made() -> None:
@@ -291,7 +302,8 @@ async def test_deadline_checked_before_each_send() -> None:
     e.sender._deadline = 100.0
     e.sender._wall = lambda: 100.0
     result = await e.sender.send(PUT)
-    assert result.attempts == 0 and result.stopped is StopReason.DEADLINE
+    assert result.attempts == 0
+    assert result.stopped is StopReason.DEADLINE
     assert e.client.sent == []
 
 
@@ -309,7 +321,8 @@ async def test_slow_start_one_in_flight_until_an_answer() -> None:
     async with anyio.create_task_group() as tg:
         for i in range(20):
             tg.start_soon(one, i)
-    assert len(results) == 20 and all(r.succeeded for r in results)
+    assert len(results) == 20
+    assert all(r.succeeded for r in results)
     assert e.admission.state is Gate.OPEN
     assert e.client.max_in_flight <= 8
 
@@ -356,7 +369,6 @@ async def test_revoked_key_costs_at_most_three_requests_after_the_first_401() ->
 
     client = Revoking()
     e = engine(client, concurrency=8)
-    in_flight_at_401: list[int] = []
 
     async def line(i: int) -> None:
         await e.sender.send(Request.put_task(f"t{i}", b"{}"))
@@ -379,10 +391,12 @@ async def test_a_401_after_successes_closes_the_gate_and_a_success_reopens_it() 
     assert e.admission.state is Gate.OPEN
     e.client.script(PATH, reply(403, "SMS.9004"))
     result = await e.sender.send(PUT)
-    assert result.http_status == 403 and result.final
+    assert result.http_status == 403
+    assert result.final
     assert e.admission.state is Gate.SLOW_START
     assert (await e.sender.send(PUT)).succeeded
-    assert e.admission.state is Gate.OPEN and e.stop.reason is None
+    assert e.admission.state is Gate.OPEN
+    assert e.stop.reason is None
 
 
 async def test_probing_sends_one_probe_at_a_time_spaced_by_probe_delay() -> None:
@@ -409,8 +423,9 @@ async def test_probing_sends_one_probe_at_a_time_spaced_by_probe_delay() -> None
             tg.start_soon(e.sender.send, Request.put_task(f"p{i}", b"{}"))
     assert timing.max_in_flight == 1 or len(sent_at) > 5
     first_five = sent_at[:5]
-    assert all(b - a >= 2.0 for a, b in zip(first_five, first_five[1:], strict=False))
-    assert len(timing.sent) == 12 and e.admission.state is Gate.OPEN
+    assert all(b - a >= 2.0 for a, b in itertools.pairwise(first_five))
+    assert len(timing.sent) == 12
+    assert e.admission.state is Gate.OPEN
 
 
 async def test_outage_past_max_outage_aborts_naming_the_option() -> None:
@@ -418,7 +433,8 @@ async def test_outage_past_max_outage_aborts_naming_the_option() -> None:
     e = engine(outage=outage)
     outage.down = outage.gave_up = True
     result = await e.sender.send(PUT)
-    assert result.stopped is StopReason.ABORTED and result.attempts == 0
+    assert result.stopped is StopReason.ABORTED
+    assert result.attempts == 0
     assert "--max-outage" in (e.stop.message or "")
     assert "outage" in (e.stop.message or "")
 
@@ -432,9 +448,12 @@ def item(number: int, task_id: str) -> Planned:
 
 def test_task_order_keeps_file_order_and_frees_the_task() -> None:
     order: TaskOrder[Planned] = TaskOrder(max_pending=3)
-    assert order.admit(item(1, "a")) and order.admit(item(2, "b"))
-    assert not order.admit(item(3, "a")) and not order.admit(item(4, "a"))
-    assert order.pending == 2 and not order.full
+    assert order.admit(item(1, "a"))
+    assert order.admit(item(2, "b"))
+    assert not order.admit(item(3, "a"))
+    assert not order.admit(item(4, "a"))
+    assert order.pending == 2
+    assert not order.full
     assert not order.admit(item(5, "b"))
     assert order.full
     assert [order.next_for("a"), order.next_for("a")] == [item(3, "a"), item(4, "a")]
@@ -504,47 +523,32 @@ async def test_failure_ratio_judges_lines_that_used_their_attempts() -> None:
     assert len(writer.outcomes) == 400  # the rest of a regular file: skipped, recorded
 
 
-async def test_interrupt_stops_the_reader_of_a_stream() -> None:
-    """A stream that never ends (every line invalid): an interrupt ends the run anyway."""
+def endless_invalid() -> Iterator[Planned | InvalidLine]:
+    n = 0
+    while True:
+        n += 1
+        yield InvalidLine(n, None, None, (Problem("line", "not valid JSON"),))
 
-    def endless() -> Iterator[Planned | InvalidLine]:
-        n = 0
-        while True:
-            n += 1
-            yield InvalidLine(n, None, None, (Problem("line", "not valid JSON"),))
 
+class InterruptingWriter(ListWriter):
+    """Interrupts the run once it has written `after` outcomes."""
+
+    def __init__(self, stop: Stop, after: int) -> None:
+        super().__init__()
+        self.stop, self.after = stop, after
+
+    def write(self, outcome: Outcome, *, durable: bool = False) -> None:
+        super().write(outcome, durable=durable)
+        if len(self.outcomes) == self.after:
+            self.stop.trigger(StopReason.INTERRUPTED, "interrupted by SIGTERM", signum=15)
+
+
+@pytest.mark.parametrize("source", [ThreadLines, LoopLines])
+async def test_interrupt_stops_the_reader_of_endless_invalid_lines(source: Any) -> None:
+    """Every line invalid, no end (a run reading its own outcomes): an interrupt ends it."""
     e = engine()
-    writer = ListWriter()
-    run = pipeline(e, writer)
-
-    async def interrupt() -> None:
-        while len(writer.outcomes) < 1000:
-            await anyio.sleep(0.001)
-        e.stop.trigger(StopReason.INTERRUPTED, "interrupted by SIGTERM", signum=15)
-
+    writer = InterruptingWriter(e.stop, after=1000)
     with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(interrupt)
-            assert await run.run(ThreadLines(endless())) is StopReason.INTERRUPTED
-
-
-async def test_interrupt_stops_the_reader_of_a_regular_file_too() -> None:
-    def endless() -> Iterator[Planned | InvalidLine]:
-        n = 0
-        while True:
-            n += 1
-            yield InvalidLine(n, None, None, (Problem("line", "not valid JSON"),))
-
-    e = engine()
-    writer = ListWriter()
-    run = pipeline(e, writer)
-
-    async def interrupt() -> None:
-        while len(writer.outcomes) < 1000:
-            await anyio.sleep(0.001)
-        e.stop.trigger(StopReason.INTERRUPTED, "interrupted by SIGINT", signum=2)
-
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(interrupt)
-            assert await run.run(LoopLines(endless())) is StopReason.INTERRUPTED
+        assert await pipeline(e, writer).run(source(endless_invalid())) \
+            is StopReason.INTERRUPTED
+    assert len(writer.outcomes) < 1000 + 4 * 256
