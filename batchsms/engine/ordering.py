@@ -35,7 +35,7 @@ class TaskOrder(Generic[T]):
         self._busy: set[str] = set()
         self._pending: dict[str, deque[T]] = {}
         self._count = 0
-        self._room = anyio.Event()
+        self._room: anyio.Event | None = None  # made when the reader waits (in the loop)
 
     @property
     def pending(self) -> int:
@@ -66,7 +66,8 @@ class TaskOrder(Generic[T]):
         if not queue:
             del self._pending[task_id]
         self._count -= 1
-        self._room.set()
+        if self._room is not None:
+            self._room.set()
         return item
 
     async def wait_for_room(self) -> None:

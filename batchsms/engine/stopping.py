@@ -43,7 +43,7 @@ class Stop:
     def __init__(self) -> None:
         self.stopped: Stopped | None = None
         self._waiting: set[anyio.CancelScope] = set()
-        self._event = anyio.Event()
+        self._event: anyio.Event | None = None  # made on first wait (in the loop)
 
     @property
     def reason(self) -> StopReason | None:
@@ -62,11 +62,16 @@ class Stop:
         log.warning(event, reason=message)
         for scope in list(self._waiting):
             scope.cancel()
-        self._event.set()
+        if self._event is not None:
+            self._event.set()
         return True
 
     async def wait(self) -> None:
         """Return once the run has stopped."""
+        if self.stopped is not None:
+            return
+        if self._event is None:
+            self._event = anyio.Event()
         await self._event.wait()
 
     async def until(self, fn: Callable[[], Awaitable[object]]) -> bool:
