@@ -248,15 +248,27 @@ async def test_all_answers_read_is_not_maybe_applied() -> None:
 
 
 async def test_denied_retry_is_deferred_never_dropped() -> None:
-    """The budget says no twice: the retry waits wait_hint() twice, then goes and succeeds."""
+    """First attempts are waiting; the budget says no twice: the retry waits wait_hint()
+    twice, then goes and succeeds."""
     budget = StingyBudget(deny=2)
     e = engine(budget=budget)
+    e.sender.more_lines = lambda: True
     e.client.script(PATH, reply(503))
     result = await e.sender.send(PUT)
     assert result.succeeded
     assert result.attempts == 2
     assert e.clock.sleeps == [0.5, 3.0, 3.0]
     assert budget.requests == [False, True]  # the retry is told as a retry
+
+
+async def test_denied_retry_goes_when_no_first_attempt_waits() -> None:
+    """The tail of a run: nothing to give way to, so a denied retry is not held back."""
+    budget = StingyBudget(deny=100)
+    e = engine(budget=budget)
+    e.client.script(PATH, reply(503), reply(503))
+    result = await e.sender.send(PUT)
+    assert result.succeeded
+    assert e.clock.sleeps == [0.5, 1.0]
 
 
 async def test_untrusted_certificate_is_not_retried() -> None:

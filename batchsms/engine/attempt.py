@@ -141,6 +141,9 @@ class Sender:
         self._rng = rng
         self._deadline = deadline
         self._wall = wall
+        self._firsts_waiting = 0  # requests whose first try has not gone yet
+        # Lines not yet handed to a sender (the pipeline sets this): first attempts to come.
+        self.more_lines: Callable[[], bool] = lambda: False
 
     async def send(self, request: Request, about: Mapping[str, object] | None = None) -> Result:
         """Send `request` until it succeeds, cannot, or the run stops. `about` goes in logs."""
@@ -149,7 +152,14 @@ class Sender:
         while True:
             if t.tries and not await self._retry_permit():
                 return self._result(t, stopped=True)
-            sent = await self._try(request, t)
+            if t.tries:
+                sent = await self._try(request, t)
+            else:
+                self._firsts_waiting += 1
+                try:
+                    sent = await self._try(request, t)
+                finally:
+                    self._firsts_waiting -= 1
             if sent is None:
                 return self._result(t, stopped=True)
             answer, sent_at, ticket = sent
@@ -205,9 +215,13 @@ class Sender:
                     admission.leave()
 
     async def _retry_permit(self) -> bool:
-        """Deferred, never dropped: wait until the budget allows a retry (False: stopped)."""
+        """Deferred, never dropped: while first attempts are waiting to go, a retry the budget
+        denies waits `wait_hint()` and asks again; with none waiting (the tail of a run) there
+        is nothing to give way to, and it goes. False: the run stopped."""
         budget = self._budget
         while not budget.try_spend():
+            if not (self._firsts_waiting or self.more_lines()):
+                break
             hint = max(budget.wait_hint(), MIN_DEFER)
             if not await self.stop.until(functools.partial(self._sleep, hint)):
                 return False

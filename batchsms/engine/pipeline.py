@@ -128,8 +128,11 @@ class Pipeline:
     async def run(self, source: LineSource[Planned | InvalidLine]) -> StopReason | None:
         """Feed every line of `source` through the handler; raises `JournalError` if the
         outcomes could not be written."""
-        workers = self._options.concurrency * 2  # lines in backoff do not hold a place in flight
+        # More lines held than places in flight: a line in backoff, or a retry deferred by the
+        # budget, must not keep first attempts from going.
+        workers = self._options.concurrency * 4
         send, receive = anyio.create_memory_object_stream[Planned](workers)
+        self.sender.more_lines = lambda: receive.statistics().current_buffer_used > 0
         self.stats.started = self._clock()
         log.info("run.started", run_id=self.run_id, concurrency=self._options.concurrency,
                  rate=self.sender.pace.current_rate)
