@@ -252,7 +252,7 @@ async def test_denied_retry_is_deferred_never_dropped() -> None:
     twice, then goes and succeeds."""
     budget = StingyBudget(deny=2)
     e = engine(budget=budget)
-    e.sender.more_lines = lambda: True
+    e.sender._firsts_waiting = 1  # as if another line's first attempt waited for its turn
     e.client.script(PATH, reply(503))
     result = await e.sender.send(PUT)
     assert result.succeeded

@@ -142,8 +142,6 @@ class Sender:
         self._deadline = deadline
         self._wall = wall
         self._firsts_waiting = 0  # requests whose first try has not gone yet
-        # Lines not yet handed to a sender (the pipeline sets this): first attempts to come.
-        self.more_lines: Callable[[], bool] = lambda: False
 
     async def send(self, request: Request, about: Mapping[str, object] | None = None) -> Result:
         """Send `request` until it succeeds, cannot, or the run stops. `about` goes in logs."""
@@ -215,12 +213,13 @@ class Sender:
                     admission.leave()
 
     async def _retry_permit(self) -> bool:
-        """Deferred, never dropped: while first attempts are waiting to go, a retry the budget
-        denies waits `wait_hint()` and asks again; with none waiting (the tail of a run) there
-        is nothing to give way to, and it goes. False: the run stopped."""
+        """Deferred, never dropped: while first attempts are waiting to go (for admission or
+        the bucket), a retry the budget denies waits `wait_hint()` and asks again; with none
+        waiting (the tail of a run, or every worker holding a retry) there is nothing to give
+        way to, and it goes. False: the run stopped."""
         budget = self._budget
         while not budget.try_spend():
-            if not (self._firsts_waiting or self.more_lines()):
+            if not self._firsts_waiting:
                 break
             hint = max(budget.wait_hint(), MIN_DEFER)
             if not await self.stop.until(functools.partial(self._sleep, hint)):

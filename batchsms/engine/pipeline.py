@@ -132,7 +132,6 @@ class Pipeline:
         # budget, must not keep first attempts from going.
         workers = self._options.concurrency * 4
         send, receive = anyio.create_memory_object_stream[Planned](workers)
-        self.sender.more_lines = lambda: receive.statistics().current_buffer_used > 0
         self.stats.started = self._clock()
         log.info("run.started", run_id=self.run_id, concurrency=self._options.concurrency,
                  rate=self.sender.pace.current_rate)
