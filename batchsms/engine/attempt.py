@@ -150,14 +150,7 @@ class Sender:
         while True:
             if t.tries and not await self._retry_permit():
                 return self._result(t, stopped=True)
-            if t.tries:
-                sent = await self._try(request, t)
-            else:
-                self._firsts_waiting += 1
-                try:
-                    sent = await self._try(request, t)
-                finally:
-                    self._firsts_waiting -= 1
+            sent = await self._try(request, t)
             if sent is None:
                 return self._result(t, stopped=True)
             answer, sent_at, ticket = sent
@@ -182,6 +175,15 @@ class Sender:
                    ) -> tuple[Reply | TransportError, float, int] | None:
         """One try through admission and the bucket: (answer, sent at, ticket), still holding
         its place in flight (the caller leaves); None: stopped."""
+        waiting_first = t.tries == 0  # a first attempt waiting for its turn: retries give way
+        self._firsts_waiting += waiting_first
+        try:
+            return await self._try_once(request, t)
+        finally:
+            self._firsts_waiting -= waiting_first and t.tries == 0
+
+    async def _try_once(self, request: Request, t: _Tries,
+                        ) -> tuple[Reply | TransportError, float, int] | None:
         stop, admission = self.stop, self._admission
         while True:
             ticket = await admission.enter()
@@ -200,6 +202,8 @@ class Sender:
                 sent_at = self.clock()
                 if t.first_sent is None:
                     t.first_sent = sent_at
+                if t.tries == 0:
+                    self._firsts_waiting -= 1  # it goes now: no longer waiting
                 t.tries += 1
                 try:
                     answer: Reply | TransportError = await self.client.request(
