@@ -1,12 +1,15 @@
 """Command line: arguments -> frozen config objects -> one command function. No logic here.
 
-Every `UsageError` (bad option, unreadable input, missing credentials, locked `--out`) becomes one
-line on stderr and exit code 2, never a traceback.
+Every `UsageError` (bad option, unreadable input, missing credentials, locked `--out`, an output
+that is an input or cannot be written) becomes one line on stderr and exit code 2, never a
+traceback; a `JournalError` (outcomes could not be written while running) one line and exit 4.
+A closed standard output (`--dry-run | head`) ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +18,8 @@ from typing import Any, NoReturn, cast
 import orjson
 
 from batchsms import __version__
-from batchsms.errors import UsageError
+from batchsms.errors import JournalError, UsageError
+from batchsms.outputs import check_output
 from batchsms.plan import build_defaults
 
 
@@ -56,22 +60,38 @@ def _add_connection_options(p: argparse.ArgumentParser, *, simulate: bool) -> No
                             help="send to the built-in simulator, started in-process")
     p.add_argument("--rate", type=float, default=10.0,
                    help="requests/s, every attempt counted; 0 = unlimited [10]")
-    p.add_argument("--max-attempts", type=int, default=5, help="attempts per request [5]")
+    p.add_argument("--max-attempts", type=int, default=5,
+                   help="attempts per line, the first included [5]" if simulate else
+                   "attempts per page request, the first included [5]")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request [30]")
     p.add_argument("--ca-bundle", help="trust this CA bundle (TLS is always verified)")
     p.add_argument("--token-file", type=Path, help="read the X-Auth-Token from this file")
 
 
-def _tasks(args: argparse.Namespace) -> int:
-    import os
+_TASK_FILTERS = ("state", "name", "id", "enterprise_project_id", "source_server_id")
 
+
+def _task_filters(args: argparse.Namespace) -> dict[str, str]:
+    """ListTasks query filters, by their query names (the options' names with `_`)."""
+    filters: dict[str, str] = {}
+    for name in _TASK_FILTERS:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if not value.strip():  # sent as is, it would match nothing: an empty fleet
+            raise UsageError(f"tasks: --{name.replace('_', '-')} is empty")
+        filters[name] = value
+    return filters
+
+
+def _tasks(args: argparse.Namespace) -> int:
     from batchsms.auth import authenticator, load_credentials
     from batchsms.client import resolve_endpoint
     from batchsms.tasks_cmd import TasksConfig, run_tasks
 
-    filters = {key: value for key, value in (
-        ("state", args.state), ("name", args.name), ("id", args.id),
-        ("enterprise_project_id", args.enterprise_project_id)) if value is not None}
+    filters = _task_filters(args)
+    check_output("--out", args.out, [("--token-file", args.token_file),
+                                     ("--ca-bundle", args.ca_bundle)])
     config = TasksConfig(endpoint=resolve_endpoint(args.endpoint, args.region, os.environ),
                          filters=filters, out=args.out, page_size=args.page_size,
                          rate=args.rate, max_attempts=args.max_attempts, timeout=args.timeout,
@@ -84,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="batchsms", description="Apply UpdateTask to many Huawei Cloud SMS "
                      "migration tasks from a JSONL file, safely and fast.")
     parser.add_argument("--version", action="version", version=f"batchsms {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                metavar="COMMAND")
 
     val = sub.add_parser("validate", help="check every line, no network")
     val.add_argument("input", help="JSONL file, '-' for stdin, may be gzip")
@@ -104,22 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip lines that already succeeded in --out")
     run.add_argument("--abort-failure-ratio", type=float, default=0.5,
                      help="stop once >= 100 lines finished and more than this ratio failed")
-    run.add_argument("--deadline", help="no request starts after this: 90m, 1h30m, or ISO time")
+    run.add_argument("--deadline", metavar="T",
+                     help="no request starts after T: a duration (90m, 1h30m), the next clock "
+                          "time (05:00), or an ISO time (2026-11-28T05:00+08:00); not in the past")
     run.add_argument("--max-outage", default="600", metavar="DURATION",
                      help="abort (exit 3) when the service has failed continuously this long, "
                           "only probes being sent meanwhile: seconds or 10m [600]")
     run.add_argument("--log-format", choices=("console", "json"),
                      help="[console on a terminal, else json]")
+    run.add_argument("--quiet", "-q", action="store_true",
+                     help="log warnings and the final summary only (retries are not shown)")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="progress bar [on a terminal only]")
     run.add_argument("--metrics-file", type=Path, metavar="PATH",
-                     help="write Prometheus text format here at the end of the run "
-                          "(node_exporter textfile collector: name it *.prom)")
+                     help="write Prometheus text format here when the run ends, whatever "
+                          "its exit code (node_exporter textfile collector: name it *.prom)")
     _add_body_options(run)
 
     from batchsms.report import add_report_parser
 
-    add_report_parser(sub)
+    _add_body_options(add_report_parser(sub))  # --input lines are planned as run plans them
 
     from batchsms.simulator.cli import add_simulator_parser
 
@@ -130,13 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--name", help="only tasks with this name")
     tasks.add_argument("--id", help="only the task with this id")
     tasks.add_argument("--enterprise-project-id", help="only tasks of this enterprise project")
+    tasks.add_argument("--source-server-id", help="only tasks of this source server")
     tasks.add_argument("--out", type=Path, help="write here (atomically) instead of stdout")
     tasks.add_argument("--page-size", type=int, default=100, help="tasks per page [100]")
     _add_connection_options(tasks, simulate=False)
     return parser
 
 
-def _run_config(args: argparse.Namespace) -> Any:
+def _run_config(args: argparse.Namespace, log_format: str) -> Any:
     from datetime import datetime
 
     from batchsms.run_cmd import RunConfig, parse_deadline, parse_duration
@@ -148,21 +174,68 @@ def _run_config(args: argparse.Namespace) -> Any:
         dry_run=args.dry_run, resume=args.resume,
         defaults=build_defaults(_load_patch(args.patch), args.sets),
         abort_failure_ratio=args.abort_failure_ratio, token_file=args.token_file,
-        progress=args.progress, metrics_file=args.metrics_file,
+        progress=args.progress, metrics_file=args.metrics_file, log_format=log_format,
         max_outage=parse_duration(args.max_outage, "--max-outage"),
         deadline=None if args.deadline is None else
         parse_deadline(args.deadline, datetime.now().astimezone()))
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from batchsms.validate_cmd import run_validate
+
+    check_output("--out", args.out, [("the input", args.input), ("--patch", args.patch)])
+    defaults = build_defaults(_load_patch(args.patch), args.sets)
+    return run_validate(args.input, args.out, defaults)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from batchsms import logs, run_cmd
+
+    fmt = logs.configure(args.log_format, quiet=args.quiet)
+    refused: int | None = None
+    try:
+        for option, output in (("--out", args.out), ("--metrics-file", args.metrics_file)):
+            # run_cmd checks the rest; the --patch file is known only here (--dry-run writes
+            # neither)
+            if not args.dry_run:
+                check_output(option, output, [("--patch", args.patch)])
+        return int(run_cmd.run(_run_config(args, fmt)))
+    except UsageError as exc:
+        refused = run_cmd.EXIT_USAGE
+        if args.log_format != "json":  # asked for, not just chosen because not a terminal
+            raise
+        # json logs stay JSON: the refusal is one event, not a line of text
+        run_cmd.log.error("run.refused", error=str(exc), exit_code=refused)
+        return refused
+    except KeyboardInterrupt:  # before the run's own signal handling was in place
+        refused = 130
+        raise
+    finally:
+        if refused is not None and not args.dry_run:
+            # the run did not get as far as writing it: an alert must still see this exit
+            run_cmd.metrics_after_refusal(
+                args.metrics_file,
+                run_cmd.run_inputs(args.input, args.token_file, args.ca_bundle, args.patch),
+                args.out, refused)
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout went away: later writes and the exit flush go nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # list the commands rather than complain that one is missing
+        print(parser.format_help(), end="", file=sys.stderr)
+        return 2
     try:
         args = parser.parse_args(argv)
         if args.command == "validate":
-            from batchsms.validate_cmd import run_validate
-
-            defaults = build_defaults(_load_patch(args.patch), args.sets)
-            return run_validate(args.input, args.out, defaults)
+            return _validate(args)
         if args.command == "simulator":
             from batchsms.simulator.cli import run_simulator
 
@@ -172,15 +245,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             from batchsms.report import run_report
 
-            return run_report(args)
-        from batchsms import logs, run_cmd
-
-        logs.configure(args.log_format)
-        return run_cmd.run(_run_config(args))
+            return run_report(args, defaults=build_defaults(_load_patch(args.patch), args.sets))
+        return _run(args)
     except UsageError as exc:
         print(f"batchsms: {exc}", file=sys.stderr)
         return 2
+    except JournalError as exc:
+        print(f"batchsms: {exc}; stopped at once, exit 4", file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return 1
+    except BrokenPipeError:  # `--dry-run | head`: the reader has all it wanted
+        _quiet_stdout()
+        return 0

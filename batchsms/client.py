@@ -2,14 +2,19 @@
 
 `SmsClient` owns the `aiohttp.ClientSession` (connector sized to the concurrency, TLS always
 verified, optionally against `--ca-bundle`) and turns each call into either a `Reply` (any HTTP
-status) or a `TransportError` (no response). It does not retry: that is the pipeline's job, so
-that every request that leaves the process is counted and passes the token bucket. For the same
-reason aiohttp's silent re-send of idempotent requests on a dropped kept-alive connection is
-switched off (`tests/test_client.py` proves it).
+status) or a `TransportError` (no response, with `sent` saying whether it may have left). It
+does not retry: that is the engine's job, so that every request that leaves the process is
+counted and passes the token bucket. For the same reason it never follows a redirect (a 3xx is an
+answer), and aiohttp's silent re-send of idempotent requests on a dropped kept-alive connection
+is switched off (`tests/test_pipeline.py` proves it). Nothing from the answer is trusted: bodies
+are read up to `wire.MAX_BODY`, and every string passes `wire.safe_text` here, once, so every
+command gets the same checks.
 """
 
 from __future__ import annotations
 
+import contextvars
+import errno
 import ipaddress
 import ssl
 from collections.abc import Mapping, Sequence
@@ -20,11 +25,33 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
+from aiohttp import http_exceptions
+from aiohttp.client_reqrep import ClientRequest, ClientResponse
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from batchsms import __version__
 from batchsms.auth import Authenticator, canonical_query
-from batchsms.errors import ConnectError, RequestTimeout, TlsError, UsageError
+from batchsms.errors import (
+    BatchSmsError,
+    ConnectError,
+    RequestTimeout,
+    TlsError,
+    TransportError,
+    UsageError,
+)
+from batchsms.wire import (
+    MAX_BODY,
+    MAX_CODE,
+    MAX_HEADER,
+    MAX_MESSAGE,
+    MAX_REQUEST_ID,
+    safe_location,
+    safe_or_none,
+    safe_text,
+)
 
 USER_AGENT = f"batchsms/{__version__}"
 JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
@@ -37,9 +64,18 @@ REGIONS: Mapping[str, str] = {  # as huaweicloudsdksms' SmsRegion lists them
 }
 
 
+class AnswerTooLarge(BatchSmsError, ValueError):  # noqa: N818 - reads as orjson's errors
+    """A body the caller needs was larger than `wire.MAX_BODY`, so it was not read."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """What one request got back: the status and what the outcome needs from it."""
+    """What one request got back: the status and what the outcome needs from it.
+
+    Every string is already safe (`wire.safe_text`): valid Unicode, no control characters,
+    bounded. `body` is empty when the answer was larger than `MAX_BODY` (`body_cut`): for a
+    write the status is the answer; a read that needs the body gets `AnswerTooLarge` from `json`.
+    """
 
     status: int
     request_id: str | None
@@ -47,10 +83,18 @@ class Reply:
     error_msg: str | None
     retry_after: str | None
     body: bytes
+    body_cut: bool = False
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+    def json(self) -> object:
+        """The body parsed; raises ValueError (`AnswerTooLarge`, orjson's) when there is none."""
+        if self.body_cut:
+            raise AnswerTooLarge(f"the answer (HTTP {self.status}) was larger than "
+                                 f"{MAX_BODY // 2**20} MiB and was not read")
+        return orjson.loads(self.body)
 
 
 def resolve_endpoint(endpoint: str | None, region: str | None,
@@ -112,7 +156,64 @@ def _error_fields(body: bytes) -> tuple[str | None, str | None]:
     if not isinstance(data, dict):
         return None, None
     code, msg = data.get("error_code"), data.get("error_msg")
-    return (code if isinstance(code, str) else None), (msg if isinstance(msg, str) else None)
+    return (safe_text(code, MAX_CODE) if isinstance(code, str) else None,
+            safe_text(msg, MAX_MESSAGE) if isinstance(msg, str) else None)
+
+
+def _reply(status: int, headers: CIMultiDictProxy[str], data: bytes, *, cut_off: bool) -> Reply:
+    """The `Reply` of an answer, every string from it made safe."""
+    request_id = safe_or_none(headers.get("X-Request-Id"), MAX_REQUEST_ID)
+    retry_after = safe_or_none(headers.get("Retry-After"), MAX_HEADER)
+    code = msg = None
+    if 300 <= status < 400:
+        # Never followed, and never a code from its body: it is not the service speaking.
+        location = headers.get("Location")
+        code = f"http_{status}"
+        msg = (f"HTTP {status}: redirected to {safe_location(location)}" if location else
+               f"HTTP {status}: a redirect without a Location") + " (redirects are not followed)"
+    elif status >= 400:
+        if cut_off:
+            msg = f"HTTP {status} (an answer larger than {MAX_BODY // 2**20} MiB, not read)"
+        else:
+            code, msg = _error_fields(data)
+    return Reply(status, request_id, code, msg, retry_after, data, body_cut=cut_off)
+
+
+async def _read_bounded(resp: ClientResponse) -> tuple[bytes, bool]:
+    """The body, unless it is larger than MAX_BODY: then (b"", True), and the rest is never
+    read (the connection is closed instead of drained). A compressed body is counted as it is
+    decompressed: its Content-Length says nothing about what it inflates to."""
+    length = resp.content_length
+    encoded = "Content-Encoding" in resp.headers
+    if length is not None and length <= MAX_BODY and not encoded:
+        return await resp.read(), False
+    if length is None or encoded:
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > MAX_BODY:
+                break
+            chunks.append(chunk)
+        else:
+            return b"".join(chunks), False
+    resp.close()
+    return b"", True
+
+
+# Whether the connector has handed the current request a connection: after that, a timeout
+# may have come after the request left. A context variable, because the connector runs inside
+# the request's own task (see `_Connector`).
+_CONNECTED: contextvars.ContextVar[bool] = contextvars.ContextVar("connected", default=False)
+
+
+class _Connector(aiohttp.TCPConnector):
+    """A TCPConnector that notes when a request got its connection (`_CONNECTED`)."""
+
+    async def connect(self, req: ClientRequest, traces: list[Trace],
+                      timeout: aiohttp.ClientTimeout) -> Connection:  # noqa: ASYNC109
+        connection = await super().connect(req, traces, timeout)
+        _CONNECTED.set(True)
+        return connection
 
 
 class SmsClient:
@@ -124,6 +225,8 @@ class SmsClient:
         self._base = f"{parts.scheme}://{parts.netloc}"
         default_port = 443 if parts.scheme == "https" else 80
         self._host = parts.hostname or ""
+        if ":" in self._host:  # an IPv6 literal keeps its brackets, as in the SDK's netloc
+            self._host = f"[{self._host}]"
         if parts.port not in (None, default_port):
             self._host = f"{self._host}:{parts.port}"
         self._auth = auth
@@ -133,7 +236,7 @@ class SmsClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> SmsClient:
-        connector = aiohttp.TCPConnector(limit=self._concurrency, ssl=self._ssl,
+        connector = _Connector(limit=self._concurrency, ssl=self._ssl,
                                          enable_cleanup_closed=False)
         session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
                                         auto_decompress=True, raise_for_status=False,
@@ -158,7 +261,11 @@ class SmsClient:
 
     async def request(self, method: str, path: str, body: bytes = b"",
                       query: Sequence[tuple[str, str]] = ()) -> Reply:
-        """One attempt. Returns any HTTP answer; raises ConnectError/RequestTimeout otherwise."""
+        """One attempt: any HTTP answer as a `Reply`, else a `TransportError` (see `_translate`).
+
+        Redirects are never followed: a 3xx is an answer like any other, so no request leaves
+        without passing the bucket, and no credential is sent anywhere but the endpoint.
+        """
         assert self._session is not None, "use SmsClient as an async context manager"
         headers = {"Host": self._host, "User-Agent": USER_AGENT}
         if body:
@@ -169,35 +276,96 @@ class SmsClient:
         url = self._base + path
         if query:  # sent exactly as signed, as the SDK does
             url += "?" + canonical_query(query)
+        _CONNECTED.set(False)
+        status: int | None = None
         try:
             async with self._session.request(method, URL(url, encoded=True),
-                                             data=body or None, headers=headers) as resp:
-                data = await resp.read()
+                                             data=body or None, headers=headers,
+                                             allow_redirects=False) as resp:
                 status = resp.status
-                request_id = resp.headers.get("X-Request-Id")
-                retry_after = resp.headers.get("Retry-After")
-        except TimeoutError as exc:
-            raise RequestTimeout(f"no answer within {self._timeout.total:g}s") from exc
-        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
-            raise TlsError(_describe_client_error(exc), sent=False) from exc
-        except aiohttp.ClientConnectorError as exc:  # never connected: the request never left
-            raise ConnectError(_describe_client_error(exc), sent=False) from exc
-        except aiohttp.ClientError as exc:
-            raise ConnectError(_describe_client_error(exc)) from exc
-        code = msg = None
-        if not 200 <= status < 300:
-            code, msg = _error_fields(data)
-        return Reply(status, request_id, code, msg, retry_after, data)
+                data, cut_off = await _read_bounded(resp)
+                return _reply(status, resp.headers, data, cut_off=cut_off)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _translate(exc, method, status, connected=_CONNECTED.get()) from exc
 
     async def put_task(self, task_id: str, body: bytes) -> Reply:
         return await self.request("PUT", task_path(task_id), body)
 
 
-def _describe_client_error(exc: aiohttp.ClientError) -> str:
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "server closed the connection without answering"
+_WRITES = "; the update may have been applied"
+
+
+def _translate(exc: BaseException, method: str, status: int | None, *,
+               connected: bool) -> TransportError:
+    """aiohttp's errors (and the total timeout) as the project's, once, with `sent` decided.
+
+    `sent=False` only when the request certainly never left the process: the connection was
+    never made (refused, no descriptor, name not resolved, TLS refused: aiohttp's
+    `ClientConnectorError` family), or the timeout struck before the connector handed over a
+    connection. Everything else (a reset, a disconnect, an answer that could not be parsed)
+    may have reached the server, and for a write the message says so.
+    """
+    may_apply = "" if method == "GET" else _WRITES
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return f"TLS certificate not trusted: {exc.certificate_error}"
+        return TlsError(safe_text(f"TLS certificate not trusted: {exc.certificate_error}"),
+                        sent=False)
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return TlsError(safe_text(f"TLS handshake failed: {exc.os_error}"), sent=False)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return ConnectError(_describe_connect(exc), sent=False)
+    if isinstance(exc, TimeoutError):
+        if not connected:
+            return RequestTimeout("could not connect within the timeout; the request was "
+                                  "not sent", sent=False)
+        return RequestTimeout(f"no answer within the timeout{may_apply}")
+    answer = "" if status is None else f" (HTTP {status})"
+    problem = _parse_problem(exc) if isinstance(exc, aiohttp.ClientError) else None
+    if problem is not None:
+        return ConnectError(f"the answer{answer} {problem}{may_apply}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ConnectError(f"the server closed the connection without answering{may_apply}")
+    if isinstance(exc, OSError) and exc.strerror:
+        return ConnectError(safe_text(f"the connection failed: {exc.strerror}{may_apply}"))
+    return ConnectError(safe_text(f"the connection failed ({type(exc).__name__}){may_apply}"))
+
+
+def _describe_connect(exc: aiohttp.ClientConnectorError) -> str:
+    error = exc.os_error
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        why = "no file descriptor left (raise `ulimit -n` or lower --concurrency)"
+    elif isinstance(exc, aiohttp.ClientConnectorDNSError):
+        why = "the name could not be resolved"
+    else:
+        why = error.strerror or type(error).__name__
+    return safe_text(f"cannot connect to {exc.host}:{exc.port}: {why}; the request was not sent")
+
+
+def _parse_problem(exc: aiohttp.ClientError) -> str | None:
+    """What was wrong with an answer aiohttp could not parse, in words (None: not a parse error).
+
+    aiohttp wraps the parser's error (`LineTooLong`, `BadStatusLine`, ...) in one or two
+    generic ones; its own text quotes the server's bytes and, in `repr`, our request headers,
+    so it is never shown: only the kind is.
+    """
+    if not isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return None
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, http_exceptions.LineTooLong):
+            return "had a header or status line larger than 8 KiB"
+        if isinstance(cause, http_exceptions.BadStatusLine):
+            return "did not start with an HTTP status line"
+        if isinstance(cause, http_exceptions.ContentLengthError):
+            return "was cut short: the connection closed before its Content-Length arrived"
+        if isinstance(cause, http_exceptions.TransferEncodingError):
+            return "had a malformed chunked encoding"
+        if isinstance(cause, http_exceptions.ContentEncodingError):
+            return "had a compressed body that could not be decoded"
+        if isinstance(cause, http_exceptions.BadHttpMessage):
+            if "chunk" in str(cause.message).lower():
+                return "had a malformed chunked encoding"
+            return "had malformed headers"
+        cause = cause.__cause__
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "had a body that could not be read"
+    return "could not be parsed as HTTP"

@@ -27,12 +27,27 @@ class _CurrentStderr:
         return sys.stderr.isatty()
 
 
-def configure(fmt: str | None, stream: TextIO | None = None, level: int = logging.INFO) -> None:
-    """`fmt` is "console", "json" or None (console on a terminal, else json)."""
+# What `--quiet` still shows below warning level: the end of the run, as a person needs it.
+QUIET_KEEPS = frozenset({"run.finished"})
+
+
+def _quiet(_logger: object, method: str, event: structlog.typing.EventDict
+           ) -> structlog.typing.EventDict:
+    """`--quiet`: drop info/debug events (retries, progress) except the final summary."""
+    if method in ("debug", "info") and event.get("event") not in QUIET_KEEPS:
+        raise structlog.DropEvent
+    return event
+
+
+def configure(fmt: str | None, stream: TextIO | None = None, level: int = logging.INFO,
+              *, quiet: bool = False) -> str:
+    """`fmt` is "console", "json" or None (console on a terminal, else json); returns the
+    format chosen. With `quiet`, only warnings, errors and the final summary are logged."""
     out = stream or cast(TextIO, _CurrentStderr())
     if fmt is None:
         fmt = "console" if out.isatty() else "json"
-    processors: list[structlog.typing.Processor] = [
+    processors: list[structlog.typing.Processor] = [_quiet] if quiet else []
+    processors += [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -52,3 +67,4 @@ def configure(fmt: str | None, stream: TextIO | None = None, level: int = loggin
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    return fmt

@@ -1,7 +1,9 @@
 """`run --metrics-file PATH`: the end of a run, in Prometheus text format, for alerts.
 
-Written once, when the run ends, following node_exporter's textfile-collector convention: the
-file should end in `.prom` and sit in the collector's directory; it is replaced atomically.
+Written once, when the run ends, whatever its exit code (2 included: a run that could not
+start is what an exit-code alert is for; its counts are then 0), following node_exporter's
+textfile-collector convention: the file should end in `.prom` and sit in the collector's
+directory; it is replaced atomically.
 `prometheus_client.write_to_textfile` does that: it writes `PATH.<pid>.<thread>` in the same
 directory (not a `*.prom` name, so the collector never reads it half-written), renames it over
 PATH (atomic on one filesystem) and removes it if anything fails. The file gets the usual
@@ -31,7 +33,6 @@ nights; it fires for a job that never succeeded (0), and with `absent()` for one
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
@@ -43,15 +44,6 @@ from batchsms.outcomes import Status
 
 LAST_SUCCESS = "batchsms_last_success_timestamp_seconds"
 _RUN_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.INVALID, Status.SKIPPED)
-
-
-def check_metrics_path(path: Path) -> None:
-    """Fail before the run starts if the metrics file could not be written at its end."""
-    directory = path.parent
-    if path.is_dir():
-        raise UsageError(f"--metrics-file {str(path)!r} is a directory")
-    if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
-        raise UsageError(f"--metrics-file {str(path)!r}: cannot write in {str(directory)!r}")
 
 
 def previous_last_success(path: Path) -> float | None:

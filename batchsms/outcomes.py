@@ -7,6 +7,7 @@ exclusive lock on `--out`, and the compact index `--resume` consults.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import fcntl
 import functools
@@ -17,11 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import orjson
 
-from batchsms.errors import LockedError, UsageError
+from batchsms import wire
+from batchsms.errors import JournalError, LockedError, UsageError
 from batchsms.records import InvalidLine
 from batchsms.schema import Problem
 
@@ -60,7 +62,21 @@ class Outcome:
     maybe_applied: bool = False
 
     def to_json(self) -> bytes:
-        data = {
+        """The record as one JSON line. Never raises: one record must not stop a run.
+
+        The client already made every string from the network safe; should anything still
+        not encode (text that is not valid Unicode, from wherever), the record is written
+        with that text replaced (U+FFFD, escaped controls), and a failed line's `error_msg`
+        says which fields were.
+        """
+        data = self._fields()
+        try:
+            return orjson.dumps(data) + b"\n"
+        except (orjson.JSONEncodeError, TypeError):
+            return _scrubbed_json(data)
+
+    def _fields(self) -> dict[str, Any]:
+        return {
             "run_id": self.run_id, "line": self.line, "task_id": self.task_id, "ref": self.ref,
             "status": self.status.value, "http_status": self.http_status,
             "attempts": self.attempts, "error_code": self.error_code,
@@ -69,7 +85,31 @@ class Outcome:
             "elapsed_ms": self.elapsed_ms, "finished_at": self.finished_at or utc_now(),
             "maybe_applied": self.maybe_applied,
         }
-        return orjson.dumps(data) + b"\n"
+
+
+def _scrubbed_json(data: dict[str, Any]) -> bytes:
+    """The last resort of `Outcome.to_json`: every value made encodable, and the failed
+    line's `error_msg` naming the fields that had to be."""
+    clean = {key: wire.scrub(value) for key, value in data.items()}
+    changed = [key for key, value in data.items() if not _encodes(value)]
+    if clean.get("status") not in (Status.SUCCEEDED.value, Status.VALID.value):
+        note = f"[batchsms replaced text that could not be written in: {', '.join(changed)}]"
+        msg = clean.get("error_msg")
+        clean["error_msg"] = f"{msg} {note}" if isinstance(msg, str) else note
+    try:
+        return orjson.dumps(clean) + b"\n"
+    except (orjson.JSONEncodeError, TypeError):  # cannot happen after scrub; still never raise
+        return orjson.dumps({"run_id": str(data.get("run_id")), "line": data.get("line"),
+                             "status": str(data.get("status")),
+                             "error_msg": "[batchsms could not write this record]"}) + b"\n"
+
+
+def _encodes(value: object) -> bool:
+    try:
+        orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return False
+    return True
 
 
 def invalid_outcome(run_id: str, item: InvalidLine) -> Outcome:
@@ -104,6 +144,11 @@ class OutcomeWriter:
     Records of lines that were sent are written through at once (`durable=True`), so that a
     SIGKILL loses at most the answers still in flight and `--resume` never re-sends a journaled
     success; records without side effects (invalid, skipped) are batched.
+
+    A write that fails (disk full, I/O error, file size limit) raises `JournalError` naming the
+    file and the cause, after cutting the file back to its last whole record: the journal never
+    ends in half a record of ours. From then on the writer is broken: every later write raises
+    the same error at once and `close` only releases the file.
     """
 
     def __init__(self, path: Path, *, flush_interval: float = 1.0) -> None:
@@ -115,11 +160,14 @@ class OutcomeWriter:
         self._buffer: list[bytes] = []
         self._interval = flush_interval
         self._last_flush = time.monotonic()
+        self._broken: JournalError | None = None
         if _ends_cut(path):
             self._buffer.append(b"\n")  # a crash cut the last record: start on a fresh line
 
     def write(self, outcome: Outcome, *, durable: bool = False) -> None:
         """Queue a record; `durable` writes it through at once (a request was sent for it)."""
+        if self._broken is not None:
+            raise self._broken
         self._buffer.append(outcome.to_json())
         if durable:
             self.flush()
@@ -134,17 +182,45 @@ class OutcomeWriter:
             self.flush()
 
     def flush(self) -> None:
+        if self._broken is not None:
+            raise self._broken
         if self._buffer:
-            data = b"".join(self._buffer)
-            self._buffer.clear()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
+            records = self._buffer
+            self._buffer = []
+            data = b"".join(records)
+            start: int | None = None
+            done = 0
+            try:
+                start = os.fstat(self._fd).st_size
+                view = memoryview(data)
+                while done < len(data):
+                    done += os.write(self._fd, view[done:])
+            except OSError as exc:
+                self._fail(exc, start, records, done)
         self._last_flush = time.monotonic()
 
+    def _fail(self, exc: OSError, start: int | None, records: list[bytes],
+              done: int) -> NoReturn:
+        """Keep the records that reached the file whole, cut the rest off, and break."""
+        if start is not None:
+            whole = 0
+            for record in records:
+                if whole + len(record) > done:
+                    break
+                whole += len(record)
+            # if even this fails, the cut record stays: readers skip and count it (§10)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start + whole)
+        self._broken = JournalError(f"cannot write outcomes file {str(self.path)!r}: "
+                                    f"{exc.strerror or exc}")
+        raise self._broken from exc
+
     def close(self) -> None:
-        self.flush()
-        os.close(self._fd)
+        try:
+            if self._broken is None:
+                self.flush()
+        finally:
+            os.close(self._fd)
 
 
 def _ends_cut(path: Path) -> bool:

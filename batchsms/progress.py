@@ -55,18 +55,26 @@ def wanted(flag: bool | None, stream: TextIO) -> bool:
     return stream.isatty() if flag is None else flag and stream.isatty()
 
 
+# A stopped run (Ctrl-C, deadline, abort) still writes a record for every line it did not
+# send: those lines are not done, so the bar does not advance for them.
+_NOT_REACHED = frozenset({"interrupted", "deadline", "aborted"})
+
+
 class ProgressBar:
-    """Counts outcomes into a rich progress bar."""
+    """Counts outcomes into a rich progress bar: lines done, and of them failed and invalid."""
 
     def __init__(self, progress: Progress, total: int | None) -> None:
         self._progress = progress
-        self._task = progress.add_task("sending", total=total, failed=0)
-        self._failed = 0
+        self._task = progress.add_task("sending", total=total, failed=0, invalid=0)
+        self._failed = self._invalid = 0
 
     def __call__(self, outcome: Outcome) -> None:
-        if outcome.status in (Status.FAILED, Status.INVALID):
-            self._failed += 1
-        self._progress.update(self._task, advance=1, failed=self._failed)
+        if outcome.status is Status.SKIPPED and outcome.error_code in _NOT_REACHED:
+            return
+        self._failed += outcome.status is Status.FAILED
+        self._invalid += outcome.status is Status.INVALID
+        self._progress.update(self._task, advance=1, failed=self._failed,
+                              invalid=self._invalid)
 
 
 class _RateColumn(ProgressColumn):
@@ -82,7 +90,7 @@ def progress_bar(source: str, stream: TextIO = sys.stderr) -> Iterator[ProgressB
         TextColumn("[progress.description]{task.description}"), BarColumn(),
         MofNCompleteColumn(), TaskProgressColumn(), _RateColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(),
-        TextColumn("[red]{task.fields[failed]} failed"),
+        TextColumn("[red]{task.fields[failed]} failed[/] {task.fields[invalid]} invalid"),
         console=Console(file=stream), transient=False, refresh_per_second=4,
         redirect_stdout=False, redirect_stderr=True)  # log lines print above the bar
     with progress:

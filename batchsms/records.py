@@ -31,6 +31,9 @@ MAX_REF = 256
 _BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
 _ENVELOPE_KEYS = frozenset({"task_id", "body", "ref"})
+# Percent-encoding leaves them as they are, and a normalising gateway resolves `/v3/tasks/..`
+# to another resource: never a task id.
+_DOT_SEGMENTS = frozenset({".", ".."})
 
 
 class Line(NamedTuple):
@@ -193,6 +196,7 @@ def _parse(number: int, raw: bytes) -> _Envelope | InvalidLine | None:
     # The common case in one test (the key count spares the set test when no key is null);
     # _envelope_problems() says what is wrong otherwise.
     if (type(task_id) is str and 1 <= len(task_id) <= MAX_TASK_ID
+            and task_id not in _DOT_SEGMENTS
             and (ref is None or (type(ref) is str and len(ref) <= MAX_REF))
             and (body is None or type(body) is dict)
             and (len(data) == 1 + (ref is not None) + (body is not None)
@@ -218,6 +222,9 @@ def _envelope_problems(data: dict[str, Any]) -> Iterator[Problem]:
         yield Problem("task_id", f"must be a string, got {describe(task_id)}")
     elif not 1 <= len(task_id) <= MAX_TASK_ID:
         yield Problem("task_id", f"must be 1 to {MAX_TASK_ID} characters, got {len(task_id)}")
+    elif task_id in _DOT_SEGMENTS:
+        yield Problem("task_id", f"{task_id!r} is a path dot segment, not a task id: a gateway "
+                      "would send the request to another resource")
     ref = data.get("ref")
     if ref is not None and type(ref) is not str:
         yield Problem("ref", f"must be a string, got {describe(ref)}")

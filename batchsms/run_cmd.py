@@ -8,6 +8,7 @@ Exit codes follow CONTRACT §7.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import re
 import signal
@@ -30,14 +31,15 @@ import structlog
 from batchsms import progress
 from batchsms.auth import Authenticator, authenticator, load_credentials
 from batchsms.client import SmsClient, resolve_endpoint, task_path, tls_context
-from batchsms.engine.feed import line_source
+from batchsms.descriptors import ensure_descriptors
+from batchsms.engine.feed import is_regular, line_source
 from batchsms.engine.outage import DEFAULT_MAX_OUTAGE
 from batchsms.engine.pipeline import Pipeline, SendOptions
-from batchsms.engine.stats import RunStats, summary_lines
+from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import Stopped, StopReason
 from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
-from batchsms.errors import NoCredentialsError, UsageError
-from batchsms.metrics import check_metrics_path, write_metrics
+from batchsms.errors import JournalError, NoCredentialsError, UsageError
+from batchsms.metrics import write_metrics
 from batchsms.outcomes import (
     JournalScan,
     Outcome,
@@ -47,13 +49,15 @@ from batchsms.outcomes import (
     lock_outcomes,
     new_run_id,
 )
+from batchsms.outputs import check_output
 from batchsms.plan import Planned
 from batchsms.records import InvalidLine
 from batchsms.validate_cmd import checked_lines, format_problems
 
 log = structlog.get_logger("batchsms")
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_ABORTED, EXIT_BROKEN = 0, 1, 2, 3, 4
+LOOK_AHEAD = 100  # lines read before the run starts, to refuse a whole-file mistake
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,7 @@ class RunConfig:
     grace: float = 5.0
     progress: bool | None = None
     metrics_file: Path | None = None
+    log_format: str = "console"  # as resolved by logs.configure: the summary follows it
     max_outage: float = DEFAULT_MAX_OUTAGE
 
     def __post_init__(self) -> None:
@@ -130,6 +135,8 @@ def parse_deadline(text: str, now: datetime) -> float:
     match = _DURATION.fullmatch(text)
     if match and any(match.groups()):
         h, m, s = (int(g or 0) for g in match.groups())
+        if h == m == s == 0:
+            raise UsageError(f"--deadline {text!r} is now: every line would be skipped")
         return (now + timedelta(hours=h, minutes=m, seconds=s)).timestamp()
     try:
         if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", text):
@@ -145,6 +152,9 @@ def parse_deadline(text: str, now: datetime) -> float:
                          "like 05:00, or an ISO time like 2026-11-28T05:30+08:00") from None
     if moment.tzinfo is None:
         moment = moment.astimezone()
+    if moment <= now:
+        raise UsageError(f"--deadline {text!r} is in the past ({moment.isoformat()}): every "
+                         "line would be skipped")
     return moment.timestamp()
 
 
@@ -280,6 +290,127 @@ def _chain(*callbacks: Callable[[Outcome], None] | None) -> Callable[[Outcome], 
     return call
 
 
+def check_run_outputs(config: RunConfig) -> None:
+    """`--out` and `--metrics-file`: not an input, writable (CONTRACT §4), before anything."""
+    inputs = run_inputs(config.input, config.token_file, config.ca_bundle)
+    check_output("--out", config.out, inputs)
+    check_output("--metrics-file", config.metrics_file, [*inputs, ("--out", config.out)])
+
+
+def run_inputs(source: str, token_file: Path | str | None,
+               ca_bundle: Path | str | None,
+               patch: Path | str | None = None) -> list[tuple[str, Path | str | None]]:
+    """The files a run reads, as (what, path) pairs for `outputs.check_output`."""
+    return [("the input", source), ("--patch", patch), ("--token-file", token_file),
+            ("--ca-bundle", ca_bundle)]
+
+
+def refuse_whole_file_mistakes(
+        lines: Iterator[Planned | InvalidLine]) -> Iterator[Planned | InvalidLine]:
+    """The same stream, after reading ahead up to `LOOK_AHEAD` lines: when every one of them is
+    invalid, the file (or the options) is wrong as a whole, and the run refuses to start
+    (exit 2) instead of writing a record per line. At most those lines are held."""
+    head = list(itertools.islice(lines, LOOK_AHEAD))
+    if not head or not all(isinstance(item, InvalidLine) for item in head):
+        return itertools.chain(head, lines)
+    invalid = [item for item in head if isinstance(item, InvalidLine)]
+    raise UsageError(f"{_likely_cause(invalid)}; the first {len(invalid)} line"
+                     f"{'s are' if len(invalid) > 1 else ' is'} all invalid, nothing was sent "
+                     f"(first: {next(format_problems(invalid[0]))}; "
+                     "`batchsms validate` lists every problem)")
+
+
+def _likely_cause(head: list[InvalidLine]) -> str:
+    # A first line that is not a JSON object: a JSON array (`[` alone, or the whole array on
+    # one line), a CSV header, a pretty-printed object...
+    if head[0].errors[0].path == "line":
+        return "input must be JSON Lines: one object per line (not a JSON array, not CSV)"
+    if all(any(p.path == "body" and "no body" in p.message for p in item.errors)
+           for item in head):
+        return "the lines have no body and no --set/--patch gives one"
+    return "no line is valid: is this the right file?"
+
+
+def _deadline_logged(deadline: float | None) -> None:
+    if deadline is not None:
+        moment = datetime.fromtimestamp(deadline).astimezone()
+        log.info("run.deadline_at", deadline=moment.isoformat(timespec="seconds"),
+                 in_s=round(deadline - time.time()))
+
+
+def _journal_failure(exc: BaseException) -> JournalError | None:
+    """The JournalError in `exc`, also when a task group wrapped it (in groups, at any depth)."""
+    if isinstance(exc, JournalError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _journal_failure(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _tally(stats: RunStats) -> Callable[[Outcome], None]:
+    """Counts the records written into `stats`: the figures left when the pipeline broke."""
+    def count(outcome: Outcome) -> None:
+        stats.by_status[outcome.status.value] += 1
+        if outcome.error_code:
+            stats.by_error[outcome.error_code] += 1
+        if outcome.http_status is not None:
+            stats.by_http[outcome.http_status] += 1
+        stats.requests += outcome.attempts
+        stats.retries += max(0, outcome.attempts - 1)
+    return count
+
+
+def final_metrics(path: Path | None, stats: RunStats, code: int) -> None:
+    """Write `--metrics-file` for a run that ended with `code`; a failure is only logged."""
+    if path is None:
+        return
+    try:
+        write_metrics(path, stats, code, time.time())
+    except UsageError as exc:  # the run happened: keep its exit code, say what failed
+        log.warning("metrics.write_failed", path=str(path), error=str(exc))
+
+
+def summary_lines(stats: RunStats, stop_message: str | None) -> Iterator[str]:
+    """The human summary printed at the end of a run (console logs only)."""
+    total = sum(stats.by_status.values())
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(stats.by_status.items()))
+    yield f"{total} lines: {parts or 'none'} in {stats.duration:.1f}s"
+    rate = stats.requests / stats.duration if stats.duration > 0 else 0.0
+    yield f"{stats.requests} requests ({stats.retries} retries), {rate:.1f} requests/s"
+    for code, n in stats.by_error.most_common(10):
+        yield f"  {code}: {n}"
+    if stop_message:
+        yield f"stopped early: {stop_message}"
+
+
+def _summary(config: RunConfig, run_id: str, stats: RunStats, stop_message: str | None,
+             code: int, stderr: TextIO) -> None:
+    """`run.finished` as one event (all a json log gets), and the human lines on a console."""
+    log.info("run.finished", run_id=run_id, exit_code=code,
+             duration_s=round(stats.duration, 3), requests=stats.requests,
+             retries=stats.retries, **dict(stats.by_status), errors=dict(stats.by_error),
+             stopped=stop_message)
+    if config.log_format != "json":
+        for text in summary_lines(stats, stop_message):
+            print(text, file=stderr)
+
+
+def _broken(config: RunConfig, run_id: str, error: JournalError, stats: RunStats,
+            stderr: TextIO) -> int:
+    """Exit 4: one line naming the file and the cause, the metrics file if it can be."""
+    stats.finished = time.monotonic()
+    message = f"{error}; sending stopped at once, exit 4"
+    if config.log_format == "json":
+        log.error("run.broken", run_id=run_id, error=message, exit_code=EXIT_BROKEN)
+    else:
+        print(f"batchsms: {message}", file=stderr)
+    final_metrics(config.metrics_file, stats, EXIT_BROKEN)
+    return EXIT_BROKEN
+
+
 def run(config: RunConfig, env: Mapping[str, str] | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
         stderr: TextIO = sys.stderr) -> int:
@@ -288,11 +419,11 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         return dry_run(config, sys.stdout, stderr)
     # Everything that can refuse to start is checked before the lock and --out are touched.
     require_transport_features()
+    check_run_outputs(config)
     endpoint = None if config.simulate else resolve_endpoint(config.endpoint, config.region, env)
     auth = _credentials(config, env)
-    if config.metrics_file is not None:
-        check_metrics_path(config.metrics_file)
     tls = tls_context(config.ca_bundle)
+    ensure_descriptors(config.concurrency * (2 if config.simulate else 1))  # sim: both ends
     lock = lock_outcomes(config.out)  # before --out is touched; the lock file lies beside it
     try:
         scan = JournalScan()
@@ -300,32 +431,51 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         if scan.cut_lines:
             log.warning("journal.cut_lines", path=str(config.out), count=scan.cut_lines,
                         note="records cut off by a crash were skipped")
-        lines = checked_lines(config.input, config.defaults)  # unreadable: exit 2, no --out
+        # unreadable input or a whole-file mistake: exit 2, no --out. A stream (stdin, FIFO) is
+        # not read ahead: its producer may pause, and nothing is read before the signal
+        # handlers are in place (its lines are then judged one by one, as they come).
+        lines = checked_lines(config.input, config.defaults)
+        if is_regular(config.input):
+            lines = refuse_whole_file_mistakes(lines)
+        _deadline_logged(config.deadline)
         writer = OutcomeWriter(config.out)
         run_id = new_run_id()
-        started = time.monotonic()
+        written = RunStats()
+        on_outcome = _chain(on_outcome, _tally(written))
         try:
-            with ExitStack() as stack:
-                if progress.wanted(config.progress, stderr):
-                    bar = stack.enter_context(progress.progress_bar(config.input, stderr))
-                    on_outcome = _chain(on_outcome, bar)
-                pipeline = anyio.run(_run_async, RunContext(
-                    config=config, env=env, endpoint=endpoint, auth=auth, tls=tls,
-                    writer=writer, lines=lines, resume=resume, run_id=run_id,
-                    on_outcome=on_outcome), backend_options=_loop_options())
-        finally:
-            writer.close()
-        stats = pipeline.stats
-        log.info("run.finished", run_id=run_id, duration_s=round(time.monotonic() - started, 3),
-                 requests=stats.requests, retries=stats.retries, **dict(stats.by_status))
-        for text in summary_lines(stats, pipeline.stop_message):
-            print(text, file=stderr)
-        code = exit_code(stats, pipeline.stop.stopped)
-        if config.metrics_file is not None:
             try:
-                write_metrics(config.metrics_file, stats, code, time.time())
-            except UsageError as exc:  # the run happened: keep its exit code, say what failed
-                log.warning("metrics.write_failed", path=str(config.metrics_file), error=str(exc))
+                with ExitStack() as stack:
+                    if progress.wanted(config.progress, stderr):
+                        bar = stack.enter_context(progress.progress_bar(config.input, stderr))
+                        on_outcome = _chain(on_outcome, bar)
+                    pipeline = anyio.run(_run_async, RunContext(
+                        config=config, env=env, endpoint=endpoint, auth=auth, tls=tls,
+                        writer=writer, lines=lines, resume=resume, run_id=run_id,
+                        on_outcome=on_outcome), backend_options=_loop_options())
+            finally:
+                writer.close()
+        except (JournalError, BaseExceptionGroup) as exc:
+            error = _journal_failure(exc)
+            if error is None:
+                raise
+            return _broken(config, run_id, error, written, stderr)
+        stats = pipeline.stats
+        code = exit_code(stats, pipeline.stop.stopped)
+        _summary(config, run_id, stats, pipeline.stop_message, code, stderr)
+        final_metrics(config.metrics_file, stats, code)
         return code
     finally:
         lock.close()
+
+
+def metrics_after_refusal(path: Path | None, inputs: list[tuple[str, Path | str | None]],
+                          out: Path | None, code: int) -> None:
+    """A run that could not start (exit 2, or 130 at start-up) still writes `--metrics-file`,
+    so the exit-code alert fires; never when that path is unusable or one of the inputs."""
+    if path is None:
+        return
+    try:
+        check_output("--metrics-file", path, [*inputs, ("--out", out)])
+    except UsageError:
+        return
+    final_metrics(path, RunStats(), code)

@@ -154,13 +154,23 @@ def _id_list_check(key: str, sep: str, max_item: int | None) -> Check:
     return check
 
 
-def _check_first_mac(server: dict[str, Any], path: str, problems: list[Problem]) -> None:
+def _check_macs(server: dict[str, Any], path: str, problems: list[Problem]) -> None:
+    """`mac` on every network (the SDK's NetWork model requires the key), non-empty on the
+    first (the reference page: 列表中第一个Mac地址必须非空)."""
     networks = server.get("networks")
-    if isinstance(networks, list) and networks and isinstance(networks[0], dict):
-        mac = networks[0].get("mac")
-        if mac is None or mac == "":
+    if not isinstance(networks, list):
+        return
+    for i, network in enumerate(networks):
+        if not isinstance(network, dict):
+            continue
+        mac = network.get("mac")
+        if i == 0 and (mac is None or mac == ""):
             problems.append(Problem(f"{path}.networks[0].mac",
                                     "the first network's MAC address must be non-empty"))
+        elif mac is None:
+            problems.append(Problem(f"{path}.networks[{i}].mac",
+                                    "required on every network (it may be empty after the "
+                                    "first)"))
 
 
 # -- Tables 3-12 --------------------------------------------------------------------------------
@@ -282,7 +292,7 @@ TARGET_SERVER = ObjectSpec("TargetServer", {  # Table 4
     "image_disk_id": string(255),
     "snapshot_ids": string(255),
     "cutovered_snapshot_ids": string(255),
-}, checks=(Rule("networks", _check_first_mac),))
+}, checks=(Rule("networks", _check_macs),))
 
 CLONE_SERVER = ObjectSpec("CloneServer", {  # Table 12
     "vm_id": string(255),

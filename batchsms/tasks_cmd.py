@@ -23,6 +23,7 @@ import orjson
 
 from batchsms.auth import Authenticator
 from batchsms.client import SmsClient, tls_context
+from batchsms.descriptors import ensure_descriptors
 from batchsms.engine.attempt import Request, Sender
 from batchsms.engine.feedback import Answer
 from batchsms.engine.stopping import StopReason
@@ -75,8 +76,8 @@ async def iter_tasks(sender: Sender, config: TasksConfig) -> AsyncIterator[dict[
                                 auth=result.last is Answer.REJECTED
                                 or result.stopped is StopReason.ABORTED)
         try:
-            page = orjson.loads(result.reply.body)
-            tasks, count = page["tasks"], int(page["count"])
+            page = result.reply.json()
+            tasks, count = page["tasks"], int(page["count"])  # type: ignore[index]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ListingFailed(f"ListTasks answered something unexpected: {exc}") from exc
         for task in tasks:
@@ -109,6 +110,7 @@ def run_tasks(config: TasksConfig, auth: Authenticator | None, stdout: IO[bytes]
 
     require_transport_features()
     tls = tls_context(config.ca_bundle)
+    ensure_descriptors(1)
 
     try:
         if config.out is None:

@@ -3,9 +3,12 @@
     python bench/bench_all.py
 
 Runs bench/bench_validate.py (validation lines/s vs orjson.loads alone, peak RSS at 20k vs
-200k lines) and bench/bench_run.py (requests/s vs a bare aiohttp loop and vs the official SDK's
-client, rate accuracy at --rate 50) with their defaults, one after the other, each in its own
-process so that neither's memory or threads disturb the other. Only 127.0.0.1 is used.
+200k lines), bench/bench_run.py (requests/s vs a bare aiohttp loop and vs the official SDK's
+client, rate accuracy at --rate 50) and bench/bench_throttle.py (goodput, 429 share, lines
+failed and time against every kind of throttle and outage; PASS/FAIL per scenario) with their
+defaults, one after the other, each in its own process so that none's memory or threads disturb
+another. A scenario that FAILs does not stop the others; the exit status is 1 if any script
+failed. Only 127.0.0.1 is used.
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ def main() -> int:
                 if line.startswith("model name")), platform.processor() or "unknown cpu")
     print(f"# {platform.node()}: {cpu}, {platform.system()} {platform.release()}, "
           f"python {platform.python_version()}\n")
-    for script in ("bench_validate.py", "bench_run.py"):
+    failed = 0
+    for script in ("bench_validate.py", "bench_run.py", "bench_throttle.py"):
         print(f"## {script}", flush=True)
-        code = subprocess.call([sys.executable, str(HERE / script)])
-        if code:
-            return code
+        if subprocess.call([sys.executable, str(HERE / script)]):
+            failed += 1
         print(flush=True)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from batchsms.engine.stats import RunStats
 from batchsms.errors import UsageError
-from batchsms.metrics import check_metrics_path, previous_last_success, write_metrics
+from batchsms.metrics import previous_last_success, write_metrics
+from batchsms.outputs import check_output
 
 T1, T2 = 1_714_560_000.25, 1_714_646_400.5
 
@@ -145,8 +146,8 @@ def test_readers_see_old_or_new_content(tmp_path: Path) -> None:
 
 def test_check_metrics_path(tmp_path: Path) -> None:
     """A path that could not be written is refused before the run starts."""
-    check_metrics_path(tmp_path / "nightly.prom")
+    check_output("--metrics-file", tmp_path / "nightly.prom")
     with pytest.raises(UsageError, match="is a directory"):
-        check_metrics_path(tmp_path)
-    with pytest.raises(UsageError, match="cannot write in"):
-        check_metrics_path(tmp_path / "missing" / "nightly.prom")
+        check_output("--metrics-file", tmp_path)
+    with pytest.raises(UsageError, match=r"missing.*No such file"):
+        check_output("--metrics-file", tmp_path / "missing" / "nightly.prom")

@@ -113,14 +113,17 @@ def test_logs_follow_sys_stderr_so_the_progress_bar_can_route_them(
 def test_validate_and_run_describe_an_invalid_line_the_same_way(tmp_path: Path) -> None:
     """One record for an invalid line, whichever command writes it: first problem, and N more."""
     source = tmp_path / "in.jsonl"
-    source.write_bytes(lines(orjson.dumps(
-        {"task_id": "t", "body": {"speedlimit": 1, "type": "x", "state": "RUNNING"}})))
+    source.write_bytes(lines(orjson.dumps(  # (a valid line too: an all-invalid file is refused)
+        {"task_id": "t", "body": {"speedlimit": 1, "type": "x", "state": "RUNNING"}}),
+        orjson.dumps({"task_id": "ok", "body": {"speed_limit": 1}})))
     assert batchsms("validate", str(source), "--out", str(tmp_path / "v.jsonl"),
                     cwd=tmp_path).returncode == 1
     assert batchsms("run", str(source), "--simulate", "--out", str(tmp_path / "r.jsonl"),
                     cwd=tmp_path).returncode == 1
-    (valid,) = [orjson.loads(x) for x in (tmp_path / "v.jsonl").read_bytes().splitlines()]
-    (ran,) = [orjson.loads(x) for x in (tmp_path / "r.jsonl").read_bytes().splitlines()]
+    (valid,) = [r for x in (tmp_path / "v.jsonl").read_bytes().splitlines()
+                if (r := orjson.loads(x))["line"] == 1]
+    (ran,) = [r for x in (tmp_path / "r.jsonl").read_bytes().splitlines()
+              if (r := orjson.loads(x))["line"] == 1]
     assert valid["error_msg"] == ran["error_msg"]
     assert ran["error_msg"].startswith("body.speedlimit: unknown field")
     assert ran["error_msg"].endswith("(and 2 more)")

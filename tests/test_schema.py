@@ -114,7 +114,7 @@ HOSTS: dict[str, tuple[Callable[[Any], dict[str, Any]], str]] = {
                         "body.target_server.btrfs_list[0]"),
     "BtrfsSubvolumn": (lambda o: {"target_server": {"btrfs_list": [{"subvolumn": [o]}]}},
                        "body.target_server.btrfs_list[0].subvolumn[0]"),
-    "NetWork": (lambda o: {"target_server": {"networks": [{"mac": MAC}, o]}},
+    "NetWork": (lambda o: {"target_server": {"networks": [{"mac": MAC}, {"mac": "", **o}]}},
                 "body.target_server.networks[1]"),
     "VolumeGroups": (lambda o: {"target_server": {"volume_groups": [o]}},
                      "body.target_server.volume_groups[0]"),
@@ -249,9 +249,10 @@ def cases() -> Iterator[tuple[str, str, str, object, bool]]:
             elif kind == "A":
                 lo, hi = row[2], row[3]
                 item = {"mac": MAC} if field == "networks" else {}
+                rest = {"mac": ""} if field == "networks" else {}  # the key is required
                 yield table, field, "empty", [], True
-                yield table, field, "max items", [item] + [{}] * (hi - 1), True
-                yield table, field, "max+1 items", [item] + [{}] * hi, False
+                yield table, field, "max items", [item] + [rest] * (hi - 1), True
+                yield table, field, "max+1 items", [item] + [rest] * hi, False
                 for bad in ({}, "x", 1, True):
                     yield table, field, f"type {bad!r}", bad, False
 
@@ -289,7 +290,8 @@ def test_every_field_has_an_accepted_and_a_rejected_case() -> None:
 def test_null_is_dropped_for_every_field(table: str) -> None:
     """null means absent, for every field: nothing to check, nothing sent."""
     wrap, _ = HOSTS[table]
-    body = wrap(dict.fromkeys(TABLES[table]))
+    # (a null `mac` of a later network is a missing required key: test_mac_key_required...)
+    body = wrap(dict.fromkeys(f for f in TABLES[table] if (table, f) != ("NetWork", "mac")))
     clean, problems = validate({**body, "speed_limit": 1})
     assert problems == []
     expected = {} if table == "PutTaskReq" else wrap({})
@@ -478,7 +480,7 @@ def test_target_server_snapshot_ids_are_not_split() -> None:
 @pytest.mark.parametrize(("networks", "ok"), [
     ([], True),
     ([{"mac": MAC}], True),
-    ([{"mac": MAC}, {"name": "eth1"}], True),
+    ([{"mac": MAC}, {"name": "eth1", "mac": ""}], True),
     ([{"mac": MAC}, {"mac": ""}], True),
     ([{"name": "eth0"}], False),
     ([{"mac": ""}], False),
@@ -493,6 +495,13 @@ def test_first_network_mac(networks: list[Any], ok: bool) -> None:
         assert problems == []
     else:
         assert [p.path for p in problems] == ["body.target_server.networks[0].mac"]
+
+
+@pytest.mark.parametrize("later", [{"name": "eth1"}, {"mac": None}])
+def test_mac_key_required_on_every_network(later: dict[str, Any]) -> None:
+    """The SDK's NetWork model requires `mac` on every entry; after the first it may be ""."""
+    _, problems = validate({"target_server": {"networks": [{"mac": MAC}, later, {"mac": ""}]}})
+    assert [p.path for p in problems] == ["body.target_server.networks[1].mac"]
 
 
 @pytest.mark.parametrize("body", [{}, {"speed_limit": None},

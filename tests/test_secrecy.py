@@ -31,7 +31,10 @@ from urllib.parse import quote
 
 import orjson
 import pytest
+from aiohttp import web
 
+from tests.hostile import Server as HostileServer
+from tests.hostile import app_server
 from tests.scripted import RESET, Answer, Hang, scripted_server
 
 AK = "AKSECRECY7Q3Z9XW1PLK"
@@ -341,3 +344,55 @@ def test_sigterm_mid_run_leaks_nothing(scan: Scan) -> None:
     scan.add("sigterm stderr", err)
     assert proc.returncode == 143, err.decode()
     assert len((scan.work / "out.jsonl").read_bytes().splitlines()) == 60
+
+
+@pytest.mark.parametrize("env", [{"BATCHSMS_AUTH_TOKEN": AUTH_TOKEN}, AKSK_ENV],
+                         ids=["token", "aksk+security-token"])
+def test_redirects_send_no_secret_to_a_second_server(scan: Scan, env: dict[str, str]) -> None:
+    """303 to the same path, 307 and 302 to another port, a 302 loop; ListTasks redirected:
+    no request follows, so the second server receives nothing (counted: zero), the first one
+    exactly one request per attempt, and the `Location` query (a token) is never written."""
+    source = scan.work / "in.jsonl"
+    source.write_bytes(b"".join(orjson.dumps({"task_id": t, "body": {"speed_limit": 5}}) + b"\n"
+                                for t in ("same", "away307", "away302", "loop")))
+
+    async def there(_: web.Request, __: HostileServer) -> web.StreamResponse:
+        return web.json_response({"id": "x", "count": 0, "tasks": []})
+
+    with app_server(there) as second:
+        query = f"?X-Auth-Token={quote(AUTH_TOKEN, safe='')}&sts={SECURITY_TOKEN}"
+        targets = {"/v3/tasks/same": (303, "/v3/tasks/same"),
+                   "/v3/tasks/away307": (307, f"{second.url}/v3/tasks/away307{query}"),
+                   "/v3/tasks/away302": (302, f"{second.url}/v3/tasks/away302{query}"),
+                   "/v3/tasks/loop": (302, "/v3/tasks/loop"),
+                   "/v3/tasks": (302, f"{second.url}/v3/tasks{query}")}
+
+        async def first_answer(request: web.Request, _: HostileServer) -> web.StreamResponse:
+            status, location = targets[request.path]
+            return web.Response(status=status, headers={"Location": location},
+                                body=b'{"error_code": "SMS.0001", "error_msg": "moved"}')
+
+        with app_server(first_answer) as first:
+            run = batchsms(scan, "run redirected", *run_args(source, "out.jsonl", "json",
+                                                             "--endpoint", first.url), env=env)
+            listed = batchsms(scan, "tasks redirected", "tasks", "--endpoint", first.url,
+                              "--out", "fleet.jsonl", env=env)
+            received = list(first.received)
+        assert second.received == []
+    assert run.returncode == 1, run.stderr.decode()
+    records = {r["task_id"]: r for r in
+               (orjson.loads(x) for x in (scan.work / "out.jsonl").read_bytes().splitlines())}
+    expected = {"same": 303, "away307": 307, "away302": 302, "loop": 302}
+    for task_id, status in expected.items():
+        record = records[task_id]
+        assert (record["status"], record["http_status"], record["attempts"],
+                record["error_code"]) == ("failed", status, 1, f"http_{status}"), record
+        assert "redirect" in record["error_msg"]
+    assert f"{second.url}/v3/tasks/away307 " in records["away307"]["error_msg"]
+    assert sorted((r.method, r.path.partition("?")[0]) for r in received) == sorted(
+        [("PUT", f"/v3/tasks/{t}") for t in expected] + [("GET", "/v3/tasks")])
+    assert listed.returncode == 1, listed.stderr.decode()
+    assert b"http_302" in listed.stderr
+    assert not (scan.work / "fleet.jsonl").exists()
+    sent = b"".join(str(r.headers).encode() for r in received)  # the scan is not vacuous
+    assert any(needle in sent for needle in (AUTH_TOKEN.encode(), SECURITY_TOKEN.encode()))

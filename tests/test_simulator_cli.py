@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -17,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from batchsms.simulator.cli import add_simulator_parser, main
+from batchsms.simulator.cli import add_simulator_arguments, add_simulator_parser, fault_config, main
+from batchsms.simulator.faults import FaultConfig, Outage, OutageKind
 
 
 @contextmanager
@@ -97,7 +99,10 @@ def test_cli_unreadable_fleet_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_cli_bad_option_values_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     """Out-of-range knobs are refused by the parser."""
     for argv in (["--fail-rate", "1.5"], ["--latency-ms", "9-3"], ["--throttle-rate", "0"],
-                 ["--generate", "5", "--fleet", "x"], ["--port", "70000"]):
+                 ["--generate", "5", "--fleet", "x"], ["--port", "70000"],
+                 ["--outage", "10"], ["--outage", "5+5:refuse@0.5"], ["--outage", "5+5:200"],
+                 ["--quota", "0"], ["--quota-burst", "0.5"], ["--throttle-random", "2"],
+                 ["--forbid-from", "0"], ["--forbid-rate", "-1"], ["--ignore-field", "a..b"]):
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2
@@ -116,3 +121,35 @@ def test_add_simulator_parser_wires_the_subcommand() -> None:
     assert (args.host, args.port, args.generate, args.seed) == ("127.0.0.1", 0, 3, 9)
     assert args.latency_ms == (5.0, 10.0)
     assert (args.fail_rate, args.throttle_rate, args.retry_after) == (0.1, 20.0, 2.0)
+
+
+def test_every_trouble_option_reaches_the_fault_config() -> None:
+    parser = argparse.ArgumentParser()
+    add_simulator_arguments(parser)
+    args = parser.parse_args([
+        "--seed", "4", "--throttle-rate", "20", "--throttle-count-all", "--throttle-random", "0.1",
+        "--quota", "50", "--quota-burst", "5", "--outage", "10+20:503@0.3",
+        "--outage", "40+10:refuse", "--outage", "60+5:close", "--forbid-rate", "0.01",
+        "--forbid-from", "100", "--ignore-field", "speed_limit",
+        "--ignore-field", "target_server.name"])
+    assert fault_config(args) == FaultConfig(
+        seed=4, throttle_rate=20, throttle_count_all=True, throttle_random=0.1, quota_rate=50,
+        quota_burst=5, forbid_rate=0.01, forbid_from=100,
+        outages=(Outage(10, 20, share=0.3), Outage(40, 10, OutageKind.REFUSE),
+                 Outage(60, 5, OutageKind.CLOSE)),
+        ignore_fields=("speed_limit", "target_server.name"))
+    assert fault_config(parser.parse_args([])) == FaultConfig(seed=0)
+
+
+def test_cli_outage_and_forbid_over_http() -> None:
+    """A status outage from the first request, then (after it) a 403 from the 3rd request on."""
+    with simulator_process("--outage", "0+0.3:502", "--forbid-from", "3") as (proc, url):
+        status, error = fetch(f"{url}/v3/tasks")
+        assert (status, error["error_code"]) == (502, "APIG.0201")
+        time.sleep(0.4)
+        status, _ = fetch(f"{url}/v3/tasks")
+        assert status == 200
+        status, error = fetch(f"{url}/v3/tasks")
+        assert (status, error["error_code"]) == (403, "SMS.9004")
+        proc.terminate()
+        proc.communicate(timeout=5)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,24 +11,16 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.simprocess import simulator_process
+
 TOKEN = "tasks-test-token"
 
 
 @pytest.fixture
 def simulator() -> Iterator[str]:
-    env = {**os.environ, "BATCHSMS_SIMULATOR_TOKEN": TOKEN}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "batchsms", "simulator", "--port", "0", "--generate", "450",
-         "--seed", "7"], env=env, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("listening on http://"), line
-    try:
-        yield line.split()[-1]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-        proc.stdout.close()
+    with simulator_process("--generate", "450", "--seed", "7",
+                           BATCHSMS_SIMULATOR_TOKEN=TOKEN) as url:
+        yield url
 
 
 def batchsms(*args: str, token: str = TOKEN) -> subprocess.CompletedProcess[bytes]:
@@ -85,3 +76,19 @@ def test_rejected_credentials_exit_3_and_write_no_file(simulator: str, tmp_path:
     assert b"wrong" not in result.stderr
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def test_source_server_id_filter(simulator: str) -> None:
+    """--source-server-id selects the tasks of one source server (ListTasks' filter)."""
+    import urllib.request
+
+    request = urllib.request.Request(f"{simulator}/v3/tasks?limit=1&offset=5",
+                                     headers={"X-Auth-Token": TOKEN})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        task = orjson.loads(answer.read())["tasks"][0]
+    result = batchsms("tasks", "--endpoint", simulator, "--source-server-id",
+                      task["source_server"]["id"], "--rate", "0")
+    assert result.returncode == 0, result.stderr
+    listed = [orjson.loads(line)["task_id"] for line in result.stdout.splitlines()]
+    assert task["id"] in listed
+    assert 0 < len(listed) < 450

@@ -5,7 +5,9 @@ their requests here instead of to Huawei Cloud; the official SDK cannot tell the
 UpdateTask, ShowTask and ListTasks.
 
     fleet.py    the task store (open, generated or from a file) and per-task PUT counts
-    faults.py   seeded fault injection: latency, resets, throttling, 5xx, hangs
+    faults.py   seeded fault injection: latency, resets, throttles (window, quota, random),
+                timed outages, 403s, 5xx, hangs, ignored fields
+    views.py    ShowTask / ListTasks views: the official SDK's response models, field for field
     access.py   the credentials to expect, checked as the API gateway does
     app.py      the aiohttp application: gateway middleware + the three routes, error codes
     server.py   Simulator (start/stop) and running(), the async context manager
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from batchsms.simulator.access import ExpectedCredentials
     from batchsms.simulator.app import Received, Stats
-    from batchsms.simulator.faults import FaultConfig, FaultInjector
+    from batchsms.simulator.faults import FaultConfig, FaultInjector, Outage, OutageKind
     from batchsms.simulator.fleet import Fleet, TaskCounts
     from batchsms.simulator.server import Simulator, SimulatorHandle, running
 
@@ -31,6 +33,8 @@ _WHERE = {
     "Stats": "app",
     "FaultConfig": "faults",
     "FaultInjector": "faults",
+    "Outage": "faults",
+    "OutageKind": "faults",
     "Fleet": "fleet",
     "TaskCounts": "fleet",
     "Simulator": "server",
@@ -43,6 +47,8 @@ __all__ = [
     "FaultConfig",
     "FaultInjector",
     "Fleet",
+    "Outage",
+    "OutageKind",
     "Received",
     "Simulator",
     "SimulatorHandle",

@@ -17,6 +17,8 @@ Error codes (the simulator's own choice where the real service's are undocumente
     400 SMS.0201  body is not JSON            400 SMS.0205  body breaks the schema (every path)
     400 SMS.0203  bad ListTasks query         400 SMS.0204  task_id not 1-36 characters
     404 SMS.1801  task not in the fleet       413 SMS.0206  body too large
+    400 SMS.1810  clone_server update in a source state Table 3 does not allow (fleet.py)
+    403 SMS.9004  permission denied (injected; Table 14-15's body, the page's own code)
     415 SMS.0202  Content-Type is not JSON    500 SMS.9999  internal error (injected)
     503 SMS.9998  service unavailable         502 APIG.0201 / 504 APIG.0202  backend down / slow
     401 APIG.0301 authentication failed       429 APIG.0308 throttled
@@ -29,6 +31,7 @@ The handlers are lean on purpose (no per-request logging, no access log): the sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import secrets
 import socket
@@ -45,7 +48,7 @@ from aiohttp import web
 
 from batchsms.schema import validate
 from batchsms.simulator.access import ExpectedCredentials
-from batchsms.simulator.faults import FaultInjector
+from batchsms.simulator.faults import Decision, FaultInjector, OutageKind
 from batchsms.simulator.fleet import STATES, TASK_ID_MAX, Fleet
 
 __all__ = ["STATE", "Received", "SimulatorState", "Stats", "build_app"]
@@ -81,7 +84,11 @@ class Received(NamedTuple):
 
 @dataclass(slots=True)
 class Stats:
-    """Totals since start: requests received, updates applied, answers by status, resets."""
+    """Totals since start: requests received, updates applied, answers by status, resets.
+
+    ``resets`` counts connections dropped without an answer (``reset_rate`` and outages of kind
+    ``refuse``/``close`` alike).
+    """
 
     received: int = 0
     applied: int = 0
@@ -98,6 +105,9 @@ class SimulatorState:
     credentials: ExpectedCredentials
     stats: Stats = field(default_factory=Stats)
     log: deque[Received] | None = None
+    # open connections, so that a 'refuse' outage can drop the kept-alive ones (server.py)
+    transports: set[asyncio.Transport] = field(default_factory=set)
+    first_request: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 STATE = web.AppKey("batchsms_simulator_state", SimulatorState)
@@ -125,15 +135,34 @@ def _error(status: int, code: str, msg: str, **extra: object) -> web.Response:
 # -- the gateway ------------------------------------------------------------------------------
 
 
-def _drop_connection(request: web.Request) -> None:
+def drop_transport(transport: asyncio.Transport) -> None:
     """Abort with a TCP RST, so the client sees a reset, never an HTTP status."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def _close_connection(request: web.Request) -> None:
+    """Close with a FIN and no answer (the client sees the server disconnect)."""
     transport = request.transport
     if transport is None:
         return
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
+        with contextlib.suppress(OSError):  # already gone
+            sock.shutdown(socket.SHUT_RDWR)
+    transport.abort()  # after the FIN: nothing aiohttp writes next can leave
+
+
+def _track(state: SimulatorState, request: web.Request) -> None:
+    transport = request.transport
+    if transport is None:
+        return
+    transports = state.transports
+    if len(transports) > 4096:
+        transports.difference_update([t for t in transports if t.is_closing()])
+    transports.add(transport)
 
 
 def _record(state: SimulatorState, request: web.Request, task_id: str | None, body: bytes,
@@ -153,6 +182,8 @@ async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse
     state = request.app[STATE]
     request_id = secrets.token_hex(16)
     state.stats.received += 1
+    state.first_request.set()
+    _track(state, request)
     task_id: str | None = request.match_info.get("task_id")
     if task_id is not None and request.method == "PUT":
         state.fleet.received(task_id)
@@ -170,21 +201,44 @@ async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse
         _record(state, request, task_id, b"", None, request_id, at)
         raise _Drop from None
     else:
-        if decision.reset:
+        outage = decision.outage
+        dropped = outage is not None and outage.kind is not OutageKind.STATUS
+        if decision.reset or dropped:
             state.stats.resets += 1
             _record(state, request, task_id, body, None, request_id, at)
-            _drop_connection(request)
+            if outage is not None and outage.kind is OutageKind.CLOSE:
+                _close_connection(request)
+            elif request.transport is not None:
+                drop_transport(request.transport)
             raise _Drop
-        response = await _admit_and_serve(state, request, handler, body, decision.fail_status,
-                                          decision.hang_s, request_id)
+        response = await _admit_and_serve(state, request, handler, body, decision, request_id)
     response.headers["X-Request-Id"] = request_id
     state.stats.by_status[response.status] += 1
     _record(state, request, task_id, body, response.status, request_id, at)
     return response
 
 
+def _outage_error(status: int, request_id: str) -> web.Response:
+    if status == 429:
+        code, msg = "APIG.0308", "The throttling threshold has been reached"
+    else:
+        code, msg = _FAILURES.get(status, ("SMS.9999", "Service error"))
+    return _error(status, code, msg.replace("(injected fault)", "").rstrip() + " (injected outage)",
+                  request_id=request_id)
+
+
+def _forbidden(request_id: str) -> web.Response:
+    """Table 14-15's 403: the permission error, with every field the reference page shows."""
+    detail = ("You do not have permission to perform action sms:server:migrate on resource "
+              "sms:*:*:task:* (injected fault).")
+    return _error(403, "SMS.9004", "The current account does not have the permission to execute "
+                  f"policy. {detail}", request_id=request_id,
+                  encoded_authorization_message=secrets.token_urlsafe(48),
+                  error_param=[detail], details=[{"error_code": "SMS.9004", "error_msg": detail}])
+
+
 async def _admit_and_serve(state: SimulatorState, request: web.Request, handler: Handler,
-                           body: bytes, fail_status: int | None, hang_s: float,
+                           body: bytes, decision: Decision,
                            request_id: str) -> web.StreamResponse:
     reason = state.credentials.check(request.method, request.raw_path,
                                      list(request.query.items()), request.headers, body,
@@ -193,20 +247,24 @@ async def _admit_and_serve(state: SimulatorState, request: web.Request, handler:
         return _error(401, "APIG.0301", f"Incorrect IAM authentication information: {reason}",
                       request_id=request_id)
     faults = state.faults
-    if not faults.admit():
-        config = faults.config
+    if decision.throttled or not faults.admit():
+        retry_after = faults.config.retry_after
         response = _error(
             429, "APIG.0308",
             "The throttling threshold has been reached: policy user over ratelimit, "
-            f"limit:{config.throttle_rate:g}, time:1 second", request_id=request_id)
-        if config.retry_after is not None:
-            response.headers["Retry-After"] = str(math.ceil(config.retry_after))
+            f"{faults.throttle_limit()}", request_id=request_id)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(math.ceil(retry_after))
         return response
-    if fail_status is not None:
-        code, msg = _FAILURES[fail_status]
-        return _error(fail_status, code, msg, request_id=request_id)
-    if hang_s:
-        await asyncio.sleep(hang_s)
+    if decision.outage is not None:
+        return _outage_error(decision.outage.status, request_id)
+    if decision.forbidden:
+        return _forbidden(request_id)
+    if decision.fail_status is not None:
+        code, msg = _FAILURES[decision.fail_status]
+        return _error(decision.fail_status, code, msg, request_id=request_id)
+    if decision.hang_s:
+        await asyncio.sleep(decision.hang_s)
     try:
         return await handler(request)
     except web.HTTPNotFound:
@@ -256,10 +314,29 @@ async def update_task(request: web.Request) -> web.Response:
                       details=[{"error_code": "SMS.0205", "error_msg": f"{p.path}: {p.message}"}
                                for p in shown])
     state = request.app[STATE]
+    refusal = state.fleet.refusal(task_id, clean)
+    if refusal is not None:
+        return _error(400, "SMS.1810", refusal)
+    ignored = state.faults.config.ignore_fields
+    if ignored:
+        clean = _without(clean, ignored)
     if not state.fleet.apply(task_id, clean):
         return _not_found(task_id)
     state.stats.applied += 1
     return _json({"id": task_id})
+
+
+def _without(body: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of ``body`` without these dotted paths (the ``ignore_fields`` fault)."""
+    copy: dict[str, Any] = orjson.loads(orjson.dumps(body))
+    for path in paths:
+        *parents, leaf = path.split(".")
+        node: Any = copy
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return copy
 
 
 async def show_task(request: web.Request) -> web.Response:

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 
 from batchsms.errors import UsageError
 from batchsms.simulator.access import AK_ENV, SK_ENV, TOKEN_ENV, ExpectedCredentials
-from batchsms.simulator.faults import FaultConfig, parse_latency
+from batchsms.simulator.faults import FaultConfig, Outage, parse_latency, parse_outage
 from batchsms.simulator.fleet import Fleet
 
 if TYPE_CHECKING:
     from batchsms.simulator.server import Simulator
 
-__all__ = ["add_simulator_arguments", "add_simulator_parser", "main", "run_simulator"]
+__all__ = ["add_simulator_arguments", "add_simulator_parser", "fault_config", "main",
+           "run_simulator"]
 
 
 def _number(accept: Callable[[float], bool], wanted: str) -> Callable[[str], float]:
@@ -71,6 +72,26 @@ def _latency(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _outage(text: str) -> Outage:
+    try:
+        return parse_outage(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _request_number(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _dotted_path(text: str) -> str:
+    if not text or any(not part for part in text.split(".")):
+        raise argparse.ArgumentTypeError(f"not a dotted body path: {text!r}")
+    return text
+
+
 def add_simulator_arguments(p: argparse.ArgumentParser) -> None:
     """The ``simulator`` options, on any parser."""
     p.add_argument("--host", default="127.0.0.1", help="address to bind [127.0.0.1]")
@@ -86,6 +107,29 @@ def add_simulator_arguments(p: argparse.ArgumentParser) -> None:
                    help="answer this share of requests 500/502/503/504 [0]")
     p.add_argument("--throttle-rate", type=_positive, metavar="R",
                    help="answer 429 APIG.0308 once R requests were admitted in the last second")
+    p.add_argument("--throttle-count-all", action="store_true",
+                   help="--throttle-rate counts every arrival, 429s included (a client above "
+                   "R/s then gets nothing through)")
+    p.add_argument("--throttle-random", type=_probability, default=0.0, metavar="P",
+                   help="answer this share of requests 429 APIG.0308 whatever the rate [0]")
+    p.add_argument("--quota", type=_positive, metavar="Q",
+                   help="gateway quota: a token bucket of Q requests/s; a 429 costs no token")
+    p.add_argument("--quota-burst", type=_number(lambda v: v >= 1, "a number >= 1"),
+                   metavar="B", help="tokens the --quota bucket holds [Q, at least 1]")
+    p.add_argument("--outage", type=_outage, action="append", default=[],
+                   metavar="START+DURATION[:KIND][@SHARE]",
+                   help="seconds after the first request, for DURATION s: KIND an HTTP status "
+                   "[503], 'refuse' (not listening, open connections dropped) or 'close' "
+                   "(accepted, closed without an answer); @SHARE hits only that share of "
+                   "requests (e.g. 10+20:503@0.3). Repeatable")
+    p.add_argument("--forbid-rate", type=_probability, default=0.0, metavar="P",
+                   help="answer this share of requests 403 SMS.9004 (permission denied) [0]")
+    p.add_argument("--forbid-from", type=_request_number, metavar="N",
+                   help="answer every request from the N-th on 403 SMS.9004 (a revoked "
+                   "permission)")
+    p.add_argument("--ignore-field", type=_dotted_path, action="append", default=[],
+                   metavar="PATH", help="answer updates 200 but silently do not apply this "
+                   "body field (dotted path, e.g. target_server.name). Repeatable")
     p.add_argument("--retry-after", type=_non_negative, metavar="S",
                    help="send Retry-After: S (seconds, rounded up) with every 429")
     p.add_argument("--latency-ms", type=_latency, default=(0.0, 0.0), metavar="A[-B]",
@@ -109,6 +153,19 @@ def add_simulator_parser(subparsers: argparse._SubParsersAction[argparse.Argumen
     add_simulator_arguments(p)
 
 
+def fault_config(args: argparse.Namespace) -> FaultConfig:
+    """The `FaultConfig` the parsed options ask for."""
+    return FaultConfig(seed=args.seed, fail_rate=args.fail_rate, reset_rate=args.reset_rate,
+                       hang_rate=args.hang_rate, hang_ms=args.hang_ms,
+                       throttle_rate=args.throttle_rate,
+                       throttle_count_all=args.throttle_count_all,
+                       throttle_random=args.throttle_random, quota_rate=args.quota,
+                       quota_burst=args.quota_burst, retry_after=args.retry_after,
+                       latency_ms=args.latency_ms, outages=tuple(args.outage),
+                       forbid_rate=args.forbid_rate, forbid_from=args.forbid_from,
+                       ignore_fields=tuple(args.ignore_field))
+
+
 def _build(args: argparse.Namespace) -> Simulator:
     from batchsms.simulator.server import Simulator  # aiohttp.web: only when serving
 
@@ -127,10 +184,7 @@ def _build(args: argparse.Namespace) -> Simulator:
         fleet = Fleet.generate(args.generate, seed=args.seed)
     else:
         fleet = Fleet.open(seed=args.seed)
-    faults = FaultConfig(seed=args.seed, fail_rate=args.fail_rate, reset_rate=args.reset_rate,
-                         hang_rate=args.hang_rate, hang_ms=args.hang_ms,
-                         throttle_rate=args.throttle_rate, retry_after=args.retry_after,
-                         latency_ms=args.latency_ms)
+    faults = fault_config(args)
     return Simulator(host=args.host, port=args.port, fleet=fleet, faults=faults,
                      credentials=credentials, log_size=0)
 

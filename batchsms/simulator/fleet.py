@@ -11,10 +11,16 @@ Three ways to get a fleet:
 Memory stays flat however large the fleet: a task is stored as its id plus the updates applied to
 it (``None`` until the first one). Everything else ShowTask returns is *synthesized* on demand from
 a hash of (seed, id), so a task always looks the same, and varies across the fleet (state, name,
-OS, speed limit, enterprise project...). The view is synthesized fields, then the file's object,
-then the updates, deep-merged in that order (objects merge key by key; arrays and scalars replace).
-An update's ``enterprise_project`` also sets ``enterprise_project_id``: UpdateTask and ShowTask
-name the same thing differently.
+OS, speed limit, enterprise project...). The stored task is synthesized fields, then the file's
+object, then the updates, deep-merged in that order (objects merge key by key; arrays and scalars
+replace). An update's ``enterprise_project`` also sets ``enterprise_project_id``: UpdateTask and
+ShowTask name the same thing differently. ShowTask and ListTasks answer the stored task cut down
+to the official SDK's models (views.py): an update-only field is kept but never shown.
+
+Refusals the service makes (`Fleet.refusal`): the reference page (Table 3) allows a
+``clone_server`` update only while the source server is syncing, pausing, paused, starting,
+finished or in error; the simulator reads those as the SDK's source-server states ``syncing``,
+``stopping``, ``stopped``, ``cutovering``, ``finished`` and ``error``, and refuses the others.
 
 `TaskCounts` record, per task id, how many PUTs reached the server (whatever happened to them:
 faulted, rejected, unknown id) and how many were applied, for tests to compare with a client's
@@ -33,12 +39,21 @@ from typing import Any
 
 import orjson
 
-__all__ = ["STATES", "Fleet", "TaskCounts", "deep_merge"]
+from batchsms.simulator.views import LIST_ITEM, SHOW_TASK, project
+
+__all__ = ["CLONE_SERVER_STATES", "STATES", "Fleet", "TaskCounts", "deep_merge"]
 
 # ListTasks' enumeration of migration task states.
 STATES = ("READY", "RUNNING", "SYNCING", "MIGRATE_SUCCESS", "MIGRATE_FAIL", "ABORTING", "ABORT",
           "DELETING", "SYNC_F_ROLLBACKING", "SYNC_F_ROLLBACK_SUCCESS")
 TASK_ID_MAX = 36
+# Table 3: the source-server states in which clone_server may be updated (see the docstring).
+CLONE_SERVER_STATES = ("syncing", "stopping", "stopped", "cutovering", "finished", "error")
+# The source server's state for each task state (RUNNING: replicating or syncing).
+_SOURCE_STATES = {"READY": "waiting", "RUNNING": "replicate", "SYNCING": "syncing",
+                  "MIGRATE_SUCCESS": "finished", "MIGRATE_FAIL": "error",
+                  "ABORTING": "stopping", "ABORT": "stopped", "DELETING": "deleting",
+                  "SYNC_F_ROLLBACKING": "clearing", "SYNC_F_ROLLBACK_SUCCESS": "cleared"}
 
 _ROLES = ("web", "db", "app", "cache", "batch", "mail", "file", "ldap")
 _SPEED_LIMITS = (0, 0, 50, 100, 200, 300, 500, 1000)
@@ -78,6 +93,8 @@ def _synthesize(task_id: str, seed: int, project_id: str) -> dict[str, Any]:
     name = f"{_ROLES[h[4] % len(_ROLES)]}-{int.from_bytes(h[5:7], 'big') % 1000:03d}"
     created = _EPOCH_MS + int.from_bytes(h[12:16], "big") % _THREE_YEARS_MS
     state = STATES[h[0] % len(STATES)]
+    source_state = "syncing" if state == "RUNNING" and h[6] & 1 else _SOURCE_STATES[state]
+    usage = float(h[18] % 50)
     source_id = str(uuid.UUID(bytes=h[8:24], version=4))
     return {
         "id": task_id,
@@ -115,7 +132,7 @@ def _synthesize(task_id: str, seed: int, project_id: str) -> dict[str, Any]:
             "os_type": os_type,
             "os_version": os_version,
             "oem_system": False,
-            "state": "replicate" if state == "RUNNING" else "waiting",
+            "state": source_state,
             "migration_cycle": "replicating" if state == "RUNNING" else "ready",
         },
         "target_server": {
@@ -134,6 +151,18 @@ def _synthesize(task_id: str, seed: int, project_id: str) -> dict[str, Any]:
         },
         "clone_server": None,
         "sub_tasks": [],
+        "network_check_info": {
+            "domain_connectivity": True, "destination_connectivity": state != "MIGRATE_FAIL",
+            "network_delay": float(h[19] % 40), "network_jitter": float(h[20] % 5),
+            "migration_speed": float(h[21] % 120), "loss_percentage": 0.0,
+            "cpu_usage": usage, "mem_usage": float(h[22] % 80), "evaluation_result": "OK"},
+        "total_cpu_usage": usage, "agent_cpu_usage": usage / 10,
+        "total_mem_usage": float(h[22] % 80), "agent_mem_usage": 1.5,
+        "total_disk_io": float(h[23] % 30), "agent_disk_io": 0.5,
+        "subtask_info": "",
+        "log_collect_status": "INIT",
+        "syncing": source_state == "syncing",
+        "special_config": [],
     }
 
 
@@ -216,7 +245,11 @@ class Fleet:
             if not self._open:
                 return None
             self._updates[task_id] = None
-        return self._view(task_id)
+        return project(self._view(task_id), SHOW_TASK)
+
+    def stored(self, task_id: str) -> dict[str, Any] | None:
+        """Everything the task holds, update-only fields included (tests); None if unknown."""
+        return self._view(task_id) if task_id in self._updates else None
 
     def _view(self, task_id: str) -> dict[str, Any]:
         view = _synthesize(task_id, self._seed, self._project_id)
@@ -238,9 +271,12 @@ class Fleet:
             candidates = list(self._updates)
         rest = {k: v for k, v in filters.items() if k != "id"}
         if not rest:
-            return len(candidates), [self._view(t) for t in candidates[offset:offset + limit]]
-        matching = [view for view in map(self._view, candidates) if _matches(view, rest)]
-        return len(matching), matching[offset:offset + limit]
+            count = len(candidates)
+            page = [self._view(t) for t in candidates[offset:offset + limit]]
+        else:
+            matching = [view for view in map(self._view, candidates) if _matches(view, rest)]
+            count, page = len(matching), matching[offset:offset + limit]
+        return count, [project(view, LIST_ITEM) for view in page]
 
     # -- updates --------------------------------------------------------------------------------
 
@@ -251,6 +287,17 @@ class Fleet:
             counts = self.counts[task_id] = TaskCounts()
         counts.received += 1
         return counts
+
+    def refusal(self, task_id: str, body: Mapping[str, Any]) -> str | None:
+        """Why the service would refuse this (validated) update of an existing task, or None."""
+        if not body.get("clone_server") or task_id not in self._updates:
+            return None
+        source = self._view(task_id).get("source_server")
+        state = source.get("state") if isinstance(source, dict) else None
+        if state in CLONE_SERVER_STATES:
+            return None
+        return (f"clone_server can be updated only while the source server is "
+                f"{', '.join(CLONE_SERVER_STATES)}; it is {state}")
 
     def apply(self, task_id: str, body: Mapping[str, Any]) -> bool:
         """Deep-merge a validated body into the task; False when the task does not exist."""

@@ -7,10 +7,17 @@
 
 `Simulator` is the same thing as an object with ``start()``/``stop()``, for the command line,
 which has to print its address and wait for a signal in between.
+
+Outages of kind ``refuse`` are played here, not in the gateway: from the first request on, a
+background task closes the listening socket at each such outage's start (and drops every open
+connection: kept-alive ones included), then listens again on the same port when it ends. They
+are scheduled from the configuration in force at the first request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,8 +26,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from batchsms.simulator.access import ExpectedCredentials
-from batchsms.simulator.app import Received, SimulatorState, Stats, build_app
-from batchsms.simulator.faults import FaultConfig, FaultInjector
+from batchsms.simulator.app import Received, SimulatorState, Stats, build_app, drop_transport
+from batchsms.simulator.faults import FaultConfig, FaultInjector, OutageKind
 from batchsms.simulator.fleet import Fleet, TaskCounts
 
 __all__ = ["Simulator", "SimulatorHandle", "running"]
@@ -65,6 +72,8 @@ class Simulator:
             log=self._requests if log_size else None,
         )
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._refusals: asyncio.Task[None] | None = None
 
     async def start(self) -> SimulatorHandle:
         """Bind and serve; returns once connections are accepted."""
@@ -80,7 +89,9 @@ class Simulator:
             await runner.cleanup()
             raise
         self._runner = runner
-        port = int(runner.addresses[0][1])
+        self._site = site
+        port = self._port = int(runner.addresses[0][1])
+        self._refusals = asyncio.create_task(self._play_refusals(runner))
         host = f"[{self._host}]" if ":" in self._host else self._host
         return SimulatorHandle(
             url=f"http://{host}:{port}", host=self._host, port=port, tasks=self._state.fleet,
@@ -89,8 +100,40 @@ class Simulator:
     async def stop(self) -> None:
         """Stop accepting, give in-flight requests ``shutdown_timeout`` s, then cancel them."""
         runner, self._runner = self._runner, None
+        refusals, self._refusals = self._refusals, None
+        if refusals is not None:
+            refusals.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refusals
         if runner is not None:
             await runner.cleanup()
+
+    async def _play_refusals(self, runner: web.AppRunner) -> None:
+        """Stop listening for each ``refuse`` outage, from the first request on."""
+        state = self._state
+        await state.first_request.wait()
+        faults = state.faults
+        origin, clock = faults.origin, faults.clock
+        if origin is None:
+            return
+        outages = sorted((o for o in faults.config.outages if o.kind is OutageKind.REFUSE),
+                         key=lambda o: o.start)
+        for outage in outages:
+            await asyncio.sleep(max(0.0, origin + outage.start - clock()))
+            end = origin + outage.start + outage.duration
+            if clock() >= end:
+                continue
+            site, self._site = self._site, None
+            if site is not None:
+                await site.stop()
+            for transport in list(state.transports):
+                if not transport.is_closing():
+                    drop_transport(transport)
+            state.transports.clear()
+            await asyncio.sleep(max(0.0, end - clock()))
+            site = web.TCPSite(runner, self._host, self._port, backlog=1024, reuse_address=True)
+            await site.start()
+            self._site = site
 
 
 @asynccontextmanager

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from batchsms.simulator.faults import FaultConfig
+from batchsms.simulator.fleet import Fleet
 from batchsms.simulator.server import SimulatorHandle, running
 
 __all__ = ["SimThread", "simulator_in_thread", "simulator_thread"]
@@ -42,14 +43,15 @@ class SimThread:
 
 
 @contextmanager
-def simulator_thread(faults: FaultConfig | None = None, log_size: int = 0) -> Iterator[SimThread]:
+def simulator_thread(faults: FaultConfig | None = None, log_size: int = 0, *,
+                     fleet: Fleet | None = None) -> Iterator[SimThread]:
     box: list[SimulatorHandle] = []
     ready = threading.Event()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
 
     async def serve() -> None:
-        async with running(faults=faults, log_size=log_size) as handle:
+        async with running(faults=faults, log_size=log_size, fleet=fleet) as handle:
             box.append(handle)
             ready.set()
             await stop.wait()
@@ -67,8 +69,8 @@ def simulator_thread(faults: FaultConfig | None = None, log_size: int = 0) -> It
 
 
 @contextmanager
-def simulator_in_thread(faults: FaultConfig | None = None,
-                        log_size: int = 0) -> Iterator[SimulatorHandle]:
+def simulator_in_thread(faults: FaultConfig | None = None, log_size: int = 0, *,
+                        fleet: Fleet | None = None) -> Iterator[SimulatorHandle]:
     """The handle alone, for callers that need no `call`."""
-    with simulator_thread(faults, log_size) as sim:
+    with simulator_thread(faults, log_size, fleet=fleet) as sim:
         yield sim.handle

@@ -1,0 +1,387 @@
+"""The mistakes an operator makes at 2 a.m., and what the tool must do with each (issue 11)."""
+
+from __future__ import annotations
+
+import io
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.progress import Progress
+
+from batchsms import logs
+from batchsms.outcomes import Outcome, Status
+from batchsms.progress import ProgressBar
+
+ROOT = Path(__file__).resolve().parent.parent
+FLEET = ROOT / "inputs" / "speed_limit_fleet.jsonl"
+IS_ROOT = os.geteuid() == 0
+
+
+def batchsms(*args: str, stdin: Any = subprocess.DEVNULL, timeout: float = 60,
+             **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("BATCHSMS_", "HUAWEICLOUD_SDK_", "CLOUD_SDK_"))}
+    env.update(HOME="/nonexistent", PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run([sys.executable, "-m", "batchsms", *args], env=env, stdin=stdin,
+                          capture_output=True, text=True, timeout=timeout, check=False,
+                          **kwargs)
+
+
+def one_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """The single stderr line of a refusal, checked to name every needle."""
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def fleet_file(path: Path, n: int, body: bytes = b'{"speed_limit": 100}') -> Path:
+    path.write_bytes(b"".join(b'{"task_id": "t%d", "body": %s}\n' % (i, body)
+                              for i in range(n)))
+    return path
+
+
+def metric(path: Path, name: str) -> float:
+    for family in text_string_to_metric_families(path.read_text()):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise KeyError(name)
+
+
+# -- 1. an output is never an input --------------------------------------------------------
+
+
+def test_run_out_same_as_input_is_refused(tmp_path: Path) -> None:
+    """`--out fleet.jsonl` on the input: exit 2 at once, the input untouched (it used to read
+    its own records back for ever)."""
+    source = fleet_file(tmp_path / "fleet.jsonl", 5)
+    before = source.read_bytes()
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(source)
+    for out in (str(source), str(link), f"{tmp_path}/./fleet.jsonl"):
+        result = batchsms("run", str(source), "--simulate", "--out", out, timeout=30)
+        assert result.returncode == 2
+        one_line(result, "same file as the input")
+    assert source.read_bytes() == before
+
+
+def test_every_output_option_refuses_an_input(tmp_path: Path) -> None:
+    """validate --out, run --metrics-file, tasks --out, report --failed-to, and standard input
+    that is the --out file: each exit 2 with one line."""
+    source = fleet_file(tmp_path / "fleet.jsonl", 3)
+    before = source.read_bytes()
+    token = tmp_path / "token"
+    token.write_text("tok")
+    journal = tmp_path / "o.jsonl"
+    assert batchsms("run", str(source), "--simulate", "--out", str(journal)).returncode == 0
+    hard = tmp_path / "hard.jsonl"
+    os.link(journal, hard)
+    cases = [
+        ("validate", str(source), "--out", str(source)),
+        ("run", str(source), "--simulate", "--patch", str(token), "--out", str(token)),
+        ("run", str(source), "--simulate", "--out", str(tmp_path / "x"), "--metrics-file",
+         str(source)),
+        ("tasks", "--endpoint", "http://127.0.0.1:9", "--token-file", str(token), "--out",
+         str(token)),
+        ("report", str(journal), "--failed-to", str(hard)),
+    ]
+    for args in cases:
+        result = batchsms(*args, timeout=30)
+        assert result.returncode == 2, args
+        one_line(result, "same file as")
+    with journal.open("rb") as stdin:
+        result = batchsms("run", "-", "--simulate", "--out", str(journal), stdin=stdin)
+    assert result.returncode == 2
+    one_line(result, "same file as the input '-'")
+    assert source.read_bytes() == before
+    assert token.read_text() == "tok"
+
+
+# -- 2. disk full: exit 4, one line, whole records -----------------------------------------
+
+
+def _limit_file_size(limit: int) -> None:
+    # The kernel sends SIGXFSZ at the limit; ignored, the write fails with EFBIG instead.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_journal_write_failure_is_exit_4_with_one_line(tmp_path: Path, fmt: str) -> None:
+    """The journal hits the file size limit mid-run: exit 4, one line naming the file and the
+    cause, no traceback, metrics written, and only whole records in the journal."""
+    source = fleet_file(tmp_path / "in.jsonl", 3000)
+    out = tmp_path / "o.jsonl"
+    metrics = tmp_path / "m.prom"
+    result = batchsms("run", str(source), "--simulate", "--rate", "0", "--out", str(out),
+                      "--metrics-file", str(metrics), "--log-format", fmt, "--no-progress",
+                      preexec_fn=lambda: _limit_file_size(64 * 1024), timeout=120)
+    assert result.returncode == 4, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    said = [line for line in result.stderr.splitlines() if "File too large" in line]
+    assert len(said) == 1, result.stderr[-2000:]
+    assert str(out) in said[0]
+    if fmt == "json":
+        events = [orjson.loads(line) for line in result.stderr.splitlines()]
+        assert [e["event"] for e in events if e["level"] == "error"] == ["run.broken"]
+    else:
+        assert said[0].startswith("batchsms: cannot write outcomes file")
+    data = out.read_bytes()
+    assert 0 < len(data) <= 64 * 1024
+    assert data.endswith(b"\n")
+    records = [orjson.loads(line) for line in data.splitlines()]
+    assert len(records) < 3000
+    assert metric(metrics, "batchsms_run_exit_code") == 4
+
+
+def test_validate_out_write_failure_is_exit_4(tmp_path: Path) -> None:
+    """`validate --out` on a full disk: the same one line and exit 4."""
+    source = fleet_file(tmp_path / "in.jsonl", 3000)
+    out = tmp_path / "v.jsonl"
+    result = batchsms("validate", str(source), "--out", str(out),
+                      preexec_fn=lambda: _limit_file_size(64 * 1024))
+    assert result.returncode == 4
+    assert "Traceback" not in result.stderr
+    assert f"cannot write outcomes file {str(out)!r}: File too large" in result.stderr
+
+
+# -- 3. every output path checked up front -------------------------------------------------
+
+
+def test_output_paths_are_checked_up_front(tmp_path: Path) -> None:
+    """A missing directory, or a parent that is a regular file: one line naming the path and
+    the cause, before any request."""
+    token = tmp_path / "token"
+    token.write_text("tok")
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    journal = tmp_path / "o.jsonl"
+    journal.write_text("")
+    tasks = ("tasks", "--endpoint", "http://127.0.0.1:9", "--token-file", str(token), "--out")
+    for args, needles in [
+        ((*tasks, str(tmp_path / "nodir" / "f.jsonl")), ("nodir", "No such file")),
+        ((*tasks, str(plain / "f.jsonl")), ("f.jsonl", "is not a directory")),
+        (("report", str(journal), "--failed-to", str(plain / "r.jsonl")),
+         ("--failed-to", "is not a directory")),
+        (("run", str(FLEET), "--simulate", "--out", str(tmp_path / "nodir" / "x")),
+         ("--out", "nodir", "No such file")),
+    ]:
+        result = batchsms(*args, timeout=30)
+        assert result.returncode == 2, args
+        assert ".lock" not in one_line(result, *needles)
+
+
+@pytest.mark.skipif(IS_ROOT, reason="permissions do not stop root")
+def test_unwritable_output_directory_is_refused(tmp_path: Path) -> None:
+    """`tasks --out` and `report --failed-to` into a read-only directory: one line, exit 2."""
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o555)
+    token = tmp_path / "token"
+    token.write_text("tok")
+    journal = tmp_path / "o.jsonl"
+    journal.write_text("")
+    for args in [("tasks", "--endpoint", "http://127.0.0.1:9", "--token-file", str(token),
+                  "--out", str(locked / "f.jsonl")),
+                 ("report", str(journal), "--failed-to", str(locked / "r.jsonl"))]:
+        result = batchsms(*args, timeout=30)
+        assert result.returncode == 2
+        one_line(result, "permission denied")
+
+
+# -- 5. the metrics file on every exit -----------------------------------------------------
+
+
+def test_metrics_written_when_the_run_cannot_start(tmp_path: Path) -> None:
+    """Exit 2 still writes the metrics file, keeping the last success of the previous one."""
+    metrics = tmp_path / "m.prom"
+    metrics.write_text("# TYPE batchsms_last_success_timestamp_seconds gauge\n"
+                       'batchsms_last_success_timestamp_seconds{batch="m"} 1.7e9\n')
+    result = batchsms("run", str(tmp_path / "missing.jsonl"), "--simulate", "--out",
+                      str(tmp_path / "o.jsonl"), "--metrics-file", str(metrics))
+    assert result.returncode == 2
+    assert metric(metrics, "batchsms_run_exit_code") == 2
+    assert metric(metrics, "batchsms_last_success_timestamp_seconds") == 1.7e9
+    result = batchsms("run", str(FLEET), "--endpoint", "https://sms.example.invalid", "--out",
+                      str(tmp_path / "o.jsonl"), "--metrics-file", str(metrics),
+                      "--deadline", "garbage")
+    assert result.returncode == 2
+    assert metric(metrics, "batchsms_last_success_timestamp_seconds") == 1.7e9
+
+
+# -- 6. json logs are pure JSON; --quiet ---------------------------------------------------
+
+
+def test_json_logs_are_pure_json_with_one_summary_event(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(FLEET.read_bytes() + b'{"task_id": "x", "body": {"speedlimit": 1}}\n')
+    result = batchsms("run", str(source), "--simulate", "--rate", "0", "--out",
+                      str(tmp_path / "o.jsonl"), "--log-format", "json")
+    assert result.returncode == 1
+    events = [orjson.loads(line) for line in result.stderr.splitlines()]  # every line JSON
+    finished = [e for e in events if e["event"] == "run.finished"]
+    assert len(finished) == 1
+    assert finished[0]["succeeded"] == 50
+    assert finished[0]["invalid"] == 1
+    assert finished[0]["exit_code"] == 1
+    assert finished[0]["errors"] == {"validation": 1}
+
+
+def test_json_logs_refusal_is_one_json_event(tmp_path: Path) -> None:
+    result = batchsms("run", str(tmp_path / "missing.jsonl"), "--simulate", "--log-format",
+                      "json")
+    assert result.returncode == 2
+    [event] = [orjson.loads(line) for line in result.stderr.splitlines()]
+    assert event["event"] == "run.refused"
+    assert "missing.jsonl" in event["error"]
+
+
+def test_quiet_keeps_warnings_and_the_summary() -> None:
+    stream = io.StringIO()
+    logs.configure("json", stream, quiet=True)
+    try:
+        log = structlog.get_logger("batchsms")
+        log.info("run.started")
+        log.info("task.retry", line=1)
+        log.debug("task.retry", line=2)
+        log.warning("task.failed", line=3)
+        log.info("run.finished", succeeded=2)
+    finally:
+        logs.configure("json", io.StringIO())
+    events = [orjson.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    assert events == ["task.failed", "run.finished"]
+
+
+# -- 7. whole-file mistakes refuse instead of running --------------------------------------
+
+
+@pytest.mark.parametrize(("content", "extra", "cause"), [
+    (b'[\n  {"task_id": "t1", "body": {"speed_limit": 1}},\n  {"task_id": "t2"}\n]\n', (),
+     "input must be JSON Lines: one object per line"),
+    (b'[{"task_id": "t1", "body": {"speed_limit": 1}}]\n', (),
+     "input must be JSON Lines: one object per line"),
+    (b"task_id,speed_limit\nt1,100\nt2,200\n", (), "input must be JSON Lines"),
+    (b'{"task_id": "t1"}\n{"task_id": "t2", "ref": "b"}\n', (),
+     "no body and no --set/--patch"),
+    (b"".join(b'{"task_id": "t%d", "body": {"speedlimit": 1}}\n' % i for i in range(150)),
+     (), "no line is valid"),
+])
+def test_whole_file_mistake_refused_before_sending(tmp_path: Path, content: bytes,
+                                                   extra: tuple[str, ...], cause: str) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(content)
+    out = tmp_path / "o.jsonl"
+    result = batchsms("run", str(source), "--simulate", "--out", str(out), *extra)
+    assert result.returncode == 2
+    one_line(result, cause, "nothing was sent")
+    assert not out.exists()
+
+
+def test_one_valid_line_among_the_first_100_runs(tmp_path: Path) -> None:
+    """A file with some good lines is a run with invalid lines (exit 1), not a refusal; the
+    look-ahead lines are all sent or recorded, in order, from standard input too."""
+    bad = b'{"task_id": "bad", "body": {"speedlimit": 1}}\n'
+    content = bad * 99 + b'{"task_id": "good", "body": {"speed_limit": 1}}\n' + bad * 20
+    out = tmp_path / "o.jsonl"
+    result = batchsms("run", "-", "--simulate", "--rate", "0", "--out", str(out),
+                      input=content.decode(), stdin=None)
+    assert result.returncode == 1, result.stderr
+    records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert sorted(r["line"] for r in records) == list(range(1, 121))
+    assert [r["line"] for r in records if r["status"] == "succeeded"] == [100]
+
+
+# -- 10. the smaller items -----------------------------------------------------------------
+
+
+def test_help_and_no_arguments() -> None:
+    result = batchsms()
+    assert result.returncode == 2
+    for command in ("run", "validate", "report", "tasks", "simulator"):
+        assert command in result.stderr
+    text = " ".join(batchsms("run", "--help").stdout.split())
+    assert "05:00" in text
+    assert "attempts per line" in text
+    assert "--quiet" in text
+
+
+def test_deadline_in_the_past_is_refused(tmp_path: Path) -> None:
+    for past in ("2020-01-01T05:00", "0m"):
+        result = batchsms("run", str(FLEET), "--simulate", "--out", str(tmp_path / "o"),
+                          "--deadline", past)
+        assert result.returncode == 2
+        one_line(result, "--deadline")
+    assert not (tmp_path / "o").exists()
+
+
+def test_resolved_deadline_is_logged(tmp_path: Path) -> None:
+    result = batchsms("run", str(FLEET), "--simulate", "--rate", "0", "--out",
+                      str(tmp_path / "o"), "--deadline", "2h", "--log-format", "json")
+    assert result.returncode == 0
+    events = [orjson.loads(line) for line in result.stderr.splitlines()]
+    [deadline] = [e for e in events if e["event"] == "run.deadline_at"]
+    assert 7100 < deadline["in_s"] <= 7200
+
+
+def test_dry_run_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    source = fleet_file(tmp_path / "in.jsonl", 5000)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "batchsms", "run", str(source), "--dry-run"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    assert proc.stdout.readline().startswith(b'{"line":1')
+    proc.stdout.close()  # what `| head -1` does
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(60) == 0
+    assert err == b""
+
+
+def test_tasks_refuses_empty_filters() -> None:
+    for option in ("--name", "--state", "--source-server-id"):
+        result = batchsms("tasks", "--endpoint", "http://127.0.0.1:9", option, "")
+        assert result.returncode == 2
+        one_line(result, f"{option} is empty")
+
+
+def test_dot_segment_task_ids_are_invalid(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'{"task_id": "..", "body": {"speed_limit": 1}}\n'
+                       b'{"task_id": ".", "body": {"speed_limit": 1}}\n'
+                       b'{"task_id": "...", "body": {"speed_limit": 1}}\n')
+    result = batchsms("validate", str(source))
+    assert result.returncode == 1
+    assert result.stdout.count("dot segment") == 2
+    assert "line 3" not in result.stdout
+
+
+def _outcome(status: Status, code: str | None = None) -> Outcome:
+    return Outcome("r", 1, "t", None, status, error_code=code)
+
+
+def test_progress_bar_after_a_stop_is_not_complete() -> None:
+    """Lines a stop never reached do not advance the bar; invalid lines are not 'failed'."""
+    progress = Progress(console=Console(file=io.StringIO()), auto_refresh=False)
+    bar = ProgressBar(progress, total=5)
+    for outcome in (_outcome(Status.SUCCEEDED), _outcome(Status.INVALID, "validation"),
+                    _outcome(Status.FAILED, "interrupted"),
+                    _outcome(Status.SKIPPED, "interrupted"),
+                    _outcome(Status.SKIPPED, "interrupted")):
+        bar(outcome)
+    [task] = progress.tasks
+    assert task.completed == 3
+    assert task.fields == {"failed": 1, "invalid": 1}
