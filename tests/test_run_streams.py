@@ -122,7 +122,7 @@ def test_signal_during_an_endless_stream_of_invalid_lines(tmp_path: Path, signum
         assert result == code
         assert time.monotonic() - started < GRACE_BOUND
         written = records(out)
-        assert {r["status"] for r in written[1:]} == {"invalid"}
+        assert {r["status"] for r in written if r["line"] > 1} == {"invalid"}
         numbers = sorted(r["line"] for r in written)
         assert numbers == list(range(1, len(numbers) + 1))  # one outcome per line read
         assert len(server.received) <= 1
