@@ -555,12 +555,39 @@ class InterruptingWriter(ListWriter):
             self.stop.trigger(StopReason.INTERRUPTED, "interrupted by SIGTERM", signum=15)
 
 
-@pytest.mark.parametrize("source", [ThreadLines, LoopLines])
-async def test_interrupt_stops_the_reader_of_endless_invalid_lines(source: Any) -> None:
-    """Every line invalid, no end (a run reading its own outcomes): an interrupt ends it."""
+async def test_interrupt_stops_the_reader_of_an_endless_stream() -> None:
+    """Every line invalid and no end: an interrupt stops a stream's reader at once."""
     e = engine()
     writer = InterruptingWriter(e.stop, after=1000)
     with anyio.fail_after(10):
-        assert await pipeline(e, writer).run(source(endless_invalid())) \
+        assert await pipeline(e, writer).run(ThreadLines(endless_invalid())) \
             is StopReason.INTERRUPTED
     assert len(writer.outcomes) < 1000 + 4 * 256
+
+
+async def test_interrupt_reads_a_file_on_until_the_grace_ends() -> None:
+    """A regular file is read on after an interrupt, its lines recorded (CONTRACT §3), until
+    the grace period ends: even a file that never ends (a run reading its own outcomes)."""
+    e = engine()
+    writer = InterruptingWriter(e.stop, after=1000)
+    run = pipeline(e, writer)
+
+    async def grace() -> None:
+        await e.stop.wait()
+        await anyio.sleep(0.2)
+        await run.cancel_in_flight()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(grace)
+            assert await run.run(LoopLines(endless_invalid())) is StopReason.INTERRUPTED
+    assert len(writer.outcomes) > 1000
+
+
+async def test_abort_records_the_rest_of_a_file_as_skipped() -> None:
+    e = engine()
+    e.client.default = reply(401, "APIG.0301")
+    writer = ListWriter()
+    assert await pipeline(e, writer).run(LoopLines(lines(500))) is StopReason.ABORTED
+    assert sorted(o.line for o in writer.outcomes) == list(range(1, 501))
+    assert len(e.client.sent) == 3

@@ -6,9 +6,9 @@
 - one outcome per line read: the feed writes invalid and resume-skipped lines itself; a worker
   holds a line from dispatch until its outcome is written. A stop never cancels a worker, it
   wakes it (`Stop`), so every held line still reaches the writer;
-- the stop reaches the reader too: after an interrupt (or a journal that cannot be written)
-  the feed reads no further; after an abort or the deadline, the rest of a regular file is
-  recorded as `skipped`, while a stream (stdin, FIFO) is not read further;
+- the stop reaches the reader too: after a stop the rest of a regular file is recorded as
+  `skipped` (CONTRACT §3), until `stop_reading()` (an interrupt's grace period ends, or a second
+  signal); a stream (stdin, FIFO) is read no further, nor anything once the journal broke;
 - per-task order (`TaskOrder`); memory flat: the stream, the pending queues and the threaded
   reader are bounded;
 - the failure-ratio abort judges lines that ended `failed` on their own (attempts used, or an
@@ -112,6 +112,7 @@ class Pipeline:
         self._done_lines = 0
         self._failed_lines = 0
         self._journal_error: JournalError | None = None
+        self._reading_stopped = False
 
     @property
     def stop_reason(self) -> StopReason | None:
@@ -122,7 +123,8 @@ class Pipeline:
         return self.stop.message
 
     async def cancel_in_flight(self) -> None:
-        """After the grace period of an interrupt: end what is still in flight."""
+        """After the grace period of an interrupt: end what is in flight, read no more."""
+        self.stop_reading()
         await self.sender.client.abort_in_flight()
 
     async def run(self, source: LineSource[Planned | InvalidLine]) -> StopReason | None:
@@ -170,11 +172,18 @@ class Pipeline:
         await anyio.sleep(max(0.0, deadline - self._wall()))
         self.stop.trigger(StopReason.DEADLINE, "the --deadline passed")
 
+    def stop_reading(self) -> None:
+        """Read no further input, whatever the stop (the end of an interrupt's grace period,
+        or a second signal): the lines not read get no outcome."""
+        self._reading_stopped = True
+
     def _reading_on(self, source: LineSource[Planned | InvalidLine]) -> bool:
-        """After a stop, read on only to record the rest of a regular file as skipped."""
+        """After a stop, a regular file is read on only to record the rest as skipped (until
+        `stop_reading()`); a stream, or a journal that cannot be written, is read no further."""
         reason = self.stop.reason
-        return reason is None or (source.regular and reason in (StopReason.ABORTED,
-                                                                StopReason.DEADLINE))
+        if reason is None:
+            return True
+        return source.regular and reason is not StopReason.BROKEN and not self._reading_stopped
 
     async def _feed(self, source: LineSource[Planned | InvalidLine],
                     send: MemoryObjectSendStream[Planned]) -> None:
