@@ -58,8 +58,9 @@ class Stop:
         if self.stopped is not None:
             return False
         self.stopped = Stopped(reason, message, signum)
-        event = "run.deadline" if reason is StopReason.DEADLINE else f"run.{reason.value}"
-        log.warning(event, reason=message)
+        if reason is not StopReason.BROKEN:  # `run` says that one itself, once (exit 4)
+            event = "run.deadline" if reason is StopReason.DEADLINE else f"run.{reason.value}"
+            log.warning(event, reason=message)
         for scope in list(self._waiting):
             scope.cancel()
         if self._event is not None:
