@@ -69,7 +69,7 @@ def open_input(source: str) -> IO[bytes]:
     which the run does in a reader thread, after its signal handlers are installed.
     """
     if source == "-":
-        raw: IO[bytes] = sys.stdin.buffer
+        raw: IO[bytes] = _own_stdin()
     else:
         try:
             raw = Path(source).open("rb")  # noqa: SIM115 - closed by the caller's iterator
@@ -78,6 +78,16 @@ def open_input(source: str) -> IO[bytes]:
     if not _is_regular(raw):
         return cast(IO[bytes], _SniffOnFirstRead(raw, source))
     return _decompressed(raw, source)
+
+
+def _own_stdin() -> IO[bytes]:
+    """Standard input through a reader of our own (a duplicate descriptor): a reader thread
+    blocked in it at exit must not hold `sys.stdin`'s lock, which the interpreter takes while
+    shutting down (it would abort: "could not acquire lock ... at interpreter shutdown")."""
+    try:
+        return open(os.dup(sys.stdin.fileno()), "rb")  # closed with the input
+    except (OSError, ValueError, io.UnsupportedOperation):  # no descriptor (a test's stdin)
+        return sys.stdin.buffer
 
 
 def _is_regular(raw: IO[bytes]) -> bool:

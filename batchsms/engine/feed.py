@@ -119,6 +119,9 @@ class ThreadLines(Generic[T]):
     async def take(self) -> list[T]:
         if self._thread is None:
             self._start()
+        # A reader thread that keeps up always has lines ready: without this checkpoint the
+        # feed would never yield, and neither the workers nor a signal would get a turn.
+        await anyio.lowlevel.checkpoint()
         while True:
             with self._cond:
                 if self._buffer:
