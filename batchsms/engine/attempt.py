@@ -142,6 +142,9 @@ class Sender:
         self._deadline = deadline
         self._wall = wall
         self._firsts_waiting = 0  # requests whose first try has not gone yet
+        # Called when a request parks (backoff, deferred retry): the pipeline may start another
+        # worker, so that parked lines do not keep first attempts from going.
+        self.on_park: Callable[[], None] = lambda: None
 
     async def send(self, request: Request, about: Mapping[str, object] | None = None) -> Result:
         """Send `request` until it succeeds, cannot, or the run stops. `about` goes in logs."""
@@ -168,6 +171,7 @@ class Sender:
                      error_code=t.error_code, delay=round(delay, 3),
                      **({} if not isinstance(answer, TransportError) or answer.sent
                         else {"sent": False}))
+            self.on_park()
             if not await stop.until(functools.partial(self._sleep, delay)):
                 return self._result(t, stopped=True)
 
@@ -226,6 +230,7 @@ class Sender:
             if not self._firsts_waiting:
                 break
             hint = max(budget.wait_hint(), MIN_DEFER)
+            self.on_park()
             if not await self.stop.until(functools.partial(self._sleep, hint)):
                 return False
         return True

@@ -41,6 +41,8 @@ from batchsms.plan import Planned
 from batchsms.records import InvalidLine
 
 FAILURE_RATIO_MIN_LINES = 100
+MAX_WORKERS_PER_PLACE = 4
+"""Lines held (sending, in backoff, or deferred) per place in flight, at most."""
 _STOP_CODES = frozenset(reason.value for reason in StopReason)
 
 log = structlog.get_logger("batchsms")
@@ -56,6 +58,10 @@ class SendOptions:
     concurrency: int = 16
     abort_failure_ratio: float = 0.5
     deadline: float | None = None  # time.time() after which no request starts
+
+
+def _nothing() -> None:
+    pass
 
 
 def line_outcome(run_id: str, item: Planned, result: Result, now: float) -> Outcome:
@@ -130,24 +136,38 @@ class Pipeline:
     async def run(self, source: LineSource[Planned | InvalidLine]) -> StopReason | None:
         """Feed every line of `source` through the handler; raises `JournalError` if the
         outcomes could not be written."""
-        # One worker per place in flight: at full speed no try ever waits for admission (its
-        # slow path, a waiter per try, cost a fifth of the throughput with 4x the workers).
-        workers = self._options.concurrency
-        send, receive = anyio.create_memory_object_stream[Planned](workers)
+        # One worker per place in flight: at full speed no try waits for admission (its slow
+        # path, a waiter per try, cost a fifth of the throughput with 4x the workers). A line
+        # that parks (backoff, deferred retry) lends its place: one more worker starts, up to
+        # MAX_WORKERS_PER_PLACE per place, so first attempts keep going meanwhile.
+        concurrency = self._options.concurrency
+        send, receive = anyio.create_memory_object_stream[Planned](concurrency)
         self.stats.started = self._clock()
-        log.info("run.started", run_id=self.run_id, concurrency=self._options.concurrency,
+        log.info("run.started", run_id=self.run_id, concurrency=concurrency,
                  rate=self.sender.pace.current_rate)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._flush_ticker)
                 if self._options.deadline is not None:
                     tg.start_soon(self._deadline_timer, self._options.deadline)
-                async with anyio.create_task_group() as pool:
+                async with anyio.create_task_group() as pool, receive:
+                    workers, feeding = concurrency, True
                     for _ in range(workers):
                         pool.start_soon(self._worker, receive.clone())
-                    receive.close()
-                    async with send:
-                        await self._feed(source, send)
+
+                    def one_more_worker() -> None:
+                        nonlocal workers
+                        if feeding and workers < concurrency * MAX_WORKERS_PER_PLACE:
+                            workers += 1
+                            pool.start_soon(self._worker, receive.clone())
+
+                    self.sender.on_park = one_more_worker
+                    try:
+                        async with send:
+                            await self._feed(source, send)
+                    finally:
+                        feeding = False
+                        self.sender.on_park = _nothing
                 tg.cancel_scope.cancel()
         finally:
             source.close()
