@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--deadline", metavar="T",
                      help="no request starts after T: a duration (90m, 1h30m), the next clock "
                           "time (05:00), or an ISO time (2026-11-28T05:00+08:00); not in the past")
+    run.add_argument("--max-outage", default="600", metavar="DURATION",
+                     help="abort (exit 3) when the service has failed continuously this long, "
+                          "only probes being sent meanwhile: seconds or 10m [600]")
     run.add_argument("--log-format", choices=("console", "json"),
                      help="[console on a terminal, else json]")
     run.add_argument("--quiet", "-q", action="store_true",
@@ -171,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_config(args: argparse.Namespace, log_format: str) -> Any:
     from datetime import datetime
 
-    from batchsms.run_cmd import RunConfig, parse_deadline
+    from batchsms.run_cmd import RunConfig, parse_deadline, parse_duration
 
     return RunConfig(
         input=args.input, out=args.out, endpoint=args.endpoint, region=args.region,
@@ -181,6 +184,7 @@ def _run_config(args: argparse.Namespace, log_format: str) -> Any:
         defaults=build_defaults(_load_patch(args.patch), args.sets),
         abort_failure_ratio=args.abort_failure_ratio, token_file=args.token_file,
         progress=args.progress, metrics_file=args.metrics_file, log_format=log_format,
+        max_outage=parse_duration(args.max_outage, "--max-outage"),
         deadline=None if args.deadline is None else
         parse_deadline(args.deadline, datetime.now().astimezone()))
 

@@ -38,9 +38,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
+from batchsms.engine.stats import RunStats
 from batchsms.errors import UsageError
 from batchsms.outcomes import Status
-from batchsms.pipeline import RunStats
 
 LAST_SUCCESS = "batchsms_last_success_timestamp_seconds"
 _RUN_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.INVALID, Status.SKIPPED)

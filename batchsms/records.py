@@ -10,6 +10,9 @@ this module except `UsageError` for an input that cannot be opened at all.
 from __future__ import annotations
 
 import gzip
+import io
+import os
+import stat
 import sys
 import zlib
 from collections.abc import Callable, Iterator
@@ -59,14 +62,42 @@ class InvalidLine(NamedTuple):
 
 
 def open_input(source: str) -> IO[bytes]:
-    """Open a path or `-` as a binary stream, decompressing gzip transparently."""
+    """Open a path or `-` as a binary stream, decompressing gzip transparently.
+
+    Only a regular file is looked into here. Anything else (standard input, a FIFO,
+    `<(...)`) may not have written a byte yet: its first bytes are looked at on the first read,
+    which the run does in a reader thread, after its signal handlers are installed.
+    """
     if source == "-":
-        raw: IO[bytes] = sys.stdin.buffer
+        raw: IO[bytes] = _own_stdin()
     else:
         try:
             raw = Path(source).open("rb")  # noqa: SIM115 - closed by the caller's iterator
         except OSError as exc:
             raise UsageError(f"cannot read input {source!r}: {exc.strerror or exc}") from exc
+    if not _is_regular(raw):
+        return cast(IO[bytes], _SniffOnFirstRead(raw, source))
+    return _decompressed(raw, source)
+
+
+def _own_stdin() -> IO[bytes]:
+    """Standard input through a reader of our own (a duplicate descriptor): a reader thread
+    blocked in it at exit must not hold `sys.stdin`'s lock, which the interpreter takes while
+    shutting down (it would abort: "could not acquire lock ... at interpreter shutdown")."""
+    try:
+        return open(os.dup(sys.stdin.fileno()), "rb")  # closed with the input
+    except (OSError, ValueError, io.UnsupportedOperation):  # no descriptor (a test's stdin)
+        return sys.stdin.buffer
+
+
+def _is_regular(raw: IO[bytes]) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(raw.fileno()).st_mode)
+    except (OSError, ValueError, io.UnsupportedOperation):  # no descriptor (a test's BytesIO)
+        return False
+
+
+def _decompressed(raw: IO[bytes], source: str) -> IO[bytes]:
     peek = getattr(raw, "peek", None)
     head = peek(2)[:2] if peek is not None else b""
     if head == GZIP_MAGIC or (not head and source.endswith(".gz")):
@@ -74,6 +105,23 @@ def open_input(source: str) -> IO[bytes]:
             return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
         return cast(IO[bytes], _ClosingGzipFile(raw))
     return raw
+
+
+class _SniffOnFirstRead:
+    """A stream that decides plain or gzip on its first read (which may block)."""
+
+    def __init__(self, raw: IO[bytes], source: str) -> None:
+        self._raw = raw
+        self._source = source
+        self._stream: IO[bytes] | None = None
+
+    def readline(self, limit: int = -1) -> bytes:
+        if self._stream is None:
+            self._stream = _decompressed(self._raw, self._source)
+        return self._stream.readline(limit)
+
+    def close(self) -> None:
+        (self._stream or self._raw).close()
 
 
 class _ClosingGzipFile(gzip.GzipFile):

@@ -1,6 +1,6 @@
-"""Retry decisions: what is worth retrying, how long to wait, and whether the budget allows it.
+"""Retry decisions: what is worth retrying and how long to wait (pure functions).
 
-Small pure pieces (botocore's ``retries/standard.py`` and ``quota.py`` split the same way):
+Small pure pieces (botocore's ``retries/standard.py`` split the same way):
 
 - `is_retryable`: connection errors, timeouts and HTTP 429, 500, 502, 503, 504; nothing else.
 - `backoff_delay`: exponential backoff with full jitter, ``random() * min(cap, base * 2**(n-1))``
@@ -8,10 +8,11 @@ Small pure pieces (botocore's ``retries/standard.py`` and ``quota.py`` split the
 - `parse_retry_after`: a ``Retry-After`` header (delay-seconds or HTTP-date) as seconds from now,
   capped at `MAX_RETRY_AFTER` (300 s) so one header cannot park a line for hours; the wait used
   is ``max(backoff, retry_after)``: the header is a lower bound.
-- `RetryQuota`: one budget shared by the whole run (the AWS SDK "standard" mode quota). It starts
-  at 500; a retry costs 5, a retry after a timeout or connection error 10; a success gives back
-  1, or the cost of its last retry when it needed one; never above 500. In a broad outage the
-  retries run dry after about 100 (50 for timeouts) while first attempts keep going.
+- No retry quota. botocore's absolute pot (500 tokens, 5 per retry, 10 after a timeout) is made
+  for interactive calls, where failing fast beats waiting; a batch has time, and a retry the pot
+  denied threw away a line the service would have accepted a second later. Retries are instead
+  bounded by `--max-attempts`, paced by the token bucket, and held back (deferred, never
+  dropped) by the traffic-relative `engine.budget.RetryBudget`.
 - `decide`: the one function the sender calls after a failed attempt, returning a `Decision`.
 
 Randomness is a constructor or call argument, so tests pin exact sequences.
@@ -32,11 +33,6 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 MAX_RETRY_AFTER = 300.0
 """Longest ``Retry-After`` honoured, in seconds; longer values are clamped to it."""
-
-INITIAL_CAPACITY = 500
-RETRY_COST = 5
-TIMEOUT_RETRY_COST = 10
-NO_RETRY_INCREMENT = 1
 
 # delay-seconds is 1*DIGIT (RFC 9110); a decimal fraction is accepted too, a sign is not.
 _SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
@@ -87,63 +83,12 @@ def _as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-class RetryQuota:
-    """A retry budget shared by all lines of a run; retries spend it, successes refill it."""
-
-    def __init__(
-        self,
-        capacity: int = INITIAL_CAPACITY,
-        *,
-        retry_cost: int = RETRY_COST,
-        timeout_retry_cost: int = TIMEOUT_RETRY_COST,
-        success_refund: int = NO_RETRY_INCREMENT,
-    ) -> None:
-        if min(capacity, retry_cost, timeout_retry_cost, success_refund) < 0:
-            raise ValueError("quota capacity and costs must be >= 0")
-        self._capacity = capacity
-        self._available = capacity
-        self._retry_cost = retry_cost
-        self._timeout_retry_cost = timeout_retry_cost
-        self._success_refund = success_refund
-
-    @property
-    def capacity(self) -> int:
-        """The most the budget holds (its starting value)."""
-        return self._capacity
-
-    @property
-    def available(self) -> int:
-        """What is left to spend on retries."""
-        return self._available
-
-    def cost(self, is_timeout: bool) -> int:
-        """What one retry costs: more after a timeout or connection error."""
-        return self._timeout_retry_cost if is_timeout else self._retry_cost
-
-    def acquire(self, is_timeout: bool) -> bool:
-        """Pay for one retry; False (and nothing paid) when the budget cannot cover it."""
-        amount = self.cost(is_timeout)
-        if amount > self._available:
-            return False
-        self._available -= amount
-        return True
-
-    def release(self, retried: bool, *, timeout: bool = False) -> None:
-        """A request succeeded: refund its last retry's cost if it was retried, else a little.
-
-        ``timeout`` says that last retry was paid at the timeout price.
-        """
-        amount = self.cost(timeout) if retried else self._success_refund
-        self._available = min(self._capacity, self._available + amount)
-
-
 class Reason(StrEnum):
     """Why `decide` said what it said; the values appear in logs."""
 
     RETRY = "retry"
     NOT_RETRYABLE = "not_retryable"
     MAX_ATTEMPTS = "max_attempts"
-    QUOTA_EXHAUSTED = "quota_exhausted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,22 +123,23 @@ def decide(
     status: int | None,
     transport_error: bool,
     retry_after: float | None,
-    quota: RetryQuota | None,
     random: Callable[[], float],
+    *,
+    step: int | None = None,
 ) -> Decision:
-    """After failed attempt ``attempt`` (1-based): retry, and after how long?
+    """After ``attempt`` requests were sent (the last one failed): retry, and after how long?
 
-    The checks run cheapest first, and the quota is charged only when the answer is "retry".
-    ``transport_error`` retries are charged at the timeout price. The delay is the jittered
-    backoff, raised to ``retry_after`` when the service asked for longer.
+    ``step`` is the backoff step, the number of tries so far (``attempt`` when omitted): a try
+    that never left the process (connection refused) does not use up an attempt, but still
+    backs off. The delay is the jittered backoff, raised to ``retry_after`` when the service
+    asked for longer.
     """
     if not is_retryable(status, transport_error):
         return Decision(retry=False, delay=0.0, reason=Reason.NOT_RETRYABLE)
     if attempt >= policy.max_attempts:
         return Decision(retry=False, delay=0.0, reason=Reason.MAX_ATTEMPTS)
-    if quota is not None and not quota.acquire(is_timeout=transport_error):
-        return Decision(retry=False, delay=0.0, reason=Reason.QUOTA_EXHAUSTED)
-    delay = backoff_delay(attempt, base=policy.base, cap=policy.cap, random=random)
+    delay = backoff_delay(max(step or attempt, 1), base=policy.base, cap=policy.cap,
+                          random=random)
     if retry_after is not None and retry_after > delay:
         delay = retry_after
     return Decision(retry=True, delay=delay, reason=Reason.RETRY)

@@ -32,8 +32,13 @@ from batchsms import progress
 from batchsms.auth import Authenticator, authenticator, load_credentials
 from batchsms.client import SmsClient, resolve_endpoint, task_path, tls_context
 from batchsms.descriptors import ensure_descriptors
+from batchsms.engine.feed import is_regular, line_source
+from batchsms.engine.outage import DEFAULT_MAX_OUTAGE
+from batchsms.engine.pipeline import Pipeline, SendOptions
+from batchsms.engine.stats import RunStats
+from batchsms.engine.stopping import Stopped, StopReason
+from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
 from batchsms.errors import JournalError, NoCredentialsError, UsageError
-from batchsms.limiter import RateLimiter
 from batchsms.metrics import write_metrics
 from batchsms.outcomes import (
     JournalScan,
@@ -45,10 +50,8 @@ from batchsms.outcomes import (
     new_run_id,
 )
 from batchsms.outputs import check_output
-from batchsms.pipeline import Pipeline, RunStats, SendOptions, StopReason
 from batchsms.plan import Planned
 from batchsms.records import InvalidLine
-from batchsms.retry import RetryPolicy
 from batchsms.validate_cmd import checked_lines, format_problems
 
 log = structlog.get_logger("batchsms")
@@ -82,6 +85,7 @@ class RunConfig:
     progress: bool | None = None
     metrics_file: Path | None = None
     log_format: str = "console"  # as resolved by logs.configure: the summary follows it
+    max_outage: float = DEFAULT_MAX_OUTAGE
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -94,12 +98,31 @@ class RunConfig:
             raise UsageError(f"--max-attempts must be at least 1, got {self.max_attempts}")
         if self.timeout <= 0:
             raise UsageError(f"--timeout must be more than 0, got {self.timeout:g}")
+        if not self.max_outage > 0:
+            raise UsageError(f"--max-outage must be more than 0, got {self.max_outage:g}")
         if not 0 <= self.abort_failure_ratio <= 1:
             raise UsageError("--abort-failure-ratio must be between 0 and 1, "
                              f"got {self.abort_failure_ratio:g}")
 
 
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(text: str, option: str) -> float:
+    """Seconds, from `600`, `90.5`, `10m`, `1h30m` or `45s`."""
+    text = text.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        match = _DURATION.fullmatch(text)
+        if not (match and any(match.groups())):
+            raise UsageError(f"{option} {text!r}: give seconds (600) or a duration like 10m "
+                             "or 1h30m") from None
+        h, m, s = (int(g or 0) for g in match.groups())
+        seconds = h * 3600.0 + m * 60.0 + s
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"{option} must be more than 0, got {text!r}")
+    return seconds
 
 
 def parse_deadline(text: str, now: datetime) -> float:
@@ -182,55 +205,71 @@ async def _endpoint(config: RunConfig, env: Mapping[str, str],
             yield sim.url
 
 
-async def _watch_signals(pipeline: Pipeline, grace: float, got: list[int],
-                         tg: anyio.abc.TaskGroup) -> None:
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What one run's event loop needs, handed to `anyio.run` as one value."""
+
+    config: RunConfig
+    env: Mapping[str, str]
+    endpoint: str | None  # None: start the simulator (--simulate)
+    auth: Authenticator | None
+    tls: ssl.SSLContext | bool
+    writer: OutcomeWriter
+    lines: Iterator[Planned | InvalidLine]
+    resume: set[bytes]
+    run_id: str
+    on_outcome: Callable[[Outcome], None] | None
+
+
+async def _watch_signals(pipeline: Pipeline, grace: float, tg: anyio.abc.TaskGroup, *,
+                         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+                         ) -> None:
     """First SIGINT/SIGTERM: stop, and cancel what is still in flight after `grace` seconds.
 
-    A second signal cancels in-flight requests at once."""
+    A second signal cancels in-flight requests at once. `task_status.started()` is called once
+    the handlers are installed: the caller reads no line before that."""
     async def after_grace() -> None:
         await anyio.sleep(grace)
         await pipeline.cancel_in_flight()
 
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for signum in signals:
-            if got:
+            if not pipeline.stop.trigger(StopReason.INTERRUPTED,
+                                         f"interrupted by {signal.Signals(signum).name}",
+                                         signum=signum):
                 tg.start_soon(pipeline.cancel_in_flight)
                 continue
-            got.append(signum)
-            pipeline.stop(StopReason.INTERRUPTED, f"interrupted by {signal.Signals(signum).name}")
             tg.start_soon(after_grace)
 
 
-async def _run_async(config: RunConfig, env: Mapping[str, str], endpoint: str | None,
-                     auth: Authenticator | None, tls: ssl.SSLContext | bool,
-                     writer: OutcomeWriter, lines: Iterator[Planned | InvalidLine],
-                     resume: set[bytes], run_id: str,
-                     on_outcome: Callable[[Outcome], None] | None) -> tuple[Pipeline, int | None]:
-    got: list[int] = []
-    async with _endpoint(config, env, endpoint) as url:
-        client = SmsClient(url, auth, concurrency=config.concurrency, timeout=config.timeout,
-                           tls=tls)
+async def _run_async(ctx: RunContext) -> Pipeline:
+    config = ctx.config
+    async with _endpoint(config, ctx.env, ctx.endpoint) as url:
+        client = SmsClient(url, ctx.auth, concurrency=config.concurrency, timeout=config.timeout,
+                           tls=ctx.tls)
         async with client:
+            sender = build_sender(client, EngineSettings(
+                concurrency=config.concurrency, rate=config.rate, burst=config.burst,
+                max_attempts=config.max_attempts, max_outage=config.max_outage,
+                deadline=config.deadline))
             pipeline = Pipeline(
-                run_id=run_id, client=client, writer=writer, resume_index=resume,
-                limiter=RateLimiter(config.rate, config.burst),
-                policy=RetryPolicy(max_attempts=config.max_attempts),
+                run_id=ctx.run_id, sender=sender, writer=ctx.writer, resume_index=ctx.resume,
                 options=SendOptions(concurrency=config.concurrency,
                                     abort_failure_ratio=config.abort_failure_ratio,
-                                    deadline=config.deadline, grace=config.grace,
-                                    read_in_thread=config.input == "-"),
-                on_outcome=on_outcome)
+                                    deadline=config.deadline),
+                on_outcome=ctx.on_outcome)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_watch_signals, pipeline, config.grace, got, tg)
-                await pipeline.run(lines)
+                await tg.start(_watch_signals, pipeline, config.grace, tg)
+                await pipeline.run(line_source(config.input, ctx.lines))
                 tg.cancel_scope.cancel()
-    return pipeline, (got[0] if got else None)
+    return pipeline
 
 
-def exit_code(stats: RunStats, reason: StopReason | None, signum: int | None) -> int:
-    if signum is not None:
-        return 128 + signum
-    if reason is StopReason.ABORTED:
+def exit_code(stats: RunStats, stopped: Stopped | None) -> int:
+    if stopped is not None and stopped.signum is not None:
+        return 128 + stopped.signum
+    if stopped is not None and stopped.reason is StopReason.ABORTED:
         return EXIT_ABORTED
     bad = sum(n for s, n in stats.by_status.items() if s != Status.SUCCEEDED)
     return EXIT_OK if bad == stats.by_error.get("already_succeeded", 0) else EXIT_SOME_FAILED
@@ -379,6 +418,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
     if config.dry_run:
         return dry_run(config, sys.stdout, stderr)
     # Everything that can refuse to start is checked before the lock and --out are touched.
+    require_transport_features()
     check_run_outputs(config)
     endpoint = None if config.simulate else resolve_endpoint(config.endpoint, config.region, env)
     auth = _credentials(config, env)
@@ -391,8 +431,12 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         if scan.cut_lines:
             log.warning("journal.cut_lines", path=str(config.out), count=scan.cut_lines,
                         note="records cut off by a crash were skipped")
-        # unreadable input or a whole-file mistake: exit 2, no --out
-        lines = refuse_whole_file_mistakes(checked_lines(config.input, config.defaults))
+        # unreadable input or a whole-file mistake: exit 2, no --out. A stream (stdin, FIFO) is
+        # not read ahead: its producer may pause, and nothing is read before the signal
+        # handlers are in place (its lines are then judged one by one, as they come).
+        lines = checked_lines(config.input, config.defaults)
+        if is_regular(config.input):
+            lines = refuse_whole_file_mistakes(lines)
         _deadline_logged(config.deadline)
         writer = OutcomeWriter(config.out)
         run_id = new_run_id()
@@ -404,9 +448,10 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
                     if progress.wanted(config.progress, stderr):
                         bar = stack.enter_context(progress.progress_bar(config.input, stderr))
                         on_outcome = _chain(on_outcome, bar)
-                    pipeline, signum = anyio.run(
-                        _run_async, config, env, endpoint, auth, tls, writer, lines, resume,
-                        run_id, on_outcome, backend_options=_loop_options())
+                    pipeline = anyio.run(_run_async, RunContext(
+                        config=config, env=env, endpoint=endpoint, auth=auth, tls=tls,
+                        writer=writer, lines=lines, resume=resume, run_id=run_id,
+                        on_outcome=on_outcome), backend_options=_loop_options())
             finally:
                 writer.close()
         except (JournalError, BaseExceptionGroup) as exc:
@@ -415,7 +460,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
                 raise
             return _broken(config, run_id, error, written, stderr)
         stats = pipeline.stats
-        code = exit_code(stats, pipeline.stop_reason, signum)
+        code = exit_code(stats, pipeline.stop.stopped)
         _summary(config, run_id, stats, pipeline.stop_message, code, stderr)
         final_metrics(config.metrics_file, stats, code)
         return code

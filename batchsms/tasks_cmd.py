@@ -1,7 +1,8 @@
 """`batchsms tasks`: select a fleet with ListTasks, as input envelopes for `run`.
 
 Pages through `GET /v3/tasks` (`limit`/`offset`, filters `state`, `name`, `id`,
-`enterprise_project_id`) with the same credentials, token bucket and retry decision as `run`,
+`enterprise_project_id`) through the same `Sender` as `run` (pace, retries, outage guard,
+credentials gate: an untrusted certificate or three 401/403 exit 3),
 and writes one `{"task_id": ..., "ref": <task name>}` per task. A listing that fails half-way must
 never look like a smaller fleet: the command then exits non-zero, and `--out` is written to a
 temporary file that replaces the target only when every page arrived.
@@ -10,23 +11,24 @@ temporary file that replaces the target only when every page arrived.
 from __future__ import annotations
 
 import os
-import random
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import anyio
 import orjson
 
-from batchsms.client import Reply, SmsClient, tls_context
+from batchsms.auth import Authenticator
+from batchsms.client import SmsClient, tls_context
 from batchsms.descriptors import ensure_descriptors
-from batchsms.errors import TransportError, UsageError
-from batchsms.limiter import RateLimiter
-from batchsms.retry import RetryPolicy, RetryQuota, decide, parse_retry_after
+from batchsms.engine.attempt import Request, Sender
+from batchsms.engine.feedback import Answer
+from batchsms.engine.stopping import StopReason
+from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
+from batchsms.errors import UsageError
 
 LIST_PATH = "/v3/tasks"
 EXIT_OK, EXIT_FAILED, EXIT_AUTH = 0, 1, 3
@@ -56,48 +58,25 @@ class TasksConfig:
             raise UsageError(f"--page-size must be 1 to 200, got {self.page_size}")
 
 
-async def fetch(client: SmsClient, limiter: RateLimiter, policy: RetryPolicy, quota: RetryQuota,
-                path: str, query: list[tuple[str, str]]) -> Reply:
-    """One GET with the run's retry rules; raises ListingFailed when it cannot succeed."""
-    attempt = 0
-    while True:
-        await limiter.acquire()
-        attempt += 1
-        try:
-            reply: Reply | TransportError = await client.request("GET", path, query=query)
-        except TransportError as exc:
-            reply = exc
-        if isinstance(reply, Reply):
-            if reply.ok:
-                limiter.on_success()
-                quota.release(retried=attempt > 1)
-                return reply
-            if reply.status == 429:
-                limiter.on_throttle()
-            status: int | None = reply.status
-            why = f"HTTP {reply.status} {reply.error_code or ''} {reply.error_msg or ''}".strip()
-            retry_after = parse_retry_after(reply.retry_after, datetime.now(UTC))
-        else:
-            status, why, retry_after = None, str(reply), None
-        decision = decide(policy, attempt, status, status is None, retry_after, quota,
-                          random.random)
-        if not decision.retry:
-            raise ListingFailed(f"ListTasks failed after {attempt} attempt(s): {why}",
-                                auth=status in (401, 403))
-        await anyio.sleep(decision.delay)
-
-
-async def iter_tasks(client: SmsClient, config: TasksConfig) -> AsyncIterator[dict[str, Any]]:
-    """Every task matching the filters, page by page."""
-    limiter = RateLimiter(config.rate)
-    policy, quota = RetryPolicy(max_attempts=config.max_attempts), RetryQuota()
+async def iter_tasks(sender: Sender, config: TasksConfig) -> AsyncIterator[dict[str, Any]]:
+    """Every task matching the filters, page by page; raises ListingFailed when a page fails."""
     offset = 0
     while True:
-        query = [*config.filters.items(), ("limit", str(config.page_size)),
-                 ("offset", str(offset))]
-        reply = await fetch(client, limiter, policy, quota, LIST_PATH, query)
+        query = (*config.filters.items(), ("limit", str(config.page_size)),
+                 ("offset", str(offset)))
+        result = await sender.send(Request("GET", LIST_PATH, query=query), {"offset": offset})
+        if not result.succeeded or result.reply is None:
+            if result.stopped is not None:
+                why = f"{result.stop_message} (last: {result.error_msg})"
+            else:
+                no_answer = result.error_code in ("timeout", "connection")
+                status = "" if no_answer else f"HTTP {result.http_status} "
+                why = f"{status}{result.error_code or ''} {result.error_msg or ''}".strip()
+            raise ListingFailed(f"ListTasks failed after {result.attempts} attempt(s): {why}",
+                                auth=result.last is Answer.REJECTED
+                                or result.stopped is StopReason.ABORTED)
         try:
-            page = reply.json()
+            page = result.reply.json()
             tasks, count = page["tasks"], int(page["count"])  # type: ignore[index]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ListingFailed(f"ListTasks answered something unexpected: {exc}") from exc
@@ -108,21 +87,28 @@ async def iter_tasks(client: SmsClient, config: TasksConfig) -> AsyncIterator[di
             return
 
 
-async def _write(client_factory: Any, config: TasksConfig, sink: IO[bytes]) -> int:
+ClientFactory = Callable[[], SmsClient]
+
+
+async def _write(client_factory: ClientFactory, config: TasksConfig, sink: IO[bytes]) -> int:
     written = 0
     async with client_factory() as client:
-        async for task in iter_tasks(client, config):
+        # The same engine as `run`: pace, retries, outage guard, credentials gate.
+        sender = build_sender(client, EngineSettings(
+            concurrency=1, rate=config.rate, burst=1.0, max_attempts=config.max_attempts))
+        async for task in iter_tasks(sender, config):
             sink.write(orjson.dumps({"task_id": task.get("id"), "ref": task.get("name")})
                        + b"\n")
             written += 1
     return written
 
 
-def run_tasks(config: TasksConfig, auth: Any, stdout: IO[bytes] | None = None,
+def run_tasks(config: TasksConfig, auth: Authenticator | None, stdout: IO[bytes] | None = None,
               stderr: IO[str] = sys.stderr) -> int:
     def client_factory() -> SmsClient:
         return SmsClient(config.endpoint, auth, concurrency=1, timeout=config.timeout, tls=tls)
 
+    require_transport_features()
     tls = tls_context(config.ca_bundle)
     ensure_descriptors(1)
 
@@ -139,7 +125,7 @@ def run_tasks(config: TasksConfig, auth: Any, stdout: IO[bytes] | None = None,
     return EXIT_OK
 
 
-def _write_atomically(client_factory: Any, config: TasksConfig) -> int:
+def _write_atomically(client_factory: ClientFactory, config: TasksConfig) -> int:
     assert config.out is not None
     directory = config.out.resolve().parent
     fd, tmp = tempfile.mkstemp(prefix=f".{config.out.name}.", dir=directory)

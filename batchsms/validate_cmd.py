@@ -30,7 +30,9 @@ def checked_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[Planned 
     `UsageError` before anything else is started or created.
     """
     stream = open_input(source)
-    return _planned(stream, Planner(defaults), close=source != "-")
+    # `-` is read through a duplicate of its descriptor (records.open_input): close that one.
+    return _planned(stream, Planner(defaults),
+                    close=stream is not getattr(sys.stdin, "buffer", None))
 
 
 def _planned(stream: IO[bytes], planner: Planner,

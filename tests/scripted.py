@@ -94,7 +94,7 @@ class ScriptedServer:
 
 
 @contextmanager
-def scripted_server(default: Answer | None = None) -> Iterator[ScriptedServer]:
+def scripted_server(default: Answer | None = None, port: int = 0) -> Iterator[ScriptedServer]:
     server = ScriptedServer(default)
     ready = threading.Event()
     loop = asyncio.new_event_loop()
@@ -105,10 +105,9 @@ def scripted_server(default: Answer | None = None) -> Iterator[ScriptedServer]:
         app.router.add_route("*", "/v3/tasks/{task_id}", server.handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
-        port = runner.addresses[0][1]
-        server.url = f"http://127.0.0.1:{port}"
+        server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         runner_box.append(runner)
         ready.set()
 

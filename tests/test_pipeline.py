@@ -315,3 +315,114 @@ def test_adaptive_rate_backs_off_when_the_service_throttles(tmp_path: Path) -> N
     # refuses everything until its first second has passed (~25 429s in this 5 s run), and
     # almost nothing after: measured 15% here, 2-4% over 1 000 lines (bench_throttle.py).
     assert throttled / received < 0.2, (throttled, received)
+
+
+# --- one attempt engine: what each try says, what counts as an attempt ------------------------
+
+
+def test_retry_events_describe_their_own_attempt(tmp_path: Path) -> None:
+    """A 504 then a dropped connection: attempt 2's event has no status; the outcome keeps the
+    last response's (CONTRACT §10)."""
+    source = write_input(tmp_path / "in.jsonl", [speed("t")])
+    with scripted_server() as server:
+        server.script("t", Answer(504), RESET, Answer(503))
+        with capture_logs() as logs:
+            code = run(RunConfig(input=str(source), out=tmp_path / "o.jsonl", rate=0,
+                                 endpoint=server.url, progress=False, max_attempts=3),
+                       env=TOKEN_ENV, stderr=io.StringIO())
+    assert code == 1
+    retries = [(e["attempt"], e["http_status"], e["error_code"]) for e in logs
+               if e["event"] == "task.retry"]
+    assert retries == [(1, 504, "SMS.504"), (2, None, "connection")]
+    record = orjson.loads((tmp_path / "o.jsonl").read_bytes())
+    assert (record["http_status"], record["error_code"], record["attempts"]) == \
+        (503, "SMS.503", 3)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_refused_connections_are_not_attempts(tmp_path: Path) -> None:
+    """Nothing listens for ~1.5 s: the refused tries neither count nor use --max-attempts 1."""
+    import contextlib
+    import threading
+
+    port = free_port()
+    source = write_input(tmp_path / "in.jsonl", [speed("t")])
+    out = tmp_path / "o.jsonl"
+    servers: list[ScriptedServer] = []
+    with contextlib.ExitStack() as stack:
+        late = threading.Timer(1.5, lambda: servers.append(
+            stack.enter_context(scripted_server(port=port))))
+        late.start()
+        with capture_logs():
+            code = run(RunConfig(input=str(source), out=out, rate=0, max_attempts=1,
+                                 endpoint=f"http://127.0.0.1:{port}", progress=False),
+                       env=TOKEN_ENV, stderr=io.StringIO())
+        late.join()
+        assert code == 0
+        record = orjson.loads(out.read_bytes())
+        assert record["status"] == "succeeded"
+        assert record["attempts"] == 1 == servers[0].count("t")
+        assert record["maybe_applied"] is False
+
+
+def test_a_request_dropped_after_sending_counts_and_may_be_applied(tmp_path: Path) -> None:
+    """The server reads the PUT then closes: each such try is an attempt, and the line's
+    outcome says the update may have been applied."""
+    with scripted_server() as server:
+        server.script("t", RESET, RESET)
+        server.script("u", RESET, Answer(404))
+        code, records = run_lines(tmp_path, server, [speed("t"), speed("u")], max_attempts=2)
+    outcomes = by_line(records)
+    assert code == 1
+    assert (outcomes[1]["status"], outcomes[1]["error_code"]) == ("failed", "connection")
+    assert outcomes[1]["attempts"] == 2 == server.count("t")
+    assert outcomes[1]["maybe_applied"] is True
+    assert outcomes[2]["attempts"] == 2 == server.count("u")
+    assert outcomes[2]["maybe_applied"] is True  # the first PUT may have been applied
+
+
+def test_600_line_mix_every_line_gets_its_planned_attempts(tmp_path: Path) -> None:
+    """Issue 9's done-when: ~40% of 600 lines get 1-5 failures (5xx, 429, reset, hang) first,
+    at --rate 0 --max-attempts 5; every outcome and attempt count matches the plan."""
+    import random
+
+    rng = random.Random(9)
+    kinds: list[Any] = [Answer(503), Answer(500), Answer(502), Answer(504), Answer(429), RESET,
+                        Hang(1.5)]
+    plans: dict[str, list[Any]] = {}
+    for i in range(600):
+        plans[f"m{i}"] = [rng.choice(kinds) for _ in range(rng.randint(1, 5))] \
+            if rng.random() < 0.4 else []
+    started = time.monotonic()
+    with scripted_server() as server:
+        for task, plan in plans.items():
+            server.script(task, *plan)
+        code, records = run_lines(tmp_path, server, [speed(t) for t in plans],
+                                  max_attempts=5, timeout=0.5)
+        elapsed = time.monotonic() - started
+        outcomes = {r["task_id"]: r for r in records}
+        assert len(records) == 600 == len(outcomes)
+        for task, plan in plans.items():
+            record = outcomes[task]
+            assert record["attempts"] == server.count(task), task
+            if len(plan) < 5:
+                assert (record["status"], record["attempts"]) == ("succeeded", len(plan) + 1)
+            else:
+                assert (record["status"], record["attempts"]) == ("failed", 5), task
+                last = plan[-1]
+                expected = "timeout" if isinstance(last, Hang) else \
+                    "connection" if last == RESET else f"SMS.{last.status}"
+                assert record["error_code"] == expected
+                assert record["maybe_applied"] == any(
+                    isinstance(a, Hang) or a == RESET for a in plan)
+    assert sum(1 for p in plans.values() if p) > 200
+    assert code == (0 if all(len(p) < 5 for p in plans.values()) else 1)
+    assert elapsed < 60

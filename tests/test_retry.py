@@ -1,4 +1,4 @@
-"""What is retried, the backoff sequence, Retry-After, the retry quota and the decision."""
+"""What is retried, the backoff sequence, Retry-After and the decision."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from batchsms.retry import (
     Decision,
     Reason,
     RetryPolicy,
-    RetryQuota,
     backoff_delay,
     decide,
     is_retryable,
@@ -174,61 +173,6 @@ def test_retry_after_http_date_other_zone_and_naive_now() -> None:
     assert parse_retry_after("Wed, 01 May 2024 12:00:05 GMT", plus_one) == 5.0
 
 
-# --- RetryQuota ----------------------------------------------------------------------------
-
-
-def test_quota_empties_after_100_retries_and_refuses() -> None:
-    """500 / 5: the 101st retry is refused, and a refusal costs nothing."""
-    quota = RetryQuota()
-    assert all(quota.acquire(is_timeout=False) for _ in range(100))
-    assert quota.available == 0
-    assert quota.acquire(is_timeout=False) is False
-    assert quota.available == 0
-
-
-def test_quota_timeout_retries_cost_double() -> None:
-    """A timeout or connection-error retry costs 10: only 50 fit."""
-    quota = RetryQuota()
-    assert all(quota.acquire(is_timeout=True) for _ in range(50))
-    assert quota.acquire(is_timeout=True) is False
-
-
-def test_quota_refuses_a_timeout_retry_it_cannot_fully_pay() -> None:
-    """With 5 left, a 5-retry passes but a 10-retry does not."""
-    quota = RetryQuota(capacity=5)
-    assert quota.acquire(is_timeout=True) is False
-    assert quota.acquire(is_timeout=False) is True
-
-
-def test_quota_refills_on_success() -> None:
-    """A first-try success gives back 1; a retried success its retry cost."""
-    quota = RetryQuota()
-    for _ in range(100):
-        quota.acquire(is_timeout=False)
-    quota.release(retried=False)
-    assert quota.available == 1
-    quota.release(retried=True)
-    assert quota.available == 6
-    quota.release(retried=True, timeout=True)
-    assert quota.available == 16
-    assert quota.acquire(is_timeout=True) is True
-
-
-def test_quota_never_above_capacity() -> None:
-    """Successes on a full budget change nothing."""
-    quota = RetryQuota()
-    quota.acquire(is_timeout=False)
-    for _ in range(10):
-        quota.release(retried=True, timeout=True)
-    assert quota.available == quota.capacity == 500
-
-
-def test_quota_rejects_negative_numbers() -> None:
-    """Costs and capacity are non-negative."""
-    with pytest.raises(ValueError):
-        RetryQuota(capacity=-1)
-
-
 # --- RetryPolicy and decide ----------------------------------------------------------------
 
 
@@ -245,54 +189,46 @@ def test_policy_rejects_bad_values(kwargs: dict[str, float]) -> None:
 
 
 def test_decide_retries_a_503_with_backoff() -> None:
-    """A retryable status within attempts and budget: retry after the backoff."""
-    quota = RetryQuota()
-    decision = decide(RetryPolicy(), 3, 503, False, None, quota, one)
+    """A retryable status within attempts: retry after the backoff."""
+    decision = decide(RetryPolicy(), 3, 503, False, None, one)
     assert decision == Decision(retry=True, delay=2.0, reason=Reason.RETRY)
-    assert quota.available == 495
 
 
-def test_decide_transport_error_costs_timeout_price() -> None:
-    """A connection error or timeout is retried and charged 10."""
-    quota = RetryQuota()
-    decision = decide(RetryPolicy(), 1, None, True, None, quota, one)
-    assert decision.retry
-    assert quota.available == 490
+def test_decide_retries_a_transport_error() -> None:
+    """A connection error or timeout is retried."""
+    assert decide(RetryPolicy(), 1, None, True, None, one).retry
 
 
-def test_decide_not_retryable_charges_nothing() -> None:
-    """A 400 is final and leaves the budget alone."""
-    quota = RetryQuota()
-    decision = decide(RetryPolicy(), 1, 400, False, None, quota, one)
+def test_decide_not_retryable() -> None:
+    """A 400 is final."""
+    decision = decide(RetryPolicy(), 1, 400, False, None, one)
     assert decision == Decision(retry=False, delay=0.0, reason=Reason.NOT_RETRYABLE)
-    assert quota.available == 500
 
 
 def test_decide_stops_at_max_attempts() -> None:
     """Attempt 5 of 5 failing is final."""
-    quota = RetryQuota()
-    assert decide(RetryPolicy(), 4, 500, False, None, quota, one).retry
-    decision = decide(RetryPolicy(), 5, 500, False, None, quota, one)
+    assert decide(RetryPolicy(), 4, 500, False, None, one).retry
+    decision = decide(RetryPolicy(), 5, 500, False, None, one)
     assert decision.reason is Reason.MAX_ATTEMPTS
     assert not decision.retry
 
 
 def test_decide_single_attempt_policy_never_retries() -> None:
     """--max-attempts 1 means no retry at all."""
-    decision = decide(RetryPolicy(max_attempts=1), 1, 429, False, None, RetryQuota(), one)
+    decision = decide(RetryPolicy(max_attempts=1), 1, 429, False, None, one)
     assert decision.reason is Reason.MAX_ATTEMPTS
 
 
-def test_decide_quota_exhausted() -> None:
-    """An empty budget turns a retry into a final failure."""
-    quota = RetryQuota(capacity=4)
-    decision = decide(RetryPolicy(), 1, 503, False, None, quota, one)
-    assert decision == Decision(retry=False, delay=0.0, reason=Reason.QUOTA_EXHAUSTED)
+def test_decide_tries_that_never_left_do_not_use_attempts() -> None:
+    """Zero requests sent after three refused connections: still retried, backoff at step 3."""
+    decision = decide(RetryPolicy(max_attempts=1), 0, None, True, None, one, step=3)
+    assert decision == Decision(retry=True, delay=2.0, reason=Reason.RETRY)
 
 
-def test_decide_without_quota() -> None:
-    """quota=None means no budget is kept."""
-    assert decide(RetryPolicy(), 1, 502, False, None, None, one).retry
+def test_decide_has_no_retry_quota() -> None:
+    """Hundreds of retries in a row are all allowed: no absolute pot runs dry (issue 9)."""
+    assert all(decide(RetryPolicy(), 1, 503, True, None, one).retry for _ in range(1000))
+    assert not hasattr(__import__("batchsms.retry").retry, "RetryQuota")
 
 
 @pytest.mark.parametrize(
@@ -310,13 +246,13 @@ def test_decide_delay_is_max_of_backoff_and_retry_after(
 ) -> None:
     """Retry-After is a lower bound on the jittered backoff."""
     policy = RetryPolicy(max_attempts=10)
-    decision = decide(policy, attempt, 429, False, retry_after, RetryQuota(), one)
+    decision = decide(policy, attempt, 429, False, retry_after, one)
     assert decision.delay == expected
 
 
 def test_decide_retry_after_lifts_jittered_delay() -> None:
     """With jitter drawing 0, Retry-After alone sets the wait."""
-    decision = decide(RetryPolicy(), 2, 429, False, 1.25, RetryQuota(), lambda: 0.0)
+    decision = decide(RetryPolicy(), 2, 429, False, 1.25, lambda: 0.0)
     assert decision.delay == 1.25
 
 

@@ -206,7 +206,7 @@ def test_tasks_refuses_then_accepts_with_the_ca_bundle(ca: Any, ca_pem: Path,
         accepted = batchsms("tasks", "--endpoint", server.url, "--ca-bundle", str(ca_pem),
                             cwd=tmp_path)
         handled = list(server.handled)
-    assert refused.returncode == 1, refused.stderr
+    assert refused.returncode == 3, refused.stderr  # as `run`: a certificate does not fix itself
     assert "Traceback" not in refused.stderr
     assert "certificate" in refused.stderr.lower(), refused.stderr
     assert refused.stdout == ""
@@ -229,8 +229,10 @@ def test_untrusted_certificate_is_not_retried_and_aborts_the_run(ca: Any,
     assert result.returncode == 3, result.stderr
     records = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     assert len(records) == 20
-    tried = [r for r in records if r["attempts"]]
-    assert len(tried) == 3
-    assert all(r["attempts"] == 1 for r in tried)  # a certificate does not fix itself
-    assert {r["error_code"] for r in records if not r["attempts"]} == {"aborted"}
+    tried = [r for r in records if r["status"] == "failed"]
+    assert len(tried) == 3  # a certificate does not fix itself: one try each, not retried
+    # The handshake failed: no request left, so none is counted as an attempt (CONTRACT §10).
+    assert {(r["attempts"], r["error_code"], r["maybe_applied"]) for r in tried} == \
+        {(0, "connection", False)}
+    assert {r["error_code"] for r in records if r["status"] == "skipped"} == {"aborted"}
     assert "--ca-bundle" in result.stderr

@@ -1,0 +1,75 @@
+"""The one place the engine's parts are put together (the way botocore wires `retries/`).
+
+`run` and `tasks` both call `build_sender`, so a GET of ListTasks and a PUT of UpdateTask pass
+the same pace, retry budget, outage guard, admission gate and retry policy.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+import anyio
+
+from batchsms.engine.admission import Admission
+from batchsms.engine.attempt import Client, Sender
+from batchsms.engine.budget import RetryBudget
+from batchsms.engine.outage import DEFAULT_MAX_OUTAGE, OutageGuard
+from batchsms.engine.pace import Pace
+from batchsms.engine.stats import RunStats
+from batchsms.engine.stopping import Stop
+from batchsms.errors import UsageError
+from batchsms.limiter import Clock, Sleep
+from batchsms.retry import RetryPolicy
+
+AIOHTTP_FLOOR = "3.12.11"
+"""The oldest aiohttp batchsms runs on (pyproject.toml declares the same)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """The options that shape sending (CONTRACT §4), checked by the command that parsed them."""
+
+    concurrency: int = 16
+    rate: float = 10.0
+    burst: float = 1.0
+    max_attempts: int = 5
+    max_outage: float = DEFAULT_MAX_OUTAGE
+    deadline: float | None = None  # time.time() after which no request starts
+
+
+def build_sender(client: Client, settings: EngineSettings, *, stop: Stop | None = None,
+                 stats: RunStats | None = None, clock: Clock = time.monotonic,
+                 sleep: Sleep = anyio.sleep,
+                 rng: Callable[[], float] = random.random) -> Sender:
+    """A `Sender` with its pace, budget, outage guard and admission gate, on one clock."""
+    stop = stop if stop is not None else Stop()
+    outage = OutageGuard(max_outage=settings.max_outage, clock=clock)
+    return Sender(
+        client=client, pace=Pace(settings.rate, settings.burst, clock=clock, sleep=sleep),
+        budget=RetryBudget(clock=clock), outage=outage,
+        admission=Admission(concurrency=settings.concurrency, outage=outage, stop=stop,
+                            clock=clock, sleep=sleep),
+        policy=RetryPolicy(max_attempts=settings.max_attempts), stop=stop,
+        stats=stats if stats is not None else RunStats(), clock=clock, sleep=sleep, rng=rng,
+        deadline=settings.deadline)
+
+
+def require_transport_features() -> None:
+    """Refuse to start (exit 2) on an aiohttp without what keeps `attempts` real.
+
+    aiohttp silently re-sends an idempotent request (a PUT) once when a kept-alive connection
+    drops; the switch that stops it, `ClientSession._retry_connection`, exists from 3.11, and
+    `connector.close(abort_ssl=True)` (the end of SIGTERM's grace period) from 3.12.11.
+    Without them a PUT could leave twice while the outcome says once.
+    """
+    have_switch = "_retry_connection" in getattr(aiohttp.ClientSession, "ATTRS", ())
+    have_abort = "abort_ssl" in inspect.signature(aiohttp.BaseConnector.close).parameters
+    if not (have_switch and have_abort):
+        raise UsageError(f"aiohttp {aiohttp.__version__} is too old: batchsms needs aiohttp "
+                         f">= {AIOHTTP_FLOOR} (to switch off its silent re-send of requests "
+                         "and to cut connections after an interrupt); upgrade it")

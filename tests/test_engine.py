@@ -1,0 +1,593 @@
+"""The send engine alone: a fake client, a fake clock, fixed randomness; no sockets, no sleeps."""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from structlog.testing import capture_logs
+
+from batchsms.client import Reply
+from batchsms.engine.admission import Admission, Gate
+from batchsms.engine.attempt import Request, Result, Sender
+from batchsms.engine.budget import RetryBudget
+from batchsms.engine.feed import LoopLines, ThreadLines
+from batchsms.engine.feedback import Answer
+from batchsms.engine.ordering import TaskOrder
+from batchsms.engine.outage import OutageGuard
+from batchsms.engine.pace import Pace
+from batchsms.engine.pipeline import Pipeline, SendOptions
+from batchsms.engine.stats import RunStats
+from batchsms.engine.stopping import Stop, StopReason
+from batchsms.errors import ConnectError, JournalError, RequestTimeout, TlsError, TransportError
+from batchsms.outcomes import Outcome
+from batchsms.plan import Planned
+from batchsms.records import InvalidLine
+from batchsms.retry import RetryPolicy
+from batchsms.schema import Problem
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeClock:
+    """Time moves only when someone sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(seconds, 0.0)
+        await anyio.lowlevel.checkpoint()
+
+
+def reply(status: int, code: str | None = None, request_id: str | None = None) -> Reply:
+    return Reply(status, request_id or f"req-{status}", code, None if code is None else "msg",
+                 None, b"{}")
+
+
+Action = Reply | TransportError
+
+
+@dataclass
+class FakeClient:
+    """Answers from a script per path (then `default`); records every request and in-flight."""
+
+    default: Action = field(default_factory=lambda: reply(200))
+    scripts: dict[str, deque[Action]] = field(default_factory=dict)
+    sent: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    hold: anyio.Event | None = None  # while set to an unset Event, requests stay in flight
+
+    def script(self, path: str, *actions: Action) -> None:
+        self.scripts.setdefault(path, deque()).extend(actions)
+
+    async def request(self, method: str, path: str, body: bytes = b"",
+                      query: Sequence[tuple[str, str]] = ()) -> Reply:
+        self.sent.append(path)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await anyio.lowlevel.checkpoint()
+            if self.hold is not None:
+                await self.hold.wait()
+            queue = self.scripts.get(path)
+            action = queue.popleft() if queue else self.default
+        finally:
+            self.in_flight -= 1
+        if isinstance(action, TransportError):
+            raise action
+        return action
+
+    async def abort_in_flight(self) -> None:
+        pass
+
+
+class FakeOutage(OutageGuard):
+    """An outage guard driven by the test, not by answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.gave_up = False
+        self.answers: list[Answer] = []
+
+    def on_answer(self, answer: Answer) -> None:
+        self.answers.append(answer)
+
+    @property
+    def in_outage(self) -> bool:
+        return self.down
+
+    def probe_delay(self) -> float:
+        return 2.0
+
+    @property
+    def outage_for(self) -> float:
+        return 700.0 if self.gave_up else 0.0
+
+    @property
+    def given_up(self) -> bool:
+        return self.gave_up
+
+
+class StingyBudget(RetryBudget):
+    """Denies the first `deny` retries, then allows all; the hint is fixed."""
+
+    def __init__(self, deny: int) -> None:
+        super().__init__()
+        self.deny = deny
+        self.asked = 0
+        self.requests: list[bool] = []
+
+    def on_request(self, *, retry: bool) -> None:
+        self.requests.append(retry)
+
+    def try_spend(self) -> bool:
+        self.asked += 1
+        if self.deny:
+            self.deny -= 1
+            return False
+        return True
+
+    def wait_hint(self) -> float:
+        return 3.0
+
+
+@dataclass
+class Engine:
+    client: FakeClient
+    clock: FakeClock
+    sender: Sender
+    stop: Stop
+    outage: OutageGuard
+    admission: Admission
+
+
+def engine(client: FakeClient | None = None, *, max_attempts: int = 5, concurrency: int = 4,
+           budget: RetryBudget | None = None, outage: OutageGuard | None = None) -> Engine:
+    client = client or FakeClient()
+    clock = FakeClock()
+    stop = Stop()
+    outage = outage or OutageGuard(clock=clock)
+    admission = Admission(concurrency=concurrency, outage=outage, stop=stop, clock=clock,
+                          sleep=clock.sleep)
+    sender = Sender(client=client, pace=Pace(0, 1, clock=clock, sleep=clock.sleep),
+                    budget=budget or RetryBudget(clock=clock), outage=outage,
+                    admission=admission, policy=RetryPolicy(max_attempts=max_attempts),
+                    stop=stop, stats=RunStats(), clock=clock, sleep=clock.sleep,
+                    rng=lambda: 1.0)
+    return Engine(client, clock, sender, stop, outage, admission)
+
+
+PUT = Request.put_task("t", b'{"speed_limit":1}')
+PATH = PUT.path
+
+
+# --- attempt: one request with its retries --------------------------------------------------
+
+
+async def test_each_try_is_counted_and_backs_off_exactly() -> None:
+    """503, 500, 502 then 200: 4 attempts, backoff 0.5, 1, 2 (random fixed at 1)."""
+    e = engine()
+    e.client.script(PATH, reply(503), reply(500), reply(502))
+    result = await e.sender.send(PUT)
+    assert result.succeeded
+    assert result.attempts == 4
+    assert result.http_status == 200
+    assert e.clock.sleeps == [0.5, 1.0, 2.0]
+    assert result.error_code is None
+    assert not result.maybe_applied
+    assert e.sender.stats.requests == 4
+    assert e.sender.stats.retries == 3
+
+
+async def test_retry_event_describes_its_own_attempt() -> None:
+    """After a 504 then a connection error, attempt 2's event shows no status (issue 9)."""
+    e = engine(max_attempts=3)
+    e.client.script(PATH, reply(504, "SMS.504"), ConnectError("dropped"), reply(200))
+    with capture_logs() as logs:
+        result = await e.sender.send(PUT, {"line": 7})
+    retries = [(x["attempt"], x["http_status"], x["error_code"], x["line"])
+               for x in logs if x["event"] == "task.retry"]
+    assert retries == [(1, 504, "SMS.504", 7), (2, None, "connection", 7)]
+    assert result.succeeded
+
+
+async def test_last_response_fields_survive_a_later_timeout() -> None:
+    """CONTRACT §10: the outcome keeps the last *response*'s status and request id."""
+    e = engine(max_attempts=2)
+    e.client.script(PATH, reply(503, request_id="first"), RequestTimeout("no answer"))
+    result = await e.sender.send(PUT)
+    assert not result.succeeded
+    assert result.final
+    assert (result.http_status, result.request_id) == (503, "first")
+    assert (result.error_code, result.attempts) == ("timeout", 2)
+    assert result.maybe_applied  # the timed-out PUT may have been applied
+
+
+async def test_tries_that_never_left_do_not_use_attempts() -> None:
+    """Refused connections (sent=False) are retried but neither counted nor using attempts."""
+    e = engine(max_attempts=1)
+    refused = [ConnectError("refused", sent=False) for _ in range(4)]
+    e.client.script(PATH, *refused, reply(200))
+    result = await e.sender.send(PUT)
+    assert result.succeeded
+    assert result.attempts == 1
+    assert e.sender.stats.requests == 1
+    assert len(e.client.sent) == 5
+    assert e.clock.sleeps == [0.5, 1.0, 2.0, 4.0]  # the backoff still grows
+
+
+async def test_not_sent_failure_is_not_maybe_applied() -> None:
+    """Refused then a 400: failed, and nothing of it can have been applied."""
+    e = engine()
+    e.client.script(PATH, ConnectError("refused", sent=False), reply(400, "SMS.0201"))
+    result = await e.sender.send(PUT)
+    assert (result.succeeded, result.attempts, result.maybe_applied) == (False, 1, False)
+    assert result.error_code == "SMS.0201"
+
+
+async def test_all_answers_read_is_not_maybe_applied() -> None:
+    """Five 503s: failed with its attempts used, and certainly not applied."""
+    e = engine()
+    e.client.default = reply(503)
+    result = await e.sender.send(PUT)
+    assert (result.attempts, result.final, result.maybe_applied) == (5, True, False)
+
+
+async def test_denied_retry_is_deferred_never_dropped() -> None:
+    """First attempts are waiting; the budget says no twice: the retry waits wait_hint()
+    twice, then goes and succeeds."""
+    budget = StingyBudget(deny=2)
+    e = engine(budget=budget)
+    e.sender._firsts_waiting = 1  # as if another line's first attempt waited for its turn
+    e.client.script(PATH, reply(503))
+    result = await e.sender.send(PUT)
+    assert result.succeeded
+    assert result.attempts == 2
+    assert e.clock.sleeps == [0.5, 3.0, 3.0]
+    assert budget.requests == [False, True]  # the retry is told as a retry
+
+
+async def test_denied_retry_goes_when_no_first_attempt_waits() -> None:
+    """The tail of a run: nothing to give way to, so a denied retry is not held back."""
+    budget = StingyBudget(deny=100)
+    e = engine(budget=budget)
+    e.client.script(PATH, reply(503), reply(503))
+    result = await e.sender.send(PUT)
+    assert result.succeeded
+    assert e.clock.sleeps == [0.5, 1.0]
+
+
+async def test_untrusted_certificate_is_not_retried() -> None:
+    """An untrusted certificate is final at once (trying again cannot help)."""
+    e = engine()
+    e.client.default = TlsError("TLS certificate not trusted", sent=False)
+    result = await e.sender.send(PUT)
+    assert not result.succeeded
+    assert result.final
+    assert result.last is Answer.REJECTED
+    assert len(e.client.sent) == 1
+
+
+async def test_three_untrusted_certificates_abort() -> None:
+    e = engine()
+    e.client.default = TlsError("TLS certificate not trusted", sent=False)
+    for _ in range(3):
+        await e.sender.send(PUT)
+    assert e.stop.reason is StopReason.ABORTED
+    assert "credentials were rejected" in (e.stop.message or "")
+    result = await e.sender.send(PUT)
+    assert result.stopped is StopReason.ABORTED
+    assert len(e.client.sent) == 3
+
+
+async def test_stop_during_backoff_returns_at_once_with_the_tries_made() -> None:
+    e = engine()
+    e.client.default = reply(503)
+
+    async def stop_soon() -> None:
+        while not e.client.sent:
+            await anyio.lowlevel.checkpoint()
+        e.stop.trigger(StopReason.DEADLINE, "the --deadline passed")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_soon)
+        result = await e.sender.send(PUT)
+    assert (result.attempts, result.stopped, result.final) == (1, StopReason.DEADLINE, False)
+
+
+async def test_deadline_checked_before_each_send() -> None:
+    e = engine()
+    e.sender._deadline = 100.0
+    e.sender._wall = lambda: 100.0
+    result = await e.sender.send(PUT)
+    assert result.attempts == 0
+    assert result.stopped is StopReason.DEADLINE
+    assert e.client.sent == []
+
+
+# --- admission ------------------------------------------------------------------------------
+
+
+async def test_slow_start_one_in_flight_until_an_answer() -> None:
+    e = engine(concurrency=8)
+    assert e.admission.state is Gate.SLOW_START
+    results: list[Result] = []
+
+    async def one(i: int) -> None:
+        results.append(await e.sender.send(Request.put_task(f"t{i}", b"{}")))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(one, i)
+    assert len(results) == 20
+    assert all(r.succeeded for r in results)
+    assert e.admission.state is Gate.OPEN
+    assert e.client.max_in_flight <= 8
+
+
+async def test_slow_start_holds_one_while_the_first_is_in_flight() -> None:
+    client = FakeClient(hold=anyio.Event())
+    e = engine(client, concurrency=8)
+    async with anyio.create_task_group() as tg:
+        for i in range(5):
+            tg.start_soon(e.sender.send, Request.put_task(f"t{i}", b"{}"))
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        assert client.in_flight == 1  # one alone until the first answer
+        assert client.hold is not None
+        client.hold.set()
+    assert client.max_in_flight > 1 or len(client.sent) == 5
+
+
+async def test_revoked_key_costs_at_most_three_requests_after_the_first_401() -> None:
+    """A key revoked mid-run: the gate closes at the first 401 (any point), 3 in a row abort."""
+
+    @dataclass
+    class Revoking(FakeClient):
+        ok_left: int = 40
+        first_401_seen_at: int | None = None  # requests sent when the first 401 came back
+
+        async def request(self, method: str, path: str, body: bytes = b"",
+                          query: Sequence[tuple[str, str]] = ()) -> Reply:
+            self.sent.append(path)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            revoked = self.ok_left <= 0
+            self.ok_left -= 1
+            try:
+                for _ in range(3):  # stay in flight a little: others overlap
+                    await anyio.lowlevel.checkpoint()
+            finally:
+                self.in_flight -= 1
+            if revoked:
+                if self.first_401_seen_at is None:
+                    self.first_401_seen_at = len(self.sent)
+                return reply(401, "APIG.0301")
+            return reply(200)
+
+    client = Revoking()
+    e = engine(client, concurrency=8)
+
+    async def line(i: int) -> None:
+        await e.sender.send(Request.put_task(f"t{i}", b"{}"))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(300):
+            tg.start_soon(line, i)
+    assert e.stop.reason is StopReason.ABORTED
+    assert "credentials were rejected" in (e.stop.message or "")
+    assert "APIG.0301" in (e.stop.message or "")
+    assert client.first_401_seen_at is not None
+    after = len(client.sent) - client.first_401_seen_at
+    assert after <= 3, (after, client.first_401_seen_at, len(client.sent))
+    assert len(client.sent) < 60
+
+
+async def test_a_401_after_successes_closes_the_gate_and_a_success_reopens_it() -> None:
+    e = engine(concurrency=4)
+    assert (await e.sender.send(PUT)).succeeded
+    assert e.admission.state is Gate.OPEN
+    e.client.script(PATH, reply(403, "SMS.9004"))
+    result = await e.sender.send(PUT)
+    assert result.http_status == 403
+    assert result.final
+    assert e.admission.state is Gate.SLOW_START
+    assert (await e.sender.send(PUT)).succeeded
+    assert e.admission.state is Gate.OPEN
+    assert e.stop.reason is None
+
+
+async def test_probing_sends_one_probe_at_a_time_spaced_by_probe_delay() -> None:
+    """During an outage first attempts and retries alike wait; one probe per probe_delay()."""
+    outage = FakeOutage()
+    e = engine(outage=outage, concurrency=8)
+    assert (await e.sender.send(PUT)).succeeded  # open the gate
+    outage.down = True
+    sent_at: list[float] = []
+
+    @dataclass
+    class Timing(FakeClient):
+        async def request(self, method: str, path: str, body: bytes = b"",
+                          query: Sequence[tuple[str, str]] = ()) -> Reply:
+            sent_at.append(e.clock.now)
+            if len(sent_at) >= 5:
+                outage.down = False  # the service is back
+            return await super().request(method, path, body, query)
+
+    timing = Timing()
+    e.sender.client = timing
+    async with anyio.create_task_group() as tg:
+        for i in range(12):
+            tg.start_soon(e.sender.send, Request.put_task(f"p{i}", b"{}"))
+    assert timing.max_in_flight == 1 or len(sent_at) > 5
+    first_five = sent_at[:5]
+    assert all(b - a >= 2.0 for a, b in itertools.pairwise(first_five))
+    assert len(timing.sent) == 12
+    assert e.admission.state is Gate.OPEN
+
+
+async def test_outage_past_max_outage_aborts_naming_the_option() -> None:
+    outage = FakeOutage()
+    e = engine(outage=outage)
+    outage.down = outage.gave_up = True
+    result = await e.sender.send(PUT)
+    assert result.stopped is StopReason.ABORTED
+    assert result.attempts == 0
+    assert "--max-outage" in (e.stop.message or "")
+    assert "outage" in (e.stop.message or "")
+
+
+# --- ordering -------------------------------------------------------------------------------
+
+
+def item(number: int, task_id: str) -> Planned:
+    return Planned(number, task_id, None, b'{"speed_limit":1}', "sha")
+
+
+def test_task_order_keeps_file_order_and_frees_the_task() -> None:
+    order: TaskOrder[Planned] = TaskOrder(max_pending=3)
+    assert order.admit(item(1, "a"))
+    assert order.admit(item(2, "b"))
+    assert not order.admit(item(3, "a"))
+    assert not order.admit(item(4, "a"))
+    assert order.pending == 2
+    assert not order.full
+    assert not order.admit(item(5, "b"))
+    assert order.full
+    assert [order.next_for("a"), order.next_for("a")] == [item(3, "a"), item(4, "a")]
+    assert order.next_for("a") is None
+    assert order.admit(item(6, "a"))  # idle again
+    assert order.pending == 1
+
+
+# --- the pipeline ---------------------------------------------------------------------------
+
+
+class ListWriter:
+    """Collects outcomes; can be told to fail as a full disk would."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.outcomes: list[Outcome] = []
+        self.fail_after = fail_after
+
+    def write(self, outcome: Outcome, *, durable: bool = False) -> None:
+        if self.fail_after is not None and len(self.outcomes) >= self.fail_after:
+            raise JournalError("outcomes.jsonl: No space left on device")
+        self.outcomes.append(outcome)
+
+    def flush(self) -> None:
+        if self.fail_after is not None and len(self.outcomes) >= self.fail_after:
+            raise JournalError("outcomes.jsonl: No space left on device")
+
+
+def lines(n: int, tasks: int | None = None) -> Iterator[Planned | InvalidLine]:
+    for i in range(1, n + 1):
+        yield item(i, f"t{i % tasks if tasks else i}")
+
+
+def pipeline(e: Engine, writer: ListWriter, **options: Any) -> Pipeline:
+    return Pipeline(run_id="r", sender=e.sender, writer=writer,  # type: ignore[arg-type]
+                    options=SendOptions(concurrency=4, **options), clock=e.clock)
+
+
+async def test_pipeline_one_outcome_per_line_in_task_order() -> None:
+    e = engine()
+    writer = ListWriter()
+    await pipeline(e, writer).run(LoopLines(lines(60, tasks=7)))
+    assert sorted(o.line for o in writer.outcomes) == list(range(1, 61))
+    assert {o.status.value for o in writer.outcomes} == {"succeeded"}
+    for task in {f"t{i % 7}" for i in range(1, 61)}:
+        seen = [o.line for o in writer.outcomes if o.task_id == task]
+        assert seen == sorted(seen)
+
+
+async def test_journal_error_stops_at_once_and_propagates_as_itself() -> None:
+    e = engine()
+    writer = ListWriter(fail_after=5)
+    with pytest.raises(JournalError, match="No space left"):
+        await pipeline(e, writer).run(LoopLines(lines(500)))
+    assert e.stop.reason is StopReason.BROKEN
+    # Nothing starts after the failed write: only tries already admitted may finish.
+    assert len(e.client.sent) <= 5 + 4 * 2
+
+
+async def test_failure_ratio_judges_lines_that_used_their_attempts() -> None:
+    e = engine(max_attempts=2)
+    e.client.default = reply(404)
+    writer = ListWriter()
+    reason = await pipeline(e, writer, abort_failure_ratio=0.5).run(LoopLines(lines(400)))
+    assert reason is StopReason.ABORTED
+    assert "--abort-failure-ratio" in (e.stop.message or "")
+    assert len(writer.outcomes) == 400  # the rest of a regular file: skipped, recorded
+
+
+def endless_invalid() -> Iterator[Planned | InvalidLine]:
+    n = 0
+    while True:
+        n += 1
+        yield InvalidLine(n, None, None, (Problem("line", "not valid JSON"),))
+
+
+class InterruptingWriter(ListWriter):
+    """Interrupts the run once it has written `after` outcomes."""
+
+    def __init__(self, stop: Stop, after: int) -> None:
+        super().__init__()
+        self.stop, self.after = stop, after
+
+    def write(self, outcome: Outcome, *, durable: bool = False) -> None:
+        super().write(outcome, durable=durable)
+        if len(self.outcomes) == self.after:
+            self.stop.trigger(StopReason.INTERRUPTED, "interrupted by SIGTERM", signum=15)
+
+
+async def test_interrupt_stops_the_reader_of_an_endless_stream() -> None:
+    """Every line invalid and no end: an interrupt stops a stream's reader at once."""
+    e = engine()
+    writer = InterruptingWriter(e.stop, after=1000)
+    with anyio.fail_after(10):
+        assert await pipeline(e, writer).run(ThreadLines(endless_invalid())) \
+            is StopReason.INTERRUPTED
+    assert len(writer.outcomes) < 1000 + 4 * 256
+
+
+async def test_interrupt_reads_a_file_on_until_the_grace_ends() -> None:
+    """A regular file is read on after an interrupt, its lines recorded (CONTRACT §3), until
+    the grace period ends: even a file that never ends (a run reading its own outcomes)."""
+    e = engine()
+    writer = InterruptingWriter(e.stop, after=1000)
+    run = pipeline(e, writer)
+
+    async def grace() -> None:
+        await e.stop.wait()
+        await anyio.sleep(0.2)
+        await run.cancel_in_flight()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(grace)
+            assert await run.run(LoopLines(endless_invalid())) is StopReason.INTERRUPTED
+    assert len(writer.outcomes) > 1000
+
+
+async def test_abort_records_the_rest_of_a_file_as_skipped() -> None:
+    e = engine()
+    e.client.default = reply(401, "APIG.0301")
+    writer = ListWriter()
+    assert await pipeline(e, writer).run(LoopLines(lines(500))) is StopReason.ABORTED
+    assert sorted(o.line for o in writer.outcomes) == list(range(1, 501))
+    assert len(e.client.sent) == 3
