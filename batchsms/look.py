@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from batchsms.diff import Diff, show
+from batchsms.engine.attempt import Result
 
 VERIFY_MSG_MAX = 1024  # characters of `error_msg` a verify mismatch spends on the difference
 
@@ -49,10 +50,19 @@ def parse_view(body: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def bad_answer(attempts: int, http_status: int | None, request_id: str | None) -> Read:
-    """A 2xx ShowTask answer that is not a task view."""
-    return Read(None, attempts, http_status, request_id, "bad_answer",
-                "ShowTask answered something that is not a JSON object")
+def read_of(result: Result) -> Read:
+    """What a ShowTask request that ended as `result` says of the task."""
+    if result.succeeded and result.reply is not None:
+        view = parse_view(result.reply.body)
+        if view is not None:
+            return Read(view, result.attempts, result.http_status, result.request_id)
+        return Read(None, result.attempts, result.http_status, result.request_id, "bad_answer",
+                    "ShowTask answered something that is not a JSON object")
+    if result.stopped is not None:
+        return Read(None, result.attempts, result.http_status, result.request_id,
+                    result.stopped.value, result.stop_message)
+    return Read(None, result.attempts, result.http_status, result.request_id,
+                result.error_code, result.error_msg)
 
 
 def verify_message(found: Diff) -> str:

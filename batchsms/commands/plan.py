@@ -1,7 +1,8 @@
 """`batchsms plan INPUT [run's options]`: what `run` would change, task by task; never writes.
 
-Each line is validated as `run` would, its task read with ShowTask (the run's credentials,
-rate, retries, slow start), and compared field by field (diff.py) with what it would set:
+Each line is validated as `run` would, its task read with ShowTask through the engine's
+`Sender` (the run's credentials, pace, retries, slow start, auth abort), and compared field by
+field (diff.py) with what it would set:
 
     line 1 ef3b9722-...-0001 (web-01): would change
       speed_limit: 100 -> 200
@@ -33,35 +34,30 @@ from __future__ import annotations
 
 import enum
 import os
-import random
 import ssl
 import sys
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import IO, Any, Protocol
 
 import anyio
 import orjson
 
 from batchsms.auth import Authenticator
-from batchsms.client import SmsClient, resolve_endpoint, task_path, tls_context
+from batchsms.client import SmsClient, resolve_endpoint, tls_context
 from batchsms.diff import Diff, diff
-from batchsms.errors import TransportError
-from batchsms.limiter import RateLimiter
-from batchsms.look import Read, bad_answer, parse_view
+from batchsms.engine.attempt import Request, Sender
+from batchsms.engine.wiring import EngineSettings, build_sender
+from batchsms.look import Read, read_of
 from batchsms.plan import Planned, deep_merge
 from batchsms.records import InvalidLine
-from batchsms.retry import RetryPolicy, RetryQuota, decide, parse_retry_after
 from batchsms.run_cmd import RunConfig, _credentials, _endpoint
 from batchsms.schema import Problem
 from batchsms.validate_cmd import checked_lines
 
 EXIT_OK, EXIT_WOULD_FAIL, EXIT_ABORTED = 0, 1, 3
 PROJECTED_TASKS = 4096
-AUTH_STATUSES = frozenset({401, 403})
-AUTH_ABORT_AFTER = 3
 
 
 class Verdict(enum.StrEnum):
@@ -136,13 +132,10 @@ class PlanEntry:
 
 
 class Reader(Protocol):
-    """Reads one task (ShowTask) with the run's rate and retries; `stopped` once it gave up."""
+    """Reads one task (ShowTask); `stopped` says why reading gave up, once it has."""
 
     @property
     def stopped(self) -> str | None: ...
-
-    @property
-    def opened(self) -> bool: ...
 
     async def read(self, task_id: str) -> Read: ...
 
@@ -161,9 +154,7 @@ async def plan_entries(items: Iterator[Planned | InvalidLine], reader: Reader, *
     """Every line's plan, in input order; reads run `concurrency` at a time."""
     projected: OrderedDict[str, dict[str, Any] | Read] = OrderedDict()
     while True:
-        # One line at a time until an answer shows the credentials work (slow start).
-        size = concurrency * 2 if reader.opened else 1
-        window = [item for _, item in zip(range(size), items, strict=False)]
+        window = [item for _, item in zip(range(concurrency * 2), items, strict=False)]
         if not window:
             return
         wanted = {item.task_id for item in window
@@ -203,67 +194,20 @@ async def _read_all(reader: Reader, task_ids: set[str], concurrency: int) -> dic
     return found
 
 
-class DirectReader:
-    """ShowTask through one client, the run's token bucket and retry rules.
+class SenderReader:
+    """ShowTask through the engine's `Sender`: the run's pace, retries, outage guard, slow
+    start and auth abort."""
 
-    Slow start and the auth abort as in `run`: `opened` once an answer is not 401/403; three
-    401/403 in a row before that stop every read (`stopped`).
-    """
+    def __init__(self, sender: Sender) -> None:
+        self._sender = sender
 
-    def __init__(self, client: SmsClient, limiter: RateLimiter, policy: RetryPolicy,
-                 rng: Callable[[], float] = random.random) -> None:
-        self._client = client
-        self._limiter = limiter
-        self._policy = policy
-        self._quota = RetryQuota()
-        self._rng = rng
-        self._rejected = 0
-        self.opened = False
-        self.stopped: str | None = None
+    @property
+    def stopped(self) -> str | None:
+        return self._sender.stop.message
 
     async def read(self, task_id: str) -> Read:
-        attempts, status, request_id = 0, None, None
-        code = msg = None
-        while True:
-            if self.stopped is not None:
-                return Read(None, attempts, status, request_id, "aborted", self.stopped)
-            await self._limiter.acquire()
-            attempts += 1
-            try:
-                reply = await self._client.request("GET", task_path(task_id))
-            except TransportError as exc:
-                code, msg, retry_after, answered = exc.code, str(exc), None, None
-                if not exc.retryable:
-                    return Read(None, attempts, status, request_id, code, msg)
-            else:
-                status, request_id, answered = reply.status, reply.request_id, reply.status
-                self._on_status(reply.status)
-                if reply.ok:
-                    self._limiter.on_success()
-                    self._quota.release(retried=attempts > 1)
-                    view = parse_view(reply.body)
-                    return Read(view, attempts, status, request_id) if view is not None \
-                        else bad_answer(attempts, status, request_id)
-                if reply.status == 429:
-                    self._limiter.on_throttle()
-                code = reply.error_code or f"http_{reply.status}"
-                msg = reply.error_msg or f"HTTP {reply.status}"
-                retry_after = parse_retry_after(reply.retry_after, datetime.now(UTC))
-            decision = decide(self._policy, attempts, answered, answered is None, retry_after,
-                              self._quota, self._rng)
-            if not decision.retry:
-                return Read(None, attempts, status, request_id, code, msg)
-            await anyio.sleep(decision.delay)
-
-    def _on_status(self, status: int) -> None:
-        if status not in AUTH_STATUSES or self.opened:
-            self.opened = True
-            self._rejected = 0
-            return
-        self._rejected += 1
-        if self._rejected >= AUTH_ABORT_AFTER:
-            self.stopped = (f"authentication rejected (HTTP {status}) {self._rejected} times in "
-                            "a row before any success: check the credentials and the endpoint")
+        result = await self._sender.send(Request.get_task(task_id), {"task_id": task_id})
+        return read_of(result)
 
 
 async def plan_async(config: RunConfig, items: Iterator[Planned | InvalidLine], url: str,
@@ -274,8 +218,9 @@ async def plan_async(config: RunConfig, items: Iterator[Planned | InvalidLine], 
     client = SmsClient(url, auth, concurrency=config.concurrency, timeout=config.timeout,
                        tls=tls)
     async with client:
-        reader = DirectReader(client, RateLimiter(config.rate, config.burst),
-                              RetryPolicy(max_attempts=config.max_attempts))
+        reader = SenderReader(build_sender(client, EngineSettings(
+            concurrency=config.concurrency, rate=config.rate, burst=config.burst,
+            max_attempts=config.max_attempts, max_outage=config.max_outage)))
         async for entry in plan_entries(items, reader, concurrency=config.concurrency):
             emit(entry)
         return reader.stopped
