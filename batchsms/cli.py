@@ -140,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-file", type=Path, metavar="PATH",
                      help="write Prometheus text format here when the run ends, whatever "
                           "its exit code (node_exporter textfile collector: name it *.prom)")
+    run.add_argument("--skip-unchanged", action="store_true",
+                     help="read each task first; do not send lines already as wanted")
+    run.add_argument("--undo-file", type=Path, metavar="FILE",
+                     help="read each task before its write, keep its values in the outcomes, "
+                          "and write FILE: input lines that restore them")
+    run.add_argument("--allow-irreversible", action="store_true",
+                     help="with --undo-file: accept fields that cannot be read back")
+    run.add_argument("--verify", action="store_true",
+                     help="read each task back after its write; a difference fails the line")
     _add_body_options(run)
 
     plan = sub.add_parser("plan", help="read each task (ShowTask) and show what run would "
@@ -185,6 +194,8 @@ def _run_config(args: argparse.Namespace, log_format: str) -> Any:
         abort_failure_ratio=args.abort_failure_ratio, token_file=args.token_file,
         progress=args.progress, metrics_file=args.metrics_file, log_format=log_format,
         max_outage=parse_duration(args.max_outage, "--max-outage"),
+        skip_unchanged=args.skip_unchanged, undo_file=args.undo_file,
+        allow_irreversible=args.allow_irreversible, verify=args.verify,
         deadline=None if args.deadline is None else
         parse_deadline(args.deadline, datetime.now().astimezone()))
 
@@ -262,8 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tasks":
             return _tasks(args)
         if args.command == "plan":
+            from batchsms import logs
             from batchsms.commands.plan import run_plan
 
+            logs.configure(None)
             return run_plan(_plan_config(args), as_json=args.json)
         if args.command == "report":
             from batchsms.report import run_report

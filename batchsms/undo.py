@@ -175,13 +175,6 @@ def check_reversible(source: str, defaults: Mapping[str, Any]) -> None:
                          "them, or pass --allow-irreversible to accept it")
 
 
-def check_undo_file(undo_file: Path, source: str, out: Path) -> None:
-    """The undo file must be neither the input nor the outcomes file (CONTRACT §4)."""
-    target = undo_file.resolve()
-    if target == out.resolve() or (source != "-" and target == Path(source).resolve()):
-        raise UsageError(f"--undo-file {str(undo_file)!r} would overwrite the input or --out")
-
-
 class RunUndo:
     """`run --undo-file`: remembers the lines this run skipped as already done (`--resume`), and
     writes the file from the journal at the end (`for_run`)."""
