@@ -140,7 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-file", type=Path, metavar="PATH",
                      help="write Prometheus text format here when the run ends, whatever "
                           "its exit code (node_exporter textfile collector: name it *.prom)")
+    run.add_argument("--skip-unchanged", action="store_true",
+                     help="read each task first; do not send lines already as wanted")
+    run.add_argument("--undo-file", type=Path, metavar="FILE",
+                     help="read each task before its write, keep its values in the outcomes, "
+                          "and write FILE: input lines that restore them")
+    run.add_argument("--allow-irreversible", action="store_true",
+                     help="with --undo-file: accept fields that cannot be read back")
+    run.add_argument("--verify", action="store_true",
+                     help="read each task back after its write; a difference fails the line")
     _add_body_options(run)
+
+    plan = sub.add_parser("plan", help="read each task (ShowTask) and show what run would "
+                          "change; never writes")
+    plan.add_argument("input", help="JSONL file, '-' for stdin, may be gzip")
+    _add_connection_options(plan, simulate=True)
+    plan.add_argument("--concurrency", type=int, default=16, help="most reads in flight [16]")
+    plan.add_argument("--burst", type=float, default=1.0, help="token-bucket burst [1]")
+    plan.add_argument("--json", action="store_true", help="one JSON object per input line")
+    _add_body_options(plan)
 
     from batchsms.report import add_report_parser
 
@@ -176,8 +194,20 @@ def _run_config(args: argparse.Namespace, log_format: str) -> Any:
         abort_failure_ratio=args.abort_failure_ratio, token_file=args.token_file,
         progress=args.progress, metrics_file=args.metrics_file, log_format=log_format,
         max_outage=parse_duration(args.max_outage, "--max-outage"),
+        skip_unchanged=args.skip_unchanged, undo_file=args.undo_file,
+        allow_irreversible=args.allow_irreversible, verify=args.verify,
         deadline=None if args.deadline is None else
         parse_deadline(args.deadline, datetime.now().astimezone()))
+
+
+def _plan_config(args: argparse.Namespace) -> Any:
+    from batchsms.run_cmd import RunConfig
+
+    return RunConfig(
+        input=args.input, endpoint=args.endpoint, region=args.region, simulate=args.simulate,
+        concurrency=args.concurrency, rate=args.rate, burst=args.burst,
+        max_attempts=args.max_attempts, timeout=args.timeout, ca_bundle=args.ca_bundle,
+        defaults=build_defaults(_load_patch(args.patch), args.sets), token_file=args.token_file)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -242,6 +272,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_simulator(args)
         if args.command == "tasks":
             return _tasks(args)
+        if args.command == "plan":
+            from batchsms import logs
+            from batchsms.commands.plan import run_plan
+
+            logs.configure(None)
+            return run_plan(_plan_config(args), as_json=args.json)
         if args.command == "report":
             from batchsms.report import run_report
 

@@ -14,7 +14,7 @@ import functools
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +28,11 @@ from batchsms.records import InvalidLine
 from batchsms.schema import Problem
 
 MAX_BUFFERED = 512  # records held before a write, whatever the time
+
+
+DONE_SKIP_CODES = frozenset({"already_succeeded", "unchanged"})
+"""`error_code`s of `skipped` lines that count as done (exit 0, `report`): succeeded in an
+earlier run (`--resume`), or already as wanted (`--skip-unchanged`)."""
 
 
 class Status(enum.StrEnum):
@@ -60,6 +65,9 @@ class Outcome:
     # connection dropped after sending, an answer that could not be parsed): the service may
     # have applied it. False when no request of the line can have been applied.
     maybe_applied: bool = False
+    # With undo capture (`--undo-file`): the task's values, read just before the write, of the
+    # readable fields the line sets (diff.previous); serialised only when set.
+    previous: Mapping[str, Any] | None = None
 
     def to_json(self) -> bytes:
         """The record as one JSON line. Never raises: one record must not stop a run.
@@ -76,7 +84,7 @@ class Outcome:
             return _scrubbed_json(data)
 
     def _fields(self) -> dict[str, Any]:
-        return {
+        data = {
             "run_id": self.run_id, "line": self.line, "task_id": self.task_id, "ref": self.ref,
             "status": self.status.value, "http_status": self.http_status,
             "attempts": self.attempts, "error_code": self.error_code,
@@ -85,6 +93,9 @@ class Outcome:
             "elapsed_ms": self.elapsed_ms, "finished_at": self.finished_at or utc_now(),
             "maybe_applied": self.maybe_applied,
         }
+        if self.previous is not None:
+            data["previous"] = self.previous
+        return data
 
 
 def _scrubbed_json(data: dict[str, Any]) -> bytes:
@@ -161,7 +172,7 @@ class OutcomeWriter:
         self._interval = flush_interval
         self._last_flush = time.monotonic()
         self._broken: JournalError | None = None
-        if _ends_cut(path):
+        if ends_cut(path):
             self._buffer.append(b"\n")  # a crash cut the last record: start on a fresh line
 
     def write(self, outcome: Outcome, *, durable: bool = False) -> None:
@@ -223,7 +234,7 @@ class OutcomeWriter:
             os.close(self._fd)
 
 
-def _ends_cut(path: Path) -> bool:
+def ends_cut(path: Path) -> bool:
     try:
         with path.open("rb") as f:
             f.seek(0, os.SEEK_END)

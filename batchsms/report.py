@@ -5,10 +5,10 @@
 (lines added, removed, reordered) is still judged right. A record without a body hash (an
 `invalid` line: nothing was planned) is keyed by its line number and task id. Each line's state is
 its *latest* record: the last whole record for that key in file order, files taken in the order
-given (a later run appends later). One exception: a `skipped`/`already_succeeded` record (a
-`--resume` run passing over the line) does not replace an earlier `succeeded` record, so the
-figures show the send that did the work. A line keyed by its number (invalid) is retired when a
-later run has a record of the same task with a body: the line was fixed and sent.
+given (a later run appends later). One exception: a `skipped`/`already_succeeded` or
+`unchanged` record (a later run passing over the line) does not replace an earlier `succeeded`
+record, so the figures show the send that did the work. A line keyed by its number (invalid) is
+retired when a later run has a record of the same task with a body: the line was fixed and sent.
 
 **With `--input ORIGINAL`** (the runs' input, gzip or not, with the `--set`/`--patch` the runs
 used), the lines are that file's non-blank lines: each is planned as `run` plans it, and it is
@@ -22,9 +22,9 @@ one: refused. Without `--input`, the lines are the keys the journals hold.
 figures. Cut or garbled lines (CONTRACT §10) are counted and reported.
 
 **Done.** A line is done when its latest record is `succeeded`, or `skipped` with
-`already_succeeded`. Every other line (`failed`, `invalid`, `skipped` by `aborted`, `deadline` or
-`interrupted`: never sent; with `--input`, no record) is not done: it makes the exit code 1 and
-goes to `--failed-to`.
+`already_succeeded` or `unchanged` (`--skip-unchanged`: already as wanted). Every other line
+(`failed`, `invalid`, `skipped` by `aborted`, `deadline` or `interrupted`: never sent; with
+`--input`, no record) is not done: it makes the exit code 1 and goes to `--failed-to`.
 
 **Figures.** Latency percentiles are nearest-rank over the `elapsed_ms` of lines that were sent
 (attempts > 0, whatever their status). "Failures" are `failed` and `invalid` lines, grouped by
@@ -47,6 +47,10 @@ lines), `attempts` (attempts as a string -> lines), `slowest` and `top_failures`
 `error_msg` (an example), `count`, `example_line`), and `failed_to` (null, or `path`, `source` =
 `input`|`envelopes`, `lines` written, `missing` = not-done lines that could not be copied).
 
+**`--undo-to FILE`** writes the way back from the records that hold `previous` (runs with
+`--undo-file`) and the side logs beside the journals: see undo.py for which records, the order
+and what cannot be restored.
+
 Exit codes: 0 every line done, 1 some line not done, 2 unreadable or unusable files (UsageError).
 """
 
@@ -55,6 +59,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import heapq
+import itertools
 import os
 import sys
 from collections import Counter
@@ -67,10 +72,13 @@ from typing import IO, Any
 import orjson
 
 from batchsms.errors import UsageError
-from batchsms.outcomes import JournalScan, Status, iter_journal, resume_key
+from batchsms.outcomes import DONE_SKIP_CODES, JournalScan, Status, iter_journal, resume_key
 from batchsms.outputs import check_output
 from batchsms.plan import Planner
+from batchsms.previous_log import orphans, with_orphans
 from batchsms.records import InvalidLine, iter_raw_lines, open_input, parse_line
+from batchsms.undo import describe as describe_undo
+from batchsms.undo import write_undo
 
 _SUCCEEDED, _RESUMED, _NOT_DONE = 1, 2, 3
 _FLAG_BITS = 2  # an index entry is (ordinal << _FLAG_BITS) | flag: one int per line
@@ -82,7 +90,7 @@ def _flag(record: dict[str, Any]) -> int:
     status = record.get("status")
     if status == Status.SUCCEEDED:
         return _SUCCEEDED
-    if status == Status.SKIPPED and record.get("error_code") == "already_succeeded":
+    if status == Status.SKIPPED and record.get("error_code") in DONE_SKIP_CODES:
         return _RESUMED
     return _NOT_DONE
 
@@ -451,6 +459,9 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="ORIGINAL",
                    help="the runs' input (may be gzip): judge its lines (a line without a "
                         "record is not done); --failed-to copies them verbatim")
+    p.add_argument("--undo-to", type=Path, metavar="FILE",
+                   help="write input lines restoring the values recorded before each write "
+                        "(runs with --undo-file), in reverse order of application")
     return p
 
 
@@ -463,9 +474,13 @@ def _checked(args: argparse.Namespace) -> list[Path]:
             raise UsageError(f"cannot read outcomes {str(path)!r}")
         if path.resolve() not in {p.resolve() for p in paths}:
             paths.append(path)
-    check_output("--failed-to", args.failed_to,
-                 [*(("an outcomes file", p) for p in paths), ("--input", args.input),
-                  ("--patch", getattr(args, "patch", None))])
+    inputs = [*(("an outcomes file", p) for p in paths), ("--input", args.input),
+              ("--patch", getattr(args, "patch", None))]
+    check_output("--failed-to", args.failed_to, inputs)
+    check_output("--undo-to", args.undo_to, [*inputs, ("--failed-to", args.failed_to)])
+    if args.undo_to is not None and args.failed_to is not None \
+            and args.undo_to.resolve() == args.failed_to.resolve():
+        raise UsageError("--failed-to and --undo-to must be different files")
     return paths
 
 
@@ -482,6 +497,11 @@ def run_report(args: argparse.Namespace, *, stdout: IO[str] | None = None,
         stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         stdout.write("\n".join(format_text(report)) + "\n")
+    if args.undo_to is not None:
+        records = itertools.chain.from_iterable(map(iter_journal, paths))
+        found = [o for path in paths for o in orphans(path)]
+        print(describe_undo(write_undo(with_orphans(records, found), args.undo_to)),
+              file=stderr)
     failed = report["failed_to"]
     if failed is not None:
         what = "original lines" if failed["source"] == "input" else \

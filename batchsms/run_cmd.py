@@ -30,6 +30,7 @@ import structlog
 
 from batchsms import progress
 from batchsms.auth import Authenticator, authenticator, load_credentials
+from batchsms.checked_write import Capture, WriteChecks, checked_put
 from batchsms.client import SmsClient, resolve_endpoint, task_path, tls_context
 from batchsms.descriptors import ensure_descriptors
 from batchsms.engine.feed import is_regular, line_source
@@ -41,6 +42,7 @@ from batchsms.engine.wiring import EngineSettings, build_sender, require_transpo
 from batchsms.errors import JournalError, NoCredentialsError, UsageError
 from batchsms.metrics import write_metrics
 from batchsms.outcomes import (
+    DONE_SKIP_CODES,
     JournalScan,
     Outcome,
     OutcomeWriter,
@@ -51,7 +53,10 @@ from batchsms.outcomes import (
 )
 from batchsms.outputs import check_output
 from batchsms.plan import Planned
+from batchsms.previous_log import PreviousLog, earlier_captures
 from batchsms.records import InvalidLine
+from batchsms.undo import RunUndo, check_reversible
+from batchsms.undo import describe as describe_undo
 from batchsms.validate_cmd import checked_lines, format_problems
 
 log = structlog.get_logger("batchsms")
@@ -86,6 +91,16 @@ class RunConfig:
     metrics_file: Path | None = None
     log_format: str = "console"  # as resolved by logs.configure: the summary follows it
     max_outage: float = DEFAULT_MAX_OUTAGE
+    skip_unchanged: bool = False
+    undo_file: Path | None = None
+    allow_irreversible: bool = False
+    verify: bool = False
+
+    @property
+    def checks(self) -> WriteChecks:
+        """The reads around each write that were asked for (checked_write.py)."""
+        return WriteChecks(skip_unchanged=self.skip_unchanged,
+                           capture=self.undo_file is not None, verify=self.verify)
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -100,6 +115,8 @@ class RunConfig:
             raise UsageError(f"--timeout must be more than 0, got {self.timeout:g}")
         if not self.max_outage > 0:
             raise UsageError(f"--max-outage must be more than 0, got {self.max_outage:g}")
+        if self.allow_irreversible and self.undo_file is None:
+            raise UsageError("--allow-irreversible is only used with --undo-file")
         if not 0 <= self.abort_failure_ratio <= 1:
             raise UsageError("--abort-failure-ratio must be between 0 and 1, "
                              f"got {self.abort_failure_ratio:g}")
@@ -219,6 +236,7 @@ class RunContext:
     resume: set[bytes]
     run_id: str
     on_outcome: Callable[[Outcome], None] | None
+    capture: Capture | None = None
 
 
 async def _watch_signals(pipeline: Pipeline, grace: float, tg: anyio.abc.TaskGroup, *,
@@ -258,7 +276,9 @@ async def _run_async(ctx: RunContext) -> Pipeline:
                 options=SendOptions(concurrency=config.concurrency,
                                     abort_failure_ratio=config.abort_failure_ratio,
                                     deadline=config.deadline),
-                on_outcome=ctx.on_outcome)
+                on_outcome=ctx.on_outcome,
+                handler=checked_put(ctx.run_id, config.checks, ctx.capture)
+                if config.checks.any else None)
             async with anyio.create_task_group() as tg:
                 await tg.start(_watch_signals, pipeline, config.grace, tg)
                 await pipeline.run(line_source(config.input, ctx.lines))
@@ -272,7 +292,8 @@ def exit_code(stats: RunStats, stopped: Stopped | None) -> int:
     if stopped is not None and stopped.reason is StopReason.ABORTED:
         return EXIT_ABORTED
     bad = sum(n for s, n in stats.by_status.items() if s != Status.SUCCEEDED)
-    return EXIT_OK if bad == stats.by_error.get("already_succeeded", 0) else EXIT_SOME_FAILED
+    done_skips = sum(stats.by_error.get(code, 0) for code in DONE_SKIP_CODES)
+    return EXIT_OK if bad == done_skips else EXIT_SOME_FAILED
 
 
 def _loop_options() -> dict[str, Any]:
@@ -295,6 +316,8 @@ def check_run_outputs(config: RunConfig) -> None:
     inputs = run_inputs(config.input, config.token_file, config.ca_bundle)
     check_output("--out", config.out, inputs)
     check_output("--metrics-file", config.metrics_file, [*inputs, ("--out", config.out)])
+    check_output("--undo-file", config.undo_file,
+                 [*inputs, ("--out", config.out), ("--metrics-file", config.metrics_file)])
 
 
 def run_inputs(source: str, token_file: Path | str | None,
@@ -424,6 +447,12 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
     auth = _credentials(config, env)
     tls = tls_context(config.ca_bundle)
     ensure_descriptors(config.concurrency * (2 if config.simulate else 1))  # sim: both ends
+    undo = None
+    if config.undo_file is not None:
+        if not config.allow_irreversible:
+            check_reversible(config.input, config.defaults)  # reads the input once: exit 2
+        undo = RunUndo(config.undo_file)
+        on_outcome = _chain(on_outcome, undo.on_outcome)
     lock = lock_outcomes(config.out)  # before --out is touched; the lock file lies beside it
     try:
         scan = JournalScan()
@@ -438,6 +467,8 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         if is_regular(config.input):
             lines = refuse_whole_file_mistakes(lines)
         _deadline_logged(config.deadline)
+        capture = None if undo is None else Capture(
+            PreviousLog(config.out), earlier_captures(config.out) if config.resume else {})
         writer = OutcomeWriter(config.out)
         run_id = new_run_id()
         written = RunStats()
@@ -451,15 +482,23 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
                     pipeline = anyio.run(_run_async, RunContext(
                         config=config, env=env, endpoint=endpoint, auth=auth, tls=tls,
                         writer=writer, lines=lines, resume=resume, run_id=run_id,
-                        on_outcome=on_outcome), backend_options=_loop_options())
+                        on_outcome=on_outcome, capture=capture),
+                        backend_options=_loop_options())
             finally:
                 writer.close()
+                if capture is not None:
+                    capture.log.close()
         except (JournalError, BaseExceptionGroup) as exc:
             error = _journal_failure(exc)
             if error is None:
                 raise
             return _broken(config, run_id, error, written, stderr)
         stats = pipeline.stats
+        if capture is not None and capture.log.error is not None:
+            return _broken(config, run_id, JournalError(
+                f"the undo values could not be written: {capture.log.error}"), stats, stderr)
+        if undo is not None:
+            print(describe_undo(undo.write(config.out, run_id)), file=stderr)
         code = exit_code(stats, pipeline.stop.stopped)
         _summary(config, run_id, stats, pipeline.stop_message, code, stderr)
         final_metrics(config.metrics_file, stats, code)

@@ -1,0 +1,158 @@
+"""`run` with a look before and after each write: `--skip-unchanged`, `--undo-file`, `--verify`.
+
+A line handler for the engine's pipeline (`engine.pipeline.LineHandler`). Its reads (ShowTask)
+go through the same `Sender` as the write, so they share the pace (`--rate` counts them),
+retries, outage guard, admission and credentials; and they happen while the line holds its
+task (per-task order), so what is read before a write is what that write changes.
+
+    GET before  (--skip-unchanged or --undo-file)
+      the task cannot be read      -> the line fails as the read did (no write)
+      already as wanted, --skip-unchanged -> skipped, `unchanged` (no write; done, like a success)
+      --undo-file                  -> `previous`: the current values of the fields it sets,
+                                      appended to the side log before the write (undo.py)
+    PUT         -> the outcome of a plain run, with `previous`
+    GET after   (--verify, once the write succeeded)
+      differs                      -> failed, `verify_mismatch`, the difference in `error_msg`
+      cannot be read back          -> failed as the read did, `maybe_applied` (the write took)
+
+Only lines that are already as wanted *and* set nothing unreadable are skipped: a line that
+sets a field ShowTask does not return may change something, so it is sent.
+
+`attempts` counts every request of the line, reads included (every request is an attempt);
+`http_status` and `request_id` are those of the last answer, `elapsed_ms` runs from the first
+request of the line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+
+from batchsms.diff import diff, previous
+from batchsms.engine.attempt import Request, Result, Sender
+from batchsms.engine.pipeline import LineHandler, line_outcome
+from batchsms.engine.stopping import StopReason
+from batchsms.look import read_of, verify_message
+from batchsms.outcomes import Outcome, Status, utc_now
+from batchsms.plan import Planned
+from batchsms.previous_log import PreviousLog
+
+UNCHANGED_MSG_MAX = 512
+
+
+@dataclass(frozen=True, slots=True)
+class WriteChecks:
+    """Which looks around the write a run asked for."""
+
+    skip_unchanged: bool = False
+    capture: bool = False  # --undo-file: keep `previous` in each outcome
+    verify: bool = False
+
+    @property
+    def any(self) -> bool:
+        return self.skip_unchanged or self.capture or self.verify
+
+    @property
+    def read_before(self) -> bool:
+        return self.skip_unchanged or self.capture
+
+
+def _view(result: Result) -> dict[str, Any] | None:
+    return read_of(result).view
+
+
+def _elapsed(first: float | None, now: float) -> int | None:
+    return None if first is None else int((now - first) * 1000)
+
+
+def _read_failed(run_id: str, item: Planned, read: Result, now: float, when: str) -> Outcome:
+    """The outcome of a line whose read went wrong, as `line_outcome` words a failed request."""
+    outcome = line_outcome(run_id, item, read, now)
+    if outcome.status is Status.SUCCEEDED:  # a 2xx answer that is not a task view
+        return replace(outcome, status=Status.FAILED, error_code="bad_answer",
+                       error_msg=f"{when}: ShowTask answered something that is not a JSON "
+                       "object", maybe_applied=False)
+    return replace(outcome, error_msg=f"{when}: {outcome.error_msg}", maybe_applied=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """Where `--undo-file` keeps captured values before each write (undo.py), and what earlier
+    runs captured before writes that never got a record (`--resume`)."""
+
+    log: PreviousLog
+    earlier: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+
+
+def _not_written(run_id: str, item: Planned, before: Result, now: float, code: str,
+                 msg: str) -> Outcome:
+    """A line that ends after its read, without a write: `skipped` with `code`."""
+    return Outcome(run_id, item.number, item.task_id, item.ref, Status.SKIPPED,
+                   http_status=before.http_status, attempts=before.attempts, error_code=code,
+                   error_msg=msg, request_id=before.request_id, body_sha256=item.sha256,
+                   elapsed_ms=_elapsed(before.first_sent, now), finished_at=utc_now())
+
+
+def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None) -> LineHandler:
+    """The handler of `run` with `checks`: read, maybe skip, capture, write, maybe verify.
+    `capture` is required when `checks.capture`."""
+    assert capture is not None or not checks.capture
+
+    async def handle(item: Planned, sender: Sender) -> Outcome:
+        about = {"line": item.number, "task_id": item.task_id}
+        body = orjson.loads(item.body)
+        first: float | None = None
+        read_attempts = 0
+        prior: dict[str, Any] | None = None
+        if checks.read_before:
+            before = await sender.send(Request.get_task(item.task_id), about)
+            view = _view(before)
+            if view is None:
+                return _read_failed(run_id, item, before, sender.clock(),
+                                    "reading the task before the write")
+            first, read_attempts = before.first_sent, before.attempts
+            found = diff(body, view)
+            if checks.skip_unchanged and found.as_wanted:
+                text = "already as wanted: " + ", ".join(found.unchanged)
+                return _not_written(run_id, item, before, sender.clock(), "unchanged",
+                                    text[:UNCHANGED_MSG_MAX])
+            if capture is not None:
+                prior = dict(capture.earlier.get((item.task_id, item.sha256))
+                             or previous(body, view))
+                if not capture.log.append(run_id, item, prior):
+                    why = f"the undo values could not be written: {capture.log.error}"
+                    sender.stop.trigger(StopReason.BROKEN, why)
+                    return _not_written(run_id, item, before, sender.clock(),
+                                        StopReason.BROKEN.value, f"not sent: {why}")
+        put = await sender.send(Request.put_task(item.task_id, item.body), about)
+        first = first if first is not None else put.first_sent
+        outcome = replace(line_outcome(run_id, item, put, sender.clock()), previous=prior,
+                          attempts=read_attempts + put.attempts,
+                          elapsed_ms=_elapsed(first, sender.clock()))
+        if not (checks.verify and put.succeeded):
+            return outcome
+        after = await sender.send(Request.get_task(item.task_id), about)
+        now = sender.clock()
+        attempts = outcome.attempts + after.attempts
+        view = _view(after)
+        if view is None:
+            failed = _read_failed(run_id, item, after, now,
+                                  "written, but reading it back failed")
+            return replace(failed, attempts=attempts, previous=prior,
+                           elapsed_ms=_elapsed(first, now), maybe_applied=True,
+                           status=Status.FAILED,
+                           # the last answer received, if the read got none (CONTRACT §10)
+                           http_status=failed.http_status or outcome.http_status,
+                           request_id=failed.request_id or outcome.request_id)
+        found = diff(body, view)
+        checked = replace(outcome, attempts=attempts, http_status=after.http_status,
+                          request_id=after.request_id, elapsed_ms=_elapsed(first, now))
+        if not found.changes:
+            return checked
+        return replace(checked, status=Status.FAILED, error_code="verify_mismatch",
+                       error_msg=verify_message(found))
+
+    return handle

@@ -1,0 +1,1 @@
+"""The commands of the CLI, one module each (`plan` so far; the others move here later)."""

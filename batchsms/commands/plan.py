@@ -1,0 +1,255 @@
+"""`batchsms plan INPUT [run's options]`: what `run` would change, task by task; never writes.
+
+Each line is validated as `run` would, its task read with ShowTask through the engine's
+`Sender` (the run's credentials, pace, retries, slow start, auth abort), and compared field by
+field (diff.py) with what it would set:
+
+    line 1 ef3b9722-...-0001 (web-01): would change
+      speed_limit: 100 -> 200
+    line 2 ef3b9722-...-0002 (web-02): already as wanted
+    line 3 ef3b9722-...-0003: not comparable (cannot be read back: use_ipv6)
+    line 4 ef3b9722-...-0004: would fail: SMS.1801: task 'x' not found (HTTP 404)
+    4 lines: 1 would change, 1 already as wanted, 1 not comparable, 1 would fail
+
+A line with a readable change "would change" (its unreadable fields are listed too); a line
+whose fields are all readable and equal is "already as wanted"; a line with no readable change
+but a field ShowTask does not return is "not comparable"; an invalid line, or one whose task
+cannot be read (404...), "would fail".
+
+Several lines for one task: a later line is compared with the task as the earlier lines would
+leave it (objects merged, arrays and scalars replaced), as `run` sends them in file order. The
+projected views of the last `PROJECTED_TASKS` tasks are kept; a task seen again after that is
+read again.
+
+`--json`: one object per input line on stdout, in input order: `line`, `task_id`, `ref`,
+`verdict`, `changes` (path -> `{"from", "to"}`), `unchanged`, `unreadable`, and `error`
+(`{"code", "message", "http_status"}`) only when the line would fail, `errors` (every problem)
+for an invalid line. The totals go to stderr.
+
+Exit codes: 0 nothing would fail; 1 some line would (invalid, task not readable); 2 could not
+start (as `run`); 3 aborted (credentials rejected, as `run`).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import ssl
+import sys
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+import anyio
+import orjson
+
+from batchsms.auth import Authenticator
+from batchsms.client import SmsClient, resolve_endpoint, tls_context
+from batchsms.diff import Diff, diff
+from batchsms.engine.attempt import Request, Sender
+from batchsms.engine.wiring import EngineSettings, build_sender
+from batchsms.look import Read, read_of
+from batchsms.plan import Planned, deep_merge
+from batchsms.records import InvalidLine
+from batchsms.run_cmd import RunConfig, _credentials, _endpoint
+from batchsms.schema import Problem
+from batchsms.validate_cmd import checked_lines
+
+EXIT_OK, EXIT_WOULD_FAIL, EXIT_ABORTED = 0, 1, 3
+PROJECTED_TASKS = 4096
+
+
+class Verdict(enum.StrEnum):
+    CHANGE = "would change"
+    AS_WANTED = "already as wanted"
+    NOT_COMPARABLE = "not comparable"
+    FAIL = "would fail"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanEntry:
+    """One input line's plan."""
+
+    line: int
+    task_id: str | None
+    ref: str | None
+    diff: Diff | None = None
+    read: Read | None = None  # the failed read, when the task could not be read
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.diff is None:
+            return Verdict.FAIL
+        if self.diff.changes:
+            return Verdict.CHANGE
+        return Verdict.NOT_COMPARABLE if self.diff.unreadable else Verdict.AS_WANTED
+
+    def error(self) -> dict[str, Any] | None:
+        if self.problems:
+            first = self.problems[0]
+            return {"code": "validation", "message": f"{first.path}: {first.message}",
+                    "http_status": None}
+        if self.read is not None:
+            return {"code": self.read.error_code, "message": self.read.error_msg,
+                    "http_status": self.read.http_status}
+        return None
+
+    def to_json(self) -> bytes:
+        d = self.diff or Diff()
+        data: dict[str, Any] = {
+            "line": self.line, "task_id": self.task_id, "ref": self.ref,
+            "verdict": self.verdict.value, "changes": d.changes_json(),
+            "unchanged": list(d.unchanged), "unreadable": list(d.unreadable)}
+        error = self.error()
+        if error is not None:
+            data["error"] = error
+        if self.problems:
+            data["errors"] = [p.as_dict() for p in self.problems]
+        return orjson.dumps(data) + b"\n"
+
+    def text(self) -> Iterator[str]:
+        ref = f" ({self.ref})" if self.ref else ""
+        head = f"line {self.line} {self.task_id or '?'}{ref}: {self.verdict.value}"
+        d = self.diff
+        if d is None:
+            if self.problems:
+                yield f"{head}: invalid"
+                yield from (f"  {p.path}: {p.message}" for p in self.problems)
+            else:
+                assert self.read is not None
+                yield f"{head}: {self.read.describe_error()}"
+            return
+        if d.changes or not d.unreadable:
+            yield head
+        else:
+            yield f"{head} (cannot be read back: {', '.join(d.unreadable)})"
+            return
+        yield from (f"  {c.describe()}" for c in d.changes)
+        if d.unreadable:
+            yield f"  cannot be read back: {', '.join(d.unreadable)}"
+
+
+class Reader(Protocol):
+    """Reads one task (ShowTask); `stopped` says why reading gave up, once it has."""
+
+    @property
+    def stopped(self) -> str | None: ...
+
+    async def read(self, task_id: str) -> Read: ...
+
+
+@dataclass
+class PlanTotals:
+    by_verdict: Counter[Verdict] = field(default_factory=Counter)
+
+    def line(self) -> str:
+        total = self.by_verdict.total()
+        return f"{total} lines: " + ", ".join(f"{self.by_verdict[v]} {v.value}" for v in Verdict)
+
+
+async def plan_entries(items: Iterator[Planned | InvalidLine], reader: Reader, *,
+                       concurrency: int) -> AsyncIterator[PlanEntry]:
+    """Every line's plan, in input order; reads run `concurrency` at a time."""
+    projected: OrderedDict[str, dict[str, Any] | Read] = OrderedDict()
+    while True:
+        window = [item for _, item in zip(range(concurrency * 2), items, strict=False)]
+        if not window:
+            return
+        wanted = {item.task_id for item in window
+                  if isinstance(item, Planned) and item.task_id not in projected}
+        reads = await _read_all(reader, wanted, concurrency)
+        for item in window:
+            if isinstance(item, InvalidLine):
+                yield PlanEntry(item.number, item.task_id, item.ref, problems=item.errors)
+                continue
+            state = projected.pop(item.task_id) if item.task_id in projected \
+                else reads[item.task_id]
+            if isinstance(state, Read):
+                if state.ok:
+                    state = state.view or {}
+                else:
+                    projected[item.task_id] = state
+                    yield PlanEntry(item.number, item.task_id, item.ref, read=state)
+                    continue
+            body = orjson.loads(item.body)
+            yield PlanEntry(item.number, item.task_id, item.ref, diff=diff(body, state))
+            projected[item.task_id] = deep_merge(state, body)
+            if len(projected) > PROJECTED_TASKS:
+                projected.popitem(last=False)
+
+
+async def _read_all(reader: Reader, task_ids: set[str], concurrency: int) -> dict[str, Read]:
+    found: dict[str, Read] = {}
+    limit = anyio.CapacityLimiter(concurrency)
+
+    async def one(task_id: str) -> None:
+        async with limit:
+            found[task_id] = await reader.read(task_id)
+
+    async with anyio.create_task_group() as tg:
+        for task_id in sorted(task_ids):
+            tg.start_soon(one, task_id)
+    return found
+
+
+class SenderReader:
+    """ShowTask through the engine's `Sender`: the run's pace, retries, outage guard, slow
+    start and auth abort."""
+
+    def __init__(self, sender: Sender) -> None:
+        self._sender = sender
+
+    @property
+    def stopped(self) -> str | None:
+        return self._sender.stop.message
+
+    async def read(self, task_id: str) -> Read:
+        result = await self._sender.send(Request.get_task(task_id), {"task_id": task_id})
+        return read_of(result)
+
+
+async def plan_async(config: RunConfig, items: Iterator[Planned | InvalidLine], url: str,
+                     auth: Authenticator | None, tls: ssl.SSLContext | bool,
+                     emit: Callable[[PlanEntry], None]) -> str | None:
+    """Plan `items` (`config.input` checked) against the endpoint at `url`; `emit` each entry
+    in input order. Returns why reading stopped early (credentials rejected), or None."""
+    client = SmsClient(url, auth, concurrency=config.concurrency, timeout=config.timeout,
+                       tls=tls)
+    async with client:
+        reader = SenderReader(build_sender(client, EngineSettings(
+            concurrency=config.concurrency, rate=config.rate, burst=config.burst,
+            max_attempts=config.max_attempts, max_outage=config.max_outage)))
+        async for entry in plan_entries(items, reader, concurrency=config.concurrency):
+            emit(entry)
+        return reader.stopped
+
+
+def run_plan(config: RunConfig, *, as_json: bool, env: Mapping[str, str] | None = None,
+             stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
+    """`batchsms plan`: print the plan; the exit code (module docstring)."""
+    env = os.environ if env is None else env
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    endpoint = None if config.simulate else resolve_endpoint(config.endpoint, config.region, env)
+    auth = _credentials(config, env)
+    tls = tls_context(config.ca_bundle)
+    items = checked_lines(config.input, config.defaults)  # unreadable input: exit 2
+    totals = PlanTotals()
+
+    def emit(entry: PlanEntry) -> None:
+        totals.by_verdict[entry.verdict] += 1
+        out.write(entry.to_json().decode() if as_json else "\n".join(entry.text()) + "\n")
+
+    async def main() -> str | None:
+        async with _endpoint(config, env, endpoint) as url:
+            return await plan_async(config, items, url, auth, tls, emit)
+
+    stopped = anyio.run(main)
+    out.flush()
+    print(totals.line(), file=err if as_json else out)
+    if stopped is not None:
+        print(f"batchsms: plan stopped: {stopped}", file=err)
+        return EXIT_ABORTED
+    return EXIT_WOULD_FAIL if totals.by_verdict[Verdict.FAIL] else EXIT_OK

@@ -1,0 +1,75 @@
+"""Reading a task around a write: a ShowTask answer -> a view, and what a view says of a line.
+
+`plan` reads before it would write, `run --skip-unchanged` and `--undo-file` read before each
+write, `--verify` reads after it. All of them get a `Read` per task (the view, or why there is
+none, with the same error fields an outcome has) and compare it with the line (diff.py).
+
+A ShowTask answer is untrusted like every answer: it is a view only if it parses as a JSON
+object; anything else is a failed read (`error_code` `bad_answer`), never a task with no fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from batchsms.diff import Diff, show
+from batchsms.engine.attempt import Result
+
+VERIFY_MSG_MAX = 1024  # characters of `error_msg` a verify mismatch spends on the difference
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """What reading one task gave: its view, or the error fields of the last answer."""
+
+    view: dict[str, Any] | None
+    attempts: int = 0
+    http_status: int | None = None
+    request_id: str | None = None
+    error_code: str | None = None
+    error_msg: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.view is not None
+
+    def describe_error(self) -> str:
+        status = f" (HTTP {self.http_status})" if self.http_status is not None else ""
+        return f"{self.error_code}: {self.error_msg}{status}"
+
+
+def parse_view(body: bytes) -> dict[str, Any] | None:
+    """The ShowTask view in `body`, or None when it is not a JSON object."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_of(result: Result) -> Read:
+    """What a ShowTask request that ended as `result` says of the task."""
+    if result.succeeded and result.reply is not None:
+        view = parse_view(result.reply.body)
+        if view is not None:
+            return Read(view, result.attempts, result.http_status, result.request_id)
+        return Read(None, result.attempts, result.http_status, result.request_id, "bad_answer",
+                    "ShowTask answered something that is not a JSON object")
+    if result.stopped is not None:
+        return Read(None, result.attempts, result.http_status, result.request_id,
+                    result.stopped.value, result.stop_message)
+    return Read(None, result.attempts, result.http_status, result.request_id,
+                result.error_code, result.error_msg)
+
+
+def verify_message(found: Diff) -> str:
+    """`error_msg` of a `verify_mismatch`: what the task shows where the write asked otherwise."""
+    parts = [f"{c.path}: sent {show(c.wanted)}, read back {show(c.current)}"
+             for c in found.changes]
+    text = "read back after the write differs: " + "; ".join(parts)
+    if len(text) > VERIFY_MSG_MAX:
+        text = text[:VERIFY_MSG_MAX - 3] + "..."
+    return text
