@@ -38,6 +38,7 @@ from batchsms.simulator.faults import FaultConfig, Outage, OutageKind
 from batchsms.simulator.threaded import simulator_in_thread
 
 CONCURRENCY = 128  # large enough never to be the limit at these rates
+KEEP = Path(__file__).parent / "out"  # stderr of runs that did not exit 0 (git-ignored)
 
 
 def write_lines(path: Path, n: int) -> None:
@@ -179,6 +180,10 @@ def run_once(scenario: Scenario, tmp: Path, index: int) -> Figures:
             code, seconds = None, None
         wall = time.perf_counter() - started
         requests = list(sim.requests)
+        if code != 0:  # keep what the run said, to find out why it did not finish
+            kept = KEEP / f"{scenario.name}-{index}.stderr"
+            KEEP.mkdir(parents=True, exist_ok=True)
+            kept.write_text("" if code is None else proc.stderr)
     applied = [r.at for r in requests if r.status == 200 and r.method == "PUT"]
     first = min((r.at for r in requests), default=0.0)
     span = (max(applied) - first) if len(applied) > 1 else 0.0
