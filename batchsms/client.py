@@ -362,8 +362,11 @@ def _parse_problem(exc: aiohttp.ClientError) -> str | None:
         if isinstance(cause, http_exceptions.ContentEncodingError):
             return "had a compressed body that could not be decoded"
         if isinstance(cause, http_exceptions.BadHttpMessage):
-            if "chunk" in str(cause.message).lower():
+            text = str(cause.message).lower()
+            if "chunk" in text:
                 return "had a malformed chunked encoding"
+            if "expected http/" in text:  # aiohttp < 3.13 says it without BadStatusLine
+                return "did not start with an HTTP status line"
             return "had malformed headers"
         cause = cause.__cause__
     if isinstance(exc, aiohttp.ClientPayloadError):
