@@ -440,6 +440,44 @@ async def test_probing_sends_one_probe_at_a_time_spaced_by_probe_delay() -> None
     assert e.admission.state is Gate.OPEN
 
 
+class TickingClock:
+    """Time passes between two readings, as on a loaded machine; sleeps like anyio.sleep."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.tick = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        now = self.now
+        self.now += self.tick
+        return now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds < 0:  # anyio.sleep's own check
+            raise ValueError("delay must be a non-negative number")
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()
+
+
+async def test_probe_wait_is_never_negative_when_time_passes_between_readings() -> None:
+    """The bench's rare exit 1 (ValueError from anyio.sleep in `Admission.enter`): the gate read
+    the clock once to decide that the next probe could not go yet and again to compute the
+    wait; on a loaded machine the second reading was past the probe time, the wait negative."""
+    outage = FakeOutage()  # probe_delay() == 2.0
+    outage.down = True
+    clock = TickingClock()
+    admission = Admission(concurrency=4, outage=outage, stop=Stop(), clock=clock,
+                          sleep=clock.sleep)
+    assert admission.state is Gate.PROBING
+    assert await admission.enter() == 1  # the first probe, at 0.0: the next one at 2.0
+    admission.leave()
+    clock.now, clock.tick = 1.9, 0.2  # just before the next probe; 0.2 s per reading
+    assert await admission.enter() == 2
+    assert clock.sleeps == [pytest.approx(0.1)]  # one wait, the time left: never negative
+
+
 async def test_outage_past_max_outage_aborts_naming_the_option() -> None:
     outage = FakeOutage()
     e = engine(outage=outage)

@@ -86,11 +86,11 @@ class Admission:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def _may_enter(self, state: Gate) -> bool:
+    def _may_enter(self, state: Gate, now: float) -> bool:
         if state is Gate.OPEN:
             return self._in_flight < self._concurrency
         if state is Gate.PROBING:
-            return self._in_flight == 0 and self._clock() >= self._next_probe
+            return self._in_flight == 0 and now >= self._next_probe
         return self._in_flight == 0  # SLOW_START
 
     async def enter(self) -> int | None:
@@ -103,10 +103,14 @@ class Admission:
             state = self.state
             if state is Gate.STOPPING:
                 return None
-            if (not self._waiters or state is Gate.PROBING) and self._may_enter(state):
+            # One reading of the clock decides both whether the probe may go and how long to
+            # wait for it: read twice, time passing in between (a loaded machine) made the
+            # wait negative, and anyio.sleep raises ValueError on a negative delay.
+            now = self._clock()
+            if (not self._waiters or state is Gate.PROBING) and self._may_enter(state, now):
                 return self._take(state)
             if state is Gate.PROBING and self._in_flight == 0:
-                wait = self._next_probe - self._clock()
+                wait = max(0.0, self._next_probe - now)
                 if not await self._stop.until(functools.partial(self._sleep, wait)):
                     return None
                 continue
@@ -150,7 +154,8 @@ class Admission:
             if waiters and self._in_flight == 0:
                 waiters.popleft().event.set()
             return
-        while waiters and state is not Gate.STOPPING and self._may_enter(state):
+        now = self._clock()
+        while waiters and state is not Gate.STOPPING and self._may_enter(state, now):
             waiter = waiters.popleft()
             waiter.ticket = self._take(state)
             waiter.event.set()
