@@ -9,13 +9,14 @@ are what is hashed (`body_sha256`), signed and sent, so the same update always h
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from typing import IO, Any, NamedTuple
 
 import orjson
 
 from batchsms.errors import UsageError
-from batchsms.records import InvalidLine, Line
+from batchsms.records import InvalidLine, Line, open_input, read_lines
 from batchsms.schema import Problem, validate
 
 
@@ -139,3 +140,25 @@ class Planner:
             return _Verdict(b"", "", tuple(problems))
         data = canonical_json(clean)
         return _Verdict(data, hashlib.sha256(data).hexdigest(), ())
+
+
+def checked_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[Planned | InvalidLine]:
+    """Every non-blank line of `source`, read and planned: ready to send, or invalid with its
+    problems. What `validate`, `run`, `plan` and `--undo-file` all read.
+
+    The input is opened here, at once (not on first iteration), so an unreadable input raises
+    `UsageError` before anything else is started or created.
+    """
+    stream = open_input(source)
+    # `-` is read through a duplicate of its descriptor (records.open_input): close that one.
+    return _planned(stream, Planner(defaults),
+                    close=stream is not getattr(sys.stdin, "buffer", None))
+
+
+def _planned(stream: IO[bytes], planner: Planner,
+             close: bool) -> Iterator[Planned | InvalidLine]:
+    try:
+        yield from read_lines(stream, planner.plan_fields)
+    finally:
+        if close:
+            stream.close()

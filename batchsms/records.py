@@ -275,3 +275,9 @@ def read_lines(stream: IO[bytes], then: LineFields[T] | None = None,
             yield parsed
         else:
             yield Line(number, *parsed) if then is None else then(number, *parsed)
+
+
+def format_problems(item: InvalidLine) -> Iterator[str]:
+    """`line N: path: message`, one per problem: how every command prints an invalid line."""
+    for problem in item.errors:
+        yield f"line {item.number}: {problem.path}: {problem.message}"

@@ -5,7 +5,7 @@ Where `tests/test_records.py` checks that nothing crashes, these compare against
 - any bytes through `records.read_lines` give exactly one item per non-blank line, with the line
   numbers of a plain `split(b"\\n")` (the 1 MiB limit is lowered to a few bytes here, so lines
   around the limit, a BOM, CR/LF and blank lines all meet);
-- any bytes in a file (plain, gzip, gzip cut short) through `validate_cmd.checked_lines` (the
+- any bytes in a file (plain, gzip, gzip cut short) through `plan.checked_lines` (the
   reader and the Planner, as `validate` and `run` use them) never raise;
 - any JSON body, and bodies built from the schema's own tables, through `schema.validate`: the
   problems are Problems under `body`, and an accepted body round-trips: its canonical bytes
@@ -34,10 +34,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchsms import records
-from batchsms.plan import Planned, Planner, canonical_json, deep_merge
+from batchsms.plan import Planned, Planner, canonical_json, checked_lines, deep_merge
 from batchsms.records import InvalidLine, Line
 from batchsms.schema import PUT_TASK_REQ, Field, Kind, ObjectSpec, Problem, validate
-from batchsms.validate_cmd import checked_lines
 
 SMALL_LIMIT = 24
 BOM = b"\xef\xbb\xbf"

@@ -46,15 +46,15 @@ import orjson
 
 from batchsms.auth import Authenticator
 from batchsms.client import SmsClient, resolve_endpoint, tls_context
+from batchsms.config import RunConfig
+from batchsms.connection import endpoint_url, run_credentials
 from batchsms.diff import Diff, diff
 from batchsms.engine.attempt import Request, Sender
 from batchsms.engine.wiring import EngineSettings, build_sender
 from batchsms.look import Read, read_of
-from batchsms.plan import Planned, deep_merge
+from batchsms.plan import Planned, checked_lines, deep_merge
 from batchsms.records import InvalidLine
-from batchsms.run_cmd import RunConfig, _credentials, _endpoint
 from batchsms.schema import Problem
-from batchsms.validate_cmd import checked_lines
 
 EXIT_OK, EXIT_WOULD_FAIL, EXIT_ABORTED = 0, 1, 3
 PROJECTED_TASKS = 4096
@@ -233,7 +233,7 @@ def run_plan(config: RunConfig, *, as_json: bool, env: Mapping[str, str] | None 
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     endpoint = None if config.simulate else resolve_endpoint(config.endpoint, config.region, env)
-    auth = _credentials(config, env)
+    auth = run_credentials(env, config.token_file, simulate=config.simulate)
     tls = tls_context(config.ca_bundle)
     items = checked_lines(config.input, config.defaults)  # unreadable input: exit 2
     totals = PlanTotals()
@@ -243,7 +243,7 @@ def run_plan(config: RunConfig, *, as_json: bool, env: Mapping[str, str] | None 
         out.write(entry.to_json().decode() if as_json else "\n".join(entry.text()) + "\n")
 
     async def main() -> str | None:
-        async with _endpoint(config, env, endpoint) as url:
+        async with endpoint_url(env, endpoint) as url:
             return await plan_async(config, items, url, auth, tls, emit)
 
     stopped = anyio.run(main)

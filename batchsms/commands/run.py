@@ -1,4 +1,4 @@
-"""`batchsms run`: wire config, credentials, client, limiter and journal into one pipeline run.
+"""`batchsms run`: wire config, credentials, client, engine and journal into one pipeline run.
 
 Everything that can make a run fail to start (bad options, no credentials, unreadable input,
 a locked `--out`) is checked here, before the first request, and raised as `UsageError`.
@@ -10,16 +10,14 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
-import re
 import signal
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import ExitStack, asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from datetime import time as time_of_day
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -28,18 +26,19 @@ import anyio.abc
 import orjson
 import structlog
 
-from batchsms import progress
-from batchsms.auth import Authenticator, authenticator, load_credentials
-from batchsms.checked_write import Capture, WriteChecks, checked_put
+from batchsms import logs, progress
+from batchsms.auth import Authenticator
+from batchsms.checked_write import Capture, checked_put
 from batchsms.client import SmsClient, resolve_endpoint, task_path, tls_context
+from batchsms.config import RunConfig
+from batchsms.connection import endpoint_url, run_credentials
 from batchsms.descriptors import ensure_descriptors
 from batchsms.engine.feed import is_regular, line_source
-from batchsms.engine.outage import DEFAULT_MAX_OUTAGE
 from batchsms.engine.pipeline import Pipeline, SendOptions
 from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import Stopped, StopReason
 from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
-from batchsms.errors import JournalError, NoCredentialsError, UsageError
+from batchsms.errors import JournalError, UsageError
 from batchsms.metrics import write_metrics
 from batchsms.outcomes import (
     DONE_SKIP_CODES,
@@ -52,127 +51,16 @@ from batchsms.outcomes import (
     new_run_id,
 )
 from batchsms.outputs import check_output
-from batchsms.plan import Planned
+from batchsms.plan import Planned, checked_lines
 from batchsms.previous_log import PreviousLog, earlier_captures
-from batchsms.records import InvalidLine
+from batchsms.records import InvalidLine, format_problems
 from batchsms.undo import RunUndo, check_reversible
 from batchsms.undo import describe as describe_undo
-from batchsms.validate_cmd import checked_lines, format_problems
 
 log = structlog.get_logger("batchsms")
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_ABORTED, EXIT_BROKEN = 0, 1, 2, 3, 4
 LOOK_AHEAD = 100  # lines read before the run starts, to refuse a whole-file mistake
-
-
-@dataclass(frozen=True, slots=True)
-class RunConfig:
-    """Everything `run` was asked to do, checked."""
-
-    input: str
-    out: Path = Path("outcomes.jsonl")
-    endpoint: str | None = None
-    region: str | None = None
-    simulate: bool = False
-    concurrency: int = 16
-    rate: float = 10.0
-    burst: float = 1.0
-    max_attempts: int = 5
-    timeout: float = 30.0
-    ca_bundle: str | None = None
-    dry_run: bool = False
-    resume: bool = False
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    abort_failure_ratio: float = 0.5
-    deadline: float | None = None
-    token_file: Path | None = None
-    grace: float = 5.0
-    progress: bool | None = None
-    metrics_file: Path | None = None
-    log_format: str = "console"  # as resolved by logs.configure: the summary follows it
-    max_outage: float = DEFAULT_MAX_OUTAGE
-    skip_unchanged: bool = False
-    undo_file: Path | None = None
-    allow_irreversible: bool = False
-    verify: bool = False
-
-    @property
-    def checks(self) -> WriteChecks:
-        """The reads around each write that were asked for (checked_write.py)."""
-        return WriteChecks(skip_unchanged=self.skip_unchanged,
-                           capture=self.undo_file is not None, verify=self.verify)
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise UsageError(f"--concurrency must be at least 1, got {self.concurrency}")
-        if self.rate < 0:
-            raise UsageError(f"--rate must be 0 (unlimited) or more, got {self.rate:g}")
-        if self.burst < 1:
-            raise UsageError(f"--burst must be at least 1, got {self.burst:g}")
-        if self.max_attempts < 1:
-            raise UsageError(f"--max-attempts must be at least 1, got {self.max_attempts}")
-        if self.timeout <= 0:
-            raise UsageError(f"--timeout must be more than 0, got {self.timeout:g}")
-        if not self.max_outage > 0:
-            raise UsageError(f"--max-outage must be more than 0, got {self.max_outage:g}")
-        if self.allow_irreversible and self.undo_file is None:
-            raise UsageError("--allow-irreversible is only used with --undo-file")
-        if not 0 <= self.abort_failure_ratio <= 1:
-            raise UsageError("--abort-failure-ratio must be between 0 and 1, "
-                             f"got {self.abort_failure_ratio:g}")
-
-
-_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
-
-
-def parse_duration(text: str, option: str) -> float:
-    """Seconds, from `600`, `90.5`, `10m`, `1h30m` or `45s`."""
-    text = text.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        match = _DURATION.fullmatch(text)
-        if not (match and any(match.groups())):
-            raise UsageError(f"{option} {text!r}: give seconds (600) or a duration like 10m "
-                             "or 1h30m") from None
-        h, m, s = (int(g or 0) for g in match.groups())
-        seconds = h * 3600.0 + m * 60.0 + s
-    if not 0 < seconds < float("inf"):
-        raise UsageError(f"{option} must be more than 0, got {text!r}")
-    return seconds
-
-
-def parse_deadline(text: str, now: datetime) -> float:
-    """The deadline as epoch seconds, from `now` (an aware local datetime).
-
-    `90m`, `2h`, `1h30m`, `45s`: that long from now. `05:00` or `05:00:30`: the next time the
-    local clock shows it. An ISO date-time: that moment (local time if it has no offset).
-    """
-    text = text.strip()
-    match = _DURATION.fullmatch(text)
-    if match and any(match.groups()):
-        h, m, s = (int(g or 0) for g in match.groups())
-        if h == m == s == 0:
-            raise UsageError(f"--deadline {text!r} is now: every line would be skipped")
-        return (now + timedelta(hours=h, minutes=m, seconds=s)).timestamp()
-    try:
-        if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", text):
-            clock = time_of_day.fromisoformat(text.zfill(len(text) + (text.index(":") == 1)))
-            moment = now.replace(hour=clock.hour, minute=clock.minute, second=clock.second,
-                                 microsecond=0)
-            if moment <= now:
-                moment += timedelta(days=1)
-            return moment.timestamp()
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"--deadline {text!r}: give a duration like 90m or 1h30m, a clock time "
-                         "like 05:00, or an ISO time like 2026-11-28T05:30+08:00") from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()
-    if moment <= now:
-        raise UsageError(f"--deadline {text!r} is in the past ({moment.isoformat()}): every "
-                         "line would be skipped")
-    return moment.timestamp()
 
 
 def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> int:
@@ -193,33 +81,6 @@ def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> int:
         }).decode() + "\n")
     stdout.flush()
     return EXIT_OK if invalid == 0 else EXIT_SOME_FAILED
-
-
-def _credentials(config: RunConfig, env: Mapping[str, str]) -> Authenticator | None:
-    try:
-        return authenticator(load_credentials(env, token_file=config.token_file))
-    except NoCredentialsError:
-        if config.simulate:  # a rehearsal needs none unless the simulator asks for them
-            return None
-        raise
-
-
-@asynccontextmanager
-async def _endpoint(config: RunConfig, env: Mapping[str, str],
-                    endpoint: str | None) -> AsyncIterator[str]:
-    """`endpoint`, or with --simulate the URL of a simulator started for the run."""
-    if endpoint is not None:
-        yield endpoint
-    else:
-        from batchsms.simulator import running
-        from batchsms.simulator.access import ExpectedCredentials
-
-        try:  # a rehearsal checks credentials only when BATCHSMS_SIMULATOR_* ask it to
-            expected = ExpectedCredentials.from_env(env)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        async with running(log_size=0, credentials=expected) as sim:
-            yield sim.url
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +124,7 @@ async def _watch_signals(pipeline: Pipeline, grace: float, tg: anyio.abc.TaskGro
 
 async def _run_async(ctx: RunContext) -> Pipeline:
     config = ctx.config
-    async with _endpoint(config, ctx.env, ctx.endpoint) as url:
+    async with endpoint_url(ctx.env, ctx.endpoint) as url:
         client = SmsClient(url, ctx.auth, concurrency=config.concurrency, timeout=config.timeout,
                            tls=ctx.tls)
         async with client:
@@ -444,7 +305,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
     require_transport_features()
     check_run_outputs(config)
     endpoint = None if config.simulate else resolve_endpoint(config.endpoint, config.region, env)
-    auth = _credentials(config, env)
+    auth = run_credentials(env, config.token_file, simulate=config.simulate)
     tls = tls_context(config.ca_bundle)
     ensure_descriptors(config.concurrency * (2 if config.simulate else 1))  # sim: both ends
     undo = None
@@ -505,6 +366,53 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         return code
     finally:
         lock.close()
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """What `run` is told before its options are checked: how to log, and where a refusal's
+    metrics go. The `RunConfig` is built after logging is set up, so that a bad option is
+    logged in the format asked for."""
+
+    input: str
+    out: Path
+    log_format: str | None  # as asked; None: console on a terminal, else json
+    quiet: bool = False
+    dry_run: bool = False
+    metrics_file: Path | None = None
+    token_file: Path | None = None
+    ca_bundle: str | None = None
+    patch: str | None = None
+
+
+def main(start: RunStart, config: Callable[[str], RunConfig]) -> int:
+    """`batchsms run`: `config(log format chosen)` is the checked config; the exit code."""
+    fmt = logs.configure(start.log_format, quiet=start.quiet)
+    refused: int | None = None
+    try:
+        for option, output in (("--out", start.out), ("--metrics-file", start.metrics_file)):
+            # run() checks the rest; the --patch file is known only here (--dry-run writes
+            # neither)
+            if not start.dry_run:
+                check_output(option, output, [("--patch", start.patch)])
+        return int(run(config(fmt)))
+    except UsageError as exc:
+        refused = EXIT_USAGE
+        if start.log_format != "json":  # asked for, not just chosen because not a terminal
+            raise
+        # json logs stay JSON: the refusal is one event, not a line of text
+        log.error("run.refused", error=str(exc), exit_code=refused)  # noqa: TRY400 - no trace
+        return refused
+    except KeyboardInterrupt:  # before the run's own signal handling was in place
+        refused = 130
+        raise
+    finally:
+        if refused is not None and not start.dry_run:
+            # the run did not get as far as writing it: an alert must still see this exit
+            metrics_after_refusal(
+                start.metrics_file,
+                run_inputs(start.input, start.token_file, start.ca_bundle, start.patch),
+                start.out, refused)
 
 
 def metrics_after_refusal(path: Path | None, inputs: list[tuple[str, Path | str | None]],

@@ -56,7 +56,6 @@ Exit codes: 0 every line done, 1 some line not done, 2 unreadable or unusable fi
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import heapq
 import itertools
@@ -445,27 +444,21 @@ def format_text(report: dict[str, Any]) -> Iterator[str]:
                     f"{f['error_msg']}" for f in report["top_failures"])
 
 
-def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `report` to the CLI's subparsers; the CLI adds `--set`/`--patch` to it."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "report", help="summary of outcomes files, latest record per line")
-    p.add_argument("outcomes", nargs="+", type=Path, metavar="OUTCOMES",
-                   help="outcomes file(s), oldest first")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--top", type=int, default=10, help="slowest lines and failures shown [10]")
-    p.add_argument("--failed-to", type=Path, metavar="FILE",
-                   help="write the lines not done (failed, invalid, never sent, no record) as "
-                        "an input file; re-run it with the same --out and --set/--patch")
-    p.add_argument("--input", metavar="ORIGINAL",
-                   help="the runs' input (may be gzip): judge its lines (a line without a "
-                        "record is not done); --failed-to copies them verbatim")
-    p.add_argument("--undo-to", type=Path, metavar="FILE",
-                   help="write input lines restoring the values recorded before each write "
-                        "(runs with --undo-file), in reverse order of application")
-    return p
+@dataclass(frozen=True, slots=True)
+class ReportConfig:
+    """Everything `report` was asked to do (the CLI's options)."""
+
+    outcomes: tuple[Path, ...]
+    json: bool = False
+    top: int = 10
+    failed_to: Path | None = None
+    input: str | None = None  # the runs' input, `--input ORIGINAL`
+    undo_to: Path | None = None
+    patch: str | None = None  # read by the CLI into `defaults`; named here to be checked
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _checked(args: argparse.Namespace) -> list[Path]:
+def _checked(args: ReportConfig) -> list[Path]:
     if args.top < 0:
         raise UsageError(f"--top must be 0 or more, got {args.top}")
     paths: list[Path] = []
@@ -475,7 +468,7 @@ def _checked(args: argparse.Namespace) -> list[Path]:
         if path.resolve() not in {p.resolve() for p in paths}:
             paths.append(path)
     inputs = [*(("an outcomes file", p) for p in paths), ("--input", args.input),
-              ("--patch", getattr(args, "patch", None))]
+              ("--patch", args.patch)]
     check_output("--failed-to", args.failed_to, inputs)
     check_output("--undo-to", args.undo_to, [*inputs, ("--failed-to", args.failed_to)])
     if args.undo_to is not None and args.failed_to is not None \
@@ -484,15 +477,14 @@ def _checked(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
-def run_report(args: argparse.Namespace, *, stdout: IO[str] | None = None,
-               stderr: IO[str] | None = None,
-               defaults: Mapping[str, Any] | None = None) -> int:
+def run_report(args: ReportConfig, *, stdout: IO[str] | None = None,
+               stderr: IO[str] | None = None) -> int:
     """`batchsms report`: print the report; 0 when every line is done, else 1."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     paths = _checked(args)
     report = summarize(paths, top=args.top, failed_to=args.failed_to, source=args.input,
-                       defaults=defaults)
+                       defaults=args.defaults)
     if args.json:
         stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
