@@ -33,7 +33,6 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from batchsms import __version__
-from batchsms.auth import Authenticator, canonical_query
 from batchsms.errors import (
     BatchSmsError,
     ConnectError,
@@ -42,6 +41,7 @@ from batchsms.errors import (
     TransportError,
     UsageError,
 )
+from batchsms.signing import Authenticator, canonical_query
 from batchsms.wire import (
     MAX_BODY,
     MAX_CODE,

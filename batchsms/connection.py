@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from batchsms.auth import Authenticator, authenticator, load_credentials
+from batchsms.credentials import load_credentials
 from batchsms.errors import NoCredentialsError, UsageError
+from batchsms.signing import Authenticator, authenticator
 
 
 def run_credentials(env: Mapping[str, str], token_file: Path | None, *,

@@ -9,11 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
-from batchsms.auth import authenticator, load_credentials
 from batchsms.cli import main
 from batchsms.commands.plan import PlanEntry, Verdict, plan_async
 from batchsms.config import RunConfig
+from batchsms.credentials import load_credentials
 from batchsms.plan import checked_lines
+from batchsms.signing import authenticator
 from batchsms.simulator import ExpectedCredentials, Fleet, running
 
 FLEET = [

@@ -44,7 +44,6 @@ from typing import IO, Any, Protocol
 import anyio
 import orjson
 
-from batchsms.auth import Authenticator
 from batchsms.client import SmsClient, resolve_endpoint, tls_context
 from batchsms.config import RunConfig
 from batchsms.connection import endpoint_url, run_credentials
@@ -55,6 +54,7 @@ from batchsms.look import Read, read_of
 from batchsms.plan import Planned, checked_lines, deep_merge
 from batchsms.records import InvalidLine
 from batchsms.schema import Problem
+from batchsms.signing import Authenticator
 
 EXIT_OK, EXIT_WOULD_FAIL, EXIT_ABORTED = 0, 1, 3
 PROJECTED_TASKS = 4096

@@ -27,7 +27,6 @@ import orjson
 import structlog
 
 from batchsms import logs, progress
-from batchsms.auth import Authenticator
 from batchsms.checked_write import Capture, checked_put
 from batchsms.client import SmsClient, resolve_endpoint, task_path, tls_context
 from batchsms.config import RunConfig
@@ -54,6 +53,7 @@ from batchsms.outputs import check_output
 from batchsms.plan import Planned, checked_lines
 from batchsms.previous_log import PreviousLog, earlier_captures
 from batchsms.records import InvalidLine, format_problems
+from batchsms.signing import Authenticator
 from batchsms.undo import RunUndo, check_reversible
 from batchsms.undo import describe as describe_undo
 

@@ -21,8 +21,8 @@ from typing import IO, Any
 import anyio
 import orjson
 
-from batchsms.auth import Authenticator, authenticator, load_credentials
 from batchsms.client import SmsClient, resolve_endpoint, tls_context
+from batchsms.credentials import load_credentials
 from batchsms.descriptors import ensure_descriptors
 from batchsms.engine.attempt import Request, Sender
 from batchsms.engine.feedback import Answer
@@ -30,6 +30,7 @@ from batchsms.engine.stopping import StopReason
 from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
 from batchsms.errors import UsageError
 from batchsms.outputs import check_output
+from batchsms.signing import Authenticator, authenticator
 
 LIST_PATH = "/v3/tasks"
 EXIT_OK, EXIT_FAILED, EXIT_AUTH = 0, 1, 3

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchsms.errors import UsageError
-from batchsms.simulator.access import AK_ENV, SK_ENV, TOKEN_ENV, ExpectedCredentials
+from batchsms.simulator.access import AK_ENV, SIMULATOR_TOKEN_ENV, SK_ENV, ExpectedCredentials
 from batchsms.simulator.faults import FaultConfig, Outage, parse_latency, parse_outage
 from batchsms.simulator.fleet import Fleet
 
@@ -148,8 +148,8 @@ def add_simulator_parser(subparsers: argparse._SubParsersAction[argparse.Argumen
     p = subparsers.add_parser(
         "simulator", help="a local SMS endpoint that speaks the same API",
         description="Serve PUT/GET /v3/tasks/{task_id} and GET /v3/tasks like Huawei Cloud SMS, "
-        f"with optional faults. Credentials to expect: {AK_ENV} + {SK_ENV} and/or {TOKEN_ENV} "
-        "(none set: no check).")
+        f"with optional faults. Credentials to expect: {AK_ENV} + {SK_ENV} and/or "
+        f"{SIMULATOR_TOKEN_ENV} (none set: no check).")
     add_simulator_arguments(p)
 
 
