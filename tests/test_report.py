@@ -15,7 +15,8 @@ import pytest
 
 from batchsms.cli import build_parser, report_config
 from batchsms.commands import report as report_mod
-from batchsms.commands.report import ReportConfig, percentile, run_report, summarize
+from batchsms.commands.report import ReportConfig, run_report
+from batchsms.commands.report.figures import percentile, summarize
 from batchsms.errors import UsageError
 
 # The input of both runs: line 7 is blank (no outcome), odd spacing proves verbatim copies.
