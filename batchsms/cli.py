@@ -25,6 +25,7 @@ import orjson
 
 from batchsms import __version__
 from batchsms.errors import JournalError, UsageError
+from batchsms.exitcodes import ExitCode
 from batchsms.plan import build_defaults
 
 if TYPE_CHECKING:
@@ -231,7 +232,7 @@ def tasks_config(args: argparse.Namespace) -> TasksConfig:
         ca_bundle=args.ca_bundle, token_file=args.token_file)
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _validate(args: argparse.Namespace) -> ExitCode:
     from batchsms.commands.validate import ValidateConfig
     from batchsms.commands.validate import main as validate
 
@@ -239,7 +240,7 @@ def _validate(args: argparse.Namespace) -> int:
                                    defaults=_defaults(args)))
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> ExitCode:
     from batchsms.commands.run import RunStart
     from batchsms.commands.run import main as run
 
@@ -249,7 +250,7 @@ def _run(args: argparse.Namespace) -> int:
                lambda fmt: run_config(args, fmt))
 
 
-def _plan(args: argparse.Namespace) -> int:
+def _plan(args: argparse.Namespace) -> ExitCode:
     from batchsms import logs
     from batchsms.commands.plan import run_plan
 
@@ -257,25 +258,25 @@ def _plan(args: argparse.Namespace) -> int:
     return run_plan(plan_config(args), as_json=args.json)
 
 
-def _report(args: argparse.Namespace) -> int:
+def _report(args: argparse.Namespace) -> ExitCode:
     from batchsms.commands.report import run_report
 
     return run_report(report_config(args))
 
 
-def _tasks(args: argparse.Namespace) -> int:
+def _tasks(args: argparse.Namespace) -> ExitCode:
     from batchsms.commands.tasks import main as tasks
 
     return tasks(tasks_config(args))
 
 
-def _simulator(args: argparse.Namespace) -> int:
+def _simulator(args: argparse.Namespace) -> ExitCode:
     from batchsms.simulator.cli import run_simulator
 
     return run_simulator(args)
 
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+_COMMANDS: dict[str, Callable[[argparse.Namespace], ExitCode]] = {
     "validate": _validate, "run": _run, "plan": _plan, "report": _report, "tasks": _tasks,
     "simulator": _simulator,
 }
@@ -293,18 +294,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:  # list the commands rather than complain that one is missing
         print(parser.format_help(), end="", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     try:
         args = parser.parse_args(argv)
         return _COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"batchsms: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     except JournalError as exc:
         print(f"batchsms: {exc}; stopped at once, exit 4", file=sys.stderr)
-        return 4
+        return ExitCode.BROKEN
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.SIGINT
     except BrokenPipeError:  # `--dry-run | head`: the reader has all it wanted
         _quiet_stdout()
-        return 0
+        return ExitCode.OK

@@ -50,13 +50,13 @@ from batchsms.connection import endpoint_url, run_credentials
 from batchsms.diff import Diff, diff
 from batchsms.engine.attempt import Request, Sender
 from batchsms.engine.wiring import EngineSettings, build_sender
+from batchsms.exitcodes import ExitCode
 from batchsms.look import Read, read_of
 from batchsms.plan import Planned, checked_lines, deep_merge
 from batchsms.records import InvalidLine
 from batchsms.schema import Problem
 from batchsms.signing import Authenticator
 
-EXIT_OK, EXIT_WOULD_FAIL, EXIT_ABORTED = 0, 1, 3
 PROJECTED_TASKS = 4096
 
 
@@ -227,7 +227,7 @@ async def plan_async(config: RunConfig, items: Iterator[Planned | InvalidLine], 
 
 
 def run_plan(config: RunConfig, *, as_json: bool, env: Mapping[str, str] | None = None,
-             stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
+             stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> ExitCode:
     """`batchsms plan`: print the plan; the exit code (module docstring)."""
     env = os.environ if env is None else env
     out = stdout or sys.stdout
@@ -251,5 +251,5 @@ def run_plan(config: RunConfig, *, as_json: bool, env: Mapping[str, str] | None 
     print(totals.line(), file=err if as_json else out)
     if stopped is not None:
         print(f"batchsms: plan stopped: {stopped}", file=err)
-        return EXIT_ABORTED
-    return EXIT_WOULD_FAIL if totals.by_verdict[Verdict.FAIL] else EXIT_OK
+        return ExitCode.ABORTED
+    return ExitCode.SOME_FAILED if totals.by_verdict[Verdict.FAIL] else ExitCode.OK

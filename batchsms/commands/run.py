@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, TextIO
 
 import anyio
 import anyio.abc
@@ -38,6 +38,7 @@ from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import Stopped, StopReason
 from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
 from batchsms.errors import JournalError, UsageError
+from batchsms.exitcodes import ExitCode
 from batchsms.metrics import write_metrics
 from batchsms.outcomes import (
     DONE_SKIP_CODES,
@@ -59,11 +60,10 @@ from batchsms.undo import describe as describe_undo
 
 log = structlog.get_logger("batchsms")
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_ABORTED, EXIT_BROKEN = 0, 1, 2, 3, 4
 LOOK_AHEAD = 100  # lines read before the run starts, to refuse a whole-file mistake
 
 
-def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> int:
+def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> ExitCode:
     """Print what would be sent, one JSON object per valid line; no network, no secrets."""
     try:
         base = resolve_endpoint(config.endpoint, config.region, os.environ)
@@ -80,7 +80,7 @@ def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> int:
             "ref": item.ref, "body_sha256": item.sha256, "body": orjson.Fragment(item.body),
         }).decode() + "\n")
     stdout.flush()
-    return EXIT_OK if invalid == 0 else EXIT_SOME_FAILED
+    return ExitCode.OK if invalid == 0 else ExitCode.SOME_FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,17 +147,17 @@ async def _run_async(ctx: RunContext) -> Pipeline:
     return pipeline
 
 
-def exit_code(stats: RunStats, stopped: Stopped | None) -> int:
+def exit_code(stats: RunStats, stopped: Stopped | None) -> ExitCode:
     if stopped is not None and stopped.signum is not None:
-        return 128 + stopped.signum
+        return ExitCode.interrupted_by(stopped.signum)
     if stopped is not None and stopped.reason is StopReason.ABORTED:
-        return EXIT_ABORTED
+        return ExitCode.ABORTED
     bad = sum(n for s, n in stats.by_status.items() if s != Status.SUCCEEDED)
     done_skips = sum(stats.by_error.get(code, 0) for code in DONE_SKIP_CODES)
-    return EXIT_OK if bad == done_skips else EXIT_SOME_FAILED
+    return ExitCode.OK if bad == done_skips else ExitCode.SOME_FAILED
 
 
-def _loop_options() -> dict[str, Any]:
+def _loop_options() -> dict[str, bool]:
     """uvloop where it is installed (the `fast` extra): the same asyncio API, less CPU."""
     return {"use_uvloop": True} if importlib.util.find_spec("uvloop") is not None else {}
 
@@ -273,7 +273,7 @@ def summary_lines(stats: RunStats, stop_message: str | None) -> Iterator[str]:
 def _summary(config: RunConfig, run_id: str, stats: RunStats, stop_message: str | None,
              code: int, stderr: TextIO) -> None:
     """`run.finished` as one event (all a json log gets), and the human lines on a console."""
-    log.info("run.finished", run_id=run_id, exit_code=code,
+    log.info("run.finished", run_id=run_id, exit_code=int(code),
              duration_s=round(stats.duration, 3), requests=stats.requests,
              retries=stats.retries, **dict(stats.by_status), errors=dict(stats.by_error),
              stopped=stop_message)
@@ -283,21 +283,21 @@ def _summary(config: RunConfig, run_id: str, stats: RunStats, stop_message: str 
 
 
 def _broken(config: RunConfig, run_id: str, error: JournalError, stats: RunStats,
-            stderr: TextIO) -> int:
+            stderr: TextIO) -> ExitCode:
     """Exit 4: one line naming the file and the cause, the metrics file if it can be."""
     stats.finished = time.monotonic()
     message = f"{error}; sending stopped at once, exit 4"
     if config.log_format == "json":
-        log.error("run.broken", run_id=run_id, error=message, exit_code=EXIT_BROKEN)
+        log.error("run.broken", run_id=run_id, error=message, exit_code=int(ExitCode.BROKEN))
     else:
         print(f"batchsms: {message}", file=stderr)
-    final_metrics(config.metrics_file, stats, EXIT_BROKEN)
-    return EXIT_BROKEN
+    final_metrics(config.metrics_file, stats, ExitCode.BROKEN)
+    return ExitCode.BROKEN
 
 
 def run(config: RunConfig, env: Mapping[str, str] | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
-        stderr: TextIO = sys.stderr) -> int:
+        stderr: TextIO = sys.stderr) -> ExitCode:
     env = os.environ if env is None else env
     if config.dry_run:
         return dry_run(config, sys.stdout, stderr)
@@ -385,26 +385,26 @@ class RunStart:
     patch: str | None = None
 
 
-def main(start: RunStart, config: Callable[[str], RunConfig]) -> int:
+def main(start: RunStart, config: Callable[[str], RunConfig]) -> ExitCode:
     """`batchsms run`: `config(log format chosen)` is the checked config; the exit code."""
     fmt = logs.configure(start.log_format, quiet=start.quiet)
-    refused: int | None = None
+    refused: ExitCode | None = None
     try:
         for option, output in (("--out", start.out), ("--metrics-file", start.metrics_file)):
             # run() checks the rest; the --patch file is known only here (--dry-run writes
             # neither)
             if not start.dry_run:
                 check_output(option, output, [("--patch", start.patch)])
-        return int(run(config(fmt)))
+        return run(config(fmt))
     except UsageError as exc:
-        refused = EXIT_USAGE
+        refused = ExitCode.USAGE
         if start.log_format != "json":  # asked for, not just chosen because not a terminal
             raise
         # json logs stay JSON: the refusal is one event, not a line of text
-        log.error("run.refused", error=str(exc), exit_code=refused)  # noqa: TRY400 - no trace
+        log.error("run.refused", error=str(exc), exit_code=int(refused))  # noqa: TRY400 - no trace
         return refused
     except KeyboardInterrupt:  # before the run's own signal handling was in place
-        refused = 130
+        refused = ExitCode.SIGINT
         raise
     finally:
         if refused is not None and not start.dry_run:

@@ -29,11 +29,11 @@ from batchsms.engine.feedback import Answer
 from batchsms.engine.stopping import StopReason
 from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
 from batchsms.errors import UsageError
+from batchsms.exitcodes import ExitCode
 from batchsms.outputs import check_output
 from batchsms.signing import Authenticator, authenticator
 
 LIST_PATH = "/v3/tasks"
-EXIT_OK, EXIT_FAILED, EXIT_AUTH = 0, 1, 3
 
 
 class ListingFailed(Exception):  # noqa: N818 - a state, like StopIteration
@@ -112,7 +112,7 @@ async def _write(client_factory: ClientFactory, config: TasksConfig, sink: IO[by
     return written
 
 
-def main(config: TasksConfig, env: Mapping[str, str] | None = None) -> int:
+def main(config: TasksConfig, env: Mapping[str, str] | None = None) -> ExitCode:
     """`batchsms tasks`: check the outputs, find the endpoint and credentials, list."""
     env = os.environ if env is None else env
     check_output("--out", config.out, [("--token-file", config.token_file),
@@ -123,7 +123,7 @@ def main(config: TasksConfig, env: Mapping[str, str] | None = None) -> int:
 
 
 def run_tasks(config: TasksConfig, endpoint: str, auth: Authenticator | None,
-              stdout: IO[bytes] | None = None, stderr: IO[str] = sys.stderr) -> int:
+              stdout: IO[bytes] | None = None, stderr: IO[str] = sys.stderr) -> ExitCode:
     def client_factory() -> SmsClient:
         return SmsClient(endpoint, auth, concurrency=1, timeout=config.timeout, tls=tls)
 
@@ -139,9 +139,9 @@ def run_tasks(config: TasksConfig, endpoint: str, auth: Authenticator | None,
     except ListingFailed as exc:
         print(f"batchsms: {exc}; no fleet file written" if config.out else f"batchsms: {exc}",
               file=stderr)
-        return EXIT_AUTH if exc.auth else EXIT_FAILED
+        return ExitCode.ABORTED if exc.auth else ExitCode.SOME_FAILED
     print(f"{written} tasks", file=stderr)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _write_atomically(client_factory: ClientFactory, config: TasksConfig) -> int:

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from batchsms.exitcodes import ExitCode
 from batchsms.outcomes import (
+    CheckStatus,
     Outcome,
     OutcomeWriter,
-    Status,
     invalid_outcome,
     new_run_id,
     utc_now,
@@ -35,14 +36,14 @@ class ValidateConfig:
     defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
-def main(config: ValidateConfig) -> int:
+def main(config: ValidateConfig) -> ExitCode:
     """`batchsms validate`: `--out` checked against the inputs, then every line."""
     check_output("--out", config.out, [("the input", config.input), ("--patch", config.patch)])
     return run_validate(config.input, config.out, config.defaults)
 
 
 def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
-                 stdout: IO[str] | None = None) -> int:
+                 stdout: IO[str] | None = None) -> ExitCode:
     if stdout is None:  # looked up now, not at import: sys.stdout may have been replaced
         stdout = sys.stdout
     items = checked_lines(source, defaults)  # an unreadable input stops us before --out exists
@@ -57,7 +58,7 @@ def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
                 outcome = invalid_outcome(run_id, item)
             else:
                 valid += 1
-                outcome = Outcome(run_id, item.number, item.task_id, item.ref, Status.VALID,
+                outcome = Outcome(run_id, item.number, item.task_id, item.ref, CheckStatus.VALID,
                                   body_sha256=item.sha256, finished_at=utc_now())
             if writer is not None:
                 writer.write(outcome)
@@ -67,4 +68,4 @@ def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
     total = valid + invalid
     stdout.write(f"{total} lines: {valid} valid, {invalid} invalid\n")
     stdout.flush()
-    return 0 if invalid == 0 else 1
+    return ExitCode.OK if invalid == 0 else ExitCode.SOME_FAILED

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchsms.errors import UsageError
+from batchsms.exitcodes import ExitCode
 from batchsms.simulator.access import AK_ENV, SIMULATOR_TOKEN_ENV, SK_ENV, ExpectedCredentials
 from batchsms.simulator.faults import FaultConfig, Outage, parse_latency, parse_outage
 from batchsms.simulator.fleet import Fleet
@@ -211,7 +212,7 @@ async def _serve(simulator: Simulator) -> str:
             f"resets: {stats.resets}), {stats.applied} updates applied")
 
 
-def run_simulator(args: argparse.Namespace) -> int:
+def run_simulator(args: argparse.Namespace) -> ExitCode:
     """Run until SIGINT/SIGTERM; 0 on a clean stop. Raises UsageError for bad input (exit 2)."""
     import asyncio  # here, not at the top: mounting the command must stay cheap
 
@@ -221,10 +222,10 @@ def run_simulator(args: argparse.Namespace) -> int:
     except OSError as exc:  # the address is taken, or cannot be bound
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     print(summary, file=sys.stderr, flush=True)
-    return 0
+    return ExitCode.OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> ExitCode:
     """``python -m batchsms.simulator``: the same options as ``batchsms simulator``."""
     parser = argparse.ArgumentParser(prog="batchsms simulator",
                                      description="A local Huawei Cloud SMS endpoint.")
@@ -234,4 +235,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_simulator(args)
     except UsageError as exc:
         print(f"batchsms simulator: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE

@@ -73,6 +73,7 @@ import orjson
 from batchsms.commands.report.figures import summarize
 from batchsms.commands.report.text import format_text
 from batchsms.errors import UsageError
+from batchsms.exitcodes import ExitCode
 from batchsms.outcomes import iter_journal
 from batchsms.outputs import check_output
 from batchsms.previous_log import orphans, with_orphans
@@ -116,7 +117,7 @@ def _checked(args: ReportConfig) -> list[Path]:
 
 
 def run_report(args: ReportConfig, *, stdout: IO[str] | None = None,
-               stderr: IO[str] | None = None) -> int:
+               stderr: IO[str] | None = None) -> ExitCode:
     """`batchsms report`: print the report; 0 when every line is done, else 1."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
@@ -140,4 +141,4 @@ def run_report(args: ReportConfig, *, stdout: IO[str] | None = None,
         if failed["missing"]:
             print(f"warning: {failed['missing']} lines not done could not be copied from "
                   "--input (longer than the 1 MiB line limit)", file=stderr)
-    return 0 if report["not_done"] == 0 else 1
+    return ExitCode.OK if report["not_done"] == 0 else ExitCode.SOME_FAILED
