@@ -26,7 +26,6 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import orjson
 import pytest
@@ -93,7 +92,7 @@ def jsonl_bytes(draw: st.DrawFn) -> bytes:
 def check_reader(data: bytes, limit: int) -> None:
     kinds = model_lines(data, limit)
     want = {n: k for n, k in kinds.items() if k != "blank"}
-    items = list(records.read_lines(io.BytesIO(data)))
+    items = list(records.read_lines(io.BytesIO(data), limit))
     got = [item.number for item in items]
     assert got == sorted(want), (got, want)
     for item in items:
@@ -111,8 +110,7 @@ def check_reader(data: bytes, limit: int) -> None:
 @given(jsonl_bytes())
 def test_reader_gives_one_item_per_non_blank_line_around_the_limit(data: bytes) -> None:
     """With the limit lowered to a few bytes, every line kind meets every other."""
-    with mock.patch.object(records, "MAX_LINE_BYTES", SMALL_LIMIT):
-        check_reader(data, SMALL_LIMIT)
+    check_reader(data, SMALL_LIMIT)
 
 
 @BOUNDED
