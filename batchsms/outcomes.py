@@ -3,6 +3,9 @@
 The `Outcome` record (CONTRACT §3), the append-only `OutcomeWriter` (whole lines, flushed at
 least once a second and at exit, starting on a fresh line if a crash cut the last one), the
 exclusive lock on `--out`, and the compact index `--resume` consults.
+
+Size (~330 lines): one job, the journal file, written and read back; the writer's crash and
+disk-full handling is most of it, and the reading side is the writer's format read back.
 """
 
 from __future__ import annotations

@@ -44,9 +44,9 @@ from typing import IO, Any, Protocol
 import anyio
 import orjson
 
-from batchsms.client import SmsClient, resolve_endpoint, tls_context
+from batchsms.client import SmsClient
 from batchsms.config import RunConfig
-from batchsms.connection import endpoint_url, run_credentials
+from batchsms.connection import endpoint_url, resolve_endpoint, run_credentials, tls_context
 from batchsms.diff import Diff, diff
 from batchsms.engine.attempt import Request, Sender
 from batchsms.engine.wiring import EngineSettings, build_sender

@@ -21,7 +21,8 @@ from typing import IO, Any
 import anyio
 import orjson
 
-from batchsms.client import SmsClient, resolve_endpoint, tls_context
+from batchsms.client import SmsClient
+from batchsms.connection import resolve_endpoint, tls_context
 from batchsms.credentials import load_credentials
 from batchsms.descriptors import ensure_descriptors
 from batchsms.engine.attempt import Request, Sender

@@ -26,6 +26,10 @@ Error codes (the simulator's own choice where the real service's are undocumente
 
 The handlers are lean on purpose (no per-request logging, no access log): the same app serves
 ``run --simulate`` at thousands of requests per second.
+
+Size (~380 lines): one job, the HTTP face of the simulator. The gateway and the three routes
+share the state, the error format and the request record; what can stand alone already does
+(faults.py, access.py with gateway.py, fleet.py, views.py).
 """
 
 from __future__ import annotations

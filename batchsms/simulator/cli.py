@@ -4,6 +4,10 @@ Prints exactly ``listening on http://HOST:PORT`` on stdout (flushed) once connec
 accepted, and a one-line summary on stderr when it stops. Credentials to expect come from the
 environment only (CONTRACT §6, §8), never from options. Wired into ``batchsms.cli`` with
 `add_simulator_parser` + `run_simulator`; ``python -m batchsms.simulator`` runs `main`.
+
+The only parser outside ``batchsms/cli.py``: the simulator is an entry point of its own
+(``python -m batchsms.simulator``, used by the tests' subprocesses), so its options are defined
+here once and mounted by both entry points, which then parse them identically.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ finished or in error; the simulator reads those as the SDK's source-server state
 `TaskCounts` record, per task id, how many PUTs reached the server (whatever happened to them:
 faulted, rejected, unknown id) and how many were applied, for tests to compare with a client's
 ``attempts``.
+
+Size (~320 lines): one job, the store; a third of it is `_synthesize`, the table of what a task
+looks like, which only the store reads.
 """
 
 from __future__ import annotations

@@ -8,44 +8,53 @@ Exit codes follow CONTRACT §7.
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import os
 import signal
 import ssl
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import IO, TextIO
+from typing import TextIO
 
 import anyio
 import anyio.abc
-import orjson
 import structlog
 
 from batchsms import logs, progress
 from batchsms.checked_write import Capture, checked_put
-from batchsms.client import SmsClient, resolve_endpoint, task_path, tls_context
+from batchsms.client import SmsClient
+from batchsms.commands.run.ending import (
+    broken,
+    exit_code,
+    final_metrics,
+    journal_failure,
+    log_summary,
+    metrics_after_refusal,
+    tally,
+)
+from batchsms.commands.run.starting import (
+    check_run_outputs,
+    dry_run,
+    log_deadline,
+    refuse_whole_file_mistakes,
+    run_inputs,
+)
 from batchsms.config import RunConfig
-from batchsms.connection import endpoint_url, run_credentials
+from batchsms.connection import endpoint_url, resolve_endpoint, run_credentials, tls_context
 from batchsms.descriptors import ensure_descriptors
 from batchsms.engine.feed import is_regular, line_source
 from batchsms.engine.pipeline import Pipeline, SendOptions
 from batchsms.engine.stats import RunStats
-from batchsms.engine.stopping import Stopped, StopReason
+from batchsms.engine.stopping import StopReason
 from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
 from batchsms.errors import JournalError, UsageError
 from batchsms.exitcodes import ExitCode
-from batchsms.metrics import write_metrics
 from batchsms.outcomes import (
-    DONE_SKIP_CODES,
     JournalScan,
     Outcome,
     OutcomeWriter,
-    Status,
     load_resume_index,
     lock_outcomes,
     new_run_id,
@@ -53,35 +62,12 @@ from batchsms.outcomes import (
 from batchsms.outputs import check_output
 from batchsms.plan import Planned, checked_lines
 from batchsms.previous_log import PreviousLog, earlier_captures
-from batchsms.records import InvalidLine, format_problems
+from batchsms.records import InvalidLine
 from batchsms.signing import Authenticator
 from batchsms.undo import RunUndo, check_reversible
 from batchsms.undo import describe as describe_undo
 
 log = structlog.get_logger("batchsms")
-
-LOOK_AHEAD = 100  # lines read before the run starts, to refuse a whole-file mistake
-
-
-def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> ExitCode:
-    """Print what would be sent, one JSON object per valid line; no network, no secrets."""
-    try:
-        base = resolve_endpoint(config.endpoint, config.region, os.environ)
-    except UsageError:
-        base = "https://{endpoint}"
-    invalid = 0
-    for item in checked_lines(config.input, config.defaults):
-        if isinstance(item, InvalidLine):
-            invalid += 1
-            stderr.write("\n".join(format_problems(item)) + "\n")
-            continue
-        stdout.write(orjson.dumps({
-            "line": item.number, "method": "PUT", "url": base + task_path(item.task_id),
-            "ref": item.ref, "body_sha256": item.sha256, "body": orjson.Fragment(item.body),
-        }).decode() + "\n")
-    stdout.flush()
-    return ExitCode.OK if invalid == 0 else ExitCode.SOME_FAILED
-
 
 @dataclass(frozen=True, slots=True)
 class RunContext:
@@ -147,16 +133,6 @@ async def _run_async(ctx: RunContext) -> Pipeline:
     return pipeline
 
 
-def exit_code(stats: RunStats, stopped: Stopped | None) -> ExitCode:
-    if stopped is not None and stopped.signum is not None:
-        return ExitCode.interrupted_by(stopped.signum)
-    if stopped is not None and stopped.reason is StopReason.ABORTED:
-        return ExitCode.ABORTED
-    bad = sum(n for s, n in stats.by_status.items() if s != Status.SUCCEEDED)
-    done_skips = sum(stats.by_error.get(code, 0) for code in DONE_SKIP_CODES)
-    return ExitCode.OK if bad == done_skips else ExitCode.SOME_FAILED
-
-
 def _loop_options() -> dict[str, bool]:
     """uvloop where it is installed (the `fast` extra): the same asyncio API, less CPU."""
     return {"use_uvloop": True} if importlib.util.find_spec("uvloop") is not None else {}
@@ -170,129 +146,6 @@ def _chain(*callbacks: Callable[[Outcome], None] | None) -> Callable[[Outcome], 
             callback(outcome)
 
     return call
-
-
-def check_run_outputs(config: RunConfig) -> None:
-    """`--out` and `--metrics-file`: not an input, writable (CONTRACT §4), before anything."""
-    inputs = run_inputs(config.input, config.token_file, config.ca_bundle)
-    check_output("--out", config.out, inputs)
-    check_output("--metrics-file", config.metrics_file, [*inputs, ("--out", config.out)])
-    check_output("--undo-file", config.undo_file,
-                 [*inputs, ("--out", config.out), ("--metrics-file", config.metrics_file)])
-
-
-def run_inputs(source: str, token_file: Path | str | None,
-               ca_bundle: Path | str | None,
-               patch: Path | str | None = None) -> list[tuple[str, Path | str | None]]:
-    """The files a run reads, as (what, path) pairs for `outputs.check_output`."""
-    return [("the input", source), ("--patch", patch), ("--token-file", token_file),
-            ("--ca-bundle", ca_bundle)]
-
-
-def refuse_whole_file_mistakes(
-        lines: Iterator[Planned | InvalidLine]) -> Iterator[Planned | InvalidLine]:
-    """The same stream, after reading ahead up to `LOOK_AHEAD` lines: when every one of them is
-    invalid, the file (or the options) is wrong as a whole, and the run refuses to start
-    (exit 2) instead of writing a record per line. At most those lines are held."""
-    head = list(itertools.islice(lines, LOOK_AHEAD))
-    if not head or not all(isinstance(item, InvalidLine) for item in head):
-        return itertools.chain(head, lines)
-    invalid = [item for item in head if isinstance(item, InvalidLine)]
-    raise UsageError(f"{_likely_cause(invalid)}; the first {len(invalid)} line"
-                     f"{'s are' if len(invalid) > 1 else ' is'} all invalid, nothing was sent "
-                     f"(first: {next(format_problems(invalid[0]))}; "
-                     "`batchsms validate` lists every problem)")
-
-
-def _likely_cause(head: list[InvalidLine]) -> str:
-    # A first line that is not a JSON object: a JSON array (`[` alone, or the whole array on
-    # one line), a CSV header, a pretty-printed object...
-    if head[0].errors[0].path == "line":
-        return "input must be JSON Lines: one object per line (not a JSON array, not CSV)"
-    if all(any(p.path == "body" and "no body" in p.message for p in item.errors)
-           for item in head):
-        return "the lines have no body and no --set/--patch gives one"
-    return "no line is valid: is this the right file?"
-
-
-def _deadline_logged(deadline: float | None) -> None:
-    if deadline is not None:
-        moment = datetime.fromtimestamp(deadline).astimezone()
-        log.info("run.deadline_at", deadline=moment.isoformat(timespec="seconds"),
-                 in_s=round(deadline - time.time()))
-
-
-def _journal_failure(exc: BaseException) -> JournalError | None:
-    """The JournalError in `exc`, also when a task group wrapped it (in groups, at any depth)."""
-    if isinstance(exc, JournalError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _journal_failure(inner)
-            if found is not None:
-                return found
-    return None
-
-
-def _tally(stats: RunStats) -> Callable[[Outcome], None]:
-    """Counts the records written into `stats`: the figures left when the pipeline broke."""
-    def count(outcome: Outcome) -> None:
-        stats.by_status[outcome.status.value] += 1
-        if outcome.error_code:
-            stats.by_error[outcome.error_code] += 1
-        if outcome.http_status is not None:
-            stats.by_http[outcome.http_status] += 1
-        stats.requests += outcome.attempts
-        stats.retries += max(0, outcome.attempts - 1)
-    return count
-
-
-def final_metrics(path: Path | None, stats: RunStats, code: int) -> None:
-    """Write `--metrics-file` for a run that ended with `code`; a failure is only logged."""
-    if path is None:
-        return
-    try:
-        write_metrics(path, stats, code, time.time())
-    except UsageError as exc:  # the run happened: keep its exit code, say what failed
-        log.warning("metrics.write_failed", path=str(path), error=str(exc))
-
-
-def summary_lines(stats: RunStats, stop_message: str | None) -> Iterator[str]:
-    """The human summary printed at the end of a run (console logs only)."""
-    total = sum(stats.by_status.values())
-    parts = ", ".join(f"{n} {s}" for s, n in sorted(stats.by_status.items()))
-    yield f"{total} lines: {parts or 'none'} in {stats.duration:.1f}s"
-    rate = stats.requests / stats.duration if stats.duration > 0 else 0.0
-    yield f"{stats.requests} requests ({stats.retries} retries), {rate:.1f} requests/s"
-    for code, n in stats.by_error.most_common(10):
-        yield f"  {code}: {n}"
-    if stop_message:
-        yield f"stopped early: {stop_message}"
-
-
-def _summary(config: RunConfig, run_id: str, stats: RunStats, stop_message: str | None,
-             code: int, stderr: TextIO) -> None:
-    """`run.finished` as one event (all a json log gets), and the human lines on a console."""
-    log.info("run.finished", run_id=run_id, exit_code=int(code),
-             duration_s=round(stats.duration, 3), requests=stats.requests,
-             retries=stats.retries, **dict(stats.by_status), errors=dict(stats.by_error),
-             stopped=stop_message)
-    if config.log_format != "json":
-        for text in summary_lines(stats, stop_message):
-            print(text, file=stderr)
-
-
-def _broken(config: RunConfig, run_id: str, error: JournalError, stats: RunStats,
-            stderr: TextIO) -> ExitCode:
-    """Exit 4: one line naming the file and the cause, the metrics file if it can be."""
-    stats.finished = time.monotonic()
-    message = f"{error}; sending stopped at once, exit 4"
-    if config.log_format == "json":
-        log.error("run.broken", run_id=run_id, error=message, exit_code=int(ExitCode.BROKEN))
-    else:
-        print(f"batchsms: {message}", file=stderr)
-    final_metrics(config.metrics_file, stats, ExitCode.BROKEN)
-    return ExitCode.BROKEN
 
 
 def run(config: RunConfig, env: Mapping[str, str] | None = None,
@@ -327,13 +180,13 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         lines = checked_lines(config.input, config.defaults)
         if is_regular(config.input):
             lines = refuse_whole_file_mistakes(lines)
-        _deadline_logged(config.deadline)
+        log_deadline(config.deadline)
         capture = None if undo is None else Capture(
             PreviousLog(config.out), earlier_captures(config.out) if config.resume else {})
         writer = OutcomeWriter(config.out)
         run_id = new_run_id()
         written = RunStats()
-        on_outcome = _chain(on_outcome, _tally(written))
+        on_outcome = _chain(on_outcome, tally(written))
         try:
             try:
                 with ExitStack() as stack:
@@ -350,18 +203,18 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
                 if capture is not None:
                     capture.log.close()
         except (JournalError, BaseExceptionGroup) as exc:
-            error = _journal_failure(exc)
+            error = journal_failure(exc)
             if error is None:
                 raise
-            return _broken(config, run_id, error, written, stderr)
+            return broken(config, run_id, error, written, stderr)
         stats = pipeline.stats
         if capture is not None and capture.log.error is not None:
-            return _broken(config, run_id, JournalError(
+            return broken(config, run_id, JournalError(
                 f"the undo values could not be written: {capture.log.error}"), stats, stderr)
         if undo is not None:
             print(describe_undo(undo.write(config.out, run_id)), file=stderr)
         code = exit_code(stats, pipeline.stop.stopped)
-        _summary(config, run_id, stats, pipeline.stop_message, code, stderr)
+        log_summary(config, run_id, stats, pipeline.stop_message, code, stderr)
         final_metrics(config.metrics_file, stats, code)
         return code
     finally:
@@ -415,14 +268,3 @@ def main(start: RunStart, config: Callable[[str], RunConfig]) -> ExitCode:
                 start.out, refused)
 
 
-def metrics_after_refusal(path: Path | None, inputs: list[tuple[str, Path | str | None]],
-                          out: Path | None, code: int) -> None:
-    """A run that could not start (exit 2, or 130 at start-up) still writes `--metrics-file`,
-    so the exit-code alert fires; never when that path is unusable or one of the inputs."""
-    if path is None:
-        return
-    try:
-        check_output("--metrics-file", path, [*inputs, ("--out", out)])
-    except UsageError:
-        return
-    final_metrics(path, RunStats(), code)
