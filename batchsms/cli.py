@@ -1,4 +1,11 @@
-"""Command line: arguments -> frozen config objects -> one command function. No logic here.
+"""Command line: arguments -> one frozen config object -> the command's `main`. No logic here.
+
+Every parser of `batchsms` is built here, from the option groups the commands share; the
+simulator's options live in `simulator/cli.py`, mounted here, because `python -m
+batchsms.simulator` is an entry point of its own and must parse them identically. A command
+module (`commands/`) is imported only when its command runs, so that `validate` does not pay
+for the network stack at start-up (importing `commands/run` costs over a second on a loaded
+2-core box). Size (~310 lines): mostly the option tables, kept in one place on purpose.
 
 Every `UsageError` (bad option, unreadable input, missing credentials, locked `--out`, an output
 that is an input or cannot be written) becomes one line on stderr and exit code 2, never a
@@ -11,16 +18,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import orjson
 
 from batchsms import __version__
 from batchsms.errors import JournalError, UsageError
-from batchsms.outputs import check_output
+from batchsms.exitcodes import ExitCode
 from batchsms.plan import build_defaults
+
+if TYPE_CHECKING:
+    from batchsms.commands.report import ReportConfig
+    from batchsms.commands.tasks import TasksConfig
+    from batchsms.config import RunConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,33 +83,22 @@ def _add_connection_options(p: argparse.ArgumentParser, *, simulate: bool) -> No
 _TASK_FILTERS = ("state", "name", "id", "enterprise_project_id", "source_server_id")
 
 
-def _task_filters(args: argparse.Namespace) -> dict[str, str]:
-    """ListTasks query filters, by their query names (the options' names with `_`)."""
-    filters: dict[str, str] = {}
-    for name in _TASK_FILTERS:
-        value = getattr(args, name)
-        if value is None:
-            continue
-        if not value.strip():  # sent as is, it would match nothing: an empty fleet
-            raise UsageError(f"tasks: --{name.replace('_', '-')} is empty")
-        filters[name] = value
-    return filters
-
-
-def _tasks(args: argparse.Namespace) -> int:
-    from batchsms.auth import authenticator, load_credentials
-    from batchsms.client import resolve_endpoint
-    from batchsms.tasks_cmd import TasksConfig, run_tasks
-
-    filters = _task_filters(args)
-    check_output("--out", args.out, [("--token-file", args.token_file),
-                                     ("--ca-bundle", args.ca_bundle)])
-    config = TasksConfig(endpoint=resolve_endpoint(args.endpoint, args.region, os.environ),
-                         filters=filters, out=args.out, page_size=args.page_size,
-                         rate=args.rate, max_attempts=args.max_attempts, timeout=args.timeout,
-                         ca_bundle=args.ca_bundle)
-    auth = authenticator(load_credentials(os.environ, token_file=args.token_file))
-    return run_tasks(config, auth)
+def _add_report_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("report", help="summary of outcomes files, latest record per line")
+    p.add_argument("outcomes", nargs="+", type=Path, metavar="OUTCOMES",
+                   help="outcomes file(s), oldest first")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--top", type=int, default=10, help="slowest lines and failures shown [10]")
+    p.add_argument("--failed-to", type=Path, metavar="FILE",
+                   help="write the lines not done (failed, invalid, never sent, no record) as "
+                        "an input file; re-run it with the same --out and --set/--patch")
+    p.add_argument("--input", metavar="ORIGINAL",
+                   help="the runs' input (may be gzip): judge its lines (a line without a "
+                        "record is not done); --failed-to copies them verbatim")
+    p.add_argument("--undo-to", type=Path, metavar="FILE",
+                   help="write input lines restoring the values recorded before each write "
+                        "(runs with --undo-file), in reverse order of application")
+    _add_body_options(p)  # --input lines are planned as run plans them
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,9 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="one JSON object per input line")
     _add_body_options(plan)
 
-    from batchsms.report import add_report_parser
-
-    _add_body_options(add_report_parser(sub))  # --input lines are planned as run plans them
+    _add_report_parser(sub)
 
     from batchsms.simulator.cli import add_simulator_parser
 
@@ -180,17 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_config(args: argparse.Namespace, log_format: str) -> Any:
+def _defaults(args: argparse.Namespace) -> dict[str, Any]:
+    return build_defaults(_load_patch(args.patch), args.sets)
+
+
+def run_config(args: argparse.Namespace, log_format: str) -> RunConfig:
+    """`run`'s options as its config; `log_format` as `logs.configure` resolved it."""
     from datetime import datetime
 
-    from batchsms.run_cmd import RunConfig, parse_deadline, parse_duration
+    from batchsms.config import RunConfig, parse_deadline, parse_duration
 
     return RunConfig(
         input=args.input, out=args.out, endpoint=args.endpoint, region=args.region,
         simulate=args.simulate, concurrency=args.concurrency, rate=args.rate, burst=args.burst,
         max_attempts=args.max_attempts, timeout=args.timeout, ca_bundle=args.ca_bundle,
-        dry_run=args.dry_run, resume=args.resume,
-        defaults=build_defaults(_load_patch(args.patch), args.sets),
+        dry_run=args.dry_run, resume=args.resume, defaults=_defaults(args),
         abort_failure_ratio=args.abort_failure_ratio, token_file=args.token_file,
         progress=args.progress, metrics_file=args.metrics_file, log_format=log_format,
         max_outage=parse_duration(args.max_outage, "--max-outage"),
@@ -200,53 +203,84 @@ def _run_config(args: argparse.Namespace, log_format: str) -> Any:
         parse_deadline(args.deadline, datetime.now().astimezone()))
 
 
-def _plan_config(args: argparse.Namespace) -> Any:
-    from batchsms.run_cmd import RunConfig
+def plan_config(args: argparse.Namespace) -> RunConfig:
+    """`plan`'s options: the run's connection options and body layers."""
+    from batchsms.config import RunConfig
 
     return RunConfig(
         input=args.input, endpoint=args.endpoint, region=args.region, simulate=args.simulate,
         concurrency=args.concurrency, rate=args.rate, burst=args.burst,
         max_attempts=args.max_attempts, timeout=args.timeout, ca_bundle=args.ca_bundle,
-        defaults=build_defaults(_load_patch(args.patch), args.sets), token_file=args.token_file)
+        defaults=_defaults(args), token_file=args.token_file)
 
 
-def _validate(args: argparse.Namespace) -> int:
-    from batchsms.validate_cmd import run_validate
+def report_config(args: argparse.Namespace) -> ReportConfig:
+    from batchsms.commands.report import ReportConfig
 
-    check_output("--out", args.out, [("the input", args.input), ("--patch", args.patch)])
-    defaults = build_defaults(_load_patch(args.patch), args.sets)
-    return run_validate(args.input, args.out, defaults)
+    return ReportConfig(
+        outcomes=tuple(args.outcomes), json=args.json, top=args.top, failed_to=args.failed_to,
+        input=args.input, undo_to=args.undo_to, patch=args.patch, defaults=_defaults(args))
 
 
-def _run(args: argparse.Namespace) -> int:
-    from batchsms import logs, run_cmd
+def tasks_config(args: argparse.Namespace) -> TasksConfig:
+    from batchsms.commands.tasks import TasksConfig
 
-    fmt = logs.configure(args.log_format, quiet=args.quiet)
-    refused: int | None = None
-    try:
-        for option, output in (("--out", args.out), ("--metrics-file", args.metrics_file)):
-            # run_cmd checks the rest; the --patch file is known only here (--dry-run writes
-            # neither)
-            if not args.dry_run:
-                check_output(option, output, [("--patch", args.patch)])
-        return int(run_cmd.run(_run_config(args, fmt)))
-    except UsageError as exc:
-        refused = run_cmd.EXIT_USAGE
-        if args.log_format != "json":  # asked for, not just chosen because not a terminal
-            raise
-        # json logs stay JSON: the refusal is one event, not a line of text
-        run_cmd.log.error("run.refused", error=str(exc), exit_code=refused)
-        return refused
-    except KeyboardInterrupt:  # before the run's own signal handling was in place
-        refused = 130
-        raise
-    finally:
-        if refused is not None and not args.dry_run:
-            # the run did not get as far as writing it: an alert must still see this exit
-            run_cmd.metrics_after_refusal(
-                args.metrics_file,
-                run_cmd.run_inputs(args.input, args.token_file, args.ca_bundle, args.patch),
-                args.out, refused)
+    return TasksConfig(
+        filters={name: value for name in _TASK_FILTERS
+                 if (value := getattr(args, name)) is not None},
+        endpoint=args.endpoint, region=args.region, out=args.out, page_size=args.page_size,
+        rate=args.rate, max_attempts=args.max_attempts, timeout=args.timeout,
+        ca_bundle=args.ca_bundle, token_file=args.token_file)
+
+
+def _validate(args: argparse.Namespace) -> ExitCode:
+    from batchsms.commands.validate import ValidateConfig
+    from batchsms.commands.validate import main as validate
+
+    return validate(ValidateConfig(input=args.input, out=args.out, patch=args.patch,
+                                   defaults=_defaults(args)))
+
+
+def _run(args: argparse.Namespace) -> ExitCode:
+    from batchsms.commands.run import RunStart
+    from batchsms.commands.run import main as run
+
+    return run(RunStart(input=args.input, out=args.out, log_format=args.log_format,
+                        quiet=args.quiet, dry_run=args.dry_run, metrics_file=args.metrics_file,
+                        token_file=args.token_file, ca_bundle=args.ca_bundle, patch=args.patch),
+               lambda fmt: run_config(args, fmt))
+
+
+def _plan(args: argparse.Namespace) -> ExitCode:
+    from batchsms import logs
+    from batchsms.commands.plan import run_plan
+
+    logs.configure(None)
+    return run_plan(plan_config(args), as_json=args.json)
+
+
+def _report(args: argparse.Namespace) -> ExitCode:
+    from batchsms.commands.report import run_report
+
+    return run_report(report_config(args))
+
+
+def _tasks(args: argparse.Namespace) -> ExitCode:
+    from batchsms.commands.tasks import main as tasks
+
+    return tasks(tasks_config(args))
+
+
+def _simulator(args: argparse.Namespace) -> ExitCode:
+    from batchsms.simulator.cli import run_simulator
+
+    return run_simulator(args)
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], ExitCode]] = {
+    "validate": _validate, "run": _run, "plan": _plan, "report": _report, "tasks": _tasks,
+    "simulator": _simulator,
+}
 
 
 def _quiet_stdout() -> None:
@@ -261,36 +295,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:  # list the commands rather than complain that one is missing
         print(parser.format_help(), end="", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     try:
         args = parser.parse_args(argv)
-        if args.command == "validate":
-            return _validate(args)
-        if args.command == "simulator":
-            from batchsms.simulator.cli import run_simulator
-
-            return run_simulator(args)
-        if args.command == "tasks":
-            return _tasks(args)
-        if args.command == "plan":
-            from batchsms import logs
-            from batchsms.commands.plan import run_plan
-
-            logs.configure(None)
-            return run_plan(_plan_config(args), as_json=args.json)
-        if args.command == "report":
-            from batchsms.report import run_report
-
-            return run_report(args, defaults=build_defaults(_load_patch(args.patch), args.sets))
-        return _run(args)
+        return _COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"batchsms: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     except JournalError as exc:
         print(f"batchsms: {exc}; stopped at once, exit 4", file=sys.stderr)
-        return 4
+        return ExitCode.BROKEN
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.SIGINT
     except BrokenPipeError:  # `--dry-run | head`: the reader has all it wanted
         _quiet_stdout()
-        return 0
+        return ExitCode.OK

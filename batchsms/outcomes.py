@@ -3,6 +3,9 @@
 The `Outcome` record (CONTRACT §3), the append-only `OutcomeWriter` (whole lines, flushed at
 least once a second and at exit, starting on a fresh line if a crash cut the last one), the
 exclusive lock on `--out`, and the compact index `--resume` consults.
+
+Size (~330 lines): one job, the journal file, written and read back; the writer's crash and
+disk-full handling is most of it, and the reading side is the writer's format read back.
 """
 
 from __future__ import annotations
@@ -36,10 +39,17 @@ earlier run (`--resume`), or already as wanted (`--skip-unchanged`)."""
 
 
 class Status(enum.StrEnum):
+    """A line's status after a run (CONTRACT §5)."""
+
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     INVALID = "invalid"
     SKIPPED = "skipped"
+
+
+class CheckStatus(enum.StrEnum):
+    """`validate --out`'s status of a line that passed; one that did not is `Status.INVALID`."""
+
     VALID = "valid"
 
 
@@ -51,7 +61,7 @@ class Outcome:
     line: int
     task_id: str | None
     ref: str | None
-    status: Status
+    status: Status | CheckStatus
     http_status: int | None = None
     attempts: int = 0
     error_code: str | None = None
@@ -103,7 +113,7 @@ def _scrubbed_json(data: dict[str, Any]) -> bytes:
     line's `error_msg` naming the fields that had to be."""
     clean = {key: wire.scrub(value) for key, value in data.items()}
     changed = [key for key, value in data.items() if not _encodes(value)]
-    if clean.get("status") not in (Status.SUCCEEDED.value, Status.VALID.value):
+    if clean.get("status") not in (Status.SUCCEEDED.value, CheckStatus.VALID.value):
         note = f"[batchsms replaced text that could not be written in: {', '.join(changed)}]"
         msg = clean.get("error_msg")
         clean["error_msg"] = f"{msg} {note}" if isinstance(msg, str) else note

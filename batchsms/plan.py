@@ -9,13 +9,14 @@ are what is hashed (`body_sha256`), signed and sent, so the same update always h
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from typing import IO, Any, NamedTuple
 
 import orjson
 
 from batchsms.errors import UsageError
-from batchsms.records import InvalidLine, Line
+from batchsms.records import InvalidLine, Line, open_input, read_lines
 from batchsms.schema import Problem, validate
 
 
@@ -100,11 +101,8 @@ class Planner:
         self._memo: dict[bytes, _Verdict] = {}
 
     def plan(self, line: Line) -> Planned | InvalidLine:
-        return self.plan_fields(*line)
-
-    def plan_fields(self, number: int, task_id: str, ref: str | None,
-                    line_body: dict[str, Any] | None) -> Planned | InvalidLine:
-        """`plan` for a line given as its fields (what `records.read_lines` hands on)."""
+        """The line's body layered on the defaults, checked, as the bytes to send."""
+        number, task_id, ref, line_body = line
         if line_body is None:
             if not self._defaults:
                 return InvalidLine(number, task_id, ref, (Problem(
@@ -122,8 +120,8 @@ class Planner:
             verdict = self._memo.get(key) or self._remember(key, self._check(body))
         if verdict.problems:
             return InvalidLine(number, task_id, ref, verdict.problems)
-        # The NamedTuple built without its generated Python-level __new__ (as its own _make
-        # does): one per input line, and half the cost.
+        # Built without the NamedTuple's Python-level __new__ (as its own _make does): 191 ns
+        # instead of 423 ns, on a per-line path of ~2.5 µs for small lines (bench_validate).
         return _new_tuple(Planned, (number, task_id, ref, verdict.data, verdict.sha256))
 
     def _remember(self, key: bytes, verdict: _Verdict) -> _Verdict:
@@ -139,3 +137,27 @@ class Planner:
             return _Verdict(b"", "", tuple(problems))
         data = canonical_json(clean)
         return _Verdict(data, hashlib.sha256(data).hexdigest(), ())
+
+
+def checked_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[Planned | InvalidLine]:
+    """Every non-blank line of `source`, read and planned: ready to send, or invalid with its
+    problems. What `validate`, `run`, `plan` and `--undo-file` all read.
+
+    The input is opened here, at once (not on first iteration), so an unreadable input raises
+    `UsageError` before anything else is started or created.
+    """
+    stream = open_input(source)
+    # `-` is read through a duplicate of its descriptor (records.open_input): close that one.
+    return _planned(stream, Planner(defaults),
+                    close=stream is not getattr(sys.stdin, "buffer", None))
+
+
+def _planned(stream: IO[bytes], planner: Planner,
+             close: bool) -> Iterator[Planned | InvalidLine]:
+    plan = planner.plan
+    try:
+        for item in read_lines(stream):
+            yield item if isinstance(item, InvalidLine) else plan(item)
+    finally:
+        if close:
+            stream.close()

@@ -75,11 +75,12 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
             when = parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        seconds = (_as_utc(when) - _as_utc(now)).total_seconds()
+        seconds = (_aware_utc(when) - _aware_utc(now)).total_seconds()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-def _as_utc(moment: datetime) -> datetime:
+def _aware_utc(moment: datetime) -> datetime:
+    """`moment` made *aware*: a naive one (an HTTP-date parses naive) is taken to be UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 

@@ -41,9 +41,8 @@ import orjson
 from batchsms.diff import unreadable_paths, without_nulls
 from batchsms.errors import UsageError
 from batchsms.outcomes import Outcome, Status, iter_journal, resume_key
-from batchsms.plan import MEMO_SIZE
+from batchsms.plan import MEMO_SIZE, checked_lines
 from batchsms.records import InvalidLine
-from batchsms.validate_cmd import checked_lines
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,7 @@ from typing import Any
 
 import orjson
 
-from batchsms.plan import Planned
-from batchsms.validate_cmd import checked_lines
+from batchsms.plan import Planned, checked_lines
 
 RATIO_TARGET = 0.15
 RSS_TARGET_MB = 15.0

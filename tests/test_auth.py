@@ -1,4 +1,4 @@
-"""auth.py: credential lookup, SDK-identical signing, and what the simulator's gateway accepts."""
+"""Credential lookup, SDK-identical signing, and what the simulator's gateway accepts."""
 
 from __future__ import annotations
 
@@ -22,18 +22,16 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 from yarl import URL
 
-from batchsms.auth import (
-    AkSkCredentials,
+from batchsms.credentials import AkSkCredentials, TokenCredentials, load_credentials
+from batchsms.errors import CredentialsError, UsageError
+from batchsms.signing import (
     Signer,
     TokenAuthenticator,
-    TokenCredentials,
     authenticator,
     canonical_uri,
-    load_credentials,
     sign_headers,
-    verify_signature,
 )
-from batchsms.errors import CredentialsError, UsageError
+from batchsms.simulator.gateway import verify_signature
 
 AK = "HPUAKEYEXAMPLE0000001"
 SK = "sEcReTkEy0123456789abcdefghijklmnopqrstu"

@@ -14,6 +14,7 @@ from batchsms.engine.wiring import EngineSettings, build_sender
 from batchsms.outcomes import Outcome, Status
 from batchsms.plan import Planned, Planner
 from batchsms.previous_log import PreviousLog
+from batchsms.records import Line
 from batchsms.simulator import Fleet, SimulatorHandle, running
 from batchsms.simulator.faults import FaultConfig
 
@@ -31,7 +32,7 @@ def fleet(tmp_path: Path) -> Fleet:
 
 
 def planned(number: int, task_id: str, body: dict[str, Any]) -> Planned:
-    item = Planner().plan_fields(number, task_id, f"ref-{number}", body)
+    item = Planner().plan(Line(number, task_id, f"ref-{number}", body))
     assert isinstance(item, Planned)
     return item
 

@@ -5,7 +5,7 @@ Where `tests/test_records.py` checks that nothing crashes, these compare against
 - any bytes through `records.read_lines` give exactly one item per non-blank line, with the line
   numbers of a plain `split(b"\\n")` (the 1 MiB limit is lowered to a few bytes here, so lines
   around the limit, a BOM, CR/LF and blank lines all meet);
-- any bytes in a file (plain, gzip, gzip cut short) through `validate_cmd.checked_lines` (the
+- any bytes in a file (plain, gzip, gzip cut short) through `plan.checked_lines` (the
   reader and the Planner, as `validate` and `run` use them) never raise;
 - any JSON body, and bodies built from the schema's own tables, through `schema.validate`: the
   problems are Problems under `body`, and an accepted body round-trips: its canonical bytes
@@ -26,7 +26,6 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import orjson
 import pytest
@@ -34,10 +33,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchsms import records
-from batchsms.plan import Planned, Planner, canonical_json, deep_merge
+from batchsms.plan import Planned, Planner, canonical_json, checked_lines, deep_merge
 from batchsms.records import InvalidLine, Line
 from batchsms.schema import PUT_TASK_REQ, Field, Kind, ObjectSpec, Problem, validate
-from batchsms.validate_cmd import checked_lines
 
 SMALL_LIMIT = 24
 BOM = b"\xef\xbb\xbf"
@@ -94,7 +92,7 @@ def jsonl_bytes(draw: st.DrawFn) -> bytes:
 def check_reader(data: bytes, limit: int) -> None:
     kinds = model_lines(data, limit)
     want = {n: k for n, k in kinds.items() if k != "blank"}
-    items = list(records.read_lines(io.BytesIO(data)))
+    items = list(records.read_lines(io.BytesIO(data), limit))
     got = [item.number for item in items]
     assert got == sorted(want), (got, want)
     for item in items:
@@ -112,8 +110,7 @@ def check_reader(data: bytes, limit: int) -> None:
 @given(jsonl_bytes())
 def test_reader_gives_one_item_per_non_blank_line_around_the_limit(data: bytes) -> None:
     """With the limit lowered to a few bytes, every line kind meets every other."""
-    with mock.patch.object(records, "MAX_LINE_BYTES", SMALL_LIMIT):
-        check_reader(data, SMALL_LIMIT)
+    check_reader(data, SMALL_LIMIT)
 
 
 @BOUNDED

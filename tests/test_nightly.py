@@ -95,8 +95,8 @@ def test_deadline_forms() -> None:
 
     import pytest
 
+    from batchsms.config import parse_deadline
     from batchsms.errors import UsageError
-    from batchsms.run_cmd import parse_deadline
 
     tz = timezone(timedelta(hours=8))
     now = datetime(2026, 11, 27, 23, 30, tzinfo=tz)

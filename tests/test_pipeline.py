@@ -12,7 +12,8 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from batchsms.run_cmd import RunConfig, run
+from batchsms.commands.run import run
+from batchsms.config import RunConfig
 from tests.scripted import RESET, Answer, Hang, ScriptedServer, scripted_server
 
 TOKEN_ENV = {"BATCHSMS_AUTH_TOKEN": "test-token-value"}

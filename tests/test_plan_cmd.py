@@ -9,12 +9,13 @@ from typing import Any
 import orjson
 import pytest
 
-from batchsms.auth import authenticator, load_credentials
 from batchsms.cli import main
 from batchsms.commands.plan import PlanEntry, Verdict, plan_async
-from batchsms.run_cmd import RunConfig
+from batchsms.config import RunConfig
+from batchsms.credentials import load_credentials
+from batchsms.plan import checked_lines
+from batchsms.signing import authenticator
 from batchsms.simulator import ExpectedCredentials, Fleet, running
-from batchsms.validate_cmd import checked_lines
 
 FLEET = [
     {"id": "a", "name": "web-01", "speed_limit": 100,

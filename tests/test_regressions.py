@@ -10,8 +10,9 @@ import pytest
 import structlog
 
 from batchsms import logs
-from batchsms.auth import AkSkCredentials, Signer
+from batchsms.credentials import AkSkCredentials
 from batchsms.records import MAX_LINE_BYTES, Line, read_lines
+from batchsms.signing import Signer
 from tests.test_bad_input import batchsms, good, lines
 
 BOM = b"\xef\xbb\xbf"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import io
@@ -14,10 +13,11 @@ from typing import Any
 import orjson
 import pytest
 
-from batchsms import report as report_mod
-from batchsms.cli import _Parser
+from batchsms.cli import build_parser, report_config
+from batchsms.commands import report as report_mod
+from batchsms.commands.report import ReportConfig, run_report
+from batchsms.commands.report.figures import percentile, summarize
 from batchsms.errors import UsageError
-from batchsms.report import add_report_parser, percentile, run_report, summarize
 
 # The input of both runs: line 7 is blank (no outcome), odd spacing proves verbatim copies.
 INPUT_LINES = [
@@ -92,11 +92,8 @@ def original(tmp_path: Path) -> Path:
     return path
 
 
-def parse(*argv: str | Path) -> argparse.Namespace:
-    parser = _Parser(prog="batchsms")
-    add_report_parser(parser.add_subparsers(dest="command", required=True,
-                                            parser_class=_Parser))
-    return parser.parse_args(["report", *map(str, argv)])
+def parse(*argv: str | Path) -> ReportConfig:
+    return report_config(build_parser().parse_args(["report", *map(str, argv)]))
 
 
 def report(*argv: str | Path) -> tuple[int, str, str]:

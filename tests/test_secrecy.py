@@ -11,7 +11,7 @@ every file in the work directory, the simulator's own output) is scanned for eac
 and in its base64, URL-encoded and hex forms.
 
 The AK is an identifier (it travels in every `Authorization` header on purpose), but it is
-scanned too: nothing batchsms writes needs it, and `auth.py` redacts it like the SK.
+scanned too: nothing batchsms writes needs it, and `credentials.py` redacts it like the SK.
 """
 
 from __future__ import annotations

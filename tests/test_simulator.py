@@ -14,7 +14,8 @@ import orjson
 import pytest
 from yarl import URL
 
-from batchsms.auth import AkSkCredentials, Signer
+from batchsms.credentials import AkSkCredentials
+from batchsms.signing import Signer
 from batchsms.simulator import ExpectedCredentials, Fleet, SimulatorHandle, running
 from batchsms.simulator.fleet import STATES
 

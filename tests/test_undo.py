@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 from pathlib import Path
 from typing import Any
@@ -10,10 +9,11 @@ from typing import Any
 import orjson
 import pytest
 
+from batchsms.cli import build_parser, report_config
+from batchsms.commands.report import run_report
 from batchsms.errors import UsageError
 from batchsms.outcomes import Outcome, Status, resume_key
 from batchsms.previous_log import orphans, previous_log_path, with_orphans
-from batchsms.report import add_report_parser, run_report
 from batchsms.undo import check_reversible, for_run, undo_line, undoable, write_undo
 
 
@@ -88,11 +88,9 @@ def test_for_run_takes_this_run_and_the_lines_it_resumed() -> None:
 
 
 def _report(*argv: str | Path) -> tuple[int, str]:
-    parser = argparse.ArgumentParser()
-    add_report_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["report", *map(str, argv)])
+    config = report_config(build_parser().parse_args(["report", *map(str, argv)]))
     err = io.StringIO()
-    return run_report(args, stdout=io.StringIO(), stderr=err), err.getvalue()
+    return run_report(config, stdout=io.StringIO(), stderr=err), err.getvalue()
 
 
 def _journal(path: Path, *records: dict[str, Any]) -> Path:

@@ -20,11 +20,13 @@ import pytest
 from aiohttp import web
 
 from batchsms import wire
-from batchsms.auth import authenticator, load_credentials, verify_signature
 from batchsms.client import AnswerTooLarge, Reply, SmsClient, task_path
+from batchsms.credentials import load_credentials
 from batchsms.errors import ConnectError, RequestTimeout, TransportError
 from batchsms.outcomes import Outcome, Status
 from batchsms.schema import Problem
+from batchsms.signing import authenticator
+from batchsms.simulator.gateway import verify_signature
 from tests.hostile import Server, app_server, raw_server
 
 TOKEN = {"BATCHSMS_AUTH_TOKEN": "wire-test-token"}

@@ -44,19 +44,19 @@ from typing import IO, Any, Protocol
 import anyio
 import orjson
 
-from batchsms.auth import Authenticator
-from batchsms.client import SmsClient, resolve_endpoint, tls_context
+from batchsms.client import SmsClient
+from batchsms.config import RunConfig
+from batchsms.connection import endpoint_url, resolve_endpoint, run_credentials, tls_context
 from batchsms.diff import Diff, diff
 from batchsms.engine.attempt import Request, Sender
 from batchsms.engine.wiring import EngineSettings, build_sender
+from batchsms.exitcodes import ExitCode
 from batchsms.look import Read, read_of
-from batchsms.plan import Planned, deep_merge
+from batchsms.plan import Planned, checked_lines, deep_merge
 from batchsms.records import InvalidLine
-from batchsms.run_cmd import RunConfig, _credentials, _endpoint
 from batchsms.schema import Problem
-from batchsms.validate_cmd import checked_lines
+from batchsms.signing import Authenticator
 
-EXIT_OK, EXIT_WOULD_FAIL, EXIT_ABORTED = 0, 1, 3
 PROJECTED_TASKS = 4096
 
 
@@ -227,13 +227,13 @@ async def plan_async(config: RunConfig, items: Iterator[Planned | InvalidLine], 
 
 
 def run_plan(config: RunConfig, *, as_json: bool, env: Mapping[str, str] | None = None,
-             stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
+             stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> ExitCode:
     """`batchsms plan`: print the plan; the exit code (module docstring)."""
     env = os.environ if env is None else env
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     endpoint = None if config.simulate else resolve_endpoint(config.endpoint, config.region, env)
-    auth = _credentials(config, env)
+    auth = run_credentials(env, config.token_file, simulate=config.simulate)
     tls = tls_context(config.ca_bundle)
     items = checked_lines(config.input, config.defaults)  # unreadable input: exit 2
     totals = PlanTotals()
@@ -243,7 +243,7 @@ def run_plan(config: RunConfig, *, as_json: bool, env: Mapping[str, str] | None 
         out.write(entry.to_json().decode() if as_json else "\n".join(entry.text()) + "\n")
 
     async def main() -> str | None:
-        async with _endpoint(config, env, endpoint) as url:
+        async with endpoint_url(env, endpoint) as url:
             return await plan_async(config, items, url, auth, tls, emit)
 
     stopped = anyio.run(main)
@@ -251,5 +251,5 @@ def run_plan(config: RunConfig, *, as_json: bool, env: Mapping[str, str] | None 
     print(totals.line(), file=err if as_json else out)
     if stopped is not None:
         print(f"batchsms: plan stopped: {stopped}", file=err)
-        return EXIT_ABORTED
-    return EXIT_WOULD_FAIL if totals.by_verdict[Verdict.FAIL] else EXIT_OK
+        return ExitCode.ABORTED
+    return ExitCode.SOME_FAILED if totals.by_verdict[Verdict.FAIL] else ExitCode.OK

@@ -1,7 +1,7 @@
 """Who may call the simulator: the credentials it expects, checked as the API gateway does.
 
 CONTRACT §8: ``BATCHSMS_SIMULATOR_AK`` + ``BATCHSMS_SIMULATOR_SK`` (an ``SDK-HMAC-SHA256``
-signature is recomputed from the received request by :func:`batchsms.auth.verify_signature`,
+signature is recomputed from the received request by :func:`gateway.verify_signature`,
 ``X-Sdk-Date`` at most 15 minutes off) and/or ``BATCHSMS_SIMULATOR_TOKEN`` (``X-Auth-Token``,
 compared in constant time). With none configured nothing is checked. Otherwise a request passes
 with *either* configured credential, and anything else gets a reason, which app.py answers as
@@ -15,13 +15,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from batchsms.auth import ALGORITHM, verify_signature
+from batchsms.signing import ALGORITHM
+from batchsms.simulator.gateway import verify_signature
 
-__all__ = ["AK_ENV", "SK_ENV", "TOKEN_ENV", "ExpectedCredentials"]
+__all__ = ["AK_ENV", "SIMULATOR_TOKEN_ENV", "SK_ENV", "ExpectedCredentials"]
 
 AK_ENV = "BATCHSMS_SIMULATOR_AK"
 SK_ENV = "BATCHSMS_SIMULATOR_SK"
-TOKEN_ENV = "BATCHSMS_SIMULATOR_TOKEN"  # noqa: S105 - a variable's name, not a secret
+SIMULATOR_TOKEN_ENV = "BATCHSMS_SIMULATOR_TOKEN"  # noqa: S105 - a variable's name, not a secret
 MAX_SKEW = timedelta(minutes=15)
 
 
@@ -46,7 +47,7 @@ class ExpectedCredentials:
         """Read the ``BATCHSMS_SIMULATOR_*`` variables; empty values count as unset."""
         ak = env.get(AK_ENV, "").strip() or None
         sk = env.get(SK_ENV, "").strip() or None
-        token = env.get(TOKEN_ENV, "").strip() or None
+        token = env.get(SIMULATOR_TOKEN_ENV, "").strip() or None
         return cls(ak=ak, sk=sk, token=token)
 
     @property

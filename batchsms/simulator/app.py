@@ -26,6 +26,10 @@ Error codes (the simulator's own choice where the real service's are undocumente
 
 The handlers are lean on purpose (no per-request logging, no access log): the same app serves
 ``run --simulate`` at thousands of requests per second.
+
+Size (~380 lines): one job, the HTTP face of the simulator. The gateway and the three routes
+share the state, the error format and the request record; what can stand alone already does
+(faults.py, access.py with gateway.py, fleet.py, views.py).
 """
 
 from __future__ import annotations
@@ -46,10 +50,11 @@ from typing import Any, NamedTuple
 import orjson
 from aiohttp import web
 
+from batchsms.records import MAX_TASK_ID
 from batchsms.schema import validate
 from batchsms.simulator.access import ExpectedCredentials
-from batchsms.simulator.faults import Decision, FaultInjector, OutageKind
-from batchsms.simulator.fleet import STATES, TASK_ID_MAX, Fleet
+from batchsms.simulator.faults import FaultInjector, Injection, OutageKind
+from batchsms.simulator.fleet import STATES, Fleet
 
 __all__ = ["STATE", "Received", "SimulatorState", "Stats", "build_app"]
 
@@ -238,7 +243,7 @@ def _forbidden(request_id: str) -> web.Response:
 
 
 async def _admit_and_serve(state: SimulatorState, request: web.Request, handler: Handler,
-                           body: bytes, decision: Decision,
+                           body: bytes, decision: Injection,
                            request_id: str) -> web.StreamResponse:
     reason = state.credentials.check(request.method, request.raw_path,
                                      list(request.query.items()), request.headers, body,
@@ -283,8 +288,8 @@ async def _admit_and_serve(state: SimulatorState, request: web.Request, handler:
 
 def _task_id(request: web.Request) -> tuple[str, web.Response | None]:
     task_id = request.match_info["task_id"]
-    if len(task_id) > TASK_ID_MAX:
-        return task_id, _error(400, "SMS.0204", f"task_id must be 1 to {TASK_ID_MAX} characters, "
+    if len(task_id) > MAX_TASK_ID:
+        return task_id, _error(400, "SMS.0204", f"task_id must be 1 to {MAX_TASK_ID} characters, "
                                f"got {len(task_id)}")
     return task_id, None
 

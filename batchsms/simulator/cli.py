@@ -4,6 +4,10 @@ Prints exactly ``listening on http://HOST:PORT`` on stdout (flushed) once connec
 accepted, and a one-line summary on stderr when it stops. Credentials to expect come from the
 environment only (CONTRACT §6, §8), never from options. Wired into ``batchsms.cli`` with
 `add_simulator_parser` + `run_simulator`; ``python -m batchsms.simulator`` runs `main`.
+
+The only parser outside ``batchsms/cli.py``: the simulator is an entry point of its own
+(``python -m batchsms.simulator``, used by the tests' subprocesses), so its options are defined
+here once and mounted by both entry points, which then parse them identically.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchsms.errors import UsageError
-from batchsms.simulator.access import AK_ENV, SK_ENV, TOKEN_ENV, ExpectedCredentials
+from batchsms.exitcodes import ExitCode
+from batchsms.simulator.access import AK_ENV, SIMULATOR_TOKEN_ENV, SK_ENV, ExpectedCredentials
 from batchsms.simulator.faults import FaultConfig, Outage, parse_latency, parse_outage
 from batchsms.simulator.fleet import Fleet
 
@@ -148,8 +153,8 @@ def add_simulator_parser(subparsers: argparse._SubParsersAction[argparse.Argumen
     p = subparsers.add_parser(
         "simulator", help="a local SMS endpoint that speaks the same API",
         description="Serve PUT/GET /v3/tasks/{task_id} and GET /v3/tasks like Huawei Cloud SMS, "
-        f"with optional faults. Credentials to expect: {AK_ENV} + {SK_ENV} and/or {TOKEN_ENV} "
-        "(none set: no check).")
+        f"with optional faults. Credentials to expect: {AK_ENV} + {SK_ENV} and/or "
+        f"{SIMULATOR_TOKEN_ENV} (none set: no check).")
     add_simulator_arguments(p)
 
 
@@ -211,7 +216,7 @@ async def _serve(simulator: Simulator) -> str:
             f"resets: {stats.resets}), {stats.applied} updates applied")
 
 
-def run_simulator(args: argparse.Namespace) -> int:
+def run_simulator(args: argparse.Namespace) -> ExitCode:
     """Run until SIGINT/SIGTERM; 0 on a clean stop. Raises UsageError for bad input (exit 2)."""
     import asyncio  # here, not at the top: mounting the command must stay cheap
 
@@ -221,10 +226,10 @@ def run_simulator(args: argparse.Namespace) -> int:
     except OSError as exc:  # the address is taken, or cannot be bound
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     print(summary, file=sys.stderr, flush=True)
-    return 0
+    return ExitCode.OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> ExitCode:
     """``python -m batchsms.simulator``: the same options as ``batchsms simulator``."""
     parser = argparse.ArgumentParser(prog="batchsms simulator",
                                      description="A local Huawei Cloud SMS endpoint.")
@@ -234,4 +239,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_simulator(args)
     except UsageError as exc:
         print(f"batchsms simulator: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE

@@ -43,8 +43,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Decision", "FaultConfig", "FaultInjector", "Outage", "OutageKind", "parse_latency",
-           "parse_outage"]
+__all__ = [
+    "FaultConfig",
+    "FaultInjector",
+    "Injection",
+    "Outage",
+    "OutageKind",
+    "parse_latency",
+    "parse_outage",
+]
 
 FAIL_STATUSES = (500, 502, 503, 504)
 
@@ -179,7 +186,7 @@ class FaultConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class Injection:
     """The random part of a request's fate, drawn at arrival."""
 
     delay_s: float  # latency before anything happens
@@ -192,7 +199,7 @@ class Decision:
 
 
 class FaultInjector:
-    """Draws each request's `Decision` and runs the throttles; one per server."""
+    """Draws each request's `Injection` and runs the throttles; one per server."""
 
     __slots__ = ("_arrivals", "_clock", "_config", "_extra", "_origin", "_random", "_tokens",
                  "_tokens_at", "_window")
@@ -237,7 +244,7 @@ class FaultInjector:
         self._tokens = config.burst
         self._tokens_at = None
 
-    def decide(self) -> Decision:
+    def decide(self) -> Injection:
         """Draw this request's faults: always five (+ three) numbers, so no sequence shifts."""
         c = self._config
         r = self._random.random
@@ -250,7 +257,7 @@ class FaultInjector:
         self._arrivals += 1
         low, high = c.latency_ms
         fail = u_fail < c.fail_rate
-        return Decision(
+        return Injection(
             delay_s=(low + (high - low) * u_latency) / 1000.0,
             reset=u_reset < c.reset_rate,
             fail_status=FAIL_STATUSES[int(u_status * len(FAIL_STATUSES))] if fail else None,

@@ -25,6 +25,9 @@ finished or in error; the simulator reads those as the SDK's source-server state
 `TaskCounts` record, per task id, how many PUTs reached the server (whatever happened to them:
 faulted, rejected, unknown id) and how many were applied, for tests to compare with a client's
 ``attempts``.
+
+Size (~320 lines): one job, the store; a third of it is `_synthesize`, the table of what a task
+looks like, which only the store reads.
 """
 
 from __future__ import annotations
@@ -39,14 +42,14 @@ from typing import Any
 
 import orjson
 
+from batchsms.records import MAX_TASK_ID
 from batchsms.simulator.views import LIST_ITEM, SHOW_TASK, project
 
-__all__ = ["CLONE_SERVER_STATES", "STATES", "Fleet", "TaskCounts", "deep_merge"]
+__all__ = ["CLONE_SERVER_STATES", "STATES", "Fleet", "TaskCounts", "merge_into"]
 
 # ListTasks' enumeration of migration task states.
 STATES = ("READY", "RUNNING", "SYNCING", "MIGRATE_SUCCESS", "MIGRATE_FAIL", "ABORTING", "ABORT",
           "DELETING", "SYNC_F_ROLLBACKING", "SYNC_F_ROLLBACK_SUCCESS")
-TASK_ID_MAX = 36
 # Table 3: the source-server states in which clone_server may be updated (see the docstring).
 CLONE_SERVER_STATES = ("syncing", "stopping", "stopped", "cutovering", "finished", "error")
 # The source server's state for each task state (RUNNING: replicating or syncing).
@@ -71,14 +74,14 @@ class TaskCounts:
     applied: int = 0
 
 
-def deep_merge(dst: dict[str, Any], src: Mapping[str, Any]) -> dict[str, Any]:
+def merge_into(dst: dict[str, Any], src: Mapping[str, Any]) -> dict[str, Any]:
     """Merge ``src`` into ``dst`` in place: objects key by key, everything else replaced."""
     for key, value in src.items():
         old = dst.get(key)
         if isinstance(value, dict) and isinstance(old, dict):
-            deep_merge(old, value)
+            merge_into(old, value)
         elif isinstance(value, dict):
-            dst[key] = deep_merge({}, value)  # never alias the caller's nested objects
+            dst[key] = merge_into({}, value)  # never alias the caller's nested objects
         else:
             dst[key] = value
     return dst
@@ -211,9 +214,9 @@ class Fleet:
                 except orjson.JSONDecodeError as exc:
                     raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from None
                 task_id = task.get("id") if isinstance(task, dict) else None
-                if not isinstance(task_id, str) or not 1 <= len(task_id) <= TASK_ID_MAX:
+                if not isinstance(task_id, str) or not 1 <= len(task_id) <= MAX_TASK_ID:
                     raise ValueError(f"{path}:{number}: a task object with a string 'id' of "
-                                     f"1 to {TASK_ID_MAX} characters is required")
+                                     f"1 to {MAX_TASK_ID} characters is required")
                 if task_id in fleet._updates:
                     raise ValueError(f"{path}:{number}: task id {task_id!r} appears twice")
                 fleet._updates[task_id] = None
@@ -221,10 +224,6 @@ class Fleet:
         return fleet
 
     # -- queries --------------------------------------------------------------------------------
-
-    @property
-    def is_open(self) -> bool:
-        return self._open
 
     def __len__(self) -> int:
         return len(self._updates)
@@ -255,10 +254,10 @@ class Fleet:
         view = _synthesize(task_id, self._seed, self._project_id)
         described = self._described.get(task_id)
         if described is not None:
-            deep_merge(view, described)
+            merge_into(view, described)
         updates = self._updates[task_id]
         if updates is not None:
-            deep_merge(view, updates)
+            merge_into(view, updates)
         view["id"] = task_id
         return view
 
@@ -306,7 +305,7 @@ class Fleet:
         updates = self._updates.get(task_id)
         if updates is None:
             updates = self._updates[task_id] = {}
-        deep_merge(updates, body)
+        merge_into(updates, body)
         project = body.get("enterprise_project")
         if isinstance(project, str):
             updates["enterprise_project_id"] = project

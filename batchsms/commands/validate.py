@@ -7,50 +7,43 @@ outcome record per non-blank line (`valid` or `invalid`). Exit 0 when every line
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from batchsms.exitcodes import ExitCode
 from batchsms.outcomes import (
+    CheckStatus,
     Outcome,
     OutcomeWriter,
-    Status,
     invalid_outcome,
     new_run_id,
     utc_now,
 )
-from batchsms.plan import Planned, Planner
-from batchsms.records import InvalidLine, open_input, read_lines
+from batchsms.outputs import check_output
+from batchsms.plan import checked_lines
+from batchsms.records import InvalidLine, format_problems
 
 
-def checked_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[Planned | InvalidLine]:
-    """Every non-blank line of `source`, planned: ready to send, or invalid with its problems.
+@dataclass(frozen=True, slots=True)
+class ValidateConfig:
+    """Everything `validate` was asked to do."""
 
-    The input is opened here, at once (not on first iteration), so an unreadable input raises
-    `UsageError` before anything else is started or created.
-    """
-    stream = open_input(source)
-    # `-` is read through a duplicate of its descriptor (records.open_input): close that one.
-    return _planned(stream, Planner(defaults),
-                    close=stream is not getattr(sys.stdin, "buffer", None))
+    input: str
+    out: Path | None = None
+    patch: str | None = None  # read by the CLI into `defaults`; named here to be checked
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _planned(stream: IO[bytes], planner: Planner,
-             close: bool) -> Iterator[Planned | InvalidLine]:
-    try:
-        yield from read_lines(stream, planner.plan_fields)
-    finally:
-        if close:
-            stream.close()
-
-
-def format_problems(item: InvalidLine) -> Iterator[str]:
-    for problem in item.errors:
-        yield f"line {item.number}: {problem.path}: {problem.message}"
+def main(config: ValidateConfig) -> ExitCode:
+    """`batchsms validate`: `--out` checked against the inputs, then every line."""
+    check_output("--out", config.out, [("the input", config.input), ("--patch", config.patch)])
+    return run_validate(config.input, config.out, config.defaults)
 
 
 def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
-                 stdout: IO[str] | None = None) -> int:
+                 stdout: IO[str] | None = None) -> ExitCode:
     if stdout is None:  # looked up now, not at import: sys.stdout may have been replaced
         stdout = sys.stdout
     items = checked_lines(source, defaults)  # an unreadable input stops us before --out exists
@@ -65,7 +58,7 @@ def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
                 outcome = invalid_outcome(run_id, item)
             else:
                 valid += 1
-                outcome = Outcome(run_id, item.number, item.task_id, item.ref, Status.VALID,
+                outcome = Outcome(run_id, item.number, item.task_id, item.ref, CheckStatus.VALID,
                                   body_sha256=item.sha256, finished_at=utc_now())
             if writer is not None:
                 writer.write(outcome)
@@ -75,4 +68,4 @@ def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
     total = valid + invalid
     stdout.write(f"{total} lines: {valid} valid, {invalid} invalid\n")
     stdout.flush()
-    return 0 if invalid == 0 else 1
+    return ExitCode.OK if invalid == 0 else ExitCode.SOME_FAILED

@@ -21,17 +21,20 @@ from typing import IO, Any
 import anyio
 import orjson
 
-from batchsms.auth import Authenticator
-from batchsms.client import SmsClient, tls_context
+from batchsms.client import SmsClient
+from batchsms.connection import resolve_endpoint, tls_context
+from batchsms.credentials import load_credentials
 from batchsms.descriptors import ensure_descriptors
 from batchsms.engine.attempt import Request, Sender
 from batchsms.engine.feedback import Answer
 from batchsms.engine.stopping import StopReason
 from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
 from batchsms.errors import UsageError
+from batchsms.exitcodes import ExitCode
+from batchsms.outputs import check_output
+from batchsms.signing import Authenticator, authenticator
 
 LIST_PATH = "/v3/tasks"
-EXIT_OK, EXIT_FAILED, EXIT_AUTH = 0, 1, 3
 
 
 class ListingFailed(Exception):  # noqa: N818 - a state, like StopIteration
@@ -44,16 +47,23 @@ class ListingFailed(Exception):  # noqa: N818 - a state, like StopIteration
 
 @dataclass(frozen=True, slots=True)
 class TasksConfig:
-    endpoint: str
+    """Everything `tasks` was asked to do; `filters` by their ListTasks query names."""
+
     filters: Mapping[str, str]
+    endpoint: str | None = None
+    region: str | None = None
     out: Path | None = None
     page_size: int = 100
     rate: float = 10.0
     max_attempts: int = 5
     timeout: float = 30.0
     ca_bundle: str | None = None
+    token_file: Path | None = None
 
     def __post_init__(self) -> None:
+        for name, value in self.filters.items():
+            if not value.strip():  # sent as is, it would match nothing: an empty fleet
+                raise UsageError(f"tasks: --{name.replace('_', '-')} is empty")
         if not 1 <= self.page_size <= 200:
             raise UsageError(f"--page-size must be 1 to 200, got {self.page_size}")
 
@@ -103,10 +113,20 @@ async def _write(client_factory: ClientFactory, config: TasksConfig, sink: IO[by
     return written
 
 
-def run_tasks(config: TasksConfig, auth: Authenticator | None, stdout: IO[bytes] | None = None,
-              stderr: IO[str] = sys.stderr) -> int:
+def main(config: TasksConfig, env: Mapping[str, str] | None = None) -> ExitCode:
+    """`batchsms tasks`: check the outputs, find the endpoint and credentials, list."""
+    env = os.environ if env is None else env
+    check_output("--out", config.out, [("--token-file", config.token_file),
+                                       ("--ca-bundle", config.ca_bundle)])
+    endpoint = resolve_endpoint(config.endpoint, config.region, env)
+    auth = authenticator(load_credentials(env, token_file=config.token_file))
+    return run_tasks(config, endpoint, auth)
+
+
+def run_tasks(config: TasksConfig, endpoint: str, auth: Authenticator | None,
+              stdout: IO[bytes] | None = None, stderr: IO[str] = sys.stderr) -> ExitCode:
     def client_factory() -> SmsClient:
-        return SmsClient(config.endpoint, auth, concurrency=1, timeout=config.timeout, tls=tls)
+        return SmsClient(endpoint, auth, concurrency=1, timeout=config.timeout, tls=tls)
 
     require_transport_features()
     tls = tls_context(config.ca_bundle)
@@ -120,9 +140,9 @@ def run_tasks(config: TasksConfig, auth: Authenticator | None, stdout: IO[bytes]
     except ListingFailed as exc:
         print(f"batchsms: {exc}; no fleet file written" if config.out else f"batchsms: {exc}",
               file=stderr)
-        return EXIT_AUTH if exc.auth else EXIT_FAILED
+        return ExitCode.ABORTED if exc.auth else ExitCode.SOME_FAILED
     print(f"{written} tasks", file=stderr)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _write_atomically(client_factory: ClientFactory, config: TasksConfig) -> int:

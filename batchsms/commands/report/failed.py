@@ -1,0 +1,111 @@
+"""`report --failed-to`: the lines not done, as an input file written atomically; `--input`
+lines judged against the index (see the package docstring)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from batchsms.commands.report.index import Done, LineIndex
+from batchsms.errors import UsageError
+from batchsms.outcomes import resume_key
+from batchsms.plan import Planner
+from batchsms.records import InvalidLine, iter_raw_lines, open_input, parse_line
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[IO[bytes]]:
+    """A file that appears at `path` whole, or not at all."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(3).hex()}.tmp")
+    try:
+        with tmp.open("xb") as handle:
+            yield handle
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # a read-only directory refuses this too
+            tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write --failed-to {str(path)!r}: {exc.strerror or exc}") \
+            from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _input_lines(source: str, defaults: Mapping[str, Any]
+                 ) -> Iterator[tuple[int, bytes | None, bytes | None]]:
+    """(number, raw bytes or None if too long, key or None if invalid) per non-blank line of
+    `source`, planned as `run` plans it with the same defaults."""
+    planner = Planner(defaults)
+    stream = open_input(source)
+    try:
+        for number, raw, _error in iter_raw_lines(stream):
+            if raw is None:
+                yield number, None, None
+                continue
+            parsed = parse_line(number, raw)
+            if parsed is None:
+                continue
+            planned = parsed if isinstance(parsed, InvalidLine) else planner.plan(parsed)
+            yield number, raw, None if isinstance(planned, InvalidLine) else \
+                resume_key(planned.task_id, planned.sha256)
+    finally:
+        if source != "-":
+            stream.close()
+
+
+@dataclass
+class Judged:
+    """The lines as judged: how many, how many done, which records the figures take."""
+
+    lines: int = 0
+    done: int = 0
+    no_record: int = 0
+    written: int = 0
+    missing: int = 0
+
+
+def judge_input(source: str, defaults: Mapping[str, Any], index: LineIndex,
+                 out: IO[bytes] | None, wanted: set[bytes]) -> Judged:
+    """Judge every line of `--input`; copy the not-done ones to `out`; fill `wanted` with the
+    keys whose latest records the figures show."""
+    judged = Judged()
+    for _number, raw, key in _input_lines(source, defaults):
+        judged.lines += 1
+        entry = None if key is None else index.get(key)
+        if key is not None and entry is not None:
+            wanted.add(key)
+            if entry.done is not Done.NOT_DONE:
+                judged.done += 1
+                continue
+        elif key is not None:
+            judged.no_record += 1
+        if out is not None:
+            if raw is None:
+                judged.missing += 1
+            else:
+                out.write(raw.rstrip(b"\r\n") + b"\n")
+                judged.written += 1
+    if judged.lines and not wanted and index.lines:
+        raise UsageError(f"no line of --input {source!r} has a record in these outcomes: is "
+                         "it the input of these runs, with the same --set/--patch?")
+    return judged
+
+
+@contextmanager
+def no_output() -> Iterator[None]:
+    yield None
+
+
+def envelope_writer(out: IO[bytes]) -> Callable[[dict[str, Any]], None]:
+    def write(record: dict[str, Any]) -> None:
+        out.write(orjson.dumps({"task_id": record.get("task_id"), "ref": record.get("ref")})
+                  + b"\n")
+    return write

@@ -1,0 +1,270 @@
+"""`batchsms run`: wire config, credentials, client, engine and journal into one pipeline run.
+
+Everything that can make a run fail to start (bad options, no credentials, unreadable input,
+a locked `--out`) is checked here, before the first request, and raised as `UsageError`.
+Exit codes follow CONTRACT §7.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+import anyio.abc
+import structlog
+
+from batchsms import logs, progress
+from batchsms.checked_write import Capture, checked_put
+from batchsms.client import SmsClient
+from batchsms.commands.run.ending import (
+    broken,
+    exit_code,
+    final_metrics,
+    journal_failure,
+    log_summary,
+    metrics_after_refusal,
+    tally,
+)
+from batchsms.commands.run.starting import (
+    check_run_outputs,
+    dry_run,
+    log_deadline,
+    refuse_whole_file_mistakes,
+    run_inputs,
+)
+from batchsms.config import RunConfig
+from batchsms.connection import endpoint_url, resolve_endpoint, run_credentials, tls_context
+from batchsms.descriptors import ensure_descriptors
+from batchsms.engine.feed import is_regular, line_source
+from batchsms.engine.pipeline import Pipeline, SendOptions
+from batchsms.engine.stats import RunStats
+from batchsms.engine.stopping import StopReason
+from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
+from batchsms.errors import JournalError, UsageError
+from batchsms.exitcodes import ExitCode
+from batchsms.outcomes import (
+    JournalScan,
+    Outcome,
+    OutcomeWriter,
+    load_resume_index,
+    lock_outcomes,
+    new_run_id,
+)
+from batchsms.outputs import check_output
+from batchsms.plan import Planned, checked_lines
+from batchsms.previous_log import PreviousLog, earlier_captures
+from batchsms.records import InvalidLine
+from batchsms.signing import Authenticator
+from batchsms.undo import RunUndo, check_reversible
+from batchsms.undo import describe as describe_undo
+
+log = structlog.get_logger("batchsms")
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What one run's event loop needs, handed to `anyio.run` as one value."""
+
+    config: RunConfig
+    env: Mapping[str, str]
+    endpoint: str | None  # None: start the simulator (--simulate)
+    auth: Authenticator | None
+    tls: ssl.SSLContext | bool
+    writer: OutcomeWriter
+    lines: Iterator[Planned | InvalidLine]
+    resume: set[bytes]
+    run_id: str
+    on_outcome: Callable[[Outcome], None] | None
+    capture: Capture | None = None
+
+
+async def _watch_signals(pipeline: Pipeline, grace: float, tg: anyio.abc.TaskGroup, *,
+                         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+                         ) -> None:
+    """First SIGINT/SIGTERM: stop, and cancel what is still in flight after `grace` seconds.
+
+    A second signal cancels in-flight requests at once. `task_status.started()` is called once
+    the handlers are installed: the caller reads no line before that."""
+    async def after_grace() -> None:
+        await anyio.sleep(grace)
+        await pipeline.cancel_in_flight()
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            if not pipeline.stop.trigger(StopReason.INTERRUPTED,
+                                         f"interrupted by {signal.Signals(signum).name}",
+                                         signum=signum):
+                tg.start_soon(pipeline.cancel_in_flight)
+                continue
+            tg.start_soon(after_grace)
+
+
+async def _run_async(ctx: RunContext) -> Pipeline:
+    config = ctx.config
+    async with endpoint_url(ctx.env, ctx.endpoint) as url:
+        client = SmsClient(url, ctx.auth, concurrency=config.concurrency, timeout=config.timeout,
+                           tls=ctx.tls)
+        async with client:
+            sender = build_sender(client, EngineSettings(
+                concurrency=config.concurrency, rate=config.rate, burst=config.burst,
+                max_attempts=config.max_attempts, max_outage=config.max_outage,
+                deadline=config.deadline))
+            pipeline = Pipeline(
+                run_id=ctx.run_id, sender=sender, writer=ctx.writer, resume_index=ctx.resume,
+                options=SendOptions(concurrency=config.concurrency,
+                                    abort_failure_ratio=config.abort_failure_ratio,
+                                    deadline=config.deadline),
+                on_outcome=ctx.on_outcome,
+                handler=checked_put(ctx.run_id, config.checks, ctx.capture)
+                if config.checks.any else None)
+            async with anyio.create_task_group() as tg:
+                await tg.start(_watch_signals, pipeline, config.grace, tg)
+                await pipeline.run(line_source(config.input, ctx.lines))
+                tg.cancel_scope.cancel()
+    return pipeline
+
+
+def _loop_options() -> dict[str, bool]:
+    """uvloop where it is installed (the `fast` extra): the same asyncio API, less CPU."""
+    return {"use_uvloop": True} if importlib.util.find_spec("uvloop") is not None else {}
+
+
+def _chain(*callbacks: Callable[[Outcome], None] | None) -> Callable[[Outcome], None]:
+    live = [c for c in callbacks if c is not None]
+
+    def call(outcome: Outcome) -> None:
+        for callback in live:
+            callback(outcome)
+
+    return call
+
+
+def run(config: RunConfig, env: Mapping[str, str] | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+        stderr: TextIO = sys.stderr) -> ExitCode:
+    env = os.environ if env is None else env
+    if config.dry_run:
+        return dry_run(config, sys.stdout, stderr)
+    # Everything that can refuse to start is checked before the lock and --out are touched.
+    require_transport_features()
+    check_run_outputs(config)
+    endpoint = None if config.simulate else resolve_endpoint(config.endpoint, config.region, env)
+    auth = run_credentials(env, config.token_file, simulate=config.simulate)
+    tls = tls_context(config.ca_bundle)
+    ensure_descriptors(config.concurrency * (2 if config.simulate else 1))  # sim: both ends
+    undo = None
+    if config.undo_file is not None:
+        if not config.allow_irreversible:
+            check_reversible(config.input, config.defaults)  # reads the input once: exit 2
+        undo = RunUndo(config.undo_file)
+        on_outcome = _chain(on_outcome, undo.on_outcome)
+    lock = lock_outcomes(config.out)  # before --out is touched; the lock file lies beside it
+    try:
+        scan = JournalScan()
+        resume = load_resume_index(config.out, scan) if config.resume else set()
+        if scan.cut_lines:
+            log.warning("journal.cut_lines", path=str(config.out), count=scan.cut_lines,
+                        note="records cut off by a crash were skipped")
+        # unreadable input or a whole-file mistake: exit 2, no --out. A stream (stdin, FIFO) is
+        # not read ahead: its producer may pause, and nothing is read before the signal
+        # handlers are in place (its lines are then judged one by one, as they come).
+        lines = checked_lines(config.input, config.defaults)
+        if is_regular(config.input):
+            lines = refuse_whole_file_mistakes(lines)
+        log_deadline(config.deadline)
+        capture = None if undo is None else Capture(
+            PreviousLog(config.out), earlier_captures(config.out) if config.resume else {})
+        writer = OutcomeWriter(config.out)
+        run_id = new_run_id()
+        written = RunStats()
+        on_outcome = _chain(on_outcome, tally(written))
+        try:
+            try:
+                with ExitStack() as stack:
+                    if progress.wanted(config.progress, stderr):
+                        bar = stack.enter_context(progress.progress_bar(config.input, stderr))
+                        on_outcome = _chain(on_outcome, bar)
+                    pipeline = anyio.run(_run_async, RunContext(
+                        config=config, env=env, endpoint=endpoint, auth=auth, tls=tls,
+                        writer=writer, lines=lines, resume=resume, run_id=run_id,
+                        on_outcome=on_outcome, capture=capture),
+                        backend_options=_loop_options())
+            finally:
+                writer.close()
+                if capture is not None:
+                    capture.log.close()
+        except (JournalError, BaseExceptionGroup) as exc:
+            error = journal_failure(exc)
+            if error is None:
+                raise
+            return broken(config, run_id, error, written, stderr)
+        stats = pipeline.stats
+        if capture is not None and capture.log.error is not None:
+            return broken(config, run_id, JournalError(
+                f"the undo values could not be written: {capture.log.error}"), stats, stderr)
+        if undo is not None:
+            print(describe_undo(undo.write(config.out, run_id)), file=stderr)
+        code = exit_code(stats, pipeline.stop.stopped)
+        log_summary(config, run_id, stats, pipeline.stop_message, code, stderr)
+        final_metrics(config.metrics_file, stats, code)
+        return code
+    finally:
+        lock.close()
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """What `run` is told before its options are checked: how to log, and where a refusal's
+    metrics go. The `RunConfig` is built after logging is set up, so that a bad option is
+    logged in the format asked for."""
+
+    input: str
+    out: Path
+    log_format: str | None  # as asked; None: console on a terminal, else json
+    quiet: bool = False
+    dry_run: bool = False
+    metrics_file: Path | None = None
+    token_file: Path | None = None
+    ca_bundle: str | None = None
+    patch: str | None = None
+
+
+def main(start: RunStart, config: Callable[[str], RunConfig]) -> ExitCode:
+    """`batchsms run`: `config(log format chosen)` is the checked config; the exit code."""
+    fmt = logs.configure(start.log_format, quiet=start.quiet)
+    refused: ExitCode | None = None
+    try:
+        for option, output in (("--out", start.out), ("--metrics-file", start.metrics_file)):
+            # run() checks the rest; the --patch file is known only here (--dry-run writes
+            # neither)
+            if not start.dry_run:
+                check_output(option, output, [("--patch", start.patch)])
+        return run(config(fmt))
+    except UsageError as exc:
+        refused = ExitCode.USAGE
+        if start.log_format != "json":  # asked for, not just chosen because not a terminal
+            raise
+        # json logs stay JSON: the refusal is one event, not a line of text
+        log.error("run.refused", error=str(exc), exit_code=int(refused))  # noqa: TRY400 - no trace
+        return refused
+    except KeyboardInterrupt:  # before the run's own signal handling was in place
+        refused = ExitCode.SIGINT
+        raise
+    finally:
+        if refused is not None and not start.dry_run:
+            # the run did not get as far as writing it: an alert must still see this exit
+            metrics_after_refusal(
+                start.metrics_file,
+                run_inputs(start.input, start.token_file, start.ca_bundle, start.patch),
+                start.out, refused)
+
+

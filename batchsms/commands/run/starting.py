@@ -1,0 +1,98 @@
+"""`run` before its first request: what `--dry-run` prints, the checks of its outputs, and the
+refusal of an input that is wrong as a whole."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+import orjson
+import structlog
+
+from batchsms.client import task_path
+from batchsms.config import RunConfig
+from batchsms.connection import resolve_endpoint
+from batchsms.errors import UsageError
+from batchsms.exitcodes import ExitCode
+from batchsms.outputs import check_output
+from batchsms.plan import Planned, checked_lines
+from batchsms.records import InvalidLine, format_problems
+
+log = structlog.get_logger("batchsms")
+
+LOOK_AHEAD = 100  # lines read before the run starts, to refuse a whole-file mistake
+
+
+def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    """Print what would be sent, one JSON object per valid line; no network, no secrets."""
+    try:
+        base = resolve_endpoint(config.endpoint, config.region, os.environ)
+    except UsageError:
+        base = "https://{endpoint}"
+    invalid = 0
+    for item in checked_lines(config.input, config.defaults):
+        if isinstance(item, InvalidLine):
+            invalid += 1
+            stderr.write("\n".join(format_problems(item)) + "\n")
+            continue
+        stdout.write(orjson.dumps({
+            "line": item.number, "method": "PUT", "url": base + task_path(item.task_id),
+            "ref": item.ref, "body_sha256": item.sha256, "body": orjson.Fragment(item.body),
+        }).decode() + "\n")
+    stdout.flush()
+    return ExitCode.OK if invalid == 0 else ExitCode.SOME_FAILED
+
+
+def check_run_outputs(config: RunConfig) -> None:
+    """`--out` and `--metrics-file`: not an input, writable (CONTRACT §4), before anything."""
+    inputs = run_inputs(config.input, config.token_file, config.ca_bundle)
+    check_output("--out", config.out, inputs)
+    check_output("--metrics-file", config.metrics_file, [*inputs, ("--out", config.out)])
+    check_output("--undo-file", config.undo_file,
+                 [*inputs, ("--out", config.out), ("--metrics-file", config.metrics_file)])
+
+
+def run_inputs(source: str, token_file: Path | str | None,
+               ca_bundle: Path | str | None,
+               patch: Path | str | None = None) -> list[tuple[str, Path | str | None]]:
+    """The files a run reads, as (what, path) pairs for `outputs.check_output`."""
+    return [("the input", source), ("--patch", patch), ("--token-file", token_file),
+            ("--ca-bundle", ca_bundle)]
+
+
+def refuse_whole_file_mistakes(
+        lines: Iterator[Planned | InvalidLine]) -> Iterator[Planned | InvalidLine]:
+    """The same stream, after reading ahead up to `LOOK_AHEAD` lines: when every one of them is
+    invalid, the file (or the options) is wrong as a whole, and the run refuses to start
+    (exit 2) instead of writing a record per line. At most those lines are held."""
+    head = list(itertools.islice(lines, LOOK_AHEAD))
+    if not head or not all(isinstance(item, InvalidLine) for item in head):
+        return itertools.chain(head, lines)
+    invalid = [item for item in head if isinstance(item, InvalidLine)]
+    raise UsageError(f"{_likely_cause(invalid)}; the first {len(invalid)} line"
+                     f"{'s are' if len(invalid) > 1 else ' is'} all invalid, nothing was sent "
+                     f"(first: {next(format_problems(invalid[0]))}; "
+                     "`batchsms validate` lists every problem)")
+
+
+def _likely_cause(head: list[InvalidLine]) -> str:
+    # A first line that is not a JSON object: a JSON array (`[` alone, or the whole array on
+    # one line), a CSV header, a pretty-printed object...
+    if head[0].errors[0].path == "line":
+        return "input must be JSON Lines: one object per line (not a JSON array, not CSV)"
+    if all(any(p.path == "body" and "no body" in p.message for p in item.errors)
+           for item in head):
+        return "the lines have no body and no --set/--patch gives one"
+    return "no line is valid: is this the right file?"
+
+
+def log_deadline(deadline: float | None) -> None:
+    if deadline is not None:
+        moment = datetime.fromtimestamp(deadline).astimezone()
+        log.info("run.deadline_at", deadline=moment.isoformat(timespec="seconds"),
+                 in_s=round(deadline - time.time()))

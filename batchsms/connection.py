@@ -1,0 +1,100 @@
+"""Where to send and as whom: the endpoint (`--endpoint`/`--region`/BATCHSMS_ENDPOINT), TLS
+trust (`--ca-bundle`), and credentials, as the commands that send resolve them.
+
+Shared by `run`, `plan` and `tasks`, so that no command imports another. With `--simulate`,
+credentials are optional and the endpoint is a simulator started in-process.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from batchsms.credentials import load_credentials
+from batchsms.errors import NoCredentialsError, UsageError
+from batchsms.signing import Authenticator, authenticator
+
+REGIONS: Mapping[str, str] = {  # as huaweicloudsdksms' SmsRegion lists them
+    "cn-north-4": "https://sms.cn-north-4.myhuaweicloud.com",
+    "ap-southeast-3": "https://sms.ap-southeast-3.myhuaweicloud.com",
+    "my-kualalumpur-1": "https://sms.my-kualalumpur-1.myhuaweicloud.com",
+    "ru-moscow-1": "https://sms-api.ru-moscow-1.myhuaweicloud.com",
+}
+
+
+def resolve_endpoint(endpoint: str | None, region: str | None,
+                     env: Mapping[str, str] | None = None) -> str:
+    """The base URL to send to: `--endpoint`, else `--region`, else BATCHSMS_ENDPOINT."""
+    if not endpoint and not region and env is not None:
+        endpoint = env.get("BATCHSMS_ENDPOINT") or None
+    if endpoint and region:
+        raise UsageError("give --endpoint or --region, not both")
+    if region:
+        try:
+            return REGIONS[region]
+        except KeyError:
+            raise UsageError(f"unknown --region {region!r}; known: {', '.join(REGIONS)} "
+                             "(or give --endpoint URL)") from None
+    if not endpoint:
+        raise UsageError("no endpoint: give --endpoint URL, --region ID, set "
+                         "BATCHSMS_ENDPOINT, or use --simulate")
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise UsageError(f"--endpoint {endpoint!r} is not an http(s) URL")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise UsageError(f"--endpoint {endpoint!r}: plain http is allowed only on loopback "
+                         "(credentials never travel unencrypted)")
+    if parts.path.strip("/") or parts.query:
+        raise UsageError(f"--endpoint {endpoint!r}: give the base URL only, without a path")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext | bool:
+    """TLS is always verified: against the system's CAs, or only those of `--ca-bundle`."""
+    if ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--ca-bundle {ca_bundle!r}: {exc}") from exc
+
+
+def run_credentials(env: Mapping[str, str], token_file: Path | None, *,
+                    simulate: bool) -> Authenticator | None:
+    """The authenticator for a run; None for a rehearsal (`--simulate`) that found none."""
+    try:
+        return authenticator(load_credentials(env, token_file=token_file))
+    except NoCredentialsError:
+        if simulate:  # a rehearsal needs none unless the simulator asks for them
+            return None
+        raise
+
+
+@asynccontextmanager
+async def endpoint_url(env: Mapping[str, str], endpoint: str | None) -> AsyncIterator[str]:
+    """`endpoint`, or (None: `--simulate`) the URL of a simulator started for the run."""
+    if endpoint is not None:
+        yield endpoint
+    else:
+        from batchsms.simulator import running
+        from batchsms.simulator.access import ExpectedCredentials
+
+        try:  # a rehearsal checks credentials only when BATCHSMS_SIMULATOR_* ask it to
+            expected = ExpectedCredentials.from_env(env)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        async with running(log_size=0, credentials=expected) as sim:
+            yield sim.url

@@ -1,0 +1,179 @@
+"""Who we are to the API: credential lookup from flags, environment and the SDK's file.
+
+Credentials are looked for in the order of CONTRACT §6 by :func:`load_credentials`:
+
+1. ``--token-file PATH`` (its content, stripped), else ``BATCHSMS_AUTH_TOKEN``;
+2. ``HUAWEICLOUD_SDK_AK`` + ``HUAWEICLOUD_SDK_SK``, else ``CLOUD_SDK_AK`` + ``CLOUD_SDK_SK``,
+   with optional ``HUAWEICLOUD_SDK_PROJECT_ID`` / ``_DOMAIN_ID`` / ``_SECURITY_TOKEN``;
+3. the SDK credentials file (``HUAWEICLOUD_SDK_CREDENTIALS_FILE`` or
+   ``~/.huaweicloud/credentials``), section ``[basic]`` then ``[global]``, read the way
+   ``huaweicloudsdkcore.auth.provider.ProfileCredentialProvider`` reads it.
+
+signing.py turns what is found into the headers of each attempt. Secrets (SK, token, security
+token) and the AK never appear in a ``repr`` or an error message; errors from parsing
+secret-bearing files are raised ``from None`` so their text cannot leak through a traceback's
+chained exception either.
+"""
+
+from __future__ import annotations
+
+import configparser
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from batchsms.errors import CredentialsError, NoCredentialsError
+
+__all__ = [
+    "CLIENT_TOKEN_ENV",
+    "AkSkCredentials",
+    "Credentials",
+    "TokenCredentials",
+    "load_credentials",
+]
+
+CLIENT_TOKEN_ENV = "BATCHSMS_AUTH_TOKEN"  # noqa: S105 - a variable's name, not a secret
+AKSK_ENVS = (("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK"), ("CLOUD_SDK_AK", "CLOUD_SDK_SK"))
+PROJECT_ID_ENV = "HUAWEICLOUD_SDK_PROJECT_ID"
+DOMAIN_ID_ENV = "HUAWEICLOUD_SDK_DOMAIN_ID"
+SECURITY_TOKEN_ENV = "HUAWEICLOUD_SDK_SECURITY_TOKEN"  # noqa: S105 - a name, not a secret
+CREDENTIALS_FILE_ENV = "HUAWEICLOUD_SDK_CREDENTIALS_FILE"
+# Section name -> the optional id it carries, as the SDK's Basic/GlobalCredentials do.
+FILE_SECTIONS = (("basic", "project_id"), ("global", "domain_id"))
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class TokenCredentials:
+    """An IAM token, sent as ``X-Auth-Token``; the token's own scope names the project."""
+
+    token: str
+
+    def __repr__(self) -> str:
+        return "TokenCredentials(token='***')"
+
+    def headers(self) -> dict[str, str]:
+        return {"X-Auth-Token": self.token}
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class AkSkCredentials:
+    """An access key pair for SDK-HMAC-SHA256, with the optional ids the SDK sends alongside."""
+
+    ak: str
+    sk: str
+    project_id: str | None = None
+    domain_id: str | None = None
+    security_token: str | None = None
+
+    def __repr__(self) -> str:
+        token = None if self.security_token is None else "***"
+        return (
+            f"AkSkCredentials(ak='***', sk='***', project_id={self.project_id!r}, "
+            f"domain_id={self.domain_id!r}, security_token={token!r})"
+        )
+
+
+Credentials = TokenCredentials | AkSkCredentials
+
+
+def _env(env: Mapping[str, str], name: str) -> str | None:
+    """A variable's value, with empty or blank treated as unset (as the SDK's ``if ak and sk``)."""
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def load_credentials(
+    env: Mapping[str, str], token_file: Path | None = None, home: Path | None = None
+) -> Credentials:
+    """Find credentials in the order of CONTRACT §6; raise CredentialsError if there are none."""
+    if token_file is not None:
+        return TokenCredentials(_read_token_file(token_file))
+    token = _env(env, CLIENT_TOKEN_ENV)
+    if token is not None:
+        return TokenCredentials(token)
+
+    from_env = _aksk_from_env(env)
+    if from_env is not None:
+        return from_env
+
+    explicit = _env(env, CREDENTIALS_FILE_ENV)
+    path = Path(explicit) if explicit else (home or Path.home()) / ".huaweicloud" / "credentials"
+    if explicit and not path.is_file():
+        raise CredentialsError(f"{CREDENTIALS_FILE_ENV} names {path}, which is not a readable file")
+    from_file = _aksk_from_file(path) if path.is_file() else None
+    if from_file is not None:
+        return from_file
+
+    env_pairs = ", ".join(f"{ak} + {sk}" for ak, sk in AKSK_ENVS)
+    raise NoCredentialsError(
+        f"no credentials found: looked for --token-file, {CLIENT_TOKEN_ENV}, {env_pairs}, and an "
+        f"ak + sk in section [basic] or [global] of {path} (set {CREDENTIALS_FILE_ENV} to use "
+        "another file)"
+    )
+
+
+def _read_token_file(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise CredentialsError(f"cannot read --token-file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CredentialsError(f"cannot read --token-file {path}: not UTF-8 text") from None
+    if not token:
+        raise CredentialsError(f"--token-file {path} is empty")
+    return token
+
+
+def _aksk_from_env(env: Mapping[str, str]) -> AkSkCredentials | None:
+    for ak_name, sk_name in AKSK_ENVS:
+        ak, sk = _env(env, ak_name), _env(env, sk_name)
+        if ak is None and sk is None:
+            continue
+        if ak is None or sk is None:
+            missing = ak_name if ak is None else sk_name
+            present = sk_name if ak is None else ak_name
+            raise CredentialsError(f"{present} is set but {missing} is not; set both or neither")
+        return AkSkCredentials(
+            ak=ak,
+            sk=sk,
+            project_id=_env(env, PROJECT_ID_ENV),
+            domain_id=_env(env, DOMAIN_ID_ENV),
+            security_token=_env(env, SECURITY_TOKEN_ENV),
+        )
+    return None
+
+
+def _aksk_from_file(path: Path) -> AkSkCredentials | None:
+    # Same parser as the SDK (ConfigParser with its default interpolation, UTF-8), so one file
+    # means the same credentials to both. Parser errors quote the offending line: never chain them.
+    parser = configparser.ConfigParser()
+    try:
+        with path.open(encoding="utf-8") as fh:
+            parser.read_file(fh, source=str(path))
+        sections = {
+            name: dict(parser.items(name)) for name, _ in FILE_SECTIONS if parser.has_section(name)
+        }
+    except OSError as exc:
+        raise CredentialsError(f"cannot read credentials file {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, configparser.Error) as exc:
+        kind = type(exc).__name__
+        raise CredentialsError(f"cannot parse credentials file {path} ({kind})") from None
+
+    for name, id_key in FILE_SECTIONS:
+        values = sections.get(name)
+        if values is None:
+            continue
+        ak, sk = values.get("ak") or None, values.get("sk") or None
+        if ak is None and sk is None:
+            continue
+        if ak is None or sk is None:
+            missing = "ak" if ak is None else "sk"
+            raise CredentialsError(f"credentials file {path}: section [{name}] has no {missing}")
+        return AkSkCredentials(
+            ak=ak,
+            sk=sk,
+            project_id=(values.get("project_id") or None) if id_key == "project_id" else None,
+            domain_id=(values.get("domain_id") or None) if id_key == "domain_id" else None,
+            security_token=values.get("security_token") or None,
+        )
+    return None
