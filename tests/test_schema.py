@@ -8,9 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
 
 from batchsms import schema
-from batchsms.schema import INT32_MAX, INT64_MAX, Field, Kind, ObjectSpec, validate
+from batchsms.plan import canonical_json
+from batchsms.records import Line, parse_line
+from batchsms.schema import INT32_MAX, INT64_MAX, PUT_TASK_REQ, Field, Kind, ObjectSpec, validate
+from tests.properties import BOUNDED, any_values, check_body, from_spec, json_values
 
 # -- an independent transcription of Tables 3-12 (000_f58e3cbd141f1d2b.txt) --------------------
 # ("S", min, max) String length · ("E", values) enumeration · ("I", min, max) Integer ·
@@ -275,13 +279,13 @@ def test_every_kind_of_rule_is_exercised_both_ways() -> None:
 
 
 ITEM = ObjectSpec("Item", {"n": Field(Kind.INTEGER, maximum=9)})
-BOUNDED = ObjectSpec("Bounded", {"items": Field(Kind.ARRAY, min_len=1, max_len=3, spec=ITEM)})
+ONE_TO_THREE = ObjectSpec("Bounded", {"items": Field(Kind.ARRAY, min_len=1, max_len=3, spec=ITEM)})
 
 
 @pytest.mark.parametrize(("count", "ok"), [(0, False), (1, True), (3, True), (4, False)])
 def test_array_item_count_bounds(count: int, ok: bool) -> None:
     """The walker's min/max item rule, on a small synthetic table: the limits are inclusive."""
-    _, problems = validate({"items": [{"n": 1}] * count}, spec=BOUNDED)
+    _, problems = validate({"items": [{"n": 1}] * count}, spec=ONE_TO_THREE)
     expected = [] if ok else [("body.items", f"must have 1 to 3 items, got {count}")]
     assert [(p.path, p.message) for p in problems] == expected
 
@@ -352,6 +356,18 @@ def test_huge_integers() -> None:
     assert validate({"speed_limit": 2**70})[1][0].message == \
         "must be between 0 and 1000, got 1180591620717411303424"
     assert validate({"speed_limit": -1})[1][0].path == "body.speed_limit"
+
+
+def test_integer_beyond_64_bits_is_named_as_such() -> None:
+    """orjson reads an integer past 64 bits as a float: the message says what the user wrote."""
+    line = parse_line(1, b'{"task_id": "t", "body": {"target_server": {"memory": '
+                         b'18446744073709551616}}}')
+    assert isinstance(line, Line)
+    _, problems = validate(line.body)
+    assert problems[0].path == "body.target_server.memory"
+    assert "outside the 64-bit range" in problems[0].message
+    _, problems = validate({"speed_limit": 1.5})
+    assert "fraction or exponent" in problems[0].message
 
 
 def test_messages_name_the_problem() -> None:
@@ -604,6 +620,33 @@ def test_validate_does_not_modify_its_input() -> None:
     snapshot = json.dumps(body)
     validate(body)
     assert json.dumps(body) == snapshot
+
+
+# -- properties: any body gives problems under `body`, or round-trips ---------------------------
+
+
+@settings(BOUNDED, max_examples=400)
+@given(from_spec(PUT_TASK_REQ) | any_values)
+def test_any_body_gives_problems_under_body_or_round_trips(body: object) -> None:
+    check_body(body)
+
+
+@settings(BOUNDED, max_examples=300)
+@given(from_spec(PUT_TASK_REQ))
+def test_bodies_from_the_tables_round_trip_when_accepted(body: dict[str, Any]) -> None:
+    if check_body(body):  # the same body with its keys in another order: the same bytes
+        reordered = dict(reversed(list(body.items())))
+        assert canonical_json(validate(reordered)[0]) == canonical_json(validate(body)[0])
+
+
+@settings(BOUNDED, max_examples=150)
+@given(json_values)
+def test_any_json_at_every_nested_place_gives_problems_there_or_round_trips(value: object) -> None:
+    """Any JSON value where an object, an array or an array's item belongs."""
+    for body in ({"target_server": value}, {"target_server": {"disks": [value]}},
+                 {"target_server": {"networks": value}},
+                 {"target_server": {"volume_groups": [{"logical_volumes": value}]}}):
+        check_body(body)
 
 
 # -- the reference page's own example request --------------------------------------------------
