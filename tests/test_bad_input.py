@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
-import subprocess
-import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +20,7 @@ import orjson
 import pytest
 
 from batchsms.records import MAX_LINE_BYTES
+from tests.processes import batchsms, peak_rss_kib
 
 MiB = 1024 * 1024
 
@@ -147,14 +145,6 @@ CASES: dict[str, Callable[[], Case]] = {
 }
 
 
-def batchsms(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BATCHSMS_", "HUAWEICLOUD_SDK_", "CLOUD_SDK_"))}
-    env["HOME"] = "/nonexistent"
-    return subprocess.run([sys.executable, "-m", "batchsms", *args], env=env, cwd=cwd,
-                          capture_output=True, timeout=120, check=False)
-
-
 def read_outcomes(path: Path) -> list[dict[str, Any]]:
     # an invalid line's record may be large (every problem is listed): read it whole
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
@@ -228,18 +218,11 @@ def test_unreadable_input_exits_2_with_one_line(tmp_path: Path, kind: str) -> No
             assert not out.exists()
 
 
-_MAXRSS = ("import resource, sys; from batchsms.cli import main; rc = main(sys.argv[1:]); "
-           "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-           "file=sys.stderr); sys.exit(rc)")
-
-
 def _peak_kib(tmp_path: Path, kind: str, source: Path) -> int:
     out = tmp_path / f"o-{source.stem}-{kind}.jsonl"
-    result = subprocess.run([sys.executable, "-c", _MAXRSS, *command(kind, source, out)],
-                            capture_output=True, text=True, timeout=120, check=False,
-                            env={**os.environ, "HOME": "/nonexistent"})
+    result = batchsms(*command(kind, source, out), peak_rss=True)
     assert result.returncode == 1, result.stderr[-2000:]
-    return int(result.stderr.rsplit("maxrss_kib", 1)[1].split()[0])
+    return peak_rss_kib(result)
 
 
 @pytest.mark.parametrize("kind", ["validate", "run"])

@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.scripted import Answer, Hang, scripted_server
+from tests import processes
+from tests.servers import Answer, Hang, scripted_server
 
 SECRET_SK = "sk-SECRET-0123456789abcdef"
 SECRET_TOKEN = "tok-SECRET-fedcba9876543210"
 
 
-def batchsms(*args: str, env: dict[str, str] | None = None,
-             **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("BATCHSMS_", "HUAWEICLOUD_SDK_", "CLOUD_SDK_"))}
-    full_env["HOME"] = kwargs.pop("home", "/nonexistent")
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "batchsms", *args], env=full_env,
-                          capture_output=True, text=True, timeout=60, check=False, **kwargs)
+batchsms = partial(processes.batchsms, text=True)
 
 
 def lines_file(path: Path, n: int) -> Path:
@@ -101,11 +94,9 @@ def test_second_run_on_same_out_exits_2_naming_the_pid(tmp_path: Path) -> None:
     source = lines_file(tmp_path / "in.jsonl", 20)
     out = tmp_path / "out.jsonl"
     with scripted_server(Hang(0.5)) as server:
-        first = subprocess.Popen(
-            [sys.executable, "-m", "batchsms", "run", str(source), "--endpoint", server.url,
-             "--out", str(out), "--concurrency", "2", "--rate", "0", "--log-format", "json"],
-            env={**os.environ, "BATCHSMS_AUTH_TOKEN": SECRET_TOKEN},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = processes.start_batchsms(
+            "run", str(source), "--endpoint", server.url, "--out", str(out), "--concurrency",
+            "2", "--rate", "0", "--log-format", "json", env={"BATCHSMS_AUTH_TOKEN": SECRET_TOKEN})
         try:
             _wait_for(lambda: len(server.received) > 0)
             started = time.monotonic()
@@ -133,10 +124,9 @@ def test_signal_stops_run_and_every_line_gets_an_outcome(tmp_path: Path, signum:
     out = tmp_path / "out.jsonl"
     with scripted_server(Hang(0.2)) as server:
         server.script("t5", Hang(30))  # still in flight when the grace period ends
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "batchsms", "run", str(source), "--endpoint", server.url,
-             "--out", str(out), "--concurrency", "8", "--rate", "0", "--log-format", "json"],
-            env={**os.environ, "BATCHSMS_AUTH_TOKEN": SECRET_TOKEN},
+        proc = processes.start_batchsms(
+            "run", str(source), "--endpoint", server.url, "--out", str(out), "--concurrency",
+            "8", "--rate", "0", "--log-format", "json", env={"BATCHSMS_AUTH_TOKEN": SECRET_TOKEN},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait_for(lambda: len(server.received) >= 20)
         proc.send_signal(signum)

@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from batchsms.run_cmd import RunConfig, run
-from tests.scripted import RESET, Answer, Hang, ScriptedServer, scripted_server
+from tests.servers import RESET, Answer, Hang, ScriptedServer, scripted_server
 
 TOKEN_ENV = {"BATCHSMS_AUTH_TOKEN": "test-token-value"}
 
@@ -299,7 +299,7 @@ def test_abort_is_logged(tmp_path: Path) -> None:
 
 def test_adaptive_rate_backs_off_when_the_service_throttles(tmp_path: Path) -> None:
     from batchsms.simulator.faults import FaultConfig
-    from tests.simthread import simulator_in_thread
+    from batchsms.simulator.threaded import simulator_in_thread
 
     lines = [speed(f"a{i}") for i in range(150)]
     source = write_input(tmp_path / "in.jsonl", lines)

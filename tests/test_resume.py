@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,16 +11,15 @@ from typing import Any
 import orjson
 
 from batchsms.simulator.faults import FaultConfig
-from tests.simthread import simulator_in_thread
+from batchsms.simulator.threaded import simulator_in_thread
+from tests.processes import start_batchsms
 
 TOKEN = {"BATCHSMS_AUTH_TOKEN": "resume-token"}
 
 
 def start_run(source: Path, out: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "batchsms", "run", str(source), "--endpoint", url, "--out",
-         str(out), "--rate", "0", "--concurrency", "8", "--log-format", "json", *extra],
-        env={**os.environ, **TOKEN}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return start_batchsms("run", str(source), "--endpoint", url, "--out", str(out), "--rate",
+                          "0", "--concurrency", "8", "--log-format", "json", *extra, env=TOKEN)
 
 
 def read(out: Path) -> list[dict[str, Any]]:

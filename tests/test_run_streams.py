@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,18 +17,17 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.scripted import Answer, scripted_server
+from tests.processes import start_batchsms
+from tests.servers import Answer, scripted_server
 
 TOKEN = {"BATCHSMS_AUTH_TOKEN": "stream-test-token"}
 GRACE_BOUND = 10.0  # seconds: the 5 s grace, plus a loaded 2-core box
 
 
 def start(source: str, out: Path, url: str, **kwargs: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "batchsms", "run", source, "--endpoint", url, "--out", str(out),
-         "--rate", "0", "--log-format", "json", "--no-progress"],
-        env={**os.environ, **TOKEN}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        **kwargs)
+    return start_batchsms("run", source, "--endpoint", url, "--out", str(out), "--rate", "0",
+                          "--log-format", "json", "--no-progress", env=TOKEN,
+                          stderr=subprocess.PIPE, **kwargs)
 
 
 def records(out: Path) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from huaweicloudsdksms.v3 import ShowTaskRequest
 from batchsms.cli import main
 from batchsms.simulator import Fleet, SimulatorHandle
 from batchsms.simulator.faults import FaultConfig
-from tests.simthread import simulator_in_thread
+from batchsms.simulator.threaded import simulator_in_thread
 from tests.test_resume import read
 from tests.test_simulator_sdk import _loopback_only, sdk_client  # noqa: F401 - a fixture
 

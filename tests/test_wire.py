@@ -25,7 +25,7 @@ from batchsms.client import AnswerTooLarge, Reply, SmsClient, task_path
 from batchsms.errors import ConnectError, RequestTimeout, TransportError
 from batchsms.outcomes import Outcome, Status
 from batchsms.schema import Problem
-from tests.hostile import Server, app_server, raw_server
+from tests.servers import Server, app_server, raw_server
 
 TOKEN = {"BATCHSMS_AUTH_TOKEN": "wire-test-token"}
 AKSK = {"HUAWEICLOUD_SDK_AK": "AKWIRETEST0000000000", "HUAWEICLOUD_SDK_SK": "wire-test-sk",

@@ -3,10 +3,8 @@ outcomes stay bounded, and the process makes sure it can hold its connections be
 
 from __future__ import annotations
 
-import os
 import resource
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,30 +12,17 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.hostile import Seen, Server, app_server, raw_server
-from tests.scripted import Hang, scripted_server
+from tests import processes
+from tests.processes import peak_rss_kib
+from tests.servers import Hang, Seen, Server, app_server, raw_server, scripted_server
 
 TOKEN = "wire-cli-token"
 
 
 def batchsms(*args: str, cwd: Path, preexec_fn: Callable[[], None] | None = None,
              wrap_rss: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BATCHSMS_", "HUAWEICLOUD_SDK_", "CLOUD_SDK_"))}
-    env.update(HOME="/nonexistent", BATCHSMS_AUTH_TOKEN=TOKEN)
-    command = [sys.executable, "-m", "batchsms", *args]
-    if wrap_rss:  # a fresh parent whose only child is the run: its RUSAGE_CHILDREN is the run's
-        command = [sys.executable, "-c", _RSS_WRAPPER, *command]
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, timeout=timeout,
-                          check=False, preexec_fn=preexec_fn)
-
-
-_RSS_WRAPPER = """
-import resource, subprocess, sys
-code = subprocess.run(sys.argv[1:]).returncode
-print(f"peak_rss_kib={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}", file=sys.stderr)
-sys.exit(code)
-"""
+    return processes.batchsms(*args, env={"BATCHSMS_AUTH_TOKEN": TOKEN}, cwd=cwd,
+                              preexec_fn=preexec_fn, peak_rss=wrap_rss, timeout=timeout)
 
 
 def lines(path: Path, n: int) -> Path:
@@ -94,7 +79,7 @@ def test_a_gigabyte_answer_is_not_read_into_memory(tmp_path: Path) -> None:
                           cwd=tmp_path, wrap_rss=True)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert [r["status"] for r in records(tmp_path / "out.jsonl")] == ["succeeded"] * 3
-    peak_kib = int(result.stderr.rsplit(b"peak_rss_kib=", 1)[1].split()[0])
+    peak_kib = peak_rss_kib(result)
     assert peak_kib < 300 * 1024, f"peak RSS {peak_kib // 1024} MiB"
 
 
