@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from batchsms.records import MAX_LINE_BYTES
+from tests.jsonl import read_jsonl
 from tests.processes import batchsms, peak_rss_kib
 
 MiB = 1024 * 1024
@@ -145,11 +146,6 @@ CASES: dict[str, Callable[[], Case]] = {
 }
 
 
-def read_outcomes(path: Path) -> list[dict[str, Any]]:
-    # an invalid line's record may be large (every problem is listed): read it whole
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
-
-
 def command(kind: str, source: Path, out: Path) -> list[str]:
     if kind == "validate":
         return ["validate", str(source), "--out", str(out)]
@@ -169,7 +165,7 @@ def test_nasty_file_gives_one_clear_outcome_per_line(tmp_path: Path, name: str,
     stdout, stderr = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
     assert "Traceback" not in stderr + stdout, stderr[-3000:]
     assert result.returncode in (0, 1), stderr[-3000:]
-    records = read_outcomes(out) if out.exists() else []
+    records = read_jsonl(out) if out.exists() else []
     by_line = {r["line"]: r for r in records}
     assert len(by_line) == len(records), "a line got more than one outcome"
     expect: dict[int, str | None] = dict(case.expect)

@@ -7,12 +7,11 @@ import resource
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import orjson
 from aiohttp import web
 
 from tests import processes
+from tests.jsonl import read_jsonl, write_jsonl
 from tests.processes import peak_rss_kib
 from tests.servers import Hang, Seen, Server, app_server, raw_server, scripted_server
 
@@ -26,13 +25,8 @@ def batchsms(*args: str, cwd: Path, preexec_fn: Callable[[], None] | None = None
 
 
 def lines(path: Path, n: int) -> Path:
-    path.write_bytes(b"".join(orjson.dumps({"task_id": f"t{i}", "body": {"speed_limit": i + 1}})
-                              + b"\n" for i in range(n)))
-    return path
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    return write_jsonl(path, ({"task_id": f"t{i}", "body": {"speed_limit": i + 1}}
+                              for i in range(n)))
 
 
 def run_args(source: Path, url: str, *extra: str) -> list[str]:
@@ -53,7 +47,7 @@ def test_a_non_utf8_request_id_never_stops_the_run(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr.decode()[-2000:]
     assert b"Traceback" not in result.stderr
     assert b"\x1b" not in result.stderr
-    found = records(tmp_path / "out.jsonl")
+    found = read_jsonl(tmp_path / "out.jsonl")
     assert len(found) == 50
     assert sorted(r["status"] for r in found) == ["failed"] * 25 + ["succeeded"] * 25
     assert {r["request_id"] for r in found} == {"\ufffd\\x1b]0;pwned\\x07"}
@@ -78,7 +72,7 @@ def test_a_gigabyte_answer_is_not_read_into_memory(tmp_path: Path) -> None:
         result = batchsms(*run_args(lines(tmp_path / "in.jsonl", 3), server.url),
                           cwd=tmp_path, wrap_rss=True)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
-    assert [r["status"] for r in records(tmp_path / "out.jsonl")] == ["succeeded"] * 3
+    assert [r["status"] for r in read_jsonl(tmp_path / "out.jsonl")] == ["succeeded"] * 3
     peak_kib = peak_rss_kib(result)
     assert peak_kib < 300 * 1024, f"peak RSS {peak_kib // 1024} MiB"
 
@@ -92,7 +86,7 @@ def test_a_megabyte_error_message_is_cut_in_outcomes_and_logs(tmp_path: Path) ->
         result = batchsms(*run_args(lines(tmp_path / "in.jsonl", 5), server.url), cwd=tmp_path)
         listed = batchsms("tasks", "--endpoint", server.url, cwd=tmp_path)
     assert result.returncode == 1, result.stderr.decode()[-2000:]
-    for record in records(tmp_path / "out.jsonl"):
+    for record in read_jsonl(tmp_path / "out.jsonl"):
         assert record["error_code"] == "SMS.1400"
         assert record["error_msg"] == "x" * 1000 + "… (cut, 999000 more)"
     assert (tmp_path / "out.jsonl").stat().st_size < 5 * 2000
@@ -108,7 +102,7 @@ def test_an_unparseable_answer_is_said_in_words(tmp_path: Path) -> None:
         result = batchsms(*run_args(lines(tmp_path / "in.jsonl", 1), server.url,
                                     "--max-attempts", "2"), cwd=tmp_path)
     assert result.returncode == 1, result.stderr.decode()[-2000:]
-    [record] = records(tmp_path / "out.jsonl")
+    [record] = read_jsonl(tmp_path / "out.jsonl")
     assert record["http_status"] is None
     assert record["error_code"] == "connection"
     assert record["error_msg"] == ("the answer had a header or status line larger than 8 KiB; "
@@ -145,4 +139,4 @@ def test_the_soft_descriptor_limit_is_raised_when_the_hard_one_allows(tmp_path: 
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert b"descriptors.raised" in result.stderr
     assert in_flight > 128
-    assert all(r["attempts"] == 1 for r in records(tmp_path / "out.jsonl"))
+    assert all(r["attempts"] == 1 for r in read_jsonl(tmp_path / "out.jsonl"))
