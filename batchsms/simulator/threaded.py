@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -67,7 +67,13 @@ def serve_in_thread(serve: Callable[[], AbstractAsyncContextManager[T]],
         finally:
             ready.set()
 
-    thread = threading.Thread(target=lambda: loop.run_until_complete(main()), daemon=True)
+    def run() -> None:
+        try:
+            loop.run_until_complete(main())
+        finally:  # here, not in the caller: a server slow to stop may outlive the join below
+            loop.close()
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     if not ready.wait(start_timeout):
         raise RuntimeError(f"the server did not start within {start_timeout:g} s")
@@ -76,11 +82,9 @@ def serve_in_thread(serve: Callable[[], AbstractAsyncContextManager[T]],
             raise failures[0]
         yield Hosted(box[0], loop)
     finally:
-        if thread.is_alive():
+        with suppress(RuntimeError):  # the loop is closed: the server has already stopped
             loop.call_soon_threadsafe(stop.set)
-            thread.join(start_timeout)
-        if not thread.is_alive():
-            loop.close()
+        thread.join(start_timeout)
     if failures:
         raise failures[0]
 
