@@ -65,8 +65,8 @@ FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)")
 
 def run_suite() -> tuple[list[str], float, str]:
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider"],
-                            cwd=ROOT, capture_output=True, text=True, check=False)
+    command = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     failed = sorted({m.group(1) for m in map(FAILED.match, result.stdout.splitlines()) if m})
     tail = result.stdout.strip().splitlines()[-1:] or [result.stderr.strip()[-200:]]
     return failed, time.monotonic() - start, tail[0]

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
-import subprocess
-import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +20,8 @@ import orjson
 import pytest
 
 from batchsms.records import MAX_LINE_BYTES
+from tests.jsonl import read_jsonl
+from tests.processes import batchsms, peak_rss_kib
 
 MiB = 1024 * 1024
 
@@ -147,19 +146,6 @@ CASES: dict[str, Callable[[], Case]] = {
 }
 
 
-def batchsms(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BATCHSMS_", "HUAWEICLOUD_SDK_", "CLOUD_SDK_"))}
-    env["HOME"] = "/nonexistent"
-    return subprocess.run([sys.executable, "-m", "batchsms", *args], env=env, cwd=cwd,
-                          capture_output=True, timeout=120, check=False)
-
-
-def read_outcomes(path: Path) -> list[dict[str, Any]]:
-    # an invalid line's record may be large (every problem is listed): read it whole
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
-
-
 def command(kind: str, source: Path, out: Path) -> list[str]:
     if kind == "validate":
         return ["validate", str(source), "--out", str(out)]
@@ -179,7 +165,7 @@ def test_nasty_file_gives_one_clear_outcome_per_line(tmp_path: Path, name: str,
     stdout, stderr = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
     assert "Traceback" not in stderr + stdout, stderr[-3000:]
     assert result.returncode in (0, 1), stderr[-3000:]
-    records = read_outcomes(out) if out.exists() else []
+    records = read_jsonl(out) if out.exists() else []
     by_line = {r["line"]: r for r in records}
     assert len(by_line) == len(records), "a line got more than one outcome"
     expect: dict[int, str | None] = dict(case.expect)
@@ -228,18 +214,11 @@ def test_unreadable_input_exits_2_with_one_line(tmp_path: Path, kind: str) -> No
             assert not out.exists()
 
 
-_MAXRSS = ("import resource, sys; from batchsms.cli import main; rc = main(sys.argv[1:]); "
-           "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-           "file=sys.stderr); sys.exit(rc)")
-
-
 def _peak_kib(tmp_path: Path, kind: str, source: Path) -> int:
     out = tmp_path / f"o-{source.stem}-{kind}.jsonl"
-    result = subprocess.run([sys.executable, "-c", _MAXRSS, *command(kind, source, out)],
-                            capture_output=True, text=True, timeout=120, check=False,
-                            env={**os.environ, "HOME": "/nonexistent"})
+    result = batchsms(*command(kind, source, out), peak_rss=True)
     assert result.returncode == 1, result.stderr[-2000:]
-    return int(result.stderr.rsplit("maxrss_kib", 1)[1].split()[0])
+    return peak_rss_kib(result)
 
 
 @pytest.mark.parametrize("kind", ["validate", "run"])

@@ -2,41 +2,30 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.scripted import Answer, Hang, scripted_server
+from tests import processes
+from tests.jsonl import read_jsonl, write_jsonl
+from tests.servers import Answer, Hang, scripted_server
 
 SECRET_SK = "sk-SECRET-0123456789abcdef"
 SECRET_TOKEN = "tok-SECRET-fedcba9876543210"
 
 
-def batchsms(*args: str, env: dict[str, str] | None = None,
-             **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("BATCHSMS_", "HUAWEICLOUD_SDK_", "CLOUD_SDK_"))}
-    full_env["HOME"] = kwargs.pop("home", "/nonexistent")
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "batchsms", *args], env=full_env,
-                          capture_output=True, text=True, timeout=60, check=False, **kwargs)
+batchsms = partial(processes.batchsms, text=True)
 
 
 def lines_file(path: Path, n: int) -> Path:
-    path.write_bytes(b"".join(orjson.dumps({"task_id": f"t{i}", "body": {"speed_limit": i % 1000}})
-                              + b"\n" for i in range(n)))
-    return path
-
-
-def outcomes(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    return write_jsonl(path, ({"task_id": f"t{i}", "body": {"speed_limit": i % 1000}}
+                              for i in range(n)))
 
 
 def test_missing_credentials_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -101,11 +90,9 @@ def test_second_run_on_same_out_exits_2_naming_the_pid(tmp_path: Path) -> None:
     source = lines_file(tmp_path / "in.jsonl", 20)
     out = tmp_path / "out.jsonl"
     with scripted_server(Hang(0.5)) as server:
-        first = subprocess.Popen(
-            [sys.executable, "-m", "batchsms", "run", str(source), "--endpoint", server.url,
-             "--out", str(out), "--concurrency", "2", "--rate", "0", "--log-format", "json"],
-            env={**os.environ, "BATCHSMS_AUTH_TOKEN": SECRET_TOKEN},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first = processes.start_batchsms(
+            "run", str(source), "--endpoint", server.url, "--out", str(out), "--concurrency",
+            "2", "--rate", "0", "--log-format", "json", env={"BATCHSMS_AUTH_TOKEN": SECRET_TOKEN})
         try:
             _wait_for(lambda: len(server.received) > 0)
             started = time.monotonic()
@@ -133,16 +120,15 @@ def test_signal_stops_run_and_every_line_gets_an_outcome(tmp_path: Path, signum:
     out = tmp_path / "out.jsonl"
     with scripted_server(Hang(0.2)) as server:
         server.script("t5", Hang(30))  # still in flight when the grace period ends
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "batchsms", "run", str(source), "--endpoint", server.url,
-             "--out", str(out), "--concurrency", "8", "--rate", "0", "--log-format", "json"],
-            env={**os.environ, "BATCHSMS_AUTH_TOKEN": SECRET_TOKEN},
+        proc = processes.start_batchsms(
+            "run", str(source), "--endpoint", server.url, "--out", str(out), "--concurrency",
+            "8", "--rate", "0", "--log-format", "json", env={"BATCHSMS_AUTH_TOKEN": SECRET_TOKEN},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait_for(lambda: len(server.received) >= 20)
         proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=30)
         assert proc.returncode == code, stderr
-        records = outcomes(out)
+        records = read_jsonl(out)
         assert sorted(r["line"] for r in records) == list(range(1, 301))
         statuses = {r["status"] for r in records}
         assert "skipped" in statuses
@@ -160,7 +146,7 @@ def test_simulate_runs_the_sample_fleet(tmp_path: Path) -> None:
     result = batchsms("run", str(root / "inputs" / "speed_limit_fleet.jsonl"), "--simulate",
                       "--out", str(out), "--rate", "0")
     assert result.returncode == 0, result.stderr
-    records = outcomes(out)
+    records = read_jsonl(out)
     assert len(records) == 50
     assert {r["status"] for r in records} == {"succeeded"}
 
@@ -172,5 +158,26 @@ def test_exit_1_when_some_lines_invalid(tmp_path: Path) -> None:
         result = batchsms("run", str(source), "--endpoint", server.url, "--out",
                           str(tmp_path / "o.jsonl"), env={"BATCHSMS_AUTH_TOKEN": SECRET_TOKEN})
     assert result.returncode == 1
-    assert [r["status"] for r in outcomes(tmp_path / "o.jsonl")] == ["succeeded", "invalid"] or \
-        [r["status"] for r in outcomes(tmp_path / "o.jsonl")] == ["invalid", "succeeded"]
+    assert [r["status"] for r in read_jsonl(tmp_path / "o.jsonl")] == ["succeeded", "invalid"] or \
+        [r["status"] for r in read_jsonl(tmp_path / "o.jsonl")] == ["invalid", "succeeded"]
+
+
+@pytest.mark.parametrize("problem", ["input is a directory", "bad --ca-bundle"])
+def test_could_not_start_leaves_no_outcomes_file(tmp_path: Path, problem: str) -> None:
+    """Exit 2 means the run could not start: no outcomes file is created."""
+    source = lines_file(tmp_path / "in.jsonl", 1)
+    out = tmp_path / "o.jsonl"
+    args = (["run", str(tmp_path), "--simulate"] if problem == "input is a directory" else
+            ["run", str(source), "--simulate", "--ca-bundle", str(tmp_path / "absent.pem")])
+    result = batchsms(*args, "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 2
+    assert not out.exists()
+
+
+def test_simulate_refuses_broken_credentials(tmp_path: Path) -> None:
+    """--simulate needs no credentials, but credentials given and broken are still refused."""
+    source = lines_file(tmp_path / "in.jsonl", 1)
+    result = batchsms("run", str(source), "--simulate", "--token-file", str(tmp_path / "none"),
+                      "--out", str(tmp_path / "o.jsonl"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--token-file" in result.stderr

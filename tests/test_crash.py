@@ -25,7 +25,6 @@ the file is complete the moment the process is gone, attempts match the server's
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -42,7 +41,8 @@ import pytest
 
 from batchsms.engine.pipeline import MAX_WORKERS_PER_PLACE
 from batchsms.simulator.faults import FaultConfig
-from tests.simthread import SimThread, simulator_thread
+from batchsms.simulator.threaded import SimThread, simulator_thread
+from tests.processes import start_batchsms
 
 pytestmark = pytest.mark.slow
 
@@ -66,11 +66,10 @@ def write_input(path: Path, n: int, prefix: str) -> list[str]:
 
 def start_run(source: Path, out: Path, url: str, *extra: str,
               stderr: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "batchsms", "run", str(source), "--endpoint", url, "--out",
-         str(out), "--rate", "0", "--concurrency", str(CONCURRENCY), "--max-attempts",
-         str(MAX_ATTEMPTS), "--log-format", "json", "--no-progress", *extra],
-        env={**os.environ, **TOKEN}, stdout=subprocess.DEVNULL, stderr=stderr)
+    return start_batchsms("run", str(source), "--endpoint", url, "--out", str(out), "--rate",
+                          "0", "--concurrency", str(CONCURRENCY), "--max-attempts",
+                          str(MAX_ATTEMPTS), "--log-format", "json", "--no-progress", *extra,
+                          env=TOKEN, stderr=stderr)
 
 
 def journal(out: Path) -> tuple[list[dict[str, Any]], list[bytes]]:

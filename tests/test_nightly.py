@@ -5,27 +5,21 @@ from __future__ import annotations
 import os
 import pty
 import select
-import subprocess
-import sys
 from datetime import UTC
 from pathlib import Path
 
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.processes import batchsms, start_batchsms
+
 ROOT = Path(__file__).resolve().parent.parent
 FLEET = ROOT / "inputs" / "speed_limit_fleet.jsonl"
 
 
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("BATCHSMS_")}
-
-
 def test_no_progress_output_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "batchsms", "run", str(FLEET), "--simulate", "--rate", "0",
-         "--out", str(tmp_path / "o.jsonl"), "--log-format", "json"],
-        env=clean_env(), capture_output=True, text=True, timeout=60, check=False)
+    result = batchsms("run", str(FLEET), "--simulate", "--rate", "0",
+                      "--out", str(tmp_path / "o.jsonl"), "--log-format", "json", text=True)
     assert result.returncode == 0, result.stderr
     assert "━" not in result.stderr
     assert "\r" not in result.stderr
@@ -36,11 +30,9 @@ def test_no_progress_output_when_stderr_is_not_a_terminal(tmp_path: Path) -> Non
 def run_on_terminal(tmp_path: Path, *extra: str) -> bytes:
     """Run the sample fleet with stderr on a pseudo-terminal; return what was drawn there."""
     leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "batchsms", "run", str(FLEET), "--simulate", "--rate", "0",
-         "--out", str(tmp_path / "o.jsonl"), "--log-format", "json", *extra],
-        env={**clean_env(), "COLUMNS": "120"}, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=follower)
+    proc = start_batchsms("run", str(FLEET), "--simulate", "--rate", "0",
+                          "--out", str(tmp_path / "o.jsonl"), "--log-format", "json", *extra,
+                          env={"COLUMNS": "120"}, stderr=follower)
     os.close(follower)
     seen = b""
     while select.select([leader], [], [], 30)[0]:
@@ -70,10 +62,9 @@ def test_metrics_file_written_and_parsed_back(tmp_path: Path) -> None:
     metrics = tmp_path / "batchsms.prom"
     source = tmp_path / "in.jsonl"
     source.write_bytes(FLEET.read_bytes() + b'{"task_id": "x", "body": {"speedlimit": 1}}\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "batchsms", "run", str(source), "--simulate", "--rate", "0",
-         "--out", str(tmp_path / "o.jsonl"), "--metrics-file", str(metrics), "--log-format",
-         "json"], env=clean_env(), capture_output=True, text=True, timeout=60, check=False)
+    result = batchsms("run", str(source), "--simulate", "--rate", "0",
+                      "--out", str(tmp_path / "o.jsonl"), "--metrics-file", str(metrics),
+                      "--log-format", "json", text=True)
     assert result.returncode == 1
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(metrics.read_text())

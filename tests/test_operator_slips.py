@@ -7,9 +7,8 @@ import os
 import resource
 import signal
 import subprocess
-import sys
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -21,20 +20,14 @@ from rich.progress import Progress
 from batchsms import logs
 from batchsms.outcomes import Outcome, Status
 from batchsms.progress import ProgressBar
+from tests import processes
 
 ROOT = Path(__file__).resolve().parent.parent
 FLEET = ROOT / "inputs" / "speed_limit_fleet.jsonl"
 IS_ROOT = os.geteuid() == 0
 
 
-def batchsms(*args: str, stdin: Any = subprocess.DEVNULL, timeout: float = 60,
-             **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BATCHSMS_", "HUAWEICLOUD_SDK_", "CLOUD_SDK_"))}
-    env.update(HOME="/nonexistent", PYTHONDONTWRITEBYTECODE="1")
-    return subprocess.run([sys.executable, "-m", "batchsms", *args], env=env, stdin=stdin,
-                          capture_output=True, text=True, timeout=timeout, check=False,
-                          **kwargs)
+batchsms = partial(processes.batchsms, text=True)
 
 
 def one_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:
@@ -338,9 +331,8 @@ def test_resolved_deadline_is_logged(tmp_path: Path) -> None:
 
 def test_dry_run_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     source = fleet_file(tmp_path / "in.jsonl", 5000)
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "batchsms", "run", str(source), "--dry-run"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = processes.start_batchsms("run", str(source), "--dry-run", stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
     assert proc.stdout is not None
     assert proc.stderr is not None
     assert proc.stdout.readline().startswith(b'{"line":1')

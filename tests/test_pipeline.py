@@ -14,19 +14,15 @@ from structlog.testing import capture_logs
 
 from batchsms.commands.run import run
 from batchsms.config import RunConfig
-from tests.scripted import RESET, Answer, Hang, ScriptedServer, scripted_server
+from tests.jsonl import write_jsonl
+from tests.servers import RESET, Answer, Hang, ScriptedServer, scripted_server
 
 TOKEN_ENV = {"BATCHSMS_AUTH_TOKEN": "test-token-value"}
 
 
-def write_input(path: Path, lines: list[dict[str, Any]]) -> Path:
-    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
-    return path
-
-
 def run_lines(tmp_path: Path, server: ScriptedServer, lines: list[dict[str, Any]],
               **options: Any) -> tuple[int, list[dict[str, Any]]]:
-    source = write_input(tmp_path / "in.jsonl", lines)
+    source = write_jsonl(tmp_path / "in.jsonl", lines)
     out = tmp_path / "out.jsonl"
     options.setdefault("rate", 0)
     options.setdefault("progress", False)
@@ -47,77 +43,72 @@ def speed(task_id: str, value: int = 100) -> dict[str, Any]:
     return {"task_id": task_id, "body": {"speed_limit": value}}
 
 
-def test_5xx_then_success_counts_every_attempt(tmp_path: Path) -> None:
-    with scripted_server() as server:
-        server.script("t1", Answer(503), Answer(500), Answer(502))
-        server.script("t2", Answer(504))
-        code, records = run_lines(tmp_path, server, [speed("t1"), speed("t2")])
-        outcomes = by_line(records)
-        assert code == 0
-        assert outcomes[1]["status"] == "succeeded"
-        assert outcomes[1]["attempts"] == 4 == server.count("t1")
-        assert outcomes[2]["attempts"] == 2 == server.count("t2")
-        assert outcomes[1]["http_status"] == 200
-        assert outcomes[1]["request_id"] is not None
-        assert outcomes[1]["error_code"] is None
+def test_5xx_then_success_counts_every_attempt(tmp_path: Path, scripted: ScriptedServer) -> None:
+    scripted.script("t1", Answer(503), Answer(500), Answer(502))
+    scripted.script("t2", Answer(504))
+    code, records = run_lines(tmp_path, scripted, [speed("t1"), speed("t2")])
+    outcomes = by_line(records)
+    assert code == 0
+    assert outcomes[1]["status"] == "succeeded"
+    assert outcomes[1]["attempts"] == 4 == scripted.count("t1")
+    assert outcomes[2]["attempts"] == 2 == scripted.count("t2")
+    assert outcomes[1]["http_status"] == 200
+    assert outcomes[1]["request_id"] is not None
+    assert outcomes[1]["error_code"] is None
 
 
-def test_client_errors_are_not_retried(tmp_path: Path) -> None:
-    with scripted_server() as server:
-        server.script("bad", Answer(400, body={"error_code": "SMS.0201", "error_msg": "bad"}))
-        server.script("gone", Answer(404))
-        code, records = run_lines(tmp_path, server, [speed("bad"), speed("gone"), speed("ok")])
-        outcomes = by_line(records)
-        assert code == 1
-        assert outcomes[1] | {"finished_at": None, "run_id": None, "elapsed_ms": None} == {
-            "run_id": None, "line": 1, "task_id": "bad", "ref": None, "status": "failed",
-            "http_status": 400, "attempts": 1, "error_code": "SMS.0201", "error_msg": "bad",
-            "errors": [], "request_id": "req-1", "elapsed_ms": None, "finished_at": None,
-            "body_sha256": outcomes[1]["body_sha256"], "maybe_applied": False}
-        assert outcomes[2]["attempts"] == 1 == server.count("gone")
-        assert outcomes[2]["error_code"] == "SMS.404"
+def test_client_errors_are_not_retried(tmp_path: Path, scripted: ScriptedServer) -> None:
+    scripted.script("bad", Answer(400, body={"error_code": "SMS.0201", "error_msg": "bad"}))
+    scripted.script("gone", Answer(404))
+    code, records = run_lines(tmp_path, scripted, [speed("bad"), speed("gone"), speed("ok")])
+    outcomes = by_line(records)
+    assert code == 1
+    assert outcomes[1] | {"finished_at": None, "run_id": None, "elapsed_ms": None} == {
+        "run_id": None, "line": 1, "task_id": "bad", "ref": None, "status": "failed",
+        "http_status": 400, "attempts": 1, "error_code": "SMS.0201", "error_msg": "bad",
+        "errors": [], "request_id": "req-1", "elapsed_ms": None, "finished_at": None,
+        "body_sha256": outcomes[1]["body_sha256"], "maybe_applied": False}
+    assert outcomes[2]["attempts"] == 1 == scripted.count("gone")
+    assert outcomes[2]["error_code"] == "SMS.404"
 
 
-def test_retry_after_is_a_lower_bound(tmp_path: Path) -> None:
-    with scripted_server() as server:
-        server.script("t", Answer(429, headers={"Retry-After": "1"},
-                                  body={"error_code": "APIG.0308", "error_msg": "throttled"}))
-        code, records = run_lines(tmp_path, server, [speed("t")])
-        assert code == 0
-        assert records[0]["attempts"] == 2
-        first, second = server.received
-        assert second.start - first.end >= 0.95
+def test_retry_after_is_a_lower_bound(tmp_path: Path, scripted: ScriptedServer) -> None:
+    scripted.script("t", Answer(429, headers={"Retry-After": "1"},
+                              body={"error_code": "APIG.0308", "error_msg": "throttled"}))
+    code, records = run_lines(tmp_path, scripted, [speed("t")])
+    assert code == 0
+    assert records[0]["attempts"] == 2
+    first, second = scripted.received
+    assert second.start - first.end >= 0.95
 
 
-def test_429_without_retry_after_recovers(tmp_path: Path) -> None:
-    with scripted_server() as server:
-        server.script("t", Answer(429), Answer(429))
-        code, records = run_lines(tmp_path, server, [speed("t")])
-        assert code == 0
-        assert records[0]["attempts"] == 3 == server.count("t")
+def test_429_without_retry_after_recovers(tmp_path: Path, scripted: ScriptedServer) -> None:
+    scripted.script("t", Answer(429), Answer(429))
+    code, records = run_lines(tmp_path, scripted, [speed("t")])
+    assert code == 0
+    assert records[0]["attempts"] == 3 == scripted.count("t")
 
 
-def test_resets_and_timeouts_are_retried_and_counted(tmp_path: Path) -> None:
-    with scripted_server() as server:
-        server.script("reset", RESET, RESET)
-        server.script("slow", Hang(2.0))
-        code, records = run_lines(tmp_path, server, [speed("reset"), speed("slow")],
-                                  timeout=0.5)
-        outcomes = by_line(records)
-        assert code == 0
-        assert outcomes[1]["attempts"] == 3 == server.count("reset")
-        assert outcomes[2]["attempts"] == 2 == server.count("slow")
+def test_resets_and_timeouts_are_retried_and_counted(tmp_path: Path,
+                                                     scripted: ScriptedServer) -> None:
+    scripted.script("reset", RESET, RESET)
+    scripted.script("slow", Hang(2.0))
+    code, records = run_lines(tmp_path, scripted, [speed("reset"), speed("slow")],
+                              timeout=0.5)
+    outcomes = by_line(records)
+    assert code == 0
+    assert outcomes[1]["attempts"] == 3 == scripted.count("reset")
+    assert outcomes[2]["attempts"] == 2 == scripted.count("slow")
 
 
-def test_attempt_budget_exhausted(tmp_path: Path) -> None:
-    with scripted_server() as server:
-        server.script("t", *[Answer(503)] * 10)
-        code, records = run_lines(tmp_path, server, [speed("t")], max_attempts=3)
-        assert code == 1
-        assert records[0]["status"] == "failed"
-        assert records[0]["attempts"] == 3 == server.count("t")
-        assert records[0]["error_code"] == "SMS.503"
-        assert records[0]["http_status"] == 503
+def test_attempt_budget_exhausted(tmp_path: Path, scripted: ScriptedServer) -> None:
+    scripted.script("t", *[Answer(503)] * 10)
+    code, records = run_lines(tmp_path, scripted, [speed("t")], max_attempts=3)
+    assert code == 1
+    assert records[0]["status"] == "failed"
+    assert records[0]["attempts"] == 3 == scripted.count("t")
+    assert records[0]["error_code"] == "SMS.503"
+    assert records[0]["http_status"] == 503
 
 
 def test_timeout_keeps_previous_response_fields(tmp_path: Path) -> None:
@@ -131,15 +122,15 @@ def test_timeout_keeps_previous_response_fields(tmp_path: Path) -> None:
         assert record["request_id"] == "req-1"
 
 
-def test_no_silent_resend_when_kept_alive_connection_drops(tmp_path: Path) -> None:
+def test_no_silent_resend_when_kept_alive_connection_drops(tmp_path: Path,
+                                                           scripted: ScriptedServer) -> None:
     # The reset arrives on a connection kept alive from an earlier request: aiohttp would re-send
     # a PUT on its own unless switched off. Server count must equal the attempts we report.
-    with scripted_server() as server:
-        server.script("b", RESET)
-        code, records = run_lines(tmp_path, server, [speed("a"), speed("b")], concurrency=1)
-        outcomes = by_line(records)
-        assert code == 0
-        assert outcomes[2]["attempts"] == 2 == server.count("b")
+    scripted.script("b", RESET)
+    code, records = run_lines(tmp_path, scripted, [speed("a"), speed("b")], concurrency=1)
+    outcomes = by_line(records)
+    assert code == 0
+    assert outcomes[2]["attempts"] == 2 == scripted.count("b")
 
 
 def test_same_task_never_in_flight_twice_and_in_file_order(tmp_path: Path) -> None:
@@ -215,66 +206,62 @@ def test_deadline_skips_the_rest(tmp_path: Path) -> None:
         assert max(r.start for r in server.received) <= server.received[0].start + 0.7
 
 
-def test_invalid_lines_are_recorded_and_not_sent(tmp_path: Path) -> None:
+def test_invalid_lines_are_recorded_and_not_sent(tmp_path: Path, scripted: ScriptedServer) -> None:
     lines = [speed("ok"), {"task_id": "typo", "body": {"speedlimit": 1}},
              {"task_id": "x", "body": {}}]
-    with scripted_server() as server:
-        code, records = run_lines(tmp_path, server, lines)
-        outcomes = by_line(records)
-        assert code == 1
-        assert outcomes[2]["status"] == "invalid"
-        assert outcomes[2]["errors"][0]["path"] == "body.speedlimit"
-        assert outcomes[3]["errors"][0]["message"].startswith("nothing to update")
-        assert [r.task_id for r in server.received] == ["ok"]
+    code, records = run_lines(tmp_path, scripted, lines)
+    outcomes = by_line(records)
+    assert code == 1
+    assert outcomes[2]["status"] == "invalid"
+    assert outcomes[2]["errors"][0]["path"] == "body.speedlimit"
+    assert outcomes[3]["errors"][0]["message"].startswith("nothing to update")
+    assert [r.task_id for r in scripted.received] == ["ok"]
 
 
-def test_body_bytes_are_canonical_and_hashed(tmp_path: Path) -> None:
+def test_body_bytes_are_canonical_and_hashed(tmp_path: Path, scripted: ScriptedServer) -> None:
     import hashlib
 
     line = {"task_id": "a/b c", "body": {"speed_limit": 5, "name": "迁移-1", "clone_server": None}}
-    with scripted_server() as server:
-        code, records = run_lines(tmp_path, server, [line])
-        assert code == 0
-        sent = server.received[0]
-        assert sent.body == '{"name":"迁移-1","speed_limit":5}'.encode()
-        assert records[0]["body_sha256"] == hashlib.sha256(sent.body).hexdigest()
-        assert sent.raw_path == "/v3/tasks/a%2Fb%20c"
-        assert sent.headers["X-Auth-Token"] == "test-token-value"
-        assert sent.headers["User-Agent"].startswith("batchsms/")
+    code, records = run_lines(tmp_path, scripted, [line])
+    assert code == 0
+    sent = scripted.received[0]
+    assert sent.body == '{"name":"迁移-1","speed_limit":5}'.encode()
+    assert records[0]["body_sha256"] == hashlib.sha256(sent.body).hexdigest()
+    assert sent.raw_path == "/v3/tasks/a%2Fb%20c"
+    assert sent.headers["X-Auth-Token"] == "test-token-value"
+    assert sent.headers["User-Agent"].startswith("batchsms/")
 
 
-def test_rate_limit_holds_at_the_server(tmp_path: Path) -> None:
+def test_rate_limit_holds_at_the_server(tmp_path: Path, scripted: ScriptedServer) -> None:
     lines = [speed(f"t{i}") for i in range(30)]
-    with scripted_server() as server:
-        code, _ = run_lines(tmp_path, server, lines, rate=20, burst=1, concurrency=8)
-        assert code == 0
-        starts = sorted(r.start for r in server.received)
-        for i, start in enumerate(starts):
-            window = [s for s in starts[i:] if s - start < 0.5]
-            assert len(window) <= 20 * 0.5 + 1 + 1  # rate*t + burst, +1 for clock skew
+    code, _ = run_lines(tmp_path, scripted, lines, rate=20, burst=1, concurrency=8)
+    assert code == 0
+    starts = sorted(r.start for r in scripted.received)
+    for i, start in enumerate(starts):
+        window = [s for s in starts[i:] if s - start < 0.5]
+        assert len(window) <= 20 * 0.5 + 1 + 1  # rate*t + burst, +1 for clock skew
 
 
 @pytest.mark.parametrize("status", [401, 403])
-def test_auth_failures_reset_after_success(tmp_path: Path, status: int) -> None:
-    with scripted_server() as server:
-        server.script("a", Answer(status))
-        server.script("b", Answer(status))
-        code, records = run_lines(tmp_path, server, [speed("a"), speed("b"), speed("c"),
-                                                     speed("d")], concurrency=1)
-        assert code == 1
-        assert [r["status"] for r in sorted(records, key=lambda r: r["line"])] == [
-            "failed", "failed", "succeeded", "succeeded"]
+def test_auth_failures_reset_after_success(tmp_path: Path, status: int,
+                                           scripted: ScriptedServer) -> None:
+    scripted.script("a", Answer(status))
+    scripted.script("b", Answer(status))
+    code, records = run_lines(tmp_path, scripted, [speed("a"), speed("b"), speed("c"),
+                                                 speed("d")], concurrency=1)
+    assert code == 1
+    assert [r["status"] for r in sorted(records, key=lambda r: r["line"])] == [
+        "failed", "failed", "succeeded", "succeeded"]
 
 
-def test_log_events_name_each_notable_step(tmp_path: Path) -> None:
-    source = write_input(tmp_path / "in.jsonl", [speed("r"), speed("f")])
-    with scripted_server() as server:
-        server.script("r", Answer(503))
-        server.script("f", Answer(404))
-        with capture_logs() as logs:
-            code = run(RunConfig(input=str(source), out=tmp_path / "o.jsonl",
-                                 endpoint=server.url, rate=0, progress=False),
-                       env=TOKEN_ENV, stderr=io.StringIO())
+def test_log_events_name_each_notable_step(tmp_path: Path, scripted: ScriptedServer) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [speed("r"), speed("f")])
+    scripted.script("r", Answer(503))
+    scripted.script("f", Answer(404))
+    with capture_logs() as logs:
+        code = run(RunConfig(input=str(source), out=tmp_path / "o.jsonl",
+                             endpoint=scripted.url, rate=0, progress=False),
+                   env=TOKEN_ENV, stderr=io.StringIO())
     assert code == 1
     events = [e["event"] for e in logs]
     assert events[0] == "run.started"
@@ -288,7 +275,7 @@ def test_log_events_name_each_notable_step(tmp_path: Path) -> None:
 
 
 def test_abort_is_logged(tmp_path: Path) -> None:
-    source = write_input(tmp_path / "in.jsonl", [speed(f"t{i}") for i in range(5)])
+    source = write_jsonl(tmp_path / "in.jsonl", [speed(f"t{i}") for i in range(5)])
     with scripted_server(Answer(403)) as server, capture_logs() as logs:
         code = run(RunConfig(input=str(source), out=tmp_path / "o.jsonl", endpoint=server.url,
                              rate=0, progress=False), env=TOKEN_ENV, stderr=io.StringIO())
@@ -300,10 +287,10 @@ def test_abort_is_logged(tmp_path: Path) -> None:
 
 def test_adaptive_rate_backs_off_when_the_service_throttles(tmp_path: Path) -> None:
     from batchsms.simulator.faults import FaultConfig
-    from tests.simthread import simulator_in_thread
+    from batchsms.simulator.threaded import simulator_in_thread
 
     lines = [speed(f"a{i}") for i in range(150)]
-    source = write_input(tmp_path / "in.jsonl", lines)
+    source = write_jsonl(tmp_path / "in.jsonl", lines)
     with simulator_in_thread(FaultConfig(throttle_rate=30, seed=1)) as sim, capture_logs():
         code = run(RunConfig(input=str(source), out=tmp_path / "o.jsonl", endpoint=sim.url,
                              rate=200, burst=5, concurrency=16, max_attempts=10,
@@ -321,16 +308,15 @@ def test_adaptive_rate_backs_off_when_the_service_throttles(tmp_path: Path) -> N
 # --- one attempt engine: what each try says, what counts as an attempt ------------------------
 
 
-def test_retry_events_describe_their_own_attempt(tmp_path: Path) -> None:
+def test_retry_events_describe_their_own_attempt(tmp_path: Path, scripted: ScriptedServer) -> None:
     """A 504 then a dropped connection: attempt 2's event has no status; the outcome keeps the
     last response's (CONTRACT §10)."""
-    source = write_input(tmp_path / "in.jsonl", [speed("t")])
-    with scripted_server() as server:
-        server.script("t", Answer(504), RESET, Answer(503))
-        with capture_logs() as logs:
-            code = run(RunConfig(input=str(source), out=tmp_path / "o.jsonl", rate=0,
-                                 endpoint=server.url, progress=False, max_attempts=3),
-                       env=TOKEN_ENV, stderr=io.StringIO())
+    source = write_jsonl(tmp_path / "in.jsonl", [speed("t")])
+    scripted.script("t", Answer(504), RESET, Answer(503))
+    with capture_logs() as logs:
+        code = run(RunConfig(input=str(source), out=tmp_path / "o.jsonl", rate=0,
+                             endpoint=scripted.url, progress=False, max_attempts=3),
+                   env=TOKEN_ENV, stderr=io.StringIO())
     assert code == 1
     retries = [(e["attempt"], e["http_status"], e["error_code"]) for e in logs
                if e["event"] == "task.retry"]
@@ -355,7 +341,7 @@ def test_refused_connections_are_not_attempts(tmp_path: Path) -> None:
     import threading
 
     port = free_port()
-    source = write_input(tmp_path / "in.jsonl", [speed("t")])
+    source = write_jsonl(tmp_path / "in.jsonl", [speed("t")])
     out = tmp_path / "o.jsonl"
     servers: list[ScriptedServer] = []
     with contextlib.ExitStack() as stack:
@@ -374,19 +360,19 @@ def test_refused_connections_are_not_attempts(tmp_path: Path) -> None:
         assert record["maybe_applied"] is False
 
 
-def test_a_request_dropped_after_sending_counts_and_may_be_applied(tmp_path: Path) -> None:
+def test_a_request_dropped_after_sending_counts_and_may_be_applied(
+        tmp_path: Path, scripted: ScriptedServer) -> None:
     """The server reads the PUT then closes: each such try is an attempt, and the line's
     outcome says the update may have been applied."""
-    with scripted_server() as server:
-        server.script("t", RESET, RESET)
-        server.script("u", RESET, Answer(404))
-        code, records = run_lines(tmp_path, server, [speed("t"), speed("u")], max_attempts=2)
+    scripted.script("t", RESET, RESET)
+    scripted.script("u", RESET, Answer(404))
+    code, records = run_lines(tmp_path, scripted, [speed("t"), speed("u")], max_attempts=2)
     outcomes = by_line(records)
     assert code == 1
     assert (outcomes[1]["status"], outcomes[1]["error_code"]) == ("failed", "connection")
-    assert outcomes[1]["attempts"] == 2 == server.count("t")
+    assert outcomes[1]["attempts"] == 2 == scripted.count("t")
     assert outcomes[1]["maybe_applied"] is True
-    assert outcomes[2]["attempts"] == 2 == server.count("u")
+    assert outcomes[2]["attempts"] == 2 == scripted.count("u")
     assert outcomes[2]["maybe_applied"] is True  # the first PUT may have been applied
 
 

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from batchsms.errors import UsageError
 from batchsms.plan import Planned, Planner, build_defaults, canonical_json, deep_merge, parse_set
 from batchsms.records import InvalidLine, Line
+from batchsms.schema import PUT_TASK_REQ, validate
+from tests.properties import BOUNDED, any_values, check_body, from_spec
 
 TID = "ef3b9722-07a0-40ae-89b0-889ee96d0001"
 
@@ -232,3 +234,22 @@ def test_body_nested_deeper_than_orjson_writes_is_reported_not_raised() -> None:
     result = Planner().plan(Line(1, "t", None, {"target_server": {"disks": deep}}))
     assert isinstance(result, InvalidLine)
     assert result.errors[0].path == "body.target_server.disks[0]"
+
+
+@settings(BOUNDED, max_examples=200)
+@given(from_spec(PUT_TASK_REQ), from_spec(PUT_TASK_REQ) | any_values)
+def test_planner_sends_the_merged_body_canonically(defaults: dict[str, Any],
+                                                   body: object) -> None:
+    """--patch/--set under a line's own body: what is sent is validate(merge) in canonical form."""
+    if validate(defaults, path="defaults")[1] or not isinstance(body, dict):
+        return
+    planned = Planner(defaults).plan(Line(7, "t-1", "r", body))
+    clean, problems = validate(deep_merge(defaults, body))
+    if problems:
+        assert isinstance(planned, InvalidLine)
+        assert list(planned.errors) == problems
+    else:
+        assert isinstance(planned, Planned)
+        assert planned.body == canonical_json(clean)
+        assert planned.sha256 == hashlib.sha256(planned.body).hexdigest()
+        check_body(orjson.loads(planned.body))

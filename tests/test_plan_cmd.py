@@ -16,6 +16,7 @@ from batchsms.credentials import load_credentials
 from batchsms.plan import checked_lines
 from batchsms.signing import authenticator
 from batchsms.simulator import ExpectedCredentials, Fleet, running
+from tests.jsonl import write_jsonl
 
 FLEET = [
     {"id": "a", "name": "web-01", "speed_limit": 100,
@@ -32,11 +33,6 @@ INPUT = [
     {"task_id": "a", "body": {"speed_limit": 200,
                               "target_server": {"disks": [{"name": "/dev/vda", "size": 20}]}}},
 ]
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
-    return path
 
 
 async def plan(tmp_path: Path, *, credentials: ExpectedCredentials | None = None,

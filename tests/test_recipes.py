@@ -16,7 +16,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.simprocess import simulator_process
+from tests.processes import simulator_process
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -57,8 +57,8 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture
 def simulator() -> Iterator[str]:
     """A simulator expecting the AK/SK of credentials.env, and nothing else."""
-    with simulator_process(BATCHSMS_SIMULATOR_AK=AK, BATCHSMS_SIMULATOR_SK=SK) as url:
-        yield url
+    with simulator_process(env={"BATCHSMS_SIMULATOR_AK": AK, "BATCHSMS_SIMULATOR_SK": SK}) as sim:
+        yield sim.url
 
 
 def night_went_well(home: Path, log: str) -> None:

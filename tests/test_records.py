@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import importlib.util
 import io
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchsms import records
 from batchsms.errors import UsageError
+from batchsms.plan import Planned, checked_lines
 from batchsms.records import (
     MAX_LINE_BYTES,
     InvalidLine,
@@ -24,10 +29,12 @@ from batchsms.records import (
     parse_line,
     read_lines,
 )
-from batchsms.schema import PUT_TASK_REQ, TARGET_SERVER, Problem, validate
+from batchsms.schema import validate
+from tests.properties import BOUNDED, check_problems, json_values
 
 TID = "ef3b9722-07a0-40ae-89b0-889ee96d0001"
 GOOD = b'{"task_id": "' + TID.encode() + b'", "body": {"speed_limit": 200}, "ref": "web-01"}'
+BOM = b"\xef\xbb\xbf"
 
 
 def read(data: bytes) -> list[Line | InvalidLine]:
@@ -286,82 +293,140 @@ def test_duplicate_keys_last_wins() -> None:
     assert validate(item.body)[1][0].path == "body.speed_limit"
 
 
-# -- property tests: nothing crashes the reader or the validator --------------------------------
+# -- properties: the reader against a model ----------------------------------------------------
+# Any bytes give exactly one item per non-blank line, with the line numbers of a plain
+# `split(b"\\n")`; with the limit lowered to a few bytes, lines around the limit, a BOM, CR/LF
+# and blank lines all meet. Files (plain, gzip, gzip cut short) go through `checked_lines` (the
+# reader and the Planner, as `validate` and `run` use them) without raising.
 
-FIELD_NAMES = sorted({*PUT_TASK_REQ.fields, *TARGET_SERVER.fields, "task_id", "body", "ref",
-                      "physical_volumes", "subvolumn", "logical_volumes"})
-json_values = st.recursive(
-    # integers as orjson reads them (larger ones become floats)
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=8), children, max_size=6),
-    max_leaves=30,
-)
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SMALL_LIMIT = 24
 ENVELOPE_PATHS = {"line", "task_id", "ref", "body"}
 
 
-def check_problems(problems: object, roots: set[str]) -> None:
-    assert isinstance(problems, list | tuple)
-    for p in problems:
-        assert isinstance(p, Problem)
-        assert isinstance(p.path, str)
-        assert isinstance(p.message, str)
-        assert p.message
-        assert p.path in roots or p.path.split(".")[0].split("[")[0] in roots
+def model_lines(data: bytes, limit: int) -> dict[int, str]:
+    """Line number -> "blank" | "long" | "text", for every line of `data`, as CONTRACT §1/§10."""
+    parts = data.split(b"\n")
+    if parts and parts[-1] == b"":  # a final newline ends the last line, it does not start one
+        parts.pop()
+    kinds: dict[int, str] = {}
+    for number, raw in enumerate(parts, 1):
+        if number == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM):]
+        if raw.endswith(b"\r"):  # CRLF: the newline is not part of the line
+            raw = raw[:-1]
+        if len(raw) > limit:
+            kinds[number] = "long"
+        elif raw.strip():
+            kinds[number] = "text"
+        else:
+            kinds[number] = "blank"
+    return kinds
 
 
-@FAST
-@given(st.binary(max_size=300))
-def test_arbitrary_bytes_never_crash_the_reader(data: bytes) -> None:
-    """Any bytes: lines are numbered in order, each is a Line or an InvalidLine."""
-    raw = list(iter_raw_lines(io.BytesIO(data)))
+line_parts = st.lists(
+    st.sampled_from([b"", b" ", b"\r", b"\t", b"\x0b", b"{}", b"[]", b"1", b'{"task_id":"a"}',
+                     b'{"task_id":"ab","body":{"speed_limit":2}}'[:SMALL_LIMIT], BOM, b"\x00",
+                     b"\xff", b"x" * (SMALL_LIMIT - 1), b"y" * SMALL_LIMIT,
+                     b"z" * (SMALL_LIMIT + 1), b"w" * (SMALL_LIMIT + 2), b"v" * (SMALL_LIMIT + 3),
+                     b"u" * (3 * SMALL_LIMIT)])
+    | st.binary(max_size=2 * SMALL_LIMIT),
+    max_size=12)
+newlines = st.sampled_from([b"\n", b"\r\n"])
+
+
+@st.composite
+def jsonl_bytes(draw: st.DrawFn) -> bytes:
+    parts = draw(line_parts)
+    out = b"".join(part + draw(newlines) for part in parts)
+    if parts and draw(st.booleans()):
+        out = out.removesuffix(b"\n")  # no final newline (CRLF loses only its LF)
+    if draw(st.booleans()):
+        out = BOM + out
+    return out
+
+
+def check_reader(data: bytes, limit: int) -> None:
+    kinds = model_lines(data, limit)
+    want = {n: k for n, k in kinds.items() if k != "blank"}
+    raw = list(iter_raw_lines(io.BytesIO(data), limit))
     assert [n for n, _, _ in raw] == list(range(1, len(raw) + 1))
-    numbers = []
-    for item in read_lines(io.BytesIO(data)):
+    items = list(records.read_lines(io.BytesIO(data), limit))
+    got = [item.number for item in items]
+    assert got == sorted(want), (got, want)
+    for item in items:
         assert isinstance(item, Line | InvalidLine)
-        numbers.append(item.number)
+        if want[item.number] == "long":
+            assert isinstance(item, InvalidLine)
+            assert item.errors[0].path == "line"
+            assert "longer than the limit" in item.errors[0].message
         if isinstance(item, InvalidLine):
-            check_problems(item.errors, ENVELOPE_PATHS | set(item.errors[0].path.split(".")[:1]))
+            assert item.errors, item
+            check_problems(item.errors, ENVELOPE_PATHS | {item.errors[0].path.split(".")[0]})
+
+
+@BOUNDED
+@given(jsonl_bytes())
+def test_reader_gives_one_item_per_non_blank_line_around_the_limit(data: bytes) -> None:
+    """With the limit lowered to a few bytes, every line kind meets every other."""
+    check_reader(data, SMALL_LIMIT)
+
+
+@BOUNDED
+@given(st.binary(max_size=400))
+def test_reader_gives_one_item_per_non_blank_line_for_any_bytes(data: bytes) -> None:
+    """Any bytes: lines numbered in order, one Line or InvalidLine per non-blank line."""
+    check_reader(data, records.MAX_LINE_BYTES)
+
+
+def check_file(content: bytes, suffix: str) -> list[Planned | InvalidLine]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"in{suffix}"
+        path.write_bytes(content)
+        items = list(checked_lines(str(path), {}))
+    numbers = [item.number for item in items]
     assert numbers == sorted(set(numbers))
+    assert all(n >= 1 for n in numbers)
+    for item in items:
+        if isinstance(item, Planned):
+            assert validate(orjson.loads(item.body))[1] == []
+            assert hashlib.sha256(item.body).hexdigest() == item.sha256
+        else:
+            assert isinstance(item, InvalidLine)
+            assert item.errors
+    return items
 
 
-@FAST
-@given(st.lists(st.binary(max_size=40) | st.sampled_from([GOOD, b"", b" ", b"{}"]), max_size=8))
-def test_arbitrary_lines_never_crash_gzip_reader(parts: list[bytes]) -> None:
-    """Any lines, gzip-compressed and cut anywhere, read without raising."""
-    data = gzip.compress(b"\n".join(parts))
-    for cut in (len(data), len(data) // 2, 11):
-        stream = gzip.GzipFile(fileobj=io.BytesIO(data[:cut]), mode="rb")
-        for item in read_lines(stream):  # type: ignore[arg-type]
-            assert isinstance(item, Line | InvalidLine)
+@BOUNDED
+@given(jsonl_bytes())
+def test_checked_lines_match_the_model_for_plain_files(data: bytes) -> None:
+    if data.startswith(b"\x1f\x8b"):  # gzip magic: read as gzip, see below
+        return
+    items = check_file(data, ".jsonl")
+    kinds = model_lines(data, records.MAX_LINE_BYTES)
+    assert [i.number for i in items] == [n for n, k in kinds.items() if k != "blank"]
 
 
-@FAST
-@given(json_values)
-def test_arbitrary_json_never_crashes_validate(value: object) -> None:
-    """Any JSON value as a body: a dict to send and a list of Problems under `body`."""
-    clean, problems = validate(value)
-    assert isinstance(clean, dict)
-    check_problems(problems, {"body"})
-    if not problems:
-        assert clean
-        orjson.dumps(clean)
+@settings(BOUNDED, max_examples=150)
+@given(jsonl_bytes(), st.floats(0, 1), st.binary(max_size=8))
+def test_checked_lines_never_raise_on_gzip_cut_or_with_garbage(data: bytes, cut: float,
+                                                                garbage: bytes) -> None:
+    packed = gzip.compress(data)
+    whole = check_file(packed, ".jsonl.gz")
+    kinds = model_lines(data, records.MAX_LINE_BYTES)
+    assert [i.number for i in whole] == [n for n, k in kinds.items() if k != "blank"]
+    for content in (packed[: int(len(packed) * cut)], packed + garbage):
+        items = check_file(content, ".jsonl.gz")
+        # some of the model's lines, then at most one error line that ends the input
+        for item in items[:-1]:
+            assert kinds.get(item.number, "blank") != "blank"
+        if items and kinds.get(items[-1].number, "blank") == "blank":
+            assert isinstance(items[-1], InvalidLine)
 
 
-@FAST
-@given(json_values)
-def test_arbitrary_json_as_nested_body_never_crashes_validate(value: object) -> None:
-    """Any JSON value at every nested place of the schema."""
-    for body in ({"target_server": value}, {"target_server": {"disks": [value]}},
-                 {"target_server": {"networks": value}},
-                 {"target_server": {"volume_groups": [{"logical_volumes": value}]}}):
-        _, problems = validate(body)
-        check_problems(problems, {"body"})
+# -- properties: any JSON value as a line ----------------------------------------------------------
 
 
-@FAST
+@BOUNDED
 @given(json_values)
 def test_arbitrary_json_never_crashes_parse_line(value: object) -> None:
     """Any JSON value as a line: None never (it is not blank), else a Line or InvalidLine."""
@@ -376,7 +441,7 @@ def test_arbitrary_json_never_crashes_parse_line(value: object) -> None:
         check_problems(validate(item.body)[1], {"body"})
 
 
-@FAST
+@BOUNDED
 @given(json_values)
 def test_arbitrary_json_as_line_body(value: object) -> None:
     """Any JSON value as `body` of an otherwise sound line."""
@@ -390,10 +455,41 @@ def test_arbitrary_json_as_line_body(value: object) -> None:
 
 def test_raw_lines_keep_their_ending_and_the_limit_counts_without_it() -> None:
     """The bytes handed on keep LF/CRLF (JSON whitespace; no copy per line); 1 MiB excludes it."""
-    from batchsms.records import MAX_LINE_BYTES
-
     at_limit = b"x" * MAX_LINE_BYTES
     data = b"a\nb\r\nc" + b"\n" + at_limit + b"\r\n" + at_limit + b"y\n" + b"last"
     assert [(n, r, e is not None) for n, r, e in iter_raw_lines(io.BytesIO(data))] == [
         (1, b"a\n", False), (2, b"b\r\n", False), (3, b"c\n", False),
         (4, at_limit + b"\r\n", False), (5, None, True), (6, b"last", False)]
+
+
+def test_bom_before_a_first_line_at_the_limit_keeps_it_whole_and_numbers_right() -> None:
+    """The BOM is not counted against the limit of the first line, nor does it shift numbers."""
+    head = orjson.dumps({"task_id": "pad", "body": {"speed_limit": 7}})
+    second = orjson.dumps({"task_id": "t2", "body": {"speed_limit": 2}})
+    for size in (MAX_LINE_BYTES - 1, MAX_LINE_BYTES):  # both within the limit
+        first = head[:-1] + b" " * (size - len(head)) + b"}"
+        items = read(BOM + first + b"\n" + second + b"\n")
+        assert items == [Line(1, "pad", None, {"speed_limit": 7}),
+                         Line(2, "t2", None, {"speed_limit": 2})], [i[:3] for i in items]
+    over = head[:-1] + b" " * (MAX_LINE_BYTES + 1 - len(head)) + b"}"
+    items = read(BOM + over + b"\n" + second + b"\n")
+    assert [i.number for i in items] == [1, 2]
+    assert "longer than the limit" in items[0].errors[0].message  # type: ignore[union-attr]
+
+
+# -- atheris (libFuzzer), when installed -----------------------------------------------------------
+
+HARNESS = Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_reader.py"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("atheris") is None,
+                    reason="atheris is not installed (pip install atheris; wheels for CPython "
+                           "3.11 on x86-64 Linux)")
+def test_atheris_reader_harness_bounded_run(tmp_path: Path) -> None:
+    """`fuzz/fuzz_reader.py` for a fixed number of runs and a fixed seed: no crash."""
+    result = subprocess.run(
+        [sys.executable, str(HARNESS), "-runs=30000", "-seed=1", "-max_len=512",
+         f"-artifact_prefix={tmp_path}/"],
+        capture_output=True, text=True, timeout=110, check=False, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Done 30000 runs" in result.stderr

@@ -2,37 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from batchsms.simulator.faults import FaultConfig
-from tests.simthread import simulator_in_thread
+from batchsms.simulator.threaded import simulator_in_thread
+from tests.jsonl import read_jsonl
+from tests.processes import start_batchsms
+
+read = partial(read_jsonl, skip_cut=True)  # a record cut by the kill is skipped
 
 TOKEN = {"BATCHSMS_AUTH_TOKEN": "resume-token"}
 
 
 def start_run(source: Path, out: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "batchsms", "run", str(source), "--endpoint", url, "--out",
-         str(out), "--rate", "0", "--concurrency", "8", "--log-format", "json", *extra],
-        env={**os.environ, **TOKEN}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def read(out: Path) -> list[dict[str, Any]]:
-    records = []
-    for line in out.read_bytes().splitlines():
-        try:
-            records.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            continue  # a record cut by the kill
-    return records
+    return start_batchsms("run", str(source), "--endpoint", url, "--out", str(out), "--rate",
+                          "0", "--concurrency", "8", "--log-format", "json", *extra, env=TOKEN)
 
 
 def test_sigkill_then_resume_completes_without_resending(tmp_path: Path) -> None:

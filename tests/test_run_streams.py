@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,24 +17,18 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.scripted import Answer, scripted_server
+from tests.jsonl import read_jsonl
+from tests.processes import start_batchsms
+from tests.servers import Answer, ScriptedServer, scripted_server
 
 TOKEN = {"BATCHSMS_AUTH_TOKEN": "stream-test-token"}
 GRACE_BOUND = 10.0  # seconds: the 5 s grace, plus a loaded 2-core box
 
 
 def start(source: str, out: Path, url: str, **kwargs: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "batchsms", "run", source, "--endpoint", url, "--out", str(out),
-         "--rate", "0", "--log-format", "json", "--no-progress"],
-        env={**os.environ, **TOKEN}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        **kwargs)
-
-
-def records(out: Path) -> list[dict[str, Any]]:
-    if not out.exists():
-        return []
-    return [orjson.loads(raw) for raw in out.read_bytes().splitlines() if raw.strip()]
+    return start_batchsms("run", source, "--endpoint", url, "--out", str(out), "--rate", "0",
+                          "--log-format", "json", "--no-progress", env=TOKEN,
+                          stderr=subprocess.PIPE, **kwargs)
 
 
 def wait_until(condition: Callable[[], bool], proc: subprocess.Popen[bytes],
@@ -52,47 +45,46 @@ def line(task_id: str) -> bytes:
 
 
 def test_fifo_lines_are_sent_as_they_arrive_and_sigterm_in_a_pause_exits_143(
-        tmp_path: Path) -> None:
+        tmp_path: Path, scripted: ScriptedServer) -> None:
     """A producer writes 3 lines and pauses: they are sent without waiting for a batch of 256;
     SIGTERM during the pause exits 143 promptly with one outcome per line read."""
     fifo = tmp_path / "in.fifo"
     os.mkfifo(fifo)
     out = tmp_path / "out.jsonl"
-    with scripted_server() as server:
-        proc = start(str(fifo), out, server.url)
-        with fifo.open("wb") as producer:  # blocks until the run opens the FIFO
-            producer.write(line("a") + line("b") + line("c"))
-            producer.flush()
-            wait_until(lambda: len(records(out)) == 3, proc)
-            assert {r["status"] for r in records(out)} == {"succeeded"}
-            proc.send_signal(signal.SIGTERM)
-            started = time.monotonic()
-            code = proc.wait(GRACE_BOUND)
-            assert proc.stderr is not None
-            proc.stderr.close()
-        assert code == 143
-        assert time.monotonic() - started < GRACE_BOUND
-        assert sorted(r["line"] for r in records(out)) == [1, 2, 3]
-        assert len(server.received) == 3
+    proc = start(str(fifo), out, scripted.url)
+    with fifo.open("wb") as producer:  # blocks until the run opens the FIFO
+        producer.write(line("a") + line("b") + line("c"))
+        producer.flush()
+        wait_until(lambda: len(read_jsonl(out, missing_ok=True)) == 3, proc)
+        assert {r["status"] for r in read_jsonl(out, missing_ok=True)} == {"succeeded"}
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = proc.wait(GRACE_BOUND)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert code == 143
+    assert time.monotonic() - started < GRACE_BOUND
+    assert sorted(r["line"] for r in read_jsonl(out, missing_ok=True)) == [1, 2, 3]
+    assert len(scripted.received) == 3
 
 
-def test_sigterm_before_the_producer_writes_anything_exits_143(tmp_path: Path) -> None:
+def test_sigterm_before_the_producer_writes_anything_exits_143(tmp_path: Path,
+                                                               scripted: ScriptedServer) -> None:
     """The signal handlers are in place before the first byte is read."""
     fifo = tmp_path / "in.fifo"
     os.mkfifo(fifo)
     out = tmp_path / "out.jsonl"
-    with scripted_server() as server:
-        proc = start(str(fifo), out, server.url)
-        with fifo.open("wb"):
-            assert proc.stderr is not None
-            first = proc.stderr.readline()  # the run.started event: the loop is running
-            assert b"run.started" in first, first
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(GRACE_BOUND)
-            proc.stderr.close()
-        assert code == 143
-        assert records(out) == []
-        assert server.received == []
+    proc = start(str(fifo), out, scripted.url)
+    with fifo.open("wb"):
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # the run.started event: the loop is running
+        assert b"run.started" in first, first
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(GRACE_BOUND)
+        proc.stderr.close()
+    assert code == 143
+    assert read_jsonl(out, missing_ok=True) == []
+    assert scripted.received == []
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -121,7 +113,7 @@ def test_signal_during_an_endless_stream_of_invalid_lines(tmp_path: Path, signum
             producer.stdout.close()
         assert result == code
         assert time.monotonic() - started < GRACE_BOUND
-        written = records(out)
+        written = read_jsonl(out, missing_ok=True)
         assert {r["status"] for r in written if r["line"] > 1} == {"invalid"}
         numbers = sorted(r["line"] for r in written)
         assert numbers == list(range(1, len(numbers) + 1))  # one outcome per line read

@@ -1,15 +1,20 @@
-"""The UpdateTask body schema against Tables 3-12 of the reference page, field by field."""
+"""The UpdateTask body schema: its tables equal a transcription of Tables 3-12 of the reference
+page, field by field; the walker is checked once per kind of rule, then the cross-field rules."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
 
 from batchsms import schema
-from batchsms.schema import INT32_MAX, INT64_MAX, Field, Kind, ObjectSpec, validate
+from batchsms.plan import canonical_json
+from batchsms.records import Line, parse_line
+from batchsms.schema import INT32_MAX, INT64_MAX, PUT_TASK_REQ, Field, Kind, ObjectSpec, validate
+from tests.properties import BOUNDED, any_values, check_body, from_spec, json_values
 
 # -- an independent transcription of Tables 3-12 (000_f58e3cbd141f1d2b.txt) --------------------
 # ("S", min, max) String length · ("E", values) enumeration · ("I", min, max) Integer ·
@@ -185,16 +190,9 @@ def test_integer_and_long_bounds() -> None:
     assert INT64_MAX == 2**63 - 1
 
 
-# -- per field: accepted and rejected values for every rule -------------------------------------
-
-
-def sample(table: str, field: str, n: int, char: str = "中") -> str:
-    """A string of n characters that passes the field's cross-field rules."""
-    if table == "PutTaskReq" and field == "target_disk_ids":
-        return id_list(n, " ")
-    if table == "PutTaskReq" and field == "snapshot_ids":
-        return id_list(n, ";")
-    return char * n
+# -- per kind of rule: one accepted and one rejected case through the walker --------------------
+# The tables are data (checked above against the transcription), the walker is one function:
+# each of its branches is exercised once here, on a real field of that kind, at its real limits.
 
 
 def id_list(n: int, sep: str, item: int = 200) -> str:
@@ -203,65 +201,63 @@ def id_list(n: int, sep: str, item: int = 200) -> str:
     return text[:-1] + "i" if text.endswith(sep) else text
 
 
-def cases() -> Iterator[tuple[str, str, str, object, bool]]:
-    """(table, field, rule, value, accepted) for every field of every table."""
-    for table, rows in TABLES.items():
-        for field, row in rows.items():
-            kind = row[0]
-            if table == "PutTaskReq" and field == "migration_ip":
-                continue  # its content rule makes length boundaries moot: see its own tests
-            for bad in (1, 1.5, True, [], {}) if kind in "SE" else ():
-                yield table, field, "type", bad, False
-            if kind == "S":
-                lo, hi = row[1], row[2]
-                yield table, field, "min", sample(table, field, lo), True
-                if lo > 0:
-                    yield table, field, "min-1", sample(table, field, lo - 1), False
-                yield table, field, "max", sample(table, field, hi), True
-                yield table, field, "max ascii", sample(table, field, hi, "a"), True
-                # an astral character is one character (name's charset refuses it)
-                yield table, field, "max astral", sample(table, field, hi, "\U0001f600"), \
-                    (table, field) != ("PutTaskReq", "name")
-                yield table, field, "max+1", sample(table, field, hi + 1), False
-            elif kind == "E":
-                for choice in row[1]:
-                    yield table, field, f"enum {choice}", choice, True
-                    yield table, field, "enum lower", choice.lower(), False
-                    yield table, field, "enum padded", f" {choice}", False
-                yield table, field, "enum empty", "", False
-            elif kind in "IL":
-                lo, hi = row[1], row[2]
-                yield table, field, "min", lo, True
-                yield table, field, "max", hi, True
-                yield table, field, "min-1", lo - 1, False
-                yield table, field, "max+1", hi + 1, False
-                for bad in (True, False, 1.0, float(hi), "100", "", [], {}):
-                    yield table, field, f"type {bad!r}", bad, False
-            elif kind == "B":
-                yield table, field, "true", True, True
-                yield table, field, "false", False, True
-                for bad in (0, 1, "true", "false", [], {}):
-                    yield table, field, f"type {bad!r}", bad, False
-            elif kind == "O":
-                yield table, field, "empty object", {}, True
-                for bad in ([], "x", 1, True):
-                    yield table, field, f"type {bad!r}", bad, False
-            elif kind == "A":
-                lo, hi = row[2], row[3]
-                item = {"mac": MAC} if field == "networks" else {}
-                rest = {"mac": ""} if field == "networks" else {}  # the key is required
-                yield table, field, "empty", [], True
-                yield table, field, "max items", [item] + [rest] * (hi - 1), True
-                yield table, field, "max+1 items", [item] + [rest] * hi, False
-                for bad in ({}, "x", 1, True):
-                    yield table, field, f"type {bad!r}", bad, False
+STRING_TYPES: tuple[object, ...] = (1, 1.5, True, [], {})
+NUMBER_TYPES: tuple[object, ...] = (True, False, 1.0, 1000.0, "100", "", [], {})
+
+# (table, field, rule, value, accepted)
+RULES: list[tuple[str, str, str, object, bool]] = [
+    # String: characters (not bytes, not UTF-16 units) between min and max length
+    ("CloneServer", "error_msg", "min", "", True),
+    ("CloneServer", "error_msg", "max", "中" * 1024, True),
+    ("CloneServer", "error_msg", "max ascii", "a" * 1024, True),
+    ("CloneServer", "error_msg", "max astral", "\U0001f600" * 1024, True),
+    ("CloneServer", "error_msg", "max+1", "中" * 1025, False),
+    ("PutTaskReq", "name", "min", "中", True),
+    ("PutTaskReq", "name", "min-1", "", False),
+    ("PutTaskReq", "name", "max", "中" * 64, True),
+    ("PutTaskReq", "name", "max+1", "中" * 65, False),
+    # the length rule beside a cross-field rule: the longest valid ID lists pass, one more fails
+    ("PutTaskReq", "target_disk_ids", "max", id_list(16384, " "), True),
+    ("PutTaskReq", "target_disk_ids", "max+1", id_list(16385, " "), False),
+    ("PutTaskReq", "snapshot_ids", "max", id_list(1024, ";"), True),
+    ("PutTaskReq", "snapshot_ids", "max+1", id_list(1025, ";"), False),
+    *[("TargetServer", "hostname", f"type {bad!r}", bad, False) for bad in STRING_TYPES],
+    # enumeration: exact, case-sensitive, no padding; the type is checked first
+    ("TargetDisk", "partition_style", "enum MBR", "MBR", True),
+    ("TargetDisk", "partition_style", "enum GPT", "GPT", True),
+    ("TargetDisk", "partition_style", "enum lower", "mbr", False),
+    ("TargetDisk", "partition_style", "enum padded", " MBR", False),
+    ("TargetDisk", "partition_style", "enum empty", "", False),
+    *[("TargetDisk", "partition_style", f"type {bad!r}", bad, False) for bad in STRING_TYPES],
+    # Integer and Long: an int (not a bool, not a float such as 1.0, not a string) in range
+    ("PutTaskReq", "speed_limit", "min", 0, True),
+    ("PutTaskReq", "speed_limit", "max", 1000, True),
+    ("PutTaskReq", "speed_limit", "min-1", -1, False),
+    ("PutTaskReq", "speed_limit", "max+1", 1001, False),
+    *[("PutTaskReq", "speed_limit", f"type {bad!r}", bad, False) for bad in NUMBER_TYPES],
+    ("LogicalVolumes", "block_size", "max", 1_048_576, True),
+    ("LogicalVolumes", "block_size", "max+1", 1_048_577, False),
+    ("TargetServer", "memory", "max", INT64_MAX, True),
+    ("TargetServer", "memory", "max+1", INT64_MAX + 1, False),
+    ("TargetServer", "memory", "min-1", -1, False),
+    ("TargetServer", "memory", "type 2**63 as a float", float(INT64_MAX), False),
+    *[("TargetServer", "memory", f"type {bad!r}", bad, False) for bad in NUMBER_TYPES],
+    # Boolean: true or false, nothing truthy
+    ("PutTaskReq", "use_ipv6", "true", True, True),
+    ("PutTaskReq", "use_ipv6", "false", False, True),
+    *[("PutTaskReq", "use_ipv6", f"type {bad!r}", bad, False)
+      for bad in (0, 1, "true", "false", [], {})],
+    # object
+    ("PutTaskReq", "clone_server", "empty object", {}, True),
+    *[("PutTaskReq", "clone_server", f"type {bad!r}", bad, False) for bad in ([], "x", 1, True)],
+    # array of objects (its item count: test_array_item_count_* below)
+    ("TargetServer", "disks", "empty", [], True),
+    *[("TargetServer", "disks", f"type {bad!r}", bad, False) for bad in ({}, "x", 1, True)],
+]
 
 
-CASES = list(cases())
-
-
-@pytest.mark.parametrize(("table", "field", "rule", "value", "accepted"), CASES,
-                         ids=[f"{t}.{f}-{r}-{'ok' if a else 'bad'}" for t, f, r, _, a in CASES])
+@pytest.mark.parametrize(("table", "field", "rule", "value", "accepted"), RULES,
+                         ids=[f"{t}.{f}-{r}-{'ok' if a else 'bad'}" for t, f, r, _, a in RULES])
 def test_field_rule(table: str, field: str, rule: str, value: object, accepted: bool) -> None:
     """One field, one rule: the value is accepted, or rejected with exactly one problem there."""
     wrap, path = HOSTS[table]
@@ -275,15 +271,33 @@ def test_field_rule(table: str, field: str, rule: str, value: object, accepted: 
         assert problems[0].message
 
 
-def test_every_field_has_an_accepted_and_a_rejected_case() -> None:
-    """The table-driven cases cover every field of every table both ways."""
-    covered = {(t, f, a) for t, f, _, _, a in CASES}
-    for table, rows in TABLES.items():
-        for field in rows:
-            if (table, field) == ("PutTaskReq", "migration_ip"):
-                continue
-            assert (table, field, True) in covered
-            assert (table, field, False) in covered
+def test_every_kind_of_rule_is_exercised_both_ways() -> None:
+    """Each kind of field in the tables has an accepted and a rejected case above."""
+    kinds = {row[0] for rows in TABLES.values() for row in rows.values()}
+    covered = {(TABLES[t][f][0], a) for t, f, _, _, a in RULES}
+    assert covered == {(kind, accepted) for kind in kinds for accepted in (True, False)}
+
+
+ITEM = ObjectSpec("Item", {"n": Field(Kind.INTEGER, maximum=9)})
+ONE_TO_THREE = ObjectSpec("Bounded", {"items": Field(Kind.ARRAY, min_len=1, max_len=3, spec=ITEM)})
+
+
+@pytest.mark.parametrize(("count", "ok"), [(0, False), (1, True), (3, True), (4, False)])
+def test_array_item_count_bounds(count: int, ok: bool) -> None:
+    """The walker's min/max item rule, on a small synthetic table: the limits are inclusive."""
+    _, problems = validate({"items": [{"n": 1}] * count}, spec=ONE_TO_THREE)
+    expected = [] if ok else [("body.items", f"must have 1 to 3 items, got {count}")]
+    assert [(p.path, p.message) for p in problems] == expected
+
+
+def test_array_item_count_at_the_tables_limit() -> None:
+    """The tables' 65535-item arrays: the limit passes, one more item is the one problem."""
+    wrap, path = HOSTS["TargetServer"]
+    items: list[dict[str, Any]] = [{}] * 65535
+    assert validate(wrap({"disks": items}))[1] == []
+    _, problems = validate(wrap({"disks": [*items, {}]}))
+    assert [(p.path, p.message) for p in problems] == [
+        (f"{path}.disks", "must have 0 to 65535 items, got 65536")]
 
 
 @pytest.mark.parametrize("table", sorted(TABLES))
@@ -342,6 +356,18 @@ def test_huge_integers() -> None:
     assert validate({"speed_limit": 2**70})[1][0].message == \
         "must be between 0 and 1000, got 1180591620717411303424"
     assert validate({"speed_limit": -1})[1][0].path == "body.speed_limit"
+
+
+def test_integer_beyond_64_bits_is_named_as_such() -> None:
+    """orjson reads an integer past 64 bits as a float: the message says what the user wrote."""
+    line = parse_line(1, b'{"task_id": "t", "body": {"target_server": {"memory": '
+                         b'18446744073709551616}}}')
+    assert isinstance(line, Line)
+    _, problems = validate(line.body)
+    assert problems[0].path == "body.target_server.memory"
+    assert "outside the 64-bit range" in problems[0].message
+    _, problems = validate({"speed_limit": 1.5})
+    assert "fraction or exponent" in problems[0].message
 
 
 def test_messages_name_the_problem() -> None:
@@ -594,6 +620,33 @@ def test_validate_does_not_modify_its_input() -> None:
     snapshot = json.dumps(body)
     validate(body)
     assert json.dumps(body) == snapshot
+
+
+# -- properties: any body gives problems under `body`, or round-trips ---------------------------
+
+
+@settings(BOUNDED, max_examples=400)
+@given(from_spec(PUT_TASK_REQ) | any_values)
+def test_any_body_gives_problems_under_body_or_round_trips(body: object) -> None:
+    check_body(body)
+
+
+@settings(BOUNDED, max_examples=300)
+@given(from_spec(PUT_TASK_REQ))
+def test_bodies_from_the_tables_round_trip_when_accepted(body: dict[str, Any]) -> None:
+    if check_body(body):  # the same body with its keys in another order: the same bytes
+        reordered = dict(reversed(list(body.items())))
+        assert canonical_json(validate(reordered)[0]) == canonical_json(validate(body)[0])
+
+
+@settings(BOUNDED, max_examples=150)
+@given(json_values)
+def test_any_json_at_every_nested_place_gives_problems_there_or_round_trips(value: object) -> None:
+    """Any JSON value where an object, an array or an array's item belongs."""
+    for body in ({"target_server": value}, {"target_server": {"disks": [value]}},
+                 {"target_server": {"networks": value}},
+                 {"target_server": {"volume_groups": [{"logical_volumes": value}]}}):
+        check_body(body)
 
 
 # -- the reference page's own example request --------------------------------------------------

@@ -17,10 +17,8 @@ scanned too: nothing batchsms writes needs it, and `credentials.py` redacts it l
 from __future__ import annotations
 
 import base64
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,9 +31,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.hostile import Server as HostileServer
-from tests.hostile import app_server
-from tests.scripted import RESET, Answer, Hang, scripted_server
+from tests import processes
+from tests.processes import simulator_process, start_batchsms
+from tests.servers import RESET, Answer, Hang, app_server, scripted_server
+from tests.servers import Server as HostileServer
 
 AK = "AKSECRECY7Q3Z9XW1PLK"
 SK = "SKsecrecy+9f8e/7d6c=5b4a3210zyxwvutsrqpo"
@@ -118,18 +117,9 @@ def scan(tmp_path: Path) -> Iterator[Scan]:
     found.check()
 
 
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BATCHSMS_", "HUAWEICLOUD_SDK_", "CLOUD_SDK_"))}
-    env["HOME"] = "/nonexistent"
-    env.update(extra or {})
-    return env
-
-
 def batchsms(scan: Scan, label: str, *args: str, env: dict[str, str] | None = None,
              timeout: float = 90) -> subprocess.CompletedProcess[bytes]:
-    result = subprocess.run([sys.executable, "-m", "batchsms", *args], env=clean_env(env),
-                            cwd=scan.work, capture_output=True, timeout=timeout, check=False)
+    result = processes.batchsms(*args, env=env, cwd=scan.work, timeout=timeout)
     scan.result(label, result)
     assert b"Traceback" not in result.stderr, result.stderr.decode()[-3000:]
     return result
@@ -149,19 +139,14 @@ def input_file(scan: Scan, n: int = 6, bad: bool = True) -> Path:
 @contextmanager
 def simulator(scan: Scan, label: str, env: dict[str, str]) -> Iterator[str]:
     """`batchsms simulator --port 0` in a subprocess, expecting the credentials in `env`."""
-    proc = subprocess.Popen([sys.executable, "-m", "batchsms", "simulator", "--port", "0"],
-                            env=clean_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=scan.work)
+    sim = None
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline().decode()
-        assert first.startswith("listening on http://"), first
-        yield first.split()[-1]
+        with simulator_process(env=env, cwd=scan.work) as sim:
+            yield sim.url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-        scan.add(f"{label} stdout", first.encode() + out)
-        scan.add(f"{label} stderr", err)
+        if sim is not None:
+            scan.add(f"{label} stdout", sim.first_line.encode() + sim.stdout)
+            scan.add(f"{label} stderr", sim.stderr)
 
 
 def run_args(source: Path, out: str, log_format: str, *extra: str) -> list[str]:
@@ -327,13 +312,10 @@ def test_sigterm_mid_run_leaks_nothing(scan: Scan) -> None:
     source = scan.work / "in.jsonl"
     source.write_bytes(b"\n".join(lines) + b"\n")
     with scripted_server(Hang(0.2)) as server:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "batchsms", *run_args(source, "out.jsonl", "console",
-                                                         "--endpoint", server.url,
-                                                         "--concurrency", "4",
-                                                         "--metrics-file", "out.prom")],
-            env=clean_env(AKSK_ENV), cwd=scan.work, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
+        proc = start_batchsms(*run_args(source, "out.jsonl", "console", "--endpoint", server.url,
+                                        "--concurrency", "4", "--metrics-file", "out.prom"),
+                              env=AKSK_ENV, cwd=scan.work, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
         while len(server.received) < 8:
             assert time.monotonic() < deadline, "the run did not start sending"

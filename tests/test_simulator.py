@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from batchsms.credentials import AkSkCredentials
 from batchsms.signing import Signer
 from batchsms.simulator import ExpectedCredentials, Fleet, SimulatorHandle, running
 from batchsms.simulator.fleet import STATES
+from batchsms.simulator.threaded import serve_in_thread, simulator_thread
 
 pytestmark = pytest.mark.anyio
 
@@ -428,3 +433,49 @@ async def test_oversized_body_gets_413() -> None:
             assert resp.status == 413
             assert (await resp.json())["error_code"] == "SMS.0206"
         assert sim.counts(TASK).applied == 0
+
+
+# -- served from a background thread --------------------------------------------------------------
+
+
+def test_a_server_in_a_thread_serves_then_stops_and_closes_its_loop() -> None:
+    """`simulator_thread`: the handle is live, `call` runs on the server's loop, and on exit
+    the loop is closed (a loop left open leaks its sockets into a later test)."""
+    with simulator_thread() as sim:
+        assert sim.call(lambda: sim.handle.url) == sim.handle.url
+        assert not sim.loop.is_closed()
+    assert sim.loop.is_closed()
+
+
+def test_a_server_in_a_thread_slower_to_stop_than_the_join_still_closes_its_loop() -> None:
+    """A handler still hanging delays the stop past the caller's join: the loop is closed by
+    its own thread once the server has stopped."""
+    @asynccontextmanager
+    async def slow_to_stop() -> AsyncIterator[str]:
+        yield "serving"
+        await asyncio.sleep(0.3)
+
+    with serve_in_thread(slow_to_stop, start_timeout=0.01) as hosted:
+        pass
+    deadline = time.monotonic() + 30
+    while not hosted.loop.is_closed():
+        assert time.monotonic() < deadline, "the loop was never closed"
+        time.sleep(0.01)
+
+
+def test_a_server_in_a_thread_that_fails_to_start_or_stop_raises_in_the_caller() -> None:
+    """A failure on the server's loop is raised where the server is used, not lost in the
+    thread."""
+    @asynccontextmanager
+    async def broken(where: str) -> AsyncIterator[str]:
+        if where == "start":
+            raise OSError("address in use")
+        yield "serving"
+        raise OSError("cleanup failed")
+
+    with pytest.raises(OSError, match="address in use"), serve_in_thread(lambda: broken("start")):
+        pass
+    with pytest.raises(OSError, match="cleanup failed"), \
+            serve_in_thread(lambda: broken("stop")) as hosted:
+        assert hosted.value == "serving"
+

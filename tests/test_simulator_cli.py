@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,27 +18,15 @@ import pytest
 
 from batchsms.simulator.cli import add_simulator_arguments, add_simulator_parser, fault_config, main
 from batchsms.simulator.faults import FaultConfig, Outage, OutageKind
+from tests.processes import simulator_process
 
 
 @contextmanager
-def simulator_process(
-    *args: str, env: Mapping[str, str] | None = None
-) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """Start the simulator on a free port; yield (process, url) once it says it is listening."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHSMS_SIMULATOR_")}
-    full_env.update(env or {})
-    proc = subprocess.Popen([sys.executable, "-m", "batchsms.simulator", "--port", "0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=full_env)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("listening on http://127.0.0.1:"), line
-        yield proc, line.removeprefix("listening on ").strip()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
+def simulator(*args: str, env: Mapping[str, str] | None = None
+              ) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`python -m batchsms.simulator --port 0 ARGS`: (process, url) once it is listening."""
+    with simulator_process(*args, env=env, module="batchsms.simulator", text=True) as sim:
+        yield sim.process, sim.url
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -56,7 +42,7 @@ def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_cli_serves_then_stops_cleanly_on_signal(signum: signal.Signals) -> None:
     """Prints `listening on URL`, serves the generated fleet, exits 0 on SIGTERM and SIGINT."""
-    with simulator_process("--generate", "5", "--seed", "1") as (proc, url):
+    with simulator("--generate", "5", "--seed", "1") as (proc, url):
         status, page = fetch(f"{url}/v3/tasks")
         assert (status, page["count"]) == (200, 5)
         proc.send_signal(signum)
@@ -67,7 +53,7 @@ def test_cli_serves_then_stops_cleanly_on_signal(signum: signal.Signals) -> None
 
 def test_cli_checks_credentials_from_the_environment() -> None:
     """BATCHSMS_SIMULATOR_TOKEN in the environment: no token, 401; the token, 200."""
-    with simulator_process(env={"BATCHSMS_SIMULATOR_TOKEN": "cli-token"}) as (proc, url):
+    with simulator(env={"BATCHSMS_SIMULATOR_TOKEN": "cli-token"}) as (proc, url):
         status, error = fetch(f"{url}/v3/tasks")
         assert (status, error["error_code"]) == (401, "APIG.0301")
         status, _ = fetch(f"{url}/v3/tasks", headers={"X-Auth-Token": "cli-token"})
@@ -81,7 +67,7 @@ def test_cli_serves_a_fleet_file(tmp_path: Path) -> None:
     """--fleet FILE: its tasks exist, others are 404."""
     path = tmp_path / "fleet.jsonl"
     path.write_text('{"id": "t1", "speed_limit": 77}\n', encoding="utf-8")
-    with simulator_process("--fleet", str(path)) as (proc, url):
+    with simulator("--fleet", str(path)) as (proc, url):
         status, task = fetch(f"{url}/v3/tasks/t1")
         assert (status, task["speed_limit"]) == (200, 77)
         status, error = fetch(f"{url}/v3/tasks/t2")
@@ -143,7 +129,7 @@ def test_every_trouble_option_reaches_the_fault_config() -> None:
 
 def test_cli_outage_and_forbid_over_http() -> None:
     """A status outage from the first request, then (after it) a 403 from the 3rd request on."""
-    with simulator_process("--outage", "0+0.3:502", "--forbid-from", "3") as (proc, url):
+    with simulator("--outage", "0+0.3:502", "--forbid-from", "3") as (proc, url):
         status, error = fetch(f"{url}/v3/tasks")
         assert (status, error["error_code"]) == (502, "APIG.0201")
         time.sleep(0.4)

@@ -9,46 +9,25 @@ import anyio
 import huaweicloudsdksms.v3 as sms_models
 import orjson
 import pytest
-from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
-from huaweicloudsdkcore.http.http_config import HttpConfig
 from huaweicloudsdksms.v3 import (
     ListTasksRequest,
     PutTaskReq,
     ShowTaskRequest,
     ShowTaskResponse,
-    SmsClient,
     TasksResponseBody,
     UpdateTaskRequest,
 )
 
 from batchsms.readable import READABLE, show_path
 from batchsms.schema import validate
-from batchsms.simulator import ExpectedCredentials, Fleet, SimulatorHandle, running
+from batchsms.simulator import ExpectedCredentials, Fleet, running
 from batchsms.simulator.views import LIST_ITEM, SHOW_TASK
+from tests.sdk import AK, PROJECT_ID, SK, sdk_client
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("loopback_only")]
 
-AK, SK = "SDKTESTAK000001", "sdk-test-secret-key"
-PROJECT_ID = "0123456789abcdef0123456789abcdef"  # given, so the SDK never asks IAM for one
 TASK = "ef3b9722-07a0-40ae-89b0-889ee96d0001"
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """requests honours proxy variables: make sure nothing leaves the machine."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                 "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
-def sdk_client(sim: SimulatorHandle, sk: str = SK) -> Any:
-    config = HttpConfig.get_default_config()
-    config.timeout = (3, 10)
-    credentials = BasicCredentials(AK, sk, PROJECT_ID)
-    return (SmsClient.new_builder().with_credentials(credentials).with_endpoints([sim.url])
-            .with_http_config(config).build())
 
 
 async def in_thread(call: Callable[[], Any]) -> Any:

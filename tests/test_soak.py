@@ -35,10 +35,8 @@ import asyncio
 import functools
 import hashlib
 import math
-import os
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -51,7 +49,8 @@ import pytest
 
 from batchsms.simulator.app import Received
 from batchsms.simulator.faults import FaultConfig
-from tests.simthread import SimThread, simulator_thread
+from batchsms.simulator.threaded import SimThread, simulator_thread
+from tests.processes import batchsms
 
 pytestmark = pytest.mark.slow
 
@@ -175,13 +174,12 @@ def check_bucket(arrivals: list[float], rate: float, burst: float, lag: float) -
 
 def run_batchsms(source: Path, out: Path, stderr: Path, url: str, *args: str) -> int:
     with stderr.open("wb") as err:
-        return subprocess.run(
-            [sys.executable, "-m", "batchsms", "run", str(source), "--endpoint", url, "--out",
-             str(out), "--concurrency", str(CONCURRENCY), "--max-attempts", str(MAX_ATTEMPTS),
-             "--timeout", str(TIMEOUT_S), "--abort-failure-ratio", "1", "--log-format", "json",
-             "--no-progress", *args],
-            env={**os.environ, "BATCHSMS_AUTH_TOKEN": "soak-token"},
-            stdout=subprocess.DEVNULL, stderr=err, timeout=280, check=False).returncode
+        return batchsms(
+            "run", str(source), "--endpoint", url, "--out", str(out), "--concurrency",
+            str(CONCURRENCY), "--max-attempts", str(MAX_ATTEMPTS), "--timeout", str(TIMEOUT_S),
+            "--abort-failure-ratio", "1", "--log-format", "json", "--no-progress", *args,
+            env={"BATCHSMS_AUTH_TOKEN": "soak-token"}, stdout=subprocess.DEVNULL, stderr=err,
+            timeout=280).returncode
 
 
 def check_record(record: dict[str, Any], run_id: str) -> None:

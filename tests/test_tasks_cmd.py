@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.simprocess import simulator_process
+from tests import processes
+from tests.processes import simulator_process
 
 TOKEN = "tasks-test-token"
 
@@ -19,15 +18,12 @@ TOKEN = "tasks-test-token"
 @pytest.fixture
 def simulator() -> Iterator[str]:
     with simulator_process("--generate", "450", "--seed", "7",
-                           BATCHSMS_SIMULATOR_TOKEN=TOKEN) as url:
-        yield url
+                           env={"BATCHSMS_SIMULATOR_TOKEN": TOKEN}) as sim:
+        yield sim.url
 
 
 def batchsms(*args: str, token: str = TOKEN) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHSMS_")}
-    env["BATCHSMS_AUTH_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "batchsms", *args], env=env,
-                          capture_output=True, timeout=60, check=False)
+    return processes.batchsms(*args, env={"BATCHSMS_AUTH_TOKEN": token})
 
 
 def test_lists_every_task_over_several_pages(simulator: str) -> None:

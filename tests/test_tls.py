@@ -9,21 +9,21 @@ refused, and an unusable `--ca-bundle` is exit 2 with one line. `tasks` likewise
 
 from __future__ import annotations
 
-import asyncio
-import os
 import ssl
 import subprocess
-import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiohttp import web
+
+from tests import processes
+from tests.servers import in_thread, serving
 
 trustme = pytest.importorskip("trustme", reason="trustme makes the test CA (pip install trustme)")
 
@@ -36,15 +36,11 @@ class TlsServer:
     handled: list[str] = field(default_factory=list)  # "METHOD path" of every handled request
 
 
-@contextmanager
-def https_server(cert: Any) -> Iterator[TlsServer]:
-    """An aiohttp HTTPS server on 127.0.0.1 presenting `cert`, in a background thread."""
+@asynccontextmanager
+async def _https_serving(cert: Any) -> AsyncIterator[TlsServer]:
     server = TlsServer()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(context)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    runners: list[web.AppRunner] = []
 
     async def put_task(request: web.Request) -> web.Response:
         server.handled.append(f"PUT {request.path}")
@@ -56,33 +52,18 @@ def https_server(cert: Any) -> Iterator[TlsServer]:
         tasks = [{"id": "t1", "name": "one"}, {"id": "t2", "name": "two"}]
         return web.json_response({"count": 2, "tasks": tasks})
 
-    async def start() -> None:
-        app = web.Application()
-        app.router.add_put("/v3/tasks/{task_id}", put_task)
-        app.router.add_get("/v3/tasks", list_tasks)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-        await site.start()
-        server.url = f"https://127.0.0.1:{runner.addresses[0][1]}"
-        runners.append(runner)
-        ready.set()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(start())
-        loop.run_forever()
-        loop.run_until_complete(runners[0].cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(10), "HTTPS server did not start"
-    try:
+    app = web.Application()
+    app.router.add_put("/v3/tasks/{task_id}", put_task)
+    app.router.add_get("/v3/tasks", list_tasks)
+    async with serving(app, ssl_context=context) as server.url:
         yield server
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+
+
+@contextmanager
+def https_server(cert: Any) -> Iterator[TlsServer]:
+    """An aiohttp HTTPS server on 127.0.0.1 presenting `cert`, in a background thread."""
+    with in_thread(_https_serving(cert)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +78,7 @@ def ca_pem(ca: Any, tmp_path: Path) -> Path:
     return path
 
 
-def batchsms(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BATCHSMS_", "HUAWEICLOUD_SDK_", "CLOUD_SDK_", "SSL_CERT_"))}
-    env.update(HOME="/nonexistent", BATCHSMS_AUTH_TOKEN=TOKEN)
-    return subprocess.run([sys.executable, "-m", "batchsms", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=60, check=False)
+batchsms = partial(processes.batchsms, text=True, env={"BATCHSMS_AUTH_TOKEN": TOKEN})
 
 
 def one_line(tmp_path: Path) -> Path:

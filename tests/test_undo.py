@@ -15,6 +15,7 @@ from batchsms.errors import UsageError
 from batchsms.outcomes import Outcome, Status, resume_key
 from batchsms.previous_log import orphans, previous_log_path, with_orphans
 from batchsms.undo import check_reversible, for_run, undo_line, undoable, write_undo
+from tests.jsonl import read_jsonl, write_jsonl
 
 
 def record(line: int, task_id: str, status: str = "succeeded", *, run_id: str = "r1",
@@ -25,10 +26,6 @@ def record(line: int, task_id: str, status: str = "succeeded", *, run_id: str = 
     if previous is not None:
         rec["previous"] = previous
     return rec
-
-
-def read_lines(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
 def test_outcome_serialises_previous_only_when_set() -> None:
@@ -74,7 +71,7 @@ def test_undo_file_is_in_reverse_order_of_application(tmp_path: Path) -> None:
     summary = write_undo(records, tmp_path / "undo.jsonl")
     assert (summary.lines, summary.lost, summary.empty) == (3, 0, 0)
     assert [(r["task_id"], r["body"]["speed_limit"]) for r in
-            read_lines(tmp_path / "undo.jsonl")] == [("a", 200), ("b", 50), ("a", 100)]
+            read_jsonl(tmp_path / "undo.jsonl")] == [("a", 200), ("b", 50), ("a", 100)]
 
 
 def test_for_run_takes_this_run_and_the_lines_it_resumed() -> None:
@@ -93,11 +90,6 @@ def _report(*argv: str | Path) -> tuple[int, str]:
     return run_report(config, stdout=io.StringIO(), stderr=err), err.getvalue()
 
 
-def _journal(path: Path, *records: dict[str, Any]) -> Path:
-    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
-    return path
-
-
 def test_report_undo_to_reads_every_journal_in_order(tmp_path: Path) -> None:
     """Across two journals (a crash, then a resume), the later file's lines come first."""
     first = _journal(tmp_path / "a.jsonl", record(1, "a", previous={"speed_limit": 1}))
@@ -108,7 +100,7 @@ def test_report_undo_to_reads_every_journal_in_order(tmp_path: Path) -> None:
                       record(2, "b", run_id="r2", previous={"name": "old", "ip": None}))
     code, err = _report(first, second, "--undo-to", tmp_path / "undo.jsonl")
     assert code == 0
-    assert [r["task_id"] for r in read_lines(tmp_path / "undo.jsonl")] == ["b", "a"]
+    assert [r["task_id"] for r in read_jsonl(tmp_path / "undo.jsonl")] == ["b", "a"]
     assert "wrote 2 undo lines" in err
     assert "1 fields had no value" in err
 
@@ -153,6 +145,10 @@ def test_undo_refuses_an_input_it_could_not_undo(tmp_path: Path) -> None:
         check_reversible("-", {})
 
 
+def _journal(path: Path, *records: dict[str, Any]) -> Path:
+    return write_jsonl(path, records)
+
+
 def _side_log(out: Path, *entries: dict[str, Any]) -> None:
     previous_log_path(out).write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in entries))
 
@@ -192,6 +188,6 @@ def test_report_undo_to_restores_a_write_the_kill_left_without_record(tmp_path: 
     out = _journal(tmp_path / "o.jsonl", record(1, "a", run_id="r1", previous={"speed_limit": 1}))
     _side_log(out, _entry("r1", 1, "a", 1), _entry("r1", 2, "b", 2))
     _, err = _report(out, "--undo-to", tmp_path / "undo.jsonl")
-    assert [(r["task_id"], r["body"]) for r in read_lines(tmp_path / "undo.jsonl")] == [
+    assert [(r["task_id"], r["body"]) for r in read_jsonl(tmp_path / "undo.jsonl")] == [
         ("b", {"speed_limit": 2}), ("a", {"speed_limit": 1})]
     assert "wrote 2 undo lines" in err

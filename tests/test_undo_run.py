@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +19,19 @@ from huaweicloudsdksms.v3 import ShowTaskRequest
 from batchsms.cli import main
 from batchsms.simulator import Fleet, SimulatorHandle
 from batchsms.simulator.faults import FaultConfig
-from tests.simthread import simulator_in_thread
-from tests.test_resume import read
-from tests.test_simulator_sdk import _loopback_only, sdk_client  # noqa: F401 - a fixture
+from batchsms.simulator.threaded import simulator_in_thread
+from tests.jsonl import read_jsonl, write_jsonl
+from tests.sdk import sdk_client
+
+read = partial(read_jsonl, skip_cut=True)  # a record cut by the kill is skipped
+
+
+pytestmark = pytest.mark.usefixtures("loopback_only")
 
 
 @pytest.fixture(autouse=True)
 def _token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BATCHSMS_AUTH_TOKEN", "undo-token")
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
-    return path
 
 
 def fleet_file(tmp_path: Path, n: int) -> Path:

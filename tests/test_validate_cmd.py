@@ -14,6 +14,8 @@ import orjson
 import pytest
 
 from batchsms.cli import main
+from tests.jsonl import read_jsonl, write_jsonl
+from tests.processes import batchsms
 
 ROOT = Path(__file__).resolve().parent.parent
 INPUTS = ROOT / "inputs"
@@ -41,14 +43,8 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def records(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
-
-
 def write(path: Path, *lines: str | dict[str, Any]) -> Path:
-    path.write_bytes(b"".join(
-        (orjson.dumps(x) if isinstance(x, dict) else x.encode()) + b"\n" for x in lines))
-    return path
+    return write_jsonl(path, lines)
 
 
 def test_sample_inputs_are_valid(capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,7 +132,7 @@ def test_set_and_patch_supply_the_body(capsys: pytest.CaptureFixture[str],
     out = tmp_path / "o.jsonl"
     code, stdout, _ = run(capsys, src, "--patch", patch, "--set", "speed_limit=100", "--out", out)
     assert (code, stdout) == (0, "2 lines: 2 valid, 0 invalid\n")
-    shas = [r["body_sha256"] for r in records(out)]
+    shas = [r["body_sha256"] for r in read_jsonl(out)]
     assert shas == [hashlib.sha256(b'{"region_id":"r1","speed_limit":100}').hexdigest(),
                     hashlib.sha256(b'{"region_id":"r1","speed_limit":5}').hexdigest()]
     code, stdout, _ = run(capsys, src)
@@ -157,7 +153,7 @@ def test_out_records(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     code, stdout, _ = run(capsys, src, "--out", out)
     assert code == 1
     assert stdout.splitlines()[-1] == "4 lines: 2 valid, 2 invalid"
-    recs = records(out)
+    recs = read_jsonl(out)
     assert [list(r) for r in recs] == [OUTCOME_FIELDS] * 4
     assert [(r["line"], r["task_id"], r["ref"], r["status"]) for r in recs] == [
         (1, TID + "01", "web-01", "valid"),
@@ -190,7 +186,7 @@ def test_out_is_appended_not_truncated(capsys: pytest.CaptureFixture[str],
     run(capsys, src, "--out", out)
     data = out.read_bytes()
     assert data.startswith(first)
-    recs = records(out)
+    recs = read_jsonl(out)
     assert len(recs) == 14
     assert len({r["run_id"] for r in recs}) == 2
 
@@ -217,3 +213,20 @@ def test_empty_input_is_valid(capsys: pytest.CaptureFixture[str], tmp_path: Path
     """No lines: nothing invalid, exit 0."""
     src = write(tmp_path / "blank.jsonl", "", "  ")
     assert run(capsys, src) == (0, "0 lines: 0 valid, 0 invalid\n", "")
+
+
+def test_validate_and_run_describe_an_invalid_line_the_same_way(tmp_path: Path) -> None:
+    """One record for an invalid line, whichever command writes it: first problem, and N more."""
+    source = write(tmp_path / "in.jsonl",  # (a valid line too: an all-invalid file is refused)
+                   {"task_id": "t", "body": {"speedlimit": 1, "type": "x", "state": "RUNNING"}},
+                   {"task_id": "ok", "body": {"speed_limit": 1}})
+    assert batchsms("validate", str(source), "--out", str(tmp_path / "v.jsonl"),
+                    cwd=tmp_path).returncode == 1
+    assert batchsms("run", str(source), "--simulate", "--out", str(tmp_path / "r.jsonl"),
+                    cwd=tmp_path).returncode == 1
+    (valid,) = [r for r in read_jsonl(tmp_path / "v.jsonl") if r["line"] == 1]
+    (ran,) = [r for r in read_jsonl(tmp_path / "r.jsonl") if r["line"] == 1]
+    assert valid["error_msg"] == ran["error_msg"]
+    assert ran["error_msg"].startswith("body.speedlimit: unknown field")
+    assert ran["error_msg"].endswith("(and 2 more)")
+    assert valid["errors"] == ran["errors"]

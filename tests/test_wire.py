@@ -27,7 +27,7 @@ from batchsms.outcomes import Outcome, Status
 from batchsms.schema import Problem
 from batchsms.signing import authenticator
 from batchsms.simulator.gateway import verify_signature
-from tests.hostile import Server, app_server, raw_server
+from tests.servers import Server, app_server, raw_server
 
 TOKEN = {"BATCHSMS_AUTH_TOKEN": "wire-test-token"}
 AKSK = {"HUAWEICLOUD_SDK_AK": "AKWIRETEST0000000000", "HUAWEICLOUD_SDK_SK": "wire-test-sk",

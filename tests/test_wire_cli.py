@@ -3,51 +3,30 @@ outcomes stay bounded, and the process makes sure it can hold its connections be
 
 from __future__ import annotations
 
-import os
 import resource
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import orjson
 from aiohttp import web
 
-from tests.hostile import Seen, Server, app_server, raw_server
-from tests.scripted import Hang, scripted_server
+from tests import processes
+from tests.jsonl import read_jsonl, write_jsonl
+from tests.processes import peak_rss_kib
+from tests.servers import Hang, Seen, Server, app_server, raw_server, scripted_server
 
 TOKEN = "wire-cli-token"
 
 
 def batchsms(*args: str, cwd: Path, preexec_fn: Callable[[], None] | None = None,
              wrap_rss: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BATCHSMS_", "HUAWEICLOUD_SDK_", "CLOUD_SDK_"))}
-    env.update(HOME="/nonexistent", BATCHSMS_AUTH_TOKEN=TOKEN)
-    command = [sys.executable, "-m", "batchsms", *args]
-    if wrap_rss:  # a fresh parent whose only child is the run: its RUSAGE_CHILDREN is the run's
-        command = [sys.executable, "-c", _RSS_WRAPPER, *command]
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, timeout=timeout,
-                          check=False, preexec_fn=preexec_fn)
-
-
-_RSS_WRAPPER = """
-import resource, subprocess, sys
-code = subprocess.run(sys.argv[1:]).returncode
-print(f"peak_rss_kib={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}", file=sys.stderr)
-sys.exit(code)
-"""
+    return processes.batchsms(*args, env={"BATCHSMS_AUTH_TOKEN": TOKEN}, cwd=cwd,
+                              preexec_fn=preexec_fn, peak_rss=wrap_rss, timeout=timeout)
 
 
 def lines(path: Path, n: int) -> Path:
-    path.write_bytes(b"".join(orjson.dumps({"task_id": f"t{i}", "body": {"speed_limit": i + 1}})
-                              + b"\n" for i in range(n)))
-    return path
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    return write_jsonl(path, ({"task_id": f"t{i}", "body": {"speed_limit": i + 1}}
+                              for i in range(n)))
 
 
 def run_args(source: Path, url: str, *extra: str) -> list[str]:
@@ -68,7 +47,7 @@ def test_a_non_utf8_request_id_never_stops_the_run(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr.decode()[-2000:]
     assert b"Traceback" not in result.stderr
     assert b"\x1b" not in result.stderr
-    found = records(tmp_path / "out.jsonl")
+    found = read_jsonl(tmp_path / "out.jsonl")
     assert len(found) == 50
     assert sorted(r["status"] for r in found) == ["failed"] * 25 + ["succeeded"] * 25
     assert {r["request_id"] for r in found} == {"\ufffd\\x1b]0;pwned\\x07"}
@@ -93,8 +72,8 @@ def test_a_gigabyte_answer_is_not_read_into_memory(tmp_path: Path) -> None:
         result = batchsms(*run_args(lines(tmp_path / "in.jsonl", 3), server.url),
                           cwd=tmp_path, wrap_rss=True)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
-    assert [r["status"] for r in records(tmp_path / "out.jsonl")] == ["succeeded"] * 3
-    peak_kib = int(result.stderr.rsplit(b"peak_rss_kib=", 1)[1].split()[0])
+    assert [r["status"] for r in read_jsonl(tmp_path / "out.jsonl")] == ["succeeded"] * 3
+    peak_kib = peak_rss_kib(result)
     assert peak_kib < 300 * 1024, f"peak RSS {peak_kib // 1024} MiB"
 
 
@@ -107,7 +86,7 @@ def test_a_megabyte_error_message_is_cut_in_outcomes_and_logs(tmp_path: Path) ->
         result = batchsms(*run_args(lines(tmp_path / "in.jsonl", 5), server.url), cwd=tmp_path)
         listed = batchsms("tasks", "--endpoint", server.url, cwd=tmp_path)
     assert result.returncode == 1, result.stderr.decode()[-2000:]
-    for record in records(tmp_path / "out.jsonl"):
+    for record in read_jsonl(tmp_path / "out.jsonl"):
         assert record["error_code"] == "SMS.1400"
         assert record["error_msg"] == "x" * 1000 + "… (cut, 999000 more)"
     assert (tmp_path / "out.jsonl").stat().st_size < 5 * 2000
@@ -123,7 +102,7 @@ def test_an_unparseable_answer_is_said_in_words(tmp_path: Path) -> None:
         result = batchsms(*run_args(lines(tmp_path / "in.jsonl", 1), server.url,
                                     "--max-attempts", "2"), cwd=tmp_path)
     assert result.returncode == 1, result.stderr.decode()[-2000:]
-    [record] = records(tmp_path / "out.jsonl")
+    [record] = read_jsonl(tmp_path / "out.jsonl")
     assert record["http_status"] is None
     assert record["error_code"] == "connection"
     assert record["error_msg"] == ("the answer had a header or status line larger than 8 KiB; "
@@ -160,4 +139,4 @@ def test_the_soft_descriptor_limit_is_raised_when_the_hard_one_allows(tmp_path: 
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert b"descriptors.raised" in result.stderr
     assert in_flight > 128
-    assert all(r["attempts"] == 1 for r in records(tmp_path / "out.jsonl"))
+    assert all(r["attempts"] == 1 for r in read_jsonl(tmp_path / "out.jsonl"))

@@ -1,0 +1,128 @@
+"""`batchsms` as a child process, for the tests that cross the CLI boundary.
+
+`clean_env(extra)`: the environment a child gets: this one without any BATCHSMS_*,
+HUAWEICLOUD_SDK_*, CLOUD_SDK_* or SSL_CERT_* variable (a developer's own credentials or CA must
+never leak into a test), HOME pointing nowhere (no ~/.batchsms file is found by accident), then
+`extra`. `batchsms(*args)` runs a command to its end; `start_batchsms(*args)` starts one (for
+signals, kills and streams); `simulator_process(*args)` serves the simulator from a child, for
+tests that need it to read its expected credentials from its own environment, as a user's
+simulator would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, overload
+
+BATCHSMS = (sys.executable, "-m", "batchsms")
+FOREIGN = ("BATCHSMS_", "HUAWEICLOUD_SDK_", "CLOUD_SDK_", "SSL_CERT_")
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
+    env.update(HOME="/nonexistent", PYTHONDONTWRITEBYTECODE="1")
+    env.update(extra or {})
+    return env
+
+
+# A fresh parent whose only child is the command: its RUSAGE_CHILDREN is the command's peak.
+_PEAK_RSS = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:]).returncode
+print(f"peak_rss_kib={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@overload
+def batchsms(*args: str, env: Mapping[str, str] | None = ..., text: Literal[False] = ...,
+             timeout: float = ..., peak_rss: bool = ...,
+             **kwargs: Any) -> subprocess.CompletedProcess[bytes]: ...
+
+
+@overload
+def batchsms(*args: str, env: Mapping[str, str] | None = ..., text: Literal[True],
+             timeout: float = ..., peak_rss: bool = ...,
+             **kwargs: Any) -> subprocess.CompletedProcess[str]: ...
+
+
+def batchsms(*args: str, env: Mapping[str, str] | None = None, text: bool = False,
+             timeout: float = 120, peak_rss: bool = False,
+             **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+    """Run `batchsms ARGS` in `clean_env(env)` to its end; stdout and stderr are captured
+    (unless either is redirected), stdin is empty unless `input` or `stdin` is given; other
+    keywords go to `subprocess.run`.
+    With `peak_rss`, stderr ends with the command's peak RSS: read it with `peak_rss_kib`."""
+    if "input" not in kwargs:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+    if "stdout" not in kwargs and "stderr" not in kwargs:
+        kwargs["capture_output"] = True
+    command = [*BATCHSMS, *args]
+    if peak_rss:
+        command = [sys.executable, "-c", _PEAK_RSS, *command]
+    return subprocess.run(command, env=clean_env(env), text=text, timeout=timeout, check=False,
+                          **kwargs)
+
+
+def peak_rss_kib(result: subprocess.CompletedProcess[Any]) -> int:
+    """The peak RSS of a command run with `batchsms(..., peak_rss=True)`, in KiB."""
+    stderr = result.stderr if isinstance(result.stderr, bytes) else result.stderr.encode()
+    return int(stderr.rsplit(b"peak_rss_kib=", 1)[1].split()[0])
+
+
+def start_batchsms(*args: str, env: Mapping[str, str] | None = None,
+                   stdout: Any = subprocess.DEVNULL, stderr: Any = subprocess.DEVNULL,
+                   **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start `batchsms ARGS` in `clean_env(env)`; output is dropped unless redirected."""
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.Popen([*BATCHSMS, *args], env=clean_env(env), stdout=stdout,
+                            stderr=stderr, **kwargs)
+
+
+@dataclass
+class SimulatorProcess:
+    """A simulator in a child process. `stdout` (after the `listening on` line) and `stderr`
+    hold the rest of what it wrote once it has exited."""
+
+    url: str
+    process: subprocess.Popen[Any]
+    first_line: str
+    stdout: Any = None
+    stderr: Any = None
+
+
+@contextmanager
+def simulator_process(*args: str, env: Mapping[str, str] | None = None,
+                      module: str = "batchsms", text: bool = False,
+                      **kwargs: Any) -> Iterator[SimulatorProcess]:
+    """`python -m batchsms simulator --port 0 ARGS` (or `-m batchsms.simulator` as `module`) in
+    `clean_env(env)`, once it says it is listening; on exit, SIGTERM if still running, and its
+    output collected."""
+    command = ["simulator", "--port", "0"] if module == "batchsms" else ["--port", "0"]
+    proc = subprocess.Popen([sys.executable, "-m", module, *command, *args],
+                            env=clean_env(env), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text, **kwargs)
+    sim = None
+    try:
+        assert proc.stdout is not None
+        raw = proc.stdout.readline()
+        line = raw if isinstance(raw, str) else raw.decode()
+        assert line.startswith("listening on http://127.0.0.1:"), line
+        sim = SimulatorProcess(line.split()[-1], proc, line)
+        yield sim
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        if sim is not None:
+            sim.stdout, sim.stderr = out, err
