@@ -103,6 +103,12 @@ class Admission:
         them. So a line never loses its turn to one that came later -- while probing, the line
         whose probe just failed comes back from its backoff to the back of the queue, and the
         probes visit the lines in turn instead of using up one line's attempts."""
+        # The common case first: open, a place free, nobody waiting, no outage, no stop.
+        if (self._opened and self._in_flight < self._concurrency and not self._waiters
+                and self._stop.stopped is None and not self._outage.in_outage):
+            self._in_flight += 1
+            self._tickets += 1
+            return self._tickets
         self._check_outage()
         state = self.state
         if state is Gate.STOPPING:
@@ -175,9 +181,13 @@ class Admission:
         `heard` is False when no HTTP answer came back (timeout, connection error): that says
         nothing about the credentials, so it neither opens the gate nor resets the count.
         """
-        if not heard and answer is not Answer.REJECTED:
-            pass
-        elif answer is Answer.REJECTED:
+        if answer is Answer.OK and self._seen is Gate.OPEN and ticket >= self._closed_at_ticket:
+            # The common case: open, and still open (an OK ends any outage, so no abort either).
+            self._rejections = 0
+            self._opened = True
+            if self._stop.stopped is None and not self._outage.in_outage:
+                return
+        if answer is Answer.REJECTED:
             self._rejections += 1
             if self._opened or ticket >= self._closed_at_ticket:
                 self._opened = False  # back to one in flight
@@ -187,7 +197,7 @@ class Admission:
                     f"the credentials were rejected ({what or 'HTTP 401/403'}) "
                     f"{self._rejections} times in a row: check the credentials, the "
                     "endpoint and --ca-bundle"))
-        elif ticket >= self._closed_at_ticket:
+        elif heard and ticket >= self._closed_at_ticket:
             self._rejections = 0
             self._opened = True
         self._check_outage()

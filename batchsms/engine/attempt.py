@@ -179,46 +179,45 @@ class Sender:
                    ) -> tuple[Reply | TransportError, float, int] | None:
         """One try through admission and the bucket: (answer, sent at, ticket), still holding
         its place in flight (the caller leaves); None: stopped."""
-        waiting_first = t.tries == 0  # a first attempt waiting for its turn: retries give way
-        self._firsts_waiting += waiting_first
-        try:
-            return await self._try_once(request, t)
-        finally:
-            self._firsts_waiting -= waiting_first and t.tries == 0
-
-    async def _try_once(self, request: Request, t: _Tries,
-                        ) -> tuple[Reply | TransportError, float, int] | None:
         stop, admission = self.stop, self._admission
-        while True:
-            ticket = await admission.enter()
-            if ticket is None:
-                return None
-            holding = False
-            try:
-                if not (self.pace.try_acquire_nowait() or await stop.until(self.pace.acquire)):
+        first = t.tries == 0  # a first attempt waiting for its turn: retries give way to it
+        if first:
+            self._firsts_waiting += 1
+        try:
+            while True:
+                ticket = await admission.enter()
+                if ticket is None:
                     return None
-                if not admission.admits(ticket):
-                    continue  # the gate closed (a 401/403) while this try waited: queue again
-                if self._deadline is not None and self._wall() >= self._deadline:
-                    stop.trigger(StopReason.DEADLINE, "the --deadline passed")
-                    return None
-                self._budget.on_request(retry=t.tries > 0)
-                sent_at = self.clock()
-                if t.first_sent is None:
-                    t.first_sent = sent_at
-                if t.tries == 0:
-                    self._firsts_waiting -= 1  # it goes now: no longer waiting
-                t.tries += 1
+                holding = False
                 try:
-                    answer: Reply | TransportError = await self.client.request(
-                        request.method, request.path, request.body, request.query)
-                except TransportError as exc:
-                    answer = exc
-                holding = True
-                return answer, sent_at, ticket
-            finally:
-                if not holding:
-                    admission.leave()
+                    if not (self.pace.try_acquire_nowait()
+                            or await stop.until(self.pace.acquire)):
+                        return None
+                    if not admission.admits(ticket):
+                        continue  # the gate closed (a 401/403) while this waited: queue again
+                    if self._deadline is not None and self._wall() >= self._deadline:
+                        stop.trigger(StopReason.DEADLINE, "the --deadline passed")
+                        return None
+                    self._budget.on_request(retry=not first)
+                    sent_at = self.clock()
+                    if first:
+                        t.first_sent = sent_at
+                        self._firsts_waiting -= 1  # it goes now: no longer waiting
+                        first = False
+                    t.tries += 1
+                    try:
+                        answer: Reply | TransportError = await self.client.request(
+                            request.method, request.path, request.body, request.query)
+                    except TransportError as exc:
+                        answer = exc
+                    holding = True
+                    return answer, sent_at, ticket
+                finally:
+                    if not holding:
+                        admission.leave()
+        finally:
+            if first:  # stopped before it went
+                self._firsts_waiting -= 1
 
     async def _retry_permit(self) -> bool:
         """Deferred, never dropped: while first attempts are waiting to go (for admission or

@@ -229,10 +229,6 @@ class RateController:
         """The learnt share of 429s that do not depend on our rate, faded to ``now``."""
         return self._base * math.pow(0.5, max(0.0, now - self._base_at) / BASE_HALF_LIFE)
 
-    def measured_rate(self, now: float) -> float:
-        """The send rate measured so far."""
-        return self._meter.rate(now)
-
     def record_send(self, now: float) -> None:
         """Feed the send-rate measurement: one request left at ``now``."""
         self._meter.record(now)
