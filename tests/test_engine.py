@@ -414,6 +414,32 @@ async def test_a_401_after_successes_closes_the_gate_and_a_success_reopens_it() 
     assert e.stop.reason is None
 
 
+async def test_try_enter_only_when_open_free_and_nobody_waits() -> None:
+    """The gate's no-wait path (no coroutine per try) never jumps a queue nor an outage."""
+    outage = FakeOutage()
+    stop = Stop()
+    admission = Admission(concurrency=1, outage=outage, stop=stop)
+    assert admission.try_enter() is None  # slow start: `enter` decides
+    ticket = await admission.enter()
+    assert ticket == 1
+    admission.on_answer(Answer.OK, ticket=ticket)
+    assert admission.try_enter() is None  # open, but the one place is taken
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(admission.enter)  # queues for the place
+        await _all_others_blocked()  # the waiter is queued now
+        assert admission.try_enter() is None
+        admission.leave()  # the place goes to the waiter, not to a newcomer
+    assert admission.in_flight == 1
+    admission.leave()
+    assert admission.try_enter() == 3
+    admission.leave()
+    outage.down = True
+    assert admission.try_enter() is None
+    outage.down = False
+    stop.trigger(StopReason.ABORTED, "test")
+    assert admission.try_enter() is None
+
+
 async def test_probing_sends_one_probe_at_a_time_spaced_by_probe_delay() -> None:
     """During an outage first attempts and retries alike wait; one probe per probe_delay()."""
     outage = FakeOutage()

@@ -95,6 +95,16 @@ class Admission:
             return self._in_flight < self._concurrency
         return self._in_flight == 0  # SLOW_START, PROBING (the probe then waits for its time)
 
+    def try_enter(self) -> int | None:
+        """The common case, without waiting: a ticket when the gate is open, a place is free
+        and nobody waits (no outage, no stop); None: `enter` decides."""
+        if (self._opened and self._in_flight < self._concurrency and not self._waiters
+                and self._stop.stopped is None and not self._outage.in_outage):
+            self._in_flight += 1
+            self._tickets += 1
+            return self._tickets
+        return None
+
     async def enter(self) -> int | None:
         """Wait for a place among the tries in flight; its ticket, or None if the run stopped.
 
@@ -103,12 +113,9 @@ class Admission:
         them. So a line never loses its turn to one that came later -- while probing, the line
         whose probe just failed comes back from its backoff to the back of the queue, and the
         probes visit the lines in turn instead of using up one line's attempts."""
-        # The common case first: open, a place free, nobody waiting, no outage, no stop.
-        if (self._opened and self._in_flight < self._concurrency and not self._waiters
-                and self._stop.stopped is None and not self._outage.in_outage):
-            self._in_flight += 1
-            self._tickets += 1
-            return self._tickets
+        ticket = self.try_enter()
+        if ticket is not None:
+            return ticket
         self._check_outage()
         state = self.state
         if state is Gate.STOPPING:
