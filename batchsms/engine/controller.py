@@ -177,7 +177,8 @@ class RateController:
     """The rate to send at, steered by the share of 429s and the goodput (module docstring).
 
     ``max_rate == 0`` means unlimited until the service pushes back. ``rate`` is 0.0 while
-    unlimited.
+    unlimited. ``meter`` is the send rate really achieved, fed by the owner (`Pace` records
+    every send in it); the controller only reads it.
     """
 
     def __init__(self, max_rate: float, *, min_rate: float = MIN_RATE,
@@ -228,10 +229,6 @@ class RateController:
     def base_share(self, now: float) -> float:
         """The learnt share of 429s that do not depend on our rate, faded to ``now``."""
         return self._base * math.pow(0.5, max(0.0, now - self._base_at) / BASE_HALF_LIFE)
-
-    def record_send(self, now: float) -> None:
-        """Feed the send-rate measurement: one request left at ``now``."""
-        self._meter.record(now)
 
     def on_success(self, now: float, sent_at: float | None = None) -> float:
         """A request sent at ``sent_at`` succeeded. Returns the rate now in force."""

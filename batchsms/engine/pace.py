@@ -16,7 +16,7 @@ import anyio
 
 from batchsms.engine.controller import RateController
 from batchsms.engine.feedback import Answer
-from batchsms.limiter import Clock, RateLimiter, Sleep
+from batchsms.limiter import Clock, RateLimiter, SendRateMeter, Sleep
 
 
 class Pace:
@@ -26,7 +26,8 @@ class Pace:
                  sleep: Sleep = anyio.sleep) -> None:
         self._clock = clock
         self._limiter = RateLimiter(rate, burst, clock=clock, sleep=sleep)
-        self._controller = RateController(rate)
+        self._meter = SendRateMeter()  # the controller reads it; every send is recorded here
+        self._controller = RateController(rate, meter=self._meter)
 
     @property
     def current_rate(self) -> float:
@@ -37,14 +38,14 @@ class Pace:
         """Take a token at once if one is free and nobody is queued; True if taken (and
         counted as sent)."""
         if self._limiter.try_acquire_nowait():
-            self._controller.record_send(self._clock())
+            self._meter.record(self._clock())
             return True
         return False
 
     async def acquire(self) -> None:
         """Wait until a try may start, and count it as sent."""
         await self._limiter.acquire()
-        self._controller.record_send(self._clock())
+        self._meter.record(self._clock())
 
     def on_answer(self, answer: Answer, *, sent_at: float) -> None:
         """One try's answer; `sent_at` is when it left (this object's clock)."""
