@@ -241,7 +241,7 @@ class RateController:
             self._episode.add(sent)
         if self._in_flight is not None and sent <= self._cut_at:
             self._correct(sent)
-        if self._record(now, sent_at, throttled=False):
+        if self._record(now, sent_at, throttled=False) and self._rate:  # 0: nothing to grow
             self._grow(now)
         return self._rate
 
