@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 import itertools
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -156,9 +158,10 @@ class Engine:
 
 
 def engine(client: FakeClient | None = None, *, max_attempts: int = 5, concurrency: int = 4,
-           budget: RetryBudget | None = None, outage: OutageGuard | None = None) -> Engine:
+           budget: RetryBudget | None = None, outage: OutageGuard | None = None,
+           clock: FakeClock | None = None) -> Engine:
     client = client or FakeClient()
-    clock = FakeClock()
+    clock = clock or FakeClock()
     stop = Stop()
     outage = outage or OutageGuard(clock=clock)
     admission = Admission(concurrency=concurrency, outage=outage, stop=stop, clock=clock,
@@ -411,6 +414,32 @@ async def test_a_401_after_successes_closes_the_gate_and_a_success_reopens_it() 
     assert e.stop.reason is None
 
 
+async def test_try_enter_only_when_open_free_and_nobody_waits() -> None:
+    """The gate's no-wait path (no coroutine per try) never jumps a queue nor an outage."""
+    outage = FakeOutage()
+    stop = Stop()
+    admission = Admission(concurrency=1, outage=outage, stop=stop)
+    assert admission.try_enter() is None  # slow start: `enter` decides
+    ticket = await admission.enter()
+    assert ticket == 1
+    admission.on_answer(Answer.OK, ticket=ticket)
+    assert admission.try_enter() is None  # open, but the one place is taken
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(admission.enter)  # queues for the place
+        await _all_others_blocked()  # the waiter is queued now
+        assert admission.try_enter() is None
+        admission.leave()  # the place goes to the waiter, not to a newcomer
+    assert admission.in_flight == 1
+    admission.leave()
+    assert admission.try_enter() == 3
+    admission.leave()
+    outage.down = True
+    assert admission.try_enter() is None
+    outage.down = False
+    stop.trigger(StopReason.ABORTED, "test")
+    assert admission.try_enter() is None
+
+
 async def test_probing_sends_one_probe_at_a_time_spaced_by_probe_delay() -> None:
     """During an outage first attempts and retries alike wait; one probe per probe_delay()."""
     outage = FakeOutage()
@@ -438,6 +467,87 @@ async def test_probing_sends_one_probe_at_a_time_spaced_by_probe_delay() -> None
     assert all(b - a >= 2.0 for a, b in itertools.pairwise(first_five))
     assert len(timing.sent) == 12
     assert e.admission.state is Gate.OPEN
+
+
+async def _all_others_blocked() -> None:
+    """`anyio.wait_all_tasks_blocked` without its 0.1 s real sleeps per check."""
+    me = asyncio.current_task()
+    while True:
+        await asyncio.sleep(0)
+        if all(task is me or (task._fut_waiter is not None  # type: ignore[attr-defined]
+                              and not task._fut_waiter.done())  # type: ignore[attr-defined]
+               for task in asyncio.all_tasks()):
+            return
+
+
+class VirtualClock(FakeClock):
+    """Time jumps to the next sleeper's deadline once every task is blocked (`drive`), so
+    concurrent sleeps overlap as they do in real time. Sleepers due at the same moment are woken
+    one at a time, the latest first when `lifo`: timers due together fire in no promised order."""
+
+    def __init__(self, *, lifo: bool) -> None:
+        super().__init__()
+        self._due: list[tuple[float, int, anyio.Event]] = []
+        self._order = itertools.count()
+        self._sign = -1 if lifo else 1
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        event = anyio.Event()
+        when = self.now + max(seconds, 0.0)
+        heapq.heappush(self._due, (when, self._sign * next(self._order), event))
+        await event.wait()
+
+    async def drive(self) -> None:
+        """Run beside the code under test; cancel it when that is done."""
+        while True:
+            await _all_others_blocked()
+            if self._due:
+                when, _, event = heapq.heappop(self._due)
+                self.now = max(self.now, when)
+                event.set()
+            else:
+                await anyio.lowlevel.checkpoint()
+
+
+@pytest.mark.parametrize("lifo", [False, True], ids=["fifo_timers", "lifo_timers"])
+async def test_probes_visit_the_lines_in_turn_during_an_outage(lifo: bool) -> None:
+    """Issue 9 (a): a line whose probe failed goes to the back of the queue; it is not the next
+    probe again. 4 lines, 3 attempts each, probes 2 s apart, and an outage of 8 probes: taken in
+    turn every line fails exactly twice and then succeeds; a line picked again and again (it
+    came out of its backoff and took the probe before the queue's head) used its 3 attempts."""
+    clock = VirtualClock(lifo=lifo)
+    outage = FakeOutage()  # probe_delay() == 2.0
+    outage.down = True
+    end = 15.0  # probes at 0, 2, ..., 14 fail; the one at 16 succeeds
+    probes: list[tuple[float, str]] = []
+
+    @dataclass
+    class Down(FakeClient):
+        async def request(self, method: str, path: str, body: bytes = b"",
+                          query: Sequence[tuple[str, str]] = ()) -> Reply:
+            probes.append((clock.now, path))
+            outage.down = clock.now < end
+            self.default = reply(503 if outage.down else 200)
+            return await super().request(method, path, body, query)
+
+    e = engine(Down(), outage=outage, max_attempts=3, concurrency=8, clock=clock)
+    results: dict[str, Result] = {}
+
+    async def send(task: str) -> None:
+        results[task] = await e.sender.send(Request.put_task(task, b"{}"))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(clock.drive)
+            async with anyio.create_task_group() as lines:
+                for i in range(4):
+                    lines.start_soon(send, f"p{i}")
+            tg.cancel_scope.cancel()
+    failed = [(t, path.rsplit("/", 1)[-1]) for t, path in probes if t < end]
+    assert failed == [(2.0 * i, f"p{i % 4}") for i in range(8)]
+    assert {task: (r.succeeded, r.attempts) for task, r in results.items()} == {
+        f"p{i}": (True, 3) for i in range(4)}
 
 
 class TickingClock:

@@ -247,9 +247,13 @@ async def test_limiter_unlimited_never_sleeps() -> None:
 
 
 @pytest.mark.anyio
-async def test_limiter_without_adaptation_ignores_answers() -> None:
-    """adaptive=False keeps the configured rate whatever the service says."""
-    limiter = RateLimiter(rate=10.0, adaptive=False, clock=FakeClock())
-    limiter.on_throttle()
-    limiter.on_success()
+async def test_limiter_keeps_its_rate_until_set_and_then_paces_at_the_new_one() -> None:
+    """The limiter never moves its own rate (the controller does, through `set_rate`)."""
+    clock = FakeClock(0.0)
+    limiter = RateLimiter(rate=10.0, burst=1.0, clock=clock, sleep=clock.sleep)
+    await limiter.acquire()
     assert limiter.current_rate == 10.0
+    limiter.set_rate(2.0)
+    await limiter.acquire()
+    assert clock.sleeps == [pytest.approx(0.5)]
+    assert limiter.current_rate == 2.0

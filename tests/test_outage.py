@@ -40,6 +40,19 @@ def test_most_of_the_recent_answers_failing_is_an_outage() -> None:
     assert not guard.in_outage
 
 
+def test_after_a_long_run_of_successes_it_takes_18_failures_of_the_next_20() -> None:
+    """The window is full of successes (the guard's fast path for them): 17 failures among the
+    next 20 answers are not an outage, the 18th is."""
+    guard = OutageGuard(clock=Clock())
+    for _ in range(1000):
+        guard.on_answer(Answer.OK)
+    for answer in [Answer.OK, Answer.OK, *[Answer.FAILED] * 17]:
+        guard.on_answer(answer)
+    assert not guard.in_outage
+    guard.on_answer(Answer.FAILED)  # 18 of the last 20
+    assert guard.in_outage
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_30_percent_partial_outage_is_not_an_outage(seed: int) -> None:
     """100 000 answers, 30% of them failed at random: never an outage."""

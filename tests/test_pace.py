@@ -7,17 +7,17 @@ from collections.abc import Callable
 
 import pytest
 
-from batchsms.engine.feedback import Answer
-from batchsms.engine.pace import Pace
-from batchsms.limiter import (
+from batchsms.engine.controller import (
     BETA_MAX,
     GROWTH,
     HOLD,
     HOLD_GAIN,
     SETTLE,
     RateController,
-    SendRateMeter,
 )
+from batchsms.engine.feedback import Answer
+from batchsms.engine.pace import Pace
+from batchsms.limiter import SendRateMeter
 
 
 class FixedMeter(SendRateMeter):
@@ -197,3 +197,10 @@ def test_requests_in_flight_at_a_guessed_cut_correct_it() -> None:
         assert ctrl.rate == pytest.approx(HOLD_GAIN * 10)  # stale answers: no ramp either
     answer(ctrl, 0.25, False, sent_at=0.1)
     assert ctrl.rate == pytest.approx(HOLD_GAIN * 50)
+
+
+def test_ok_answers_kept_for_the_goodput_stay_bounded() -> None:
+    """Memory stays flat on a long run without 429s: only the last WINDOW of OKs is kept."""
+    ctrl = RateController(100.0, meter=FixedMeter(100.0))
+    feed(ctrl, 0.0, 10_000, 0.01, lambda i: False)  # 100 s at 100/s, no 429
+    assert len(ctrl._oks) <= 101

@@ -68,9 +68,10 @@ TRANSPORT_JITTER_S = 0.02
 
 BASE = FaultConfig(fail_rate=0.1, reset_rate=0.02, hang_rate=0.0005, hang_ms=1500.0,
                    latency_ms=(0.0, 25.0))
-# Any 429 at least halves the client's rate, and a burst of them takes it to the floor, from
-# where it climbs back (CUBIC) over about 11 s: the storms are kept short and back to back, and
-# the latency spike follows them while the rate is still climbing, to keep the soak near a minute.
+# A storm's excess 429s cut the client's rate to just under its goodput, where it holds for 10 s
+# before probing back up (+5%/s; engine/controller.py): the storms are kept short and back to
+# back, and the latency spike follows them while the rate is still held, to keep the soak near a
+# minute.
 PHASES: list[tuple[int, str, FaultConfig]] = [  # (from the n-th request received, name, faults)
     (0, "base", replace(BASE, seed=SEED)),
     (2_000, "storm-ra", replace(BASE, seed=SEED + 1, throttle_rate=150, retry_after=1.0)),

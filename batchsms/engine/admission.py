@@ -5,8 +5,10 @@
                 signatures). A 401/403 at ANY point comes back here.
     OPEN        up to --concurrency in flight.
     PROBING     the `OutageGuard` says the service is down: one probe at a time, spaced by
-                `probe_delay()`; first attempts and retries alike wait. Back to OPEN (or
-                SLOW_START) when the guard clears.
+                `probe_delay()`; first attempts and retries alike wait, in one queue. The
+                probe is the queue's head; a line whose probe failed queues again at the
+                back, so the probes visit the lines in turn. Back to OPEN (or SLOW_START)
+                when the guard clears.
     STOPPING    the run stopped: nothing more enters.
 
 Three 401/403 (or untrusted certificates) in a row abort the run, saying the credentials were
@@ -37,13 +39,15 @@ AUTH_ABORT_AFTER = 3
 
 
 class _Waiter:
-    """A try waiting for a place; `ticket` is set when a place is handed to it."""
+    """A try waiting for a place; `ticket` is set when a place is handed to it, `probe` when
+    that place is the probe's (it must still wait for the probe's time)."""
 
-    __slots__ = ("event", "ticket")
+    __slots__ = ("event", "probe", "ticket")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.ticket: int | None = None
+        self.probe = False
 
 
 class Gate(enum.Enum):
@@ -86,51 +90,71 @@ class Admission:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def _may_enter(self, state: Gate, now: float) -> bool:
+    def _may_enter(self, state: Gate) -> bool:
         if state is Gate.OPEN:
             return self._in_flight < self._concurrency
-        if state is Gate.PROBING:
-            return self._in_flight == 0 and now >= self._next_probe
-        return self._in_flight == 0  # SLOW_START
+        return self._in_flight == 0  # SLOW_START, PROBING (the probe then waits for its time)
+
+    def try_enter(self) -> int | None:
+        """The common case, without waiting: a ticket when the gate is open, a place is free
+        and nobody waits (no outage, no stop); None: `enter` decides."""
+        if (self._opened and self._in_flight < self._concurrency and not self._waiters
+                and self._stop.stopped is None and not self._outage.in_outage):
+            self._in_flight += 1
+            self._tickets += 1
+            return self._tickets
+        return None
 
     async def enter(self) -> int | None:
         """Wait for a place among the tries in flight; its ticket, or None if the run stopped.
 
-        Waiters are served first come, first served: a place freed is handed to the oldest
-        waiter (`_grant`), so a line never loses its turn to one that came later."""
-        while True:
-            self._check_outage()
-            state = self.state
-            if state is Gate.STOPPING:
-                return None
-            # One reading of the clock decides both whether the probe may go and how long to
-            # wait for it: read twice, time passing in between (a loaded machine) made the
-            # wait negative, and anyio.sleep raises ValueError on a negative delay.
-            now = self._clock()
-            if (not self._waiters or state is Gate.PROBING) and self._may_enter(state, now):
-                return self._take(state)
-            if state is Gate.PROBING and self._in_flight == 0:
-                wait = max(0.0, self._next_probe - now)
-                if not await self._stop.until(functools.partial(self._sleep, wait)):
-                    return None
-                continue
-            waiter = _Waiter()
-            self._waiters.append(waiter)
-            try:
-                woken = await self._stop.until(waiter.event.wait)
-            finally:
-                if not waiter.event.is_set():
-                    self._waiters.remove(waiter)
-            if waiter.ticket is not None:
-                if woken:
-                    return waiter.ticket
-                self._in_flight -= 1  # granted as the run stopped: give the place back
-            if not woken:
-                return None
+        Waiters are served first come, first served, in every state: a place freed is handed to
+        the oldest waiter (`_grant`), and a try that arrives while others wait queues behind
+        them. So a line never loses its turn to one that came later -- while probing, the line
+        whose probe just failed comes back from its backoff to the back of the queue, and the
+        probes visit the lines in turn instead of using up one line's attempts."""
+        ticket = self.try_enter()
+        if ticket is not None:
+            return ticket
+        self._check_outage()
+        state = self.state
+        if state is Gate.STOPPING:
+            return None
+        if not self._waiters and self._may_enter(state):
+            ticket = self._take()
+            return ticket if state is not Gate.PROBING or await self._probe_time() else None
+        waiter = _Waiter()
+        self._waiters.append(waiter)
+        try:
+            woken = await self._stop.until(waiter.event.wait)
+        finally:
+            if not waiter.event.is_set():
+                self._waiters.remove(waiter)
+        if waiter.ticket is None:  # only a stop wakes a waiter without a place
+            return None
+        if not woken:
+            self._in_flight -= 1  # granted as the run stopped: give the place back
+            return None
+        return waiter.ticket if not waiter.probe or await self._probe_time() else None
 
-    def _take(self, state: Gate) -> int:
-        if state is Gate.PROBING:
-            self._next_probe = self._clock() + self._outage.probe_delay()
+    async def _probe_time(self) -> bool:
+        """The probe holds the one place while it waits for its time (so no other try can take
+        it); False: the run stopped meanwhile (or the outage outlasted --max-outage), and the
+        place is given back."""
+        # One reading of the clock decides the wait: read twice, time passing in between (a
+        # loaded machine) made it negative, and anyio.sleep raises ValueError on that.
+        wait = max(0.0, self._next_probe - self._clock())
+        if wait > 0 and not await self._stop.until(functools.partial(self._sleep, wait)):
+            self._in_flight -= 1
+            return False
+        self._check_outage()
+        if self._stop.stopped is not None:
+            self._in_flight -= 1
+            return False
+        self._next_probe = self._clock() + self._outage.probe_delay()
+        return True
+
+    def _take(self) -> int:
         self._in_flight += 1
         self._tickets += 1
         return self._tickets
@@ -147,17 +171,14 @@ class Admission:
             self._grant()
 
     def _grant(self) -> None:
-        """Hand free places to the oldest waiters; while probing, wake one to time the probe."""
+        """Hand free places to the oldest waiters (while probing: the one place, to the head of
+        the queue, which then waits for the probe's time holding it)."""
         state = self.state
         waiters = self._waiters
-        if state is Gate.PROBING:
-            if waiters and self._in_flight == 0:
-                waiters.popleft().event.set()
-            return
-        now = self._clock()
-        while waiters and state is not Gate.STOPPING and self._may_enter(state, now):
+        while waiters and state is not Gate.STOPPING and self._may_enter(state):
             waiter = waiters.popleft()
-            waiter.ticket = self._take(state)
+            waiter.ticket = self._take()
+            waiter.probe = state is Gate.PROBING
             waiter.event.set()
 
     def on_answer(self, answer: Answer, *, ticket: int, what: str = "",
@@ -167,9 +188,13 @@ class Admission:
         `heard` is False when no HTTP answer came back (timeout, connection error): that says
         nothing about the credentials, so it neither opens the gate nor resets the count.
         """
-        if not heard and answer is not Answer.REJECTED:
-            pass
-        elif answer is Answer.REJECTED:
+        if answer is Answer.OK and self._seen is Gate.OPEN and ticket >= self._closed_at_ticket:
+            # The common case: open, and still open (an OK ends any outage, so no abort either).
+            self._rejections = 0
+            self._opened = True
+            if self._stop.stopped is None and not self._outage.in_outage:
+                return
+        if answer is Answer.REJECTED:
             self._rejections += 1
             if self._opened or ticket >= self._closed_at_ticket:
                 self._opened = False  # back to one in flight
@@ -179,7 +204,7 @@ class Admission:
                     f"the credentials were rejected ({what or 'HTTP 401/403'}) "
                     f"{self._rejections} times in a row: check the credentials, the "
                     "endpoint and --ca-bundle"))
-        elif ticket >= self._closed_at_ticket:
+        elif heard and ticket >= self._closed_at_ticket:
             self._rejections = 0
             self._opened = True
         self._check_outage()

@@ -85,8 +85,6 @@ class Result:
     succeeded: bool
     reply: Reply | None  # the last HTTP answer (any status), or None if none came
     attempts: int  # requests that left the process
-    http_status: int | None  # of the last answer received (CONTRACT §10)
-    request_id: str | None  # of the last answer received
     error_code: str | None  # of the last try; None on success
     error_msg: str | None
     maybe_applied: bool
@@ -94,6 +92,16 @@ class Result:
     stop_message: str | None
     first_sent: float | None  # the sender's clock
     last: Answer | None = None  # what the last try told (None: no try was made)
+
+    @property
+    def http_status(self) -> int | None:
+        """The status of the last answer received (CONTRACT §10), None if none came."""
+        return None if self.reply is None else self.reply.status
+
+    @property
+    def request_id(self) -> str | None:
+        """The request id of the last answer received."""
+        return None if self.reply is None else self.reply.request_id
 
     @property
     def final(self) -> bool:
@@ -104,15 +112,13 @@ class Result:
 class _Tries:
     """What one request's tries have found so far (private to `Sender.send`)."""
 
-    __slots__ = ("attempts", "error_code", "error_msg", "first_sent", "http_status",
-                 "last", "maybe_applied", "reply", "request_id", "tries")
+    __slots__ = ("attempts", "error_code", "error_msg", "first_sent", "last", "maybe_applied",
+                 "reply", "tries")
 
     def __init__(self) -> None:
         self.tries = 0  # every try that passed the bucket, sent or not
         self.attempts = 0
         self.reply: Reply | None = None
-        self.http_status: int | None = None
-        self.request_id: str | None = None
         self.error_code: str | None = None
         self.error_msg: str | None = None
         self.maybe_applied = False
@@ -179,46 +185,47 @@ class Sender:
                    ) -> tuple[Reply | TransportError, float, int] | None:
         """One try through admission and the bucket: (answer, sent at, ticket), still holding
         its place in flight (the caller leaves); None: stopped."""
-        waiting_first = t.tries == 0  # a first attempt waiting for its turn: retries give way
-        self._firsts_waiting += waiting_first
-        try:
-            return await self._try_once(request, t)
-        finally:
-            self._firsts_waiting -= waiting_first and t.tries == 0
-
-    async def _try_once(self, request: Request, t: _Tries,
-                        ) -> tuple[Reply | TransportError, float, int] | None:
         stop, admission = self.stop, self._admission
-        while True:
-            ticket = await admission.enter()
-            if ticket is None:
-                return None
-            holding = False
-            try:
-                if not (self.pace.try_acquire_nowait() or await stop.until(self.pace.acquire)):
-                    return None
-                if not admission.admits(ticket):
-                    continue  # the gate closed (a 401/403) while this try waited: queue again
-                if self._deadline is not None and self._wall() >= self._deadline:
-                    stop.trigger(StopReason.DEADLINE, "the --deadline passed")
-                    return None
-                self._budget.on_request(retry=t.tries > 0)
-                sent_at = self.clock()
-                if t.first_sent is None:
-                    t.first_sent = sent_at
-                if t.tries == 0:
-                    self._firsts_waiting -= 1  # it goes now: no longer waiting
-                t.tries += 1
+        first = t.tries == 0  # a first attempt waiting for its turn: retries give way to it
+        if first:
+            self._firsts_waiting += 1
+        try:
+            while True:
+                ticket = admission.try_enter()  # no coroutine while the gate is open
+                if ticket is None:
+                    ticket = await admission.enter()
+                    if ticket is None:
+                        return None
+                holding = False
                 try:
-                    answer: Reply | TransportError = await self.client.request(
-                        request.method, request.path, request.body, request.query)
-                except TransportError as exc:
-                    answer = exc
-                holding = True
-                return answer, sent_at, ticket
-            finally:
-                if not holding:
-                    admission.leave()
+                    if not (self.pace.try_acquire_nowait()
+                            or await stop.until(self.pace.acquire)):
+                        return None
+                    if not admission.admits(ticket):
+                        continue  # the gate closed (a 401/403) while this waited: queue again
+                    if self._deadline is not None and self._wall() >= self._deadline:
+                        stop.trigger(StopReason.DEADLINE, "the --deadline passed")
+                        return None
+                    self._budget.on_request(retry=not first)
+                    sent_at = self.clock()
+                    if first:
+                        t.first_sent = sent_at
+                        self._firsts_waiting -= 1  # it goes now: no longer waiting
+                        first = False
+                    t.tries += 1
+                    try:
+                        answer: Reply | TransportError = await self.client.request(
+                            request.method, request.path, request.body, request.query)
+                    except TransportError as exc:
+                        answer = exc
+                    holding = True
+                    return answer, sent_at, ticket
+                finally:
+                    if not holding:
+                        admission.leave()
+        finally:
+            if first:  # stopped before it went
+                self._firsts_waiting -= 1
 
     async def _retry_permit(self) -> bool:
         """Deferred, never dropped: while first attempts are waiting to go (for admission or
@@ -261,7 +268,7 @@ class Sender:
             stats.requests += 1
             status = answer.status
             stats.by_http[status] += 1
-            t.reply, t.http_status, t.request_id = answer, status, answer.request_id
+            t.reply = answer
             kind = t.last = classify(status)
             self.pace.on_answer(kind, sent_at=sent_at)
             self._outage.on_answer(kind)
@@ -281,8 +288,8 @@ class Sender:
         succeeded = t.reply is not None and t.reply.ok and t.error_code is None
         why = self.stop.stopped if stopped and not succeeded else None
         return Result(
-            succeeded=succeeded, reply=t.reply, attempts=t.attempts, http_status=t.http_status,
-            request_id=t.request_id, error_code=t.error_code, error_msg=t.error_msg,
+            succeeded=succeeded, reply=t.reply, attempts=t.attempts,
+            error_code=t.error_code, error_msg=t.error_msg,
             maybe_applied=t.maybe_applied and not succeeded,
             stopped=None if why is None else why.reason,
             stop_message=None if why is None else why.message, first_sent=t.first_sent,

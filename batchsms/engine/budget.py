@@ -72,7 +72,12 @@ class RetryBudget:
     def on_request(self, *, retry: bool) -> None:
         """A try left (a first attempt, or a retry that `try_spend` allowed)."""
         if not retry:
-            self._slot(self._clock())[1] += 1
+            now = self._clock()
+            slots = self._slots
+            # Within the current slot there is only a count to add (old slots leave the window
+            # at the next `_slot`, which every reading of the sums calls first).
+            slot = slots[-1] if slots and now < slots[-1][0] + SLOT else self._slot(now)
+            slot[1] += 1
             self._firsts += 1
 
     def try_spend(self) -> bool:

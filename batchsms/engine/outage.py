@@ -65,6 +65,12 @@ class OutageGuard:
         """One try's answer."""
         failed = answer is Answer.FAILED
         recent = self._recent
+        if not failed and not self._failed:
+            # The common case: nothing failed lately (so no streak, no outage), and one more
+            # answer that did not fail changes only how many answers the window holds.
+            if len(recent) < RECENT:
+                recent.append(False)
+            return
         if len(recent) == RECENT:
             self._failed -= recent[0]
         recent.append(failed)

@@ -1,10 +1,11 @@
 """Pace: every try, retries and reads included, passes one token bucket whose rate follows the
 service's answers.
 
-The bucket and the controller live in `batchsms.limiter` (its docstring explains the design and
-every constant); this is the engine's view of them, fed with `Answer`s. Only OK and THROTTLED
-answers move the rate: FAILED (5xx, timeouts, connection errors) says the service is in trouble,
-which the outage guard handles, and REJECTED/REFUSED say nothing about pace.
+The bucket is `batchsms.limiter.RateLimiter`; the rate it enforces is the `RateController`'s
+(``engine/controller.py``: its docstring explains the design and every constant), fed here with
+`Answer`s. Only OK and THROTTLED answers move the rate: FAILED (5xx, timeouts, connection
+errors) says the service is in trouble, which the outage guard handles, and REJECTED/REFUSED say
+nothing about pace.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import time
 
 import anyio
 
+from batchsms.engine.controller import RateController
 from batchsms.engine.feedback import Answer
-from batchsms.limiter import Clock, RateLimiter, Sleep
+from batchsms.limiter import Clock, RateLimiter, SendRateMeter, Sleep
 
 
 class Pace:
@@ -22,7 +24,10 @@ class Pace:
 
     def __init__(self, rate: float, burst: float = 1.0, *, clock: Clock = time.monotonic,
                  sleep: Sleep = anyio.sleep) -> None:
+        self._clock = clock
         self._limiter = RateLimiter(rate, burst, clock=clock, sleep=sleep)
+        self._meter = SendRateMeter()  # the controller reads it; every send is recorded here
+        self._controller = RateController(rate, meter=self._meter)
 
     @property
     def current_rate(self) -> float:
@@ -30,16 +35,24 @@ class Pace:
         return self._limiter.current_rate
 
     def try_acquire_nowait(self) -> bool:
-        """Take a token at once if one is free and nobody is queued; True if taken."""
-        return self._limiter.try_acquire_nowait()
+        """Take a token at once if one is free and nobody is queued; True if taken (and
+        counted as sent)."""
+        if self._limiter.try_acquire_nowait():
+            self._meter.record(self._clock())
+            return True
+        return False
 
     async def acquire(self) -> None:
         """Wait until a try may start, and count it as sent."""
         await self._limiter.acquire()
+        self._meter.record(self._clock())
 
     def on_answer(self, answer: Answer, *, sent_at: float) -> None:
         """One try's answer; `sent_at` is when it left (this object's clock)."""
-        if answer is Answer.THROTTLED:
-            self._limiter.on_throttle(sent_at=sent_at)
-        elif answer is Answer.OK:
-            self._limiter.on_success(sent_at=sent_at)
+        if answer is Answer.OK:
+            rate = self._controller.on_success(self._clock(), sent_at)
+        elif answer is Answer.THROTTLED:
+            rate = self._controller.on_throttle(self._clock(), sent_at)
+        else:
+            return
+        self._limiter.set_rate(rate)

@@ -121,10 +121,6 @@ class Pipeline:
         self._reading_stopped = False
 
     @property
-    def stop_reason(self) -> StopReason | None:
-        return self.stop.reason
-
-    @property
     def stop_message(self) -> str | None:
         return self.stop.message
 
