@@ -37,7 +37,7 @@ import structlog
 
 from batchsms.client import Reply
 from batchsms.outcomes import OutcomeWriter
-from batchsms.validate_cmd import checked_lines
+from batchsms.plan import checked_lines
 
 OK = Reply(200, "req-1", None, None, None, b"{}")
 CONCURRENCY = 64

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import signal
 import subprocess
 import time
@@ -9,11 +10,15 @@ from functools import partial
 from pathlib import Path
 
 import orjson
+from structlog.testing import capture_logs
 
+from batchsms.commands.run import run
+from batchsms.config import RunConfig
 from batchsms.simulator.faults import FaultConfig
 from batchsms.simulator.threaded import simulator_in_thread
-from tests.jsonl import read_jsonl
+from tests.jsonl import read_jsonl, write_jsonl
 from tests.processes import start_batchsms
+from tests.servers import Answer, ScriptedServer
 
 read = partial(read_jsonl, skip_cut=True)  # a record cut by the kill is skipped
 
@@ -57,3 +62,27 @@ def test_sigkill_then_resume_completes_without_resending(tmp_path: Path) -> None
         assert all(r["status"] in ("succeeded", "skipped") for r in after)
         for i in range(n):
             assert sim.counts(f"k{i}").applied >= 1
+
+
+def test_resume_skips_only_what_succeeded(tmp_path: Path, scripted: ScriptedServer) -> None:
+    """A line that failed (or was refused) is sent again by `--resume`; a success is not."""
+    source = write_jsonl(tmp_path / "in.jsonl", [
+        {"task_id": task_id, "body": {"speed_limit": 10}} for task_id in ("ok", "bad", "down")])
+    out = tmp_path / "out.jsonl"
+    scripted.script("bad", Answer(400, body={"error_code": "SMS.0201", "error_msg": "bad"}))
+    scripted.script("down", Answer(503), Answer(503))
+
+    def night(*, resume: bool = False) -> list[dict[str, object]]:
+        config = RunConfig(input=str(source), out=out, endpoint=scripted.url, rate=0,
+                           progress=False, max_attempts=2, resume=resume)
+        with capture_logs():
+            run(config, env=TOKEN, stderr=io.StringIO())
+        return read(out)
+
+    first = {r["task_id"]: r["status"] for r in night()}
+    assert first == {"ok": "succeeded", "bad": "failed", "down": "failed"}
+    second = night(resume=True)[3:]
+    assert {r["task_id"]: (r["status"], r["error_code"]) for r in second} == {
+        "ok": ("skipped", "already_succeeded"), "bad": ("succeeded", None),
+        "down": ("succeeded", None)}
+    assert (scripted.count("ok"), scripted.count("bad"), scripted.count("down")) == (1, 2, 3)
