@@ -103,7 +103,7 @@ def scripted_server(default: Answer | None = None, port: int = 0) -> Iterator[Sc
     async def start() -> None:
         app = web.Application()
         app.router.add_route("*", "/v3/tasks/{task_id}", server.handle)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
