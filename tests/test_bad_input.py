@@ -131,12 +131,14 @@ CASES: dict[str, Callable[[], Case]] = {
         + padded(MAX_LINE_BYTES, "last"),
         {1: None, 2: None, 3: f"line is {MAX_LINE_BYTES + 1} bytes", 4: None, 5: None,
          6: f"line is {MAX_LINE_BYTES + 1} bytes", 7: None}),
+    # thousands of unknown keys, each named (the last one too); each costs a "did you mean"
+    # search, so a few thousand say it as well as tens of thousands did, in a tenth of the time
     "very_many_keys": lambda: Case(
         lines(good(1), b'{"task_id":"m","body":{' + b",".join(
-            b'"k%d":%d' % (i, i) for i in range(25_000)) + b"}}",
+            b'"k%d":%d' % (i, i) for i in range(2_500)) + b"}}",
             b'{"task_id":"n","body":{"target_server":{' + b",".join(
-                b'"networks%d":null' % i for i in range(20_000)) + b"}}}", good(4)),
-        {1: None, 2: "unknown field 'k24999'", 3: "unknown field 'networks19999'", 4: None}),
+                b'"networks%d":null' % i for i in range(2_000)) + b"}}}", good(4)),
+        {1: None, 2: "unknown field 'k2499'", 3: "unknown field 'networks1999'", 4: None}),
     "duplicate_keys": lambda: Case(
         lines(good(1), b'{"task_id":"a","body":{"speed_limit":5,"speed_limit":2000}}',
               b'{"task_id":"b","body":{"speed_limit":2000,"speed_limit":5}}',
