@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-outage", default="600", metavar="DURATION",
                      help="abort (exit 3) when the service has failed continuously this long, "
                           "only probes being sent meanwhile: seconds or 10m [600]")
+    run.add_argument("--grace", type=float, default=5.0, metavar="S",
+                     help="after SIGINT/SIGTERM, seconds in-flight requests get before they "
+                          "are cut [5]")
     run.add_argument("--log-format", choices=("console", "json"),
                      help="[console on a terminal, else json]")
     run.add_argument("--quiet", "-q", action="store_true",
@@ -196,7 +199,7 @@ def run_config(args: argparse.Namespace, log_format: str) -> RunConfig:
         dry_run=args.dry_run, resume=args.resume, defaults=_defaults(args),
         abort_failure_ratio=args.abort_failure_ratio, token_file=args.token_file,
         progress=args.progress, metrics_file=args.metrics_file, log_format=log_format,
-        max_outage=parse_duration(args.max_outage, "--max-outage"),
+        max_outage=parse_duration(args.max_outage, "--max-outage"), grace=args.grace,
         skip_unchanged=args.skip_unchanged, undo_file=args.undo_file,
         allow_irreversible=args.allow_irreversible, verify=args.verify,
         deadline=None if args.deadline is None else

@@ -66,6 +66,8 @@ class RunConfig:
             raise UsageError(f"--max-attempts must be at least 1, got {self.max_attempts}")
         if self.timeout <= 0:
             raise UsageError(f"--timeout must be more than 0, got {self.timeout:g}")
+        if not self.grace >= 0:
+            raise UsageError(f"--grace must be 0 or more, got {self.grace:g}")
         if not self.max_outage > 0:
             raise UsageError(f"--max-outage must be more than 0, got {self.max_outage:g}")
         if self.allow_irreversible and self.undo_file is None:

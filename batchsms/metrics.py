@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
-from prometheus_client.parser import text_string_to_metric_families
+from typing import TYPE_CHECKING
 
 from batchsms.engine.stats import RunStats
 from batchsms.errors import UsageError
@@ -45,9 +43,17 @@ from batchsms.outcomes import Status
 LAST_SUCCESS = "batchsms_last_success_timestamp_seconds"
 _RUN_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.INVALID, Status.SKIPPED)
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Gauge
+
+# prometheus_client is imported where a metrics file is read or written, not with this module:
+# most runs have no --metrics-file, and a run's start-up pays for every import (cron, tests).
+
 
 def previous_last_success(path: Path) -> float | None:
     """The last-success time in an earlier metrics file; None if absent or unreadable."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     try:
         text = path.read_text(encoding="utf-8")
         for family in text_string_to_metric_families(text):
@@ -63,6 +69,8 @@ def previous_last_success(path: Path) -> float | None:
 def build_registry(batch: str, stats: RunStats, exit_code: int, now: float,
                    last_success: float | None) -> CollectorRegistry:
     """The run's metrics, in a registry of their own (never the process-global one)."""
+    from prometheus_client import CollectorRegistry, Gauge
+
     registry = CollectorRegistry()
 
     def gauge(name: str, doc: str, *labels: str) -> Gauge:
@@ -99,6 +107,8 @@ def write_metrics(path: Path, stats: RunStats, exit_code: int, now: float) -> No
 
     Raises `UsageError` if it cannot be written; the caller decides what that does to the run.
     """
+    from prometheus_client import write_to_textfile
+
     last_success = None if exit_code == 0 else previous_last_success(path)
     registry = build_registry(path.stem, stats, exit_code, now, last_success)
     try:

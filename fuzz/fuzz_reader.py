@@ -1,6 +1,6 @@
 """atheris (libFuzzer) target for the reader and the planner: `records.read_lines` -> `Planner`.
 
-    python fuzz/fuzz_reader.py -runs=30000 -seed=1 [corpus_dir]  # bounded, as in test_records.py
+    python fuzz/fuzz_reader.py -runs=10000 -seed=1 [corpus_dir]   # bounded, as in test_records.py
     python fuzz/fuzz_reader.py -max_total_time=600 corpus/        # a longer local session
 
 The line limit is lowered to 64 bytes so that lines around it are common. The first input byte

@@ -49,7 +49,9 @@ def url_of(host: str, port: int, scheme: str = "http") -> str:
 async def serving(app: web.Application, host: str = "127.0.0.1", port: int = 0,
                   ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
     """Serve `app` on `host`; yield its URL; clean up on exit."""
-    runner = web.AppRunner(app, access_log=None)
+    # handler_cancellation: a handler whose client went away (a hung answer the client gave up
+    # on) is cancelled, so it cannot hold the server's shutdown for its whole hang.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
+from batchsms.cli import main
 from batchsms.records import MAX_LINE_BYTES
 from tests.jsonl import read_jsonl
 from tests.processes import batchsms, peak_rss_kib
@@ -130,12 +132,14 @@ CASES: dict[str, Callable[[], Case]] = {
         + padded(MAX_LINE_BYTES, "last"),
         {1: None, 2: None, 3: f"line is {MAX_LINE_BYTES + 1} bytes", 4: None, 5: None,
          6: f"line is {MAX_LINE_BYTES + 1} bytes", 7: None}),
+    # thousands of unknown keys, each named (the last one too); each costs a "did you mean"
+    # search, so a few thousand say it as well as tens of thousands did, in a tenth of the time
     "very_many_keys": lambda: Case(
         lines(good(1), b'{"task_id":"m","body":{' + b",".join(
-            b'"k%d":%d' % (i, i) for i in range(25_000)) + b"}}",
+            b'"k%d":%d' % (i, i) for i in range(2_500)) + b"}}",
             b'{"task_id":"n","body":{"target_server":{' + b",".join(
-                b'"networks%d":null' % i for i in range(20_000)) + b"}}}", good(4)),
-        {1: None, 2: "unknown field 'k24999'", 3: "unknown field 'networks19999'", 4: None}),
+                b'"networks%d":null' % i for i in range(2_000)) + b"}}}", good(4)),
+        {1: None, 2: "unknown field 'k2499'", 3: "unknown field 'networks1999'", 4: None}),
     "duplicate_keys": lambda: Case(
         lines(good(1), b'{"task_id":"a","body":{"speed_limit":5,"speed_limit":2000}}',
               b'{"task_id":"b","body":{"speed_limit":2000,"speed_limit":5}}',
@@ -153,18 +157,36 @@ def command(kind: str, source: Path, out: Path) -> list[str]:
             "--log-format", "json", "--no-progress"]
 
 
+REAL_CLI_RUN = "mixed_encodings"
+"""The one file `run` reads as a subprocess; for the others `run`'s command line is called in
+this process (the file, not the process boundary, is what each case is about; `validate` runs
+every file as a subprocess)."""
+
+
 @pytest.mark.parametrize("kind", ["validate", "run"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_nasty_file_gives_one_clear_outcome_per_line(tmp_path: Path, name: str,
-                                                     kind: str) -> None:
+def test_nasty_file_gives_one_clear_outcome_per_line(
+        tmp_path: Path, name: str, kind: str, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
     case = CASES[name]()
     source = tmp_path / f"{name}{case.suffix}"
     source.write_bytes(case.content)
     out = tmp_path / "outcomes.jsonl"
-    result = batchsms(*command(kind, source, out), cwd=tmp_path)
-    stdout, stderr = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
+    if kind == "run" and name != REAL_CLI_RUN:
+        for variable in os.environ:
+            if variable.startswith(("BATCHSMS_", "HUAWEICLOUD_SDK_", "CLOUD_SDK_")):
+                monkeypatch.delenv(variable)
+        monkeypatch.setenv("HOME", "/nonexistent")
+        monkeypatch.chdir(tmp_path)
+        returncode = main(command(kind, source, out))
+        stdout, stderr = capfd.readouterr()
+    else:
+        result = batchsms(*command(kind, source, out), cwd=tmp_path)
+        returncode = result.returncode
+        stdout = result.stdout.decode(errors="replace")
+        stderr = result.stderr.decode(errors="replace")
     assert "Traceback" not in stderr + stdout, stderr[-3000:]
-    assert result.returncode in (0, 1), stderr[-3000:]
+    assert returncode in (0, 1), stderr[-3000:]
     records = read_jsonl(out) if out.exists() else []
     by_line = {r["line"]: r for r in records}
     assert len(by_line) == len(records), "a line got more than one outcome"
@@ -194,7 +216,7 @@ def test_nasty_file_gives_one_clear_outcome_per_line(tmp_path: Path, name: str,
         sent = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
         assert by_line[number]["body_sha256"] == hashlib.sha256(sent).hexdigest()
     invalid = sum(1 for p in expect.values() if p is not None)
-    assert result.returncode == (1 if invalid else 0), stderr[-3000:]
+    assert returncode == (1 if invalid else 0), stderr[-3000:]
     if kind == "validate":
         valid = len(expect) - invalid
         assert stdout.endswith(f"{len(expect)} lines: {valid} valid, {invalid} invalid\n")

@@ -51,7 +51,7 @@ def test_half_a_key_pair_names_the_missing_variable(tmp_path: Path) -> None:
     ["--concurrency", "0"], ["--rate", "-1"], ["--max-attempts", "0"], ["--timeout", "0"],
     ["--abort-failure-ratio", "2"], ["--deadline", "tomorrow-ish"], ["--region", "mars-1"],
     ["--set", "speedlimit=5"], ["--set", "noequals"], ["--bogus"], ["--endpoint", "ftp://x"],
-    ["--endpoint", "http://sms.example.com"],
+    ["--endpoint", "http://sms.example.com"], ["--grace", "-1"],
 ])
 def test_bad_options_exit_2_without_traceback(tmp_path: Path, args: list[str]) -> None:
     source = lines_file(tmp_path / "in.jsonl", 1)
@@ -122,7 +122,8 @@ def test_signal_stops_run_and_every_line_gets_an_outcome(tmp_path: Path, signum:
         server.script("t5", Hang(30))  # still in flight when the grace period ends
         proc = processes.start_batchsms(
             "run", str(source), "--endpoint", server.url, "--out", str(out), "--concurrency",
-            "8", "--rate", "0", "--log-format", "json", env={"BATCHSMS_AUTH_TOKEN": SECRET_TOKEN},
+            "8", "--rate", "0", "--log-format", "json", "--grace", "1",
+            env={"BATCHSMS_AUTH_TOKEN": SECRET_TOKEN},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait_for(lambda: len(server.received) >= 20)
         proc.send_signal(signum)

@@ -486,10 +486,12 @@ HARNESS = Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_reader.py"
                     reason="atheris is not installed (pip install atheris; wheels for CPython "
                            "3.11 on x86-64 Linux)")
 def test_atheris_reader_harness_bounded_run(tmp_path: Path) -> None:
-    """`fuzz/fuzz_reader.py` for a fixed number of runs and a fixed seed: no crash."""
+    """`fuzz/fuzz_reader.py` for a fixed number of runs and a fixed seed: no crash. A short run
+    (10 000: the harness works and the shallow paths hold); longer sessions are run by hand,
+    as `fuzz/fuzz_reader.py` says."""
     result = subprocess.run(
-        [sys.executable, str(HARNESS), "-runs=30000", "-seed=1", "-max_len=512",
+        [sys.executable, str(HARNESS), "-runs=10000", "-seed=1", "-max_len=512",
          f"-artifact_prefix={tmp_path}/"],
         capture_output=True, text=True, timeout=110, check=False, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "Done 30000 runs" in result.stderr
+    assert "Done 10000 runs" in result.stderr

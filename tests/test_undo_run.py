@@ -19,7 +19,7 @@ from huaweicloudsdksms.v3 import ShowTaskRequest
 from batchsms.cli import main
 from batchsms.simulator import Fleet, SimulatorHandle
 from batchsms.simulator.faults import FaultConfig
-from batchsms.simulator.threaded import simulator_in_thread
+from batchsms.simulator.threaded import simulator_in_thread, simulator_thread
 from tests.jsonl import read_jsonl, write_jsonl
 from tests.sdk import sdk_client
 
@@ -77,7 +77,7 @@ def test_undo_restores_every_task_after_sigkill_and_resume(tmp_path: Path) -> No
     """Change speed_limit, name and target_server.name of a fleet (one task twice), SIGKILL the
     run half-way, --resume with --undo-file, run the undo file: every task is as before, field
     by field, as the official SDK reads it."""
-    n = 400
+    n = 150
     task_ids = [f"t{i}" for i in range(n)]
     rows = [{"task_id": f"t{i}", "ref": f"r{i}", "body": {
         "speed_limit": (i * 7 + 1) % 1000, "name": f"new-{i}",
@@ -86,8 +86,11 @@ def test_undo_restores_every_task_after_sigkill_and_resume(tmp_path: Path) -> No
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     out, undo = tmp_path / "out.jsonl", tmp_path / "undo.jsonl"
     fleet = Fleet.from_jsonl(fleet_file(tmp_path, n))
-    with simulator_in_thread(FaultConfig(latency_ms=(2.0, 6.0), seed=5), fleet=fleet) as sim:
+    with simulator_thread(fleet=fleet) as thread:
+        sim = thread.handle
         before = snapshot(sim, task_ids)
+        # slow answers only while the run that is killed goes: the kill must land half-way
+        thread.call(lambda: sim.faults.reconfigure(FaultConfig(latency_ms=(20.0, 40.0), seed=5)))
         args = [sys.executable, "-m", "batchsms", "run", str(source), "--endpoint", sim.url,
                 "--out", str(out), "--rate", "0", "--concurrency", "8", "--log-format", "json",
                 "--undo-file", str(undo)]
@@ -103,6 +106,7 @@ def test_undo_restores_every_task_after_sigkill_and_resume(tmp_path: Path) -> No
         assert 0 < done_first < n, "the kill must land half-way"
         assert not undo.exists()
 
+        thread.call(lambda: sim.faults.reconfigure(FaultConfig()))
         second = subprocess.run([*args, "--resume"], env=env, capture_output=True, check=False,
                                 timeout=120)
         assert second.returncode == 0, second.stderr.decode()
