@@ -209,20 +209,26 @@ class OutcomeWriter:
             records = self._buffer
             self._buffer = []
             data = b"".join(records)
-            start: int | None = None
             done = 0
             try:
-                start = os.fstat(self._fd).st_size
-                view = memoryview(data)
-                while done < len(data):
-                    done += os.write(self._fd, view[done:])
+                done = os.write(self._fd, data)  # whole at once, but for a signal or a full disk
+                if done < len(data):
+                    view = memoryview(data)
+                    while done < len(data):
+                        done += os.write(self._fd, view[done:])
             except OSError as exc:
-                self._fail(exc, start, records, done)
+                self._fail(exc, records, done)
         self._last_flush = time.monotonic()
 
-    def _fail(self, exc: OSError, start: int | None, records: list[bytes],
-              done: int) -> NoReturn:
-        """Keep the records that reached the file whole, cut the rest off, and break."""
+    def _fail(self, exc: OSError, records: list[bytes], done: int) -> NoReturn:
+        """Keep the records that reached the file whole, cut the rest off, and break.
+
+        Where this flush started is asked for here, not before every write: the file is
+        append-only and the lock (`lock_outcomes`) keeps other writers out, so it started
+        `done` bytes before the end."""
+        start: int | None = None
+        with contextlib.suppress(OSError):
+            start = os.fstat(self._fd).st_size - done
         if start is not None:
             whole = 0
             for record in records:

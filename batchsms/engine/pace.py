@@ -47,6 +47,10 @@ class Pace:
         await self._limiter.acquire()
         self._meter.record(self._clock())
 
+    def on_ok(self, sent_at: float) -> None:
+        """A try sent at `sent_at` succeeded: `on_answer(Answer.OK, ...)` in one call."""
+        self._limiter.set_rate(self._controller.on_success(self._clock(), sent_at))
+
     def on_answer(self, answer: Answer, *, sent_at: float) -> None:
         """One try's answer; `sent_at` is when it left (this object's clock)."""
         if answer is Answer.OK:
