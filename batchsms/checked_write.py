@@ -26,7 +26,7 @@ request of the line.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -72,10 +72,10 @@ def _read_failed(run_id: str, item: Planned, read: Result, now: float, when: str
     """The outcome of a line whose read went wrong, as `line_outcome` words a failed request."""
     outcome = line_outcome(run_id, item, read, now)
     if outcome.status is Status.SUCCEEDED:  # a 2xx answer that is not a task view
-        return replace(outcome, status=Status.FAILED, error_code="bad_answer",
-                       error_msg=f"{when}: ShowTask answered something that is not a JSON "
-                       "object", maybe_applied=False)
-    return replace(outcome, error_msg=f"{when}: {outcome.error_msg}", maybe_applied=False)
+        return outcome._replace(status=Status.FAILED, error_code="bad_answer",
+                                error_msg=f"{when}: ShowTask answered something that is not "
+                                "a JSON object", maybe_applied=False)
+    return outcome._replace(error_msg=f"{when}: {outcome.error_msg}", maybe_applied=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +129,9 @@ def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None
                                         StopReason.BROKEN.value, f"not sent: {why}")
         put = await sender.send(Request.put_task(item.task_id, item.body), about)
         first = first if first is not None else put.first_sent
-        outcome = replace(line_outcome(run_id, item, put, sender.clock()), previous=prior,
-                          attempts=read_attempts + put.attempts,
-                          elapsed_ms=_elapsed(first, sender.clock()))
+        outcome = line_outcome(run_id, item, put, sender.clock())._replace(
+            previous=prior, attempts=read_attempts + put.attempts,
+            elapsed_ms=_elapsed(first, sender.clock()))
         if not (checks.verify and put.succeeded):
             return outcome
         after = await sender.send(Request.get_task(item.task_id), about)
@@ -141,18 +141,18 @@ def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None
         if view is None:
             failed = _read_failed(run_id, item, after, now,
                                   "written, but reading it back failed")
-            return replace(failed, attempts=attempts, previous=prior,
-                           elapsed_ms=_elapsed(first, now), maybe_applied=True,
-                           status=Status.FAILED,
-                           # the last answer received, if the read got none (CONTRACT §10)
-                           http_status=failed.http_status or outcome.http_status,
-                           request_id=failed.request_id or outcome.request_id)
+            return failed._replace(attempts=attempts, previous=prior,
+                                   elapsed_ms=_elapsed(first, now), maybe_applied=True,
+                                   status=Status.FAILED,
+                                   # the last answer received, if the read got none (CONTRACT §10)
+                                   http_status=failed.http_status or outcome.http_status,
+                                   request_id=failed.request_id or outcome.request_id)
         found = diff(body, view)
-        checked = replace(outcome, attempts=attempts, http_status=after.http_status,
-                          request_id=after.request_id, elapsed_ms=_elapsed(first, now))
+        checked = outcome._replace(attempts=attempts, http_status=after.http_status,
+                                   request_id=after.request_id, elapsed_ms=_elapsed(first, now))
         if not found.changes:
             return checked
-        return replace(checked, status=Status.FAILED, error_code="verify_mismatch",
-                       error_msg=verify_message(found))
+        return checked._replace(status=Status.FAILED, error_code="verify_mismatch",
+                                error_msg=verify_message(found))
 
     return handle

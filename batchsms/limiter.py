@@ -109,10 +109,14 @@ class SendRateMeter:
         self._measured = False
         self._count = 0
         self._bucket_start: float | None = None
+        self._bucket_end = -math.inf  # the current bucket's end (every send is counted here)
         self._first_send = 0.0
 
     def record(self, now: float) -> None:
         """Count one send at ``now``."""
+        if now < self._bucket_end:  # the common case: one more send in the current bucket
+            self._count += 1
+            return
         start = math.floor(now / self._width) * self._width
         if self._bucket_start is None:
             self._bucket_start = start
@@ -127,6 +131,7 @@ class SendRateMeter:
                 self._measured = True
             self._count = 0
             self._bucket_start = start
+        self._bucket_end = self._bucket_start + self._width
         self._count += 1
 
     def rate(self, now: float) -> float:

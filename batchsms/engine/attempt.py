@@ -24,9 +24,8 @@ import functools
 import random as _random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import anyio
 import structlog
@@ -58,9 +57,9 @@ class Client(Protocol):
     async def abort_in_flight(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One HTTP request to make, with retries: the same bytes every try."""
+class Request(NamedTuple):
+    """One HTTP request to make, with retries: the same bytes every try. (A `NamedTuple`, as
+    `Result`: one is made per line, and a frozen dataclass costs four times as much to make.)"""
 
     method: str
     path: str
@@ -78,9 +77,8 @@ class Request:
         return cls("GET", task_path(task_id))
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
-    """How one request ended, after all its tries."""
+class Result(NamedTuple):
+    """How one request ended, after all its tries (a `NamedTuple`: made per request)."""
 
     succeeded: bool
     reply: Reply | None  # the last HTTP answer (any status), or None if none came
@@ -153,16 +151,63 @@ class Sender:
         self.on_park: Callable[[], None] = lambda: None
 
     async def send(self, request: Request, about: Mapping[str, object] | None = None) -> Result:
-        """Send `request` until it succeeds, cannot, or the run stops. `about` goes in logs."""
+        """Send `request` until it succeeds, cannot, or the run stops. `about` goes in logs.
+
+        The common case -- the gate open, a token free, the first try answered 2xx -- goes
+        without waiting, without `_Tries` and in this one coroutine; anything else continues
+        in `_send` exactly where the lean path left it."""
+        admission = self._admission
+        ticket = admission.try_enter()  # the order of `_try`: admission, bucket, deadline
+        if ticket is None:
+            return await self._send(request, about, None)
+        if not self.pace.try_acquire_nowait():
+            admission.leave()  # nothing was awaited: no waiter to hand the place to
+            return await self._send(request, about, None)
+        if self._deadline is not None and self._wall() >= self._deadline:
+            self.stop.trigger(StopReason.DEADLINE, "the --deadline passed")
+            admission.leave()
+            return self._result(_Tries(), stopped=True)
+        self._budget.on_request(retry=False)
+        sent_at = self.clock()
+        try:
+            answer: Reply | TransportError = await self.client.request(
+                request.method, request.path, request.body, request.query)
+        except TransportError as exc:
+            answer = exc
+        except BaseException:
+            admission.leave()
+            raise
+        if isinstance(answer, Reply) and 200 <= answer.status < 300:  # Answer.OK
+            try:
+                stats = self.stats
+                stats.requests += 1
+                stats.by_http[answer.status] += 1
+                self.pace.on_ok(sent_at)
+                self._outage.on_answer(Answer.OK)
+                admission.on_answer(Answer.OK, ticket=ticket)
+            finally:
+                admission.leave()
+            return Result(True, answer, 1, None, None, False, None, None, sent_at, Answer.OK)
         t = _Tries()
+        t.tries, t.first_sent = 1, sent_at
+        return await self._send(request, about, (answer, sent_at, ticket), t)
+
+    async def _send(self, request: Request, about: Mapping[str, object] | None,
+                    sent: tuple[Reply | TransportError, float, int] | None,
+                    t: _Tries | None = None) -> Result:
+        """The general loop: `sent` is a first try already made (holding its place), if any."""
+        if t is None:
+            t = _Tries()
         stop = self.stop
         while True:
-            if t.tries and not await self._retry_permit():
-                return self._result(t, stopped=True)
-            sent = await self._try(request, t)
             if sent is None:
-                return self._result(t, stopped=True)
+                if t.tries and not await self._retry_permit():
+                    return self._result(t, stopped=True)
+                sent = await self._try(request, t)
+                if sent is None:
+                    return self._result(t, stopped=True)
             answer, sent_at, ticket = sent
+            sent = None
             try:  # the answer is fed to admission before the place is handed on
                 delay = self._after_try(t, answer, sent_at, ticket)
             finally:

@@ -28,6 +28,7 @@ class Pace:
         self._limiter = RateLimiter(rate, burst, clock=clock, sleep=sleep)
         self._meter = SendRateMeter()  # the controller reads it; every send is recorded here
         self._controller = RateController(rate, meter=self._meter)
+        self._rate = self._limiter.current_rate  # what the bucket was last set to
 
     @property
     def current_rate(self) -> float:
@@ -47,6 +48,16 @@ class Pace:
         await self._limiter.acquire()
         self._meter.record(self._clock())
 
+    def on_ok(self, sent_at: float) -> None:
+        """A try sent at `sent_at` succeeded: `on_answer(Answer.OK, ...)` in one call."""
+        rate = self._controller.on_success(self._clock(), sent_at)
+        if rate != self._rate:  # mostly it did not move
+            self._set_rate(rate)
+
+    def _set_rate(self, rate: float) -> None:
+        self._limiter.set_rate(rate)
+        self._rate = rate
+
     def on_answer(self, answer: Answer, *, sent_at: float) -> None:
         """One try's answer; `sent_at` is when it left (this object's clock)."""
         if answer is Answer.OK:
@@ -55,4 +66,5 @@ class Pace:
             rate = self._controller.on_throttle(self._clock(), sent_at)
         else:
             return
-        self._limiter.set_rate(rate)
+        if rate != self._rate:
+            self._set_rate(rate)

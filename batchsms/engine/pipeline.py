@@ -67,9 +67,16 @@ def _nothing() -> None:
 def line_outcome(run_id: str, item: Planned, result: Result, now: float) -> Outcome:
     """The outcome of a line whose request ended as `result` (`now`: the sender's clock)."""
     elapsed = None if result.first_sent is None else int((now - result.first_sent) * 1000)
+    reply = result.reply
     if result.succeeded:
-        status, code, msg = Status.SUCCEEDED, None, None
-    elif result.stopped is not None and result.attempts == 0 and not result.maybe_applied:
+        assert reply is not None  # a success is an answer
+        return Outcome(run_id, item.number, item.task_id, item.ref, Status.SUCCEEDED,
+                       http_status=reply.status, attempts=result.attempts,
+                       request_id=reply.request_id, body_sha256=item.sha256,
+                       elapsed_ms=elapsed, finished_at=utc_now())
+    code: str | None
+    msg: str | None
+    if result.stopped is not None and result.attempts == 0 and not result.maybe_applied:
         status, code = Status.SKIPPED, result.stopped.value
         msg = f"not sent: {result.stop_message}"
     elif result.stopped is not None:
@@ -79,8 +86,10 @@ def line_outcome(run_id: str, item: Planned, result: Result, now: float) -> Outc
     else:
         status, code, msg = Status.FAILED, result.error_code, result.error_msg
     return Outcome(run_id, item.number, item.task_id, item.ref, status,
-                   http_status=result.http_status, attempts=result.attempts, error_code=code,
-                   error_msg=msg, request_id=result.request_id, body_sha256=item.sha256,
+                   http_status=None if reply is None else reply.status,
+                   attempts=result.attempts, error_code=code, error_msg=msg,
+                   request_id=None if reply is None else reply.request_id,
+                   body_sha256=item.sha256,
                    elapsed_ms=elapsed, finished_at=utc_now(),
                    maybe_applied=result.maybe_applied)
 
