@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import batchsms
+from tests.processes import InProcess
 from tests.servers import ScriptedServer, scripted_server
 
 
@@ -45,3 +46,10 @@ def scripted() -> Iterator[ScriptedServer]:
     """A scripted SMS endpoint answering 200 unless scripted otherwise (`tests.servers`)."""
     with scripted_server() as server:
         yield server
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capfdbinary: pytest.CaptureFixture[bytes]) -> InProcess:
+    """`batchsms(*args)` called in this process (`tests.processes.InProcess`): same result,
+    no interpreter start-up."""
+    return InProcess(monkeypatch, capfdbinary)
