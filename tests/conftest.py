@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import compileall
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 import batchsms
-from tests.processes import InProcess
+from tests.processes import Here, InProcess
 from tests.servers import ScriptedServer, scripted_server
 
 
@@ -53,3 +54,9 @@ def cli(monkeypatch: pytest.MonkeyPatch, capfdbinary: pytest.CaptureFixture[byte
     """`batchsms(*args)` called in this process (`tests.processes.InProcess`): same result,
     no interpreter start-up."""
     return InProcess(monkeypatch, capfdbinary)
+
+
+@pytest.fixture
+def here(cli: InProcess) -> Here:
+    """`cli` with text output, as `batchsms(..., text=True)`."""
+    return partial(cli, text=True)

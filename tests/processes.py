@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, overload
@@ -204,6 +204,10 @@ class InProcess:
         if text:
             return subprocess.CompletedProcess(list(args), code or 0, out.decode(), err.decode())
         return subprocess.CompletedProcess(list(args), code or 0, out, err)
+
+
+Here = Callable[..., subprocess.CompletedProcess[str]]
+"""The `here` fixture's type: `InProcess` with text output."""
 
 
 def _feed(descriptor: int, data: bytes) -> None:

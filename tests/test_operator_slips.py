@@ -7,7 +7,6 @@ import os
 import resource
 import signal
 import subprocess
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from batchsms import logs
 from batchsms.outcomes import Outcome, Status
 from batchsms.progress import ProgressBar
 from tests import processes
-from tests.processes import InProcess
+from tests.processes import Here
 
 ROOT = Path(__file__).resolve().parent.parent
 FLEET = ROOT / "inputs" / "speed_limit_fleet.jsonl"
@@ -30,13 +29,6 @@ IS_ROOT = os.geteuid() == 0
 
 
 batchsms = partial(processes.batchsms, text=True)
-Here = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def here(cli: InProcess) -> Here:
-    """`batchsms` in this process, output as text: for what is said and done, not the process."""
-    return partial(cli, text=True)
 
 
 def one_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:
