@@ -1,9 +1,9 @@
 """Shared fixtures. Every async test runs on asyncio via anyio's pytest plugin.
 
 The helpers the fixtures are built on are modules of their own, imported by the tests that need
-them: `tests.processes` (batchsms as a child process), `tests.servers` (loopback servers, one
-host), `tests.jsonl` (input and outcome files), `tests.properties` (hypothesis strategies),
-`tests.sdk` (the official SDK as a client).
+them: `tests.processes` (batchsms as a child process, or in this process: the `cli` and `here`
+fixtures), `tests.servers` (loopback servers, one host), `tests.jsonl` (input and outcome
+files), `tests.properties` (hypothesis strategies), `tests.sdk` (the official SDK as a client).
 """
 
 from __future__ import annotations
