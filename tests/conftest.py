@@ -1,20 +1,22 @@
 """Shared fixtures. Every async test runs on asyncio via anyio's pytest plugin.
 
 The helpers the fixtures are built on are modules of their own, imported by the tests that need
-them: `tests.processes` (batchsms as a child process), `tests.servers` (loopback servers, one
-host), `tests.jsonl` (input and outcome files), `tests.properties` (hypothesis strategies),
-`tests.sdk` (the official SDK as a client).
+them: `tests.processes` (batchsms as a child process, or in this process: the `cli` and `here`
+fixtures), `tests.servers` (loopback servers, one host), `tests.jsonl` (input and outcome
+files), `tests.properties` (hypothesis strategies), `tests.sdk` (the official SDK as a client).
 """
 
 from __future__ import annotations
 
 import compileall
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 import batchsms
+from tests.processes import Here, InProcess
 from tests.servers import ScriptedServer, scripted_server
 
 
@@ -45,3 +47,16 @@ def scripted() -> Iterator[ScriptedServer]:
     """A scripted SMS endpoint answering 200 unless scripted otherwise (`tests.servers`)."""
     with scripted_server() as server:
         yield server
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capfdbinary: pytest.CaptureFixture[bytes]) -> InProcess:
+    """`batchsms(*args)` called in this process (`tests.processes.InProcess`): same result,
+    no interpreter start-up."""
+    return InProcess(monkeypatch, capfdbinary)
+
+
+@pytest.fixture
+def here(cli: InProcess) -> Here:
+    """`cli` with text output, as `batchsms(..., text=True)`."""
+    return partial(cli, text=True)

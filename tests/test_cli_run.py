@@ -14,6 +14,7 @@ import pytest
 
 from tests import processes
 from tests.jsonl import read_jsonl, write_jsonl
+from tests.processes import Here
 from tests.servers import Answer, Hang, scripted_server
 
 SECRET_SK = "sk-SECRET-0123456789abcdef"
@@ -28,8 +29,8 @@ def lines_file(path: Path, n: int) -> Path:
                               for i in range(n)))
 
 
-def test_missing_credentials_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    result = batchsms("run", str(lines_file(tmp_path / "in.jsonl", 1)),
+def test_missing_credentials_is_one_line_and_exit_2(tmp_path: Path, here: Here) -> None:
+    result = here("run", str(lines_file(tmp_path / "in.jsonl", 1)),
                       "--endpoint", "https://sms.example.invalid", "--out", str(tmp_path / "o"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -38,8 +39,8 @@ def test_missing_credentials_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_half_a_key_pair_names_the_missing_variable(tmp_path: Path) -> None:
-    result = batchsms("run", str(lines_file(tmp_path / "in.jsonl", 1)),
+def test_half_a_key_pair_names_the_missing_variable(tmp_path: Path, here: Here) -> None:
+    result = here("run", str(lines_file(tmp_path / "in.jsonl", 1)),
                       "--endpoint", "https://sms.example.invalid",
                       env={"HUAWEICLOUD_SDK_AK": "AKEXAMPLE"})
     assert result.returncode == 2
@@ -53,27 +54,27 @@ def test_half_a_key_pair_names_the_missing_variable(tmp_path: Path) -> None:
     ["--set", "speedlimit=5"], ["--set", "noequals"], ["--bogus"], ["--endpoint", "ftp://x"],
     ["--endpoint", "http://sms.example.com"], ["--grace", "-1"],
 ])
-def test_bad_options_exit_2_without_traceback(tmp_path: Path, args: list[str]) -> None:
+def test_bad_options_exit_2_without_traceback(tmp_path: Path, args: list[str], here: Here) -> None:
     source = lines_file(tmp_path / "in.jsonl", 1)
     if "--endpoint" not in args and "--region" not in args:
         args = [*args, "--endpoint", "https://sms.example.invalid"]
-    result = batchsms("run", str(source), *args, env={"BATCHSMS_AUTH_TOKEN": SECRET_TOKEN})
+    result = here("run", str(source), *args, env={"BATCHSMS_AUTH_TOKEN": SECRET_TOKEN})
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith(("batchsms", "usage")), result.stderr
 
 
-def test_unreadable_input_exit_2(tmp_path: Path) -> None:
-    result = batchsms("run", str(tmp_path / "missing.jsonl"), "--simulate")
+def test_unreadable_input_exit_2(tmp_path: Path, here: Here) -> None:
+    result = here("run", str(tmp_path / "missing.jsonl"), "--simulate")
     assert result.returncode == 2
     assert "missing.jsonl" in result.stderr
 
 
-def test_dry_run_prints_bodies_and_no_secrets(tmp_path: Path) -> None:
+def test_dry_run_prints_bodies_and_no_secrets(tmp_path: Path, here: Here) -> None:
     source = lines_file(tmp_path / "in.jsonl", 3)
     env = {"HUAWEICLOUD_SDK_AK": "AKDRYRUN", "HUAWEICLOUD_SDK_SK": SECRET_SK,
            "BATCHSMS_AUTH_TOKEN": SECRET_TOKEN}
-    result = batchsms("run", str(source), "--dry-run", "--region", "cn-north-4",
+    result = here("run", str(source), "--dry-run", "--region", "cn-north-4",
                       "--set", "target_server.flavor=s6.large.2", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     printed = [orjson.loads(line) for line in result.stdout.splitlines()]
@@ -86,7 +87,7 @@ def test_dry_run_prints_bodies_and_no_secrets(tmp_path: Path) -> None:
     assert not (tmp_path / "outcomes.jsonl").exists()  # dry-run writes no outcomes file
 
 
-def test_second_run_on_same_out_exits_2_naming_the_pid(tmp_path: Path) -> None:
+def test_second_run_on_same_out_exits_2_naming_the_pid(tmp_path: Path, here: Here) -> None:
     source = lines_file(tmp_path / "in.jsonl", 20)
     out = tmp_path / "out.jsonl"
     with scripted_server(Hang(0.5)) as server:
@@ -96,7 +97,7 @@ def test_second_run_on_same_out_exits_2_naming_the_pid(tmp_path: Path) -> None:
         try:
             _wait_for(lambda: len(server.received) > 0)
             started = time.monotonic()
-            second = batchsms("run", str(source), "--endpoint", server.url, "--out", str(out),
+            second = here("run", str(source), "--endpoint", server.url, "--out", str(out),
                               env={"BATCHSMS_AUTH_TOKEN": SECRET_TOKEN})
             assert second.returncode == 2
             assert time.monotonic() - started < 5
@@ -141,10 +142,10 @@ def test_signal_stops_run_and_every_line_gets_an_outcome(tmp_path: Path, signum:
         assert SECRET_TOKEN not in stdout + stderr
 
 
-def test_simulate_runs_the_sample_fleet(tmp_path: Path) -> None:
+def test_simulate_runs_the_sample_fleet(tmp_path: Path, here: Here) -> None:
     out = tmp_path / "out.jsonl"
     root = Path(__file__).resolve().parent.parent
-    result = batchsms("run", str(root / "inputs" / "speed_limit_fleet.jsonl"), "--simulate",
+    result = here("run", str(root / "inputs" / "speed_limit_fleet.jsonl"), "--simulate",
                       "--out", str(out), "--rate", "0")
     assert result.returncode == 0, result.stderr
     records = read_jsonl(out)
@@ -152,11 +153,11 @@ def test_simulate_runs_the_sample_fleet(tmp_path: Path) -> None:
     assert {r["status"] for r in records} == {"succeeded"}
 
 
-def test_exit_1_when_some_lines_invalid(tmp_path: Path) -> None:
+def test_exit_1_when_some_lines_invalid(tmp_path: Path, here: Here) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text('{"task_id": "a", "body": {"speed_limit": 1}}\nnot json\n')
     with scripted_server(Answer()) as server:
-        result = batchsms("run", str(source), "--endpoint", server.url, "--out",
+        result = here("run", str(source), "--endpoint", server.url, "--out",
                           str(tmp_path / "o.jsonl"), env={"BATCHSMS_AUTH_TOKEN": SECRET_TOKEN})
     assert result.returncode == 1
     assert [r["status"] for r in read_jsonl(tmp_path / "o.jsonl")] == ["succeeded", "invalid"] or \
@@ -164,21 +165,21 @@ def test_exit_1_when_some_lines_invalid(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("problem", ["input is a directory", "bad --ca-bundle"])
-def test_could_not_start_leaves_no_outcomes_file(tmp_path: Path, problem: str) -> None:
+def test_could_not_start_leaves_no_outcomes_file(tmp_path: Path, problem: str, here: Here) -> None:
     """Exit 2 means the run could not start: no outcomes file is created."""
     source = lines_file(tmp_path / "in.jsonl", 1)
     out = tmp_path / "o.jsonl"
     args = (["run", str(tmp_path), "--simulate"] if problem == "input is a directory" else
             ["run", str(source), "--simulate", "--ca-bundle", str(tmp_path / "absent.pem")])
-    result = batchsms(*args, "--out", str(out), cwd=tmp_path)
+    result = here(*args, "--out", str(out), cwd=tmp_path)
     assert result.returncode == 2
     assert not out.exists()
 
 
-def test_simulate_refuses_broken_credentials(tmp_path: Path) -> None:
+def test_simulate_refuses_broken_credentials(tmp_path: Path, here: Here) -> None:
     """--simulate needs no credentials, but credentials given and broken are still refused."""
     source = lines_file(tmp_path / "in.jsonl", 1)
-    result = batchsms("run", str(source), "--simulate", "--token-file", str(tmp_path / "none"),
+    result = here("run", str(source), "--simulate", "--token-file", str(tmp_path / "none"),
                       "--out", str(tmp_path / "o.jsonl"), cwd=tmp_path)
     assert result.returncode == 2
     assert "--token-file" in result.stderr

@@ -21,6 +21,7 @@ from batchsms import logs
 from batchsms.outcomes import Outcome, Status
 from batchsms.progress import ProgressBar
 from tests import processes
+from tests.processes import Here
 
 ROOT = Path(__file__).resolve().parent.parent
 FLEET = ROOT / "inputs" / "speed_limit_fleet.jsonl"
@@ -57,7 +58,7 @@ def metric(path: Path, name: str) -> float:
 # -- 1. an output is never an input --------------------------------------------------------
 
 
-def test_run_out_same_as_input_is_refused(tmp_path: Path) -> None:
+def test_run_out_same_as_input_is_refused(tmp_path: Path, here: Here) -> None:
     """`--out fleet.jsonl` on the input: exit 2 at once, the input untouched (it used to read
     its own records back for ever)."""
     source = fleet_file(tmp_path / "fleet.jsonl", 5)
@@ -65,13 +66,13 @@ def test_run_out_same_as_input_is_refused(tmp_path: Path) -> None:
     link = tmp_path / "link.jsonl"
     link.symlink_to(source)
     for out in (str(source), str(link), f"{tmp_path}/./fleet.jsonl"):
-        result = batchsms("run", str(source), "--simulate", "--out", out, timeout=30)
+        result = here("run", str(source), "--simulate", "--out", out)
         assert result.returncode == 2
         one_line(result, "same file as the input")
     assert source.read_bytes() == before
 
 
-def test_every_output_option_refuses_an_input(tmp_path: Path) -> None:
+def test_every_output_option_refuses_an_input(tmp_path: Path, here: Here) -> None:
     """validate --out, run --metrics-file, tasks --out, report --failed-to, and standard input
     that is the --out file: each exit 2 with one line."""
     source = fleet_file(tmp_path / "fleet.jsonl", 3)
@@ -79,7 +80,7 @@ def test_every_output_option_refuses_an_input(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("tok")
     journal = tmp_path / "o.jsonl"
-    assert batchsms("run", str(source), "--simulate", "--out", str(journal)).returncode == 0
+    assert here("run", str(source), "--simulate", "--out", str(journal)).returncode == 0
     hard = tmp_path / "hard.jsonl"
     os.link(journal, hard)
     cases = [
@@ -92,7 +93,7 @@ def test_every_output_option_refuses_an_input(tmp_path: Path) -> None:
         ("report", str(journal), "--failed-to", str(hard)),
     ]
     for args in cases:
-        result = batchsms(*args, timeout=30)
+        result = here(*args)
         assert result.returncode == 2, args
         one_line(result, "same file as")
     with journal.open("rb") as stdin:
@@ -154,7 +155,7 @@ def test_validate_out_write_failure_is_exit_4(tmp_path: Path) -> None:
 # -- 3. every output path checked up front -------------------------------------------------
 
 
-def test_output_paths_are_checked_up_front(tmp_path: Path) -> None:
+def test_output_paths_are_checked_up_front(tmp_path: Path, here: Here) -> None:
     """A missing directory, or a parent that is a regular file: one line naming the path and
     the cause, before any request."""
     token = tmp_path / "token"
@@ -172,13 +173,13 @@ def test_output_paths_are_checked_up_front(tmp_path: Path) -> None:
         (("run", str(FLEET), "--simulate", "--out", str(tmp_path / "nodir" / "x")),
          ("--out", "nodir", "No such file")),
     ]:
-        result = batchsms(*args, timeout=30)
+        result = here(*args)
         assert result.returncode == 2, args
         assert ".lock" not in one_line(result, *needles)
 
 
 @pytest.mark.skipif(IS_ROOT, reason="permissions do not stop root")
-def test_unwritable_output_directory_is_refused(tmp_path: Path) -> None:
+def test_unwritable_output_directory_is_refused(tmp_path: Path, here: Here) -> None:
     """`tasks --out` and `report --failed-to` into a read-only directory: one line, exit 2."""
     locked = tmp_path / "ro"
     locked.mkdir()
@@ -190,7 +191,7 @@ def test_unwritable_output_directory_is_refused(tmp_path: Path) -> None:
     for args in [("tasks", "--endpoint", "http://127.0.0.1:9", "--token-file", str(token),
                   "--out", str(locked / "f.jsonl")),
                  ("report", str(journal), "--failed-to", str(locked / "r.jsonl"))]:
-        result = batchsms(*args, timeout=30)
+        result = here(*args)
         assert result.returncode == 2
         one_line(result, "permission denied")
 
@@ -198,17 +199,17 @@ def test_unwritable_output_directory_is_refused(tmp_path: Path) -> None:
 # -- 5. the metrics file on every exit -----------------------------------------------------
 
 
-def test_metrics_written_when_the_run_cannot_start(tmp_path: Path) -> None:
+def test_metrics_written_when_the_run_cannot_start(tmp_path: Path, here: Here) -> None:
     """Exit 2 still writes the metrics file, keeping the last success of the previous one."""
     metrics = tmp_path / "m.prom"
     metrics.write_text("# TYPE batchsms_last_success_timestamp_seconds gauge\n"
                        'batchsms_last_success_timestamp_seconds{batch="m"} 1.7e9\n')
-    result = batchsms("run", str(tmp_path / "missing.jsonl"), "--simulate", "--out",
+    result = here("run", str(tmp_path / "missing.jsonl"), "--simulate", "--out",
                       str(tmp_path / "o.jsonl"), "--metrics-file", str(metrics))
     assert result.returncode == 2
     assert metric(metrics, "batchsms_run_exit_code") == 2
     assert metric(metrics, "batchsms_last_success_timestamp_seconds") == 1.7e9
-    result = batchsms("run", str(FLEET), "--endpoint", "https://sms.example.invalid", "--out",
+    result = here("run", str(FLEET), "--endpoint", "https://sms.example.invalid", "--out",
                       str(tmp_path / "o.jsonl"), "--metrics-file", str(metrics),
                       "--deadline", "garbage")
     assert result.returncode == 2
@@ -218,10 +219,10 @@ def test_metrics_written_when_the_run_cannot_start(tmp_path: Path) -> None:
 # -- 6. json logs are pure JSON; --quiet ---------------------------------------------------
 
 
-def test_json_logs_are_pure_json_with_one_summary_event(tmp_path: Path) -> None:
+def test_json_logs_are_pure_json_with_one_summary_event(tmp_path: Path, here: Here) -> None:
     source = tmp_path / "in.jsonl"
     source.write_bytes(FLEET.read_bytes() + b'{"task_id": "x", "body": {"speedlimit": 1}}\n')
-    result = batchsms("run", str(source), "--simulate", "--rate", "0", "--out",
+    result = here("run", str(source), "--simulate", "--rate", "0", "--out",
                       str(tmp_path / "o.jsonl"), "--log-format", "json")
     assert result.returncode == 1
     events = [orjson.loads(line) for line in result.stderr.splitlines()]  # every line JSON
@@ -233,8 +234,8 @@ def test_json_logs_are_pure_json_with_one_summary_event(tmp_path: Path) -> None:
     assert finished[0]["errors"] == {"validation": 1}
 
 
-def test_json_logs_refusal_is_one_json_event(tmp_path: Path) -> None:
-    result = batchsms("run", str(tmp_path / "missing.jsonl"), "--simulate", "--log-format",
+def test_json_logs_refusal_is_one_json_event(tmp_path: Path, here: Here) -> None:
+    result = here("run", str(tmp_path / "missing.jsonl"), "--simulate", "--log-format",
                       "json")
     assert result.returncode == 2
     [event] = [orjson.loads(line) for line in result.stderr.splitlines()]
@@ -273,24 +274,25 @@ def test_quiet_keeps_warnings_and_the_summary() -> None:
      (), "no line is valid"),
 ])
 def test_whole_file_mistake_refused_before_sending(tmp_path: Path, content: bytes,
-                                                   extra: tuple[str, ...], cause: str) -> None:
+                                                   extra: tuple[str, ...], cause: str,
+                                                   here: Here) -> None:
     source = tmp_path / "in.jsonl"
     source.write_bytes(content)
     out = tmp_path / "o.jsonl"
-    result = batchsms("run", str(source), "--simulate", "--out", str(out), *extra)
+    result = here("run", str(source), "--simulate", "--out", str(out), *extra)
     assert result.returncode == 2
     one_line(result, cause, "nothing was sent")
     assert not out.exists()
 
 
-def test_one_valid_line_among_the_first_100_runs(tmp_path: Path) -> None:
+def test_one_valid_line_among_the_first_100_runs(tmp_path: Path, here: Here) -> None:
     """A file with some good lines is a run with invalid lines (exit 1), not a refusal; the
     look-ahead lines are all sent or recorded, in order, from standard input too."""
     bad = b'{"task_id": "bad", "body": {"speedlimit": 1}}\n'
     content = bad * 99 + b'{"task_id": "good", "body": {"speed_limit": 1}}\n' + bad * 20
     out = tmp_path / "o.jsonl"
-    result = batchsms("run", "-", "--simulate", "--rate", "0", "--out", str(out),
-                      input=content.decode(), stdin=None)
+    result = here("run", "-", "--simulate", "--rate", "0", "--out", str(out),
+                      input=content.decode())
     assert result.returncode == 1, result.stderr
     records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert sorted(r["line"] for r in records) == list(range(1, 121))
@@ -300,28 +302,28 @@ def test_one_valid_line_among_the_first_100_runs(tmp_path: Path) -> None:
 # -- 10. the smaller items -----------------------------------------------------------------
 
 
-def test_help_and_no_arguments() -> None:
-    result = batchsms()
+def test_help_and_no_arguments(here: Here) -> None:
+    result = here()
     assert result.returncode == 2
     for command in ("run", "validate", "report", "tasks", "simulator"):
         assert command in result.stderr
-    text = " ".join(batchsms("run", "--help").stdout.split())
+    text = " ".join(here("run", "--help").stdout.split())
     assert "05:00" in text
     assert "attempts per line" in text
     assert "--quiet" in text
 
 
-def test_deadline_in_the_past_is_refused(tmp_path: Path) -> None:
+def test_deadline_in_the_past_is_refused(tmp_path: Path, here: Here) -> None:
     for past in ("2020-01-01T05:00", "0m"):
-        result = batchsms("run", str(FLEET), "--simulate", "--out", str(tmp_path / "o"),
+        result = here("run", str(FLEET), "--simulate", "--out", str(tmp_path / "o"),
                           "--deadline", past)
         assert result.returncode == 2
         one_line(result, "--deadline")
     assert not (tmp_path / "o").exists()
 
 
-def test_resolved_deadline_is_logged(tmp_path: Path) -> None:
-    result = batchsms("run", str(FLEET), "--simulate", "--rate", "0", "--out",
+def test_resolved_deadline_is_logged(tmp_path: Path, here: Here) -> None:
+    result = here("run", str(FLEET), "--simulate", "--rate", "0", "--out",
                       str(tmp_path / "o"), "--deadline", "2h", "--log-format", "json")
     assert result.returncode == 0
     events = [orjson.loads(line) for line in result.stderr.splitlines()]
@@ -343,19 +345,19 @@ def test_dry_run_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     assert err == b""
 
 
-def test_tasks_refuses_empty_filters() -> None:
+def test_tasks_refuses_empty_filters(here: Here) -> None:
     for option in ("--name", "--state", "--source-server-id"):
-        result = batchsms("tasks", "--endpoint", "http://127.0.0.1:9", option, "")
+        result = here("tasks", "--endpoint", "http://127.0.0.1:9", option, "")
         assert result.returncode == 2
         one_line(result, f"{option} is empty")
 
 
-def test_dot_segment_task_ids_are_invalid(tmp_path: Path) -> None:
+def test_dot_segment_task_ids_are_invalid(tmp_path: Path, here: Here) -> None:
     source = tmp_path / "in.jsonl"
     source.write_bytes(b'{"task_id": "..", "body": {"speed_limit": 1}}\n'
                        b'{"task_id": ".", "body": {"speed_limit": 1}}\n'
                        b'{"task_id": "...", "body": {"speed_limit": 1}}\n')
-    result = batchsms("validate", str(source))
+    result = here("validate", str(source))
     assert result.returncode == 1
     assert result.stdout.count("dot segment") == 2
     assert "line 3" not in result.stdout

@@ -19,7 +19,7 @@ from batchsms.commands.report import ReportConfig, run_report
 from batchsms.commands.report.figures import percentile, summarize
 from batchsms.errors import UsageError
 from tests.jsonl import write_jsonl
-from tests.processes import batchsms
+from tests.processes import InProcess
 
 # The input of both runs: line 7 is blank (no outcome), odd spacing proves verbatim copies.
 INPUT_LINES = [
@@ -395,16 +395,17 @@ def test_most_common_failures_group_by_error_code(tmp_path: Path) -> None:
                                      "count": 3, "example_line": 2}]
 
 
-def test_report_counts_an_invalid_line_whose_record_is_over_1_mib(tmp_path: Path) -> None:
+def test_report_counts_an_invalid_line_whose_record_is_over_1_mib(tmp_path: Path,
+                                                                   cli: InProcess) -> None:
     """A bad enum value is quoted in its message: the outcome record is over 1 MiB, and
     `report` still counts it as a line, not as a cut record."""
     source = write_jsonl(tmp_path / "in.jsonl", [
         {"task_id": "t1", "body": {"speed_limit": 1}},
         {"task_id": "e", "body": {"type": "x" * (1024 * 1024 - 100)}}])
     out = tmp_path / "r.jsonl"
-    assert batchsms("run", str(source), "--simulate", "--rate", "0", "--out", str(out),
+    assert cli("run", str(source), "--simulate", "--rate", "0", "--out", str(out),
                     cwd=tmp_path).returncode == 1
-    result = batchsms("report", str(out), "--json", cwd=tmp_path)
+    result = cli("report", str(out), "--json", cwd=tmp_path)
     figures = orjson.loads(result.stdout)
     assert figures["cut_lines"] == 0, figures
     assert figures["lines"] == 2, figures

@@ -9,8 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests import processes
-from tests.processes import simulator_process
+from tests.processes import InProcess, simulator_process
 
 TOKEN = "tasks-test-token"
 
@@ -22,12 +21,14 @@ def simulator() -> Iterator[str]:
         yield sim.url
 
 
-def batchsms(*args: str, token: str = TOKEN) -> subprocess.CompletedProcess[bytes]:
-    return processes.batchsms(*args, env={"BATCHSMS_AUTH_TOKEN": token})
+def batchsms(cli: InProcess, *args: str,
+             token: str = TOKEN) -> subprocess.CompletedProcess[bytes]:
+    """In this process: the simulator is the child here, its listing is what is tested."""
+    return cli(*args, env={"BATCHSMS_AUTH_TOKEN": token})
 
 
-def test_lists_every_task_over_several_pages(simulator: str) -> None:
-    result = batchsms("tasks", "--endpoint", simulator, "--page-size", "100", "--rate", "0")
+def test_lists_every_task_over_several_pages(simulator: str, cli: InProcess) -> None:
+    result = batchsms(cli, "tasks", "--endpoint", simulator, "--page-size", "100", "--rate", "0")
     assert result.returncode == 0, result.stderr
     envelopes = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert len(envelopes) == 450
@@ -35,27 +36,27 @@ def test_lists_every_task_over_several_pages(simulator: str) -> None:
     assert all(set(e) == {"task_id", "ref"} and e["ref"] for e in envelopes)
 
 
-def test_filters_are_sent_and_applied(simulator: str, tmp_path: Path) -> None:
-    everything = [orjson.loads(line) for line in
-                  batchsms("tasks", "--endpoint", simulator, "--rate", "0").stdout.splitlines()]
+def test_filters_are_sent_and_applied(simulator: str, tmp_path: Path, cli: InProcess) -> None:
+    listing = batchsms(cli, "tasks", "--endpoint", simulator, "--rate", "0")
+    everything = [orjson.loads(line) for line in listing.stdout.splitlines()]
     out = tmp_path / "running.jsonl"
-    result = batchsms("tasks", "--endpoint", simulator, "--state", "RUNNING", "--page-size",
+    result = batchsms(cli, "tasks", "--endpoint", simulator, "--state", "RUNNING", "--page-size",
                       "7", "--out", str(out), "--rate", "0")
     assert result.returncode == 0, result.stderr
     running = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert 7 < len(running) < 450  # more than one page, fewer than all
     one = everything[3]
-    by_id = batchsms("tasks", "--endpoint", simulator, "--id", one["task_id"], "--rate", "0")
+    by_id = batchsms(cli, "tasks", "--endpoint", simulator, "--id", one["task_id"], "--rate", "0")
     assert [orjson.loads(line) for line in by_id.stdout.splitlines()] == [one]
 
 
 def test_fleet_pipe_sets_speed_limit_on_every_listed_task(simulator: str,
-                                                          tmp_path: Path) -> None:
+                                                          tmp_path: Path, cli: InProcess) -> None:
     fleet = tmp_path / "fleet.jsonl"
-    assert batchsms("tasks", "--endpoint", simulator, "--state", "RUNNING", "--out", str(fleet),
-                    "--rate", "0").returncode == 0
+    assert batchsms(cli, "tasks", "--endpoint", simulator, "--state", "RUNNING", "--out",
+                    str(fleet), "--rate", "0").returncode == 0
     out = tmp_path / "out.jsonl"
-    result = batchsms("run", str(fleet), "--endpoint", simulator, "--set", "speed_limit=200",
+    result = batchsms(cli, "run", str(fleet), "--endpoint", simulator, "--set", "speed_limit=200",
                       "--out", str(out), "--rate", "0", "--log-format", "json")
     assert result.returncode == 0, result.stderr
     records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
@@ -64,9 +65,10 @@ def test_fleet_pipe_sets_speed_limit_on_every_listed_task(simulator: str,
     assert {r["task_id"] for r in records} == listed
 
 
-def test_rejected_credentials_exit_3_and_write_no_file(simulator: str, tmp_path: Path) -> None:
+def test_rejected_credentials_exit_3_and_write_no_file(simulator: str, tmp_path: Path,
+                                                       cli: InProcess) -> None:
     out = tmp_path / "fleet.jsonl"
-    result = batchsms("tasks", "--endpoint", simulator, "--out", str(out), token="wrong")
+    result = batchsms(cli, "tasks", "--endpoint", simulator, "--out", str(out), token="wrong")
     assert result.returncode == 3
     assert b"401" in result.stderr
     assert b"wrong" not in result.stderr
@@ -74,7 +76,7 @@ def test_rejected_credentials_exit_3_and_write_no_file(simulator: str, tmp_path:
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
 
 
-def test_source_server_id_filter(simulator: str) -> None:
+def test_source_server_id_filter(simulator: str, cli: InProcess) -> None:
     """--source-server-id selects the tasks of one source server (ListTasks' filter)."""
     import urllib.request
 
@@ -82,7 +84,7 @@ def test_source_server_id_filter(simulator: str) -> None:
                                      headers={"X-Auth-Token": TOKEN})
     with urllib.request.urlopen(request, timeout=10) as answer:
         task = orjson.loads(answer.read())["tasks"][0]
-    result = batchsms("tasks", "--endpoint", simulator, "--source-server-id",
+    result = batchsms(cli, "tasks", "--endpoint", simulator, "--source-server-id",
                       task["source_server"]["id"], "--rate", "0")
     assert result.returncode == 0, result.stderr
     listed = [orjson.loads(line)["task_id"] for line in result.stdout.splitlines()]

@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 
 from tests import processes
+from tests.processes import Here
 from tests.servers import in_thread, serving
 
 trustme = pytest.importorskip("trustme", reason="trustme makes the test CA (pip install trustme)")
@@ -81,17 +82,24 @@ def ca_pem(ca: Any, tmp_path: Path) -> Path:
 batchsms = partial(processes.batchsms, text=True, env={"BATCHSMS_AUTH_TOKEN": TOKEN})
 
 
+@pytest.fixture
+def tls_cli(here: Here) -> Here:
+    """`batchsms` in this process with the token; the default trust store is checked in a
+    child (its environment is the point there)."""
+    return partial(here, env={"BATCHSMS_AUTH_TOKEN": TOKEN})
+
+
 def one_line(tmp_path: Path) -> Path:
     source = tmp_path / "in.jsonl"
     source.write_bytes(orjson.dumps({"task_id": "t1", "body": {"speed_limit": 100}}) + b"\n")
     return source
 
 
-def run(tmp_path: Path, url: str, *extra: str) -> tuple[subprocess.CompletedProcess[str],
-                                                       list[dict[str, Any]]]:
+def run(tmp_path: Path, url: str, *extra: str, via: Here = batchsms,
+        ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
     out = tmp_path / "out.jsonl"
     out.unlink(missing_ok=True)
-    result = batchsms("run", str(one_line(tmp_path)), "--endpoint", url, "--out", str(out),
+    result = via("run", str(one_line(tmp_path)), "--endpoint", url, "--out", str(out),
                       "--max-attempts", "2", "--rate", "0", "--log-format", "json", *extra,
                       cwd=tmp_path)
     assert "Traceback" not in result.stderr, result.stderr
@@ -114,11 +122,11 @@ def test_self_signed_server_is_refused_by_default(ca: Any, tmp_path: Path) -> No
 
 
 def test_self_signed_server_is_accepted_with_its_ca_bundle(ca: Any, ca_pem: Path,
-                                                           tmp_path: Path) -> None:
+                                                           tmp_path: Path, tls_cli: Here) -> None:
     with https_server(ca.issue_cert("127.0.0.1", "localhost")) as server:
-        result, records = run(tmp_path, server.url, "--ca-bundle", str(ca_pem))
+        result, records = run(tmp_path, server.url, "--ca-bundle", str(ca_pem), via=tls_cli)
         localhost = server.url.replace("127.0.0.1", "localhost")
-        result2, records2 = run(tmp_path, localhost, "--ca-bundle", str(ca_pem))
+        result2, records2 = run(tmp_path, localhost, "--ca-bundle", str(ca_pem), via=tls_cli)
         handled = list(server.handled)
     assert result.returncode == 0, result.stderr
     assert [(r["status"], r["http_status"], r["attempts"]) for r in records] == \
@@ -129,9 +137,9 @@ def test_self_signed_server_is_accepted_with_its_ca_bundle(ca: Any, ca_pem: Path
 
 
 def test_trusted_ca_but_wrong_host_name_is_refused(ca: Any, ca_pem: Path,
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path, tls_cli: Here) -> None:
     with https_server(ca.issue_cert("sms.example.org")) as server:
-        result, records = run(tmp_path, server.url, "--ca-bundle", str(ca_pem))
+        result, records = run(tmp_path, server.url, "--ca-bundle", str(ca_pem), via=tls_cli)
         handled = list(server.handled)
     assert result.returncode == 1, result.stderr
     assert [(r["status"], r["error_code"]) for r in records] == [("failed", "connection")]
@@ -140,11 +148,11 @@ def test_trusted_ca_but_wrong_host_name_is_refused(ca: Any, ca_pem: Path,
     assert handled == []
 
 
-def test_another_ca_is_not_trusted(ca: Any, tmp_path: Path) -> None:
+def test_another_ca_is_not_trusted(ca: Any, tmp_path: Path, tls_cli: Here) -> None:
     other = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other))
     with https_server(ca.issue_cert("127.0.0.1")) as server:
-        result, records = run(tmp_path, server.url, "--ca-bundle", str(other))
+        result, records = run(tmp_path, server.url, "--ca-bundle", str(other), via=tls_cli)
         handled = list(server.handled)
     assert result.returncode == 1, result.stderr
     assert [(r["status"], r["error_code"]) for r in records] == [("failed", "connection")]
@@ -154,7 +162,7 @@ def test_another_ca_is_not_trusted(ca: Any, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bundle", ["absent", "garbage", "directory"])
 def test_unusable_ca_bundle_exits_2_with_one_line(ca: Any, tmp_path: Path,
-                                                   bundle: str) -> None:
+                                                   bundle: str, tls_cli: Here) -> None:
     path = {"absent": tmp_path / "absent.pem", "garbage": tmp_path / "garbage.pem",
             "directory": tmp_path}[bundle]
     if bundle == "garbage":
@@ -163,7 +171,7 @@ def test_unusable_ca_bundle_exits_2_with_one_line(ca: Any, tmp_path: Path,
     with https_server(ca.issue_cert("127.0.0.1")) as server:
         for args in (["run", str(one_line(tmp_path)), "--out", str(tmp_path / "o.jsonl")],
                      ["tasks"]):
-            result = batchsms(*args, "--endpoint", server.url, "--ca-bundle", str(path),
+            result = tls_cli(*args, "--endpoint", server.url, "--ca-bundle", str(path),
                               cwd=tmp_path)
             assert result.returncode == 2, result.stderr
             assert "Traceback" not in result.stderr
@@ -174,12 +182,12 @@ def test_unusable_ca_bundle_exits_2_with_one_line(ca: Any, tmp_path: Path,
 
 
 def test_tasks_refuses_then_accepts_with_the_ca_bundle(ca: Any, ca_pem: Path,
-                                                       tmp_path: Path) -> None:
+                                                       tmp_path: Path, tls_cli: Here) -> None:
     with https_server(ca.issue_cert("127.0.0.1", "localhost")) as server:
-        refused = batchsms("tasks", "--endpoint", server.url, "--max-attempts", "2",
+        refused = tls_cli("tasks", "--endpoint", server.url, "--max-attempts", "2",
                            cwd=tmp_path)
         handled_before = list(server.handled)
-        accepted = batchsms("tasks", "--endpoint", server.url, "--ca-bundle", str(ca_pem),
+        accepted = tls_cli("tasks", "--endpoint", server.url, "--ca-bundle", str(ca_pem),
                             cwd=tmp_path)
         handled = list(server.handled)
     assert refused.returncode == 3, refused.stderr  # as `run`: a certificate does not fix itself
@@ -193,14 +201,14 @@ def test_tasks_refuses_then_accepts_with_the_ca_bundle(ca: Any, ca_pem: Path,
     assert handled == ["GET /v3/tasks"]
 
 
-def test_untrusted_certificate_is_not_retried_and_aborts_the_run(ca: Any,
-                                                                 tmp_path: Path) -> None:
+def test_untrusted_certificate_is_not_retried_and_aborts_the_run(
+        ca: Any, tmp_path: Path, tls_cli: Here) -> None:
     source = tmp_path / "many.jsonl"
     source.write_bytes(b"".join(orjson.dumps({"task_id": f"t{i}", "body": {"speed_limit": 1}})
                                 + b"\n" for i in range(20)))
     out = tmp_path / "out.jsonl"
     with https_server(ca.issue_cert("127.0.0.1", "localhost")) as server:
-        result = batchsms("run", str(source), "--endpoint", server.url, "--out", str(out),
+        result = tls_cli("run", str(source), "--endpoint", server.url, "--out", str(out),
                           "--rate", "0", "--log-format", "json", cwd=tmp_path)
     assert result.returncode == 3, result.stderr
     records = [orjson.loads(x) for x in out.read_bytes().splitlines()]

@@ -15,7 +15,7 @@ import pytest
 
 from batchsms.cli import main
 from tests.jsonl import read_jsonl, write_jsonl
-from tests.processes import batchsms
+from tests.processes import InProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 INPUTS = ROOT / "inputs"
@@ -215,14 +215,15 @@ def test_empty_input_is_valid(capsys: pytest.CaptureFixture[str], tmp_path: Path
     assert run(capsys, src) == (0, "0 lines: 0 valid, 0 invalid\n", "")
 
 
-def test_validate_and_run_describe_an_invalid_line_the_same_way(tmp_path: Path) -> None:
+def test_validate_and_run_describe_an_invalid_line_the_same_way(tmp_path: Path,
+                                                                 cli: InProcess) -> None:
     """One record for an invalid line, whichever command writes it: first problem, and N more."""
     source = write(tmp_path / "in.jsonl",  # (a valid line too: an all-invalid file is refused)
                    {"task_id": "t", "body": {"speedlimit": 1, "type": "x", "state": "RUNNING"}},
                    {"task_id": "ok", "body": {"speed_limit": 1}})
-    assert batchsms("validate", str(source), "--out", str(tmp_path / "v.jsonl"),
+    assert cli("validate", str(source), "--out", str(tmp_path / "v.jsonl"),
                     cwd=tmp_path).returncode == 1
-    assert batchsms("run", str(source), "--simulate", "--out", str(tmp_path / "r.jsonl"),
+    assert cli("run", str(source), "--simulate", "--out", str(tmp_path / "r.jsonl"),
                     cwd=tmp_path).returncode == 1
     (valid,) = [r for r in read_jsonl(tmp_path / "v.jsonl") if r["line"] == 1]
     (ran,) = [r for r in read_jsonl(tmp_path / "r.jsonl") if r["line"] == 1]

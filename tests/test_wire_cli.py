@@ -1,18 +1,21 @@
-"""`run` and `tasks` as subprocesses against servers that misbehave: the run survives, memory and
-outcomes stay bounded, and the process makes sure it can hold its connections before it starts."""
+"""`run` and `tasks` against servers that misbehave: the run survives, memory and outcomes stay
+bounded, and the process makes sure it can hold its connections before it starts. Peak memory
+and descriptor limits are a child's; the answers' effects are checked in this process."""
 
 from __future__ import annotations
 
 import resource
 import subprocess
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from tests import processes
 from tests.jsonl import read_jsonl, write_jsonl
-from tests.processes import peak_rss_kib
+from tests.processes import InProcess, peak_rss_kib
 from tests.servers import Hang, Seen, Server, app_server, raw_server, scripted_server
 
 TOKEN = "wire-cli-token"
@@ -22,6 +25,12 @@ def batchsms(*args: str, cwd: Path, preexec_fn: Callable[[], None] | None = None
              wrap_rss: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
     return processes.batchsms(*args, env={"BATCHSMS_AUTH_TOKEN": TOKEN}, cwd=cwd,
                               preexec_fn=preexec_fn, peak_rss=wrap_rss, timeout=timeout)
+
+
+@pytest.fixture
+def wire_cli(cli: InProcess) -> Callable[..., subprocess.CompletedProcess[bytes]]:
+    """`batchsms` in this process with the token: what the answers do to outcomes and logs."""
+    return partial(cli, env={"BATCHSMS_AUTH_TOKEN": TOKEN})
 
 
 def lines(path: Path, n: int) -> Path:
@@ -34,7 +43,8 @@ def run_args(source: Path, url: str, *extra: str) -> list[str]:
             "--log-format", "json", "--no-progress", *extra]
 
 
-def test_a_non_utf8_request_id_never_stops_the_run(tmp_path: Path) -> None:
+def test_a_non_utf8_request_id_never_stops_the_run(tmp_path: Path,
+        wire_cli: Callable[..., subprocess.CompletedProcess[bytes]]) -> None:
     """`X-Request-Id: \\xff` on 50 answers (half 200, half 404): 50 records, exit 1."""
     def answer(seen: Seen) -> bytes:
         status = b"200 OK" if int(seen.path.rsplit("t", 1)[1]) % 2 == 0 else b"404 Not Found"
@@ -43,7 +53,7 @@ def test_a_non_utf8_request_id_never_stops_the_run(tmp_path: Path) -> None:
                 b"Connection: close\r\n\r\n%s" % (status, len(body), body))
 
     with raw_server(answer) as server:
-        result = batchsms(*run_args(lines(tmp_path / "in.jsonl", 50), server.url), cwd=tmp_path)
+        result = wire_cli(*run_args(lines(tmp_path / "in.jsonl", 50), server.url), cwd=tmp_path)
     assert result.returncode == 1, result.stderr.decode()[-2000:]
     assert b"Traceback" not in result.stderr
     assert b"\x1b" not in result.stderr
@@ -77,14 +87,15 @@ def test_a_gigabyte_answer_is_not_read_into_memory(tmp_path: Path) -> None:
     assert peak_kib < 300 * 1024, f"peak RSS {peak_kib // 1024} MiB"
 
 
-def test_a_megabyte_error_message_is_cut_in_outcomes_and_logs(tmp_path: Path) -> None:
+def test_a_megabyte_error_message_is_cut_in_outcomes_and_logs(tmp_path: Path,
+        wire_cli: Callable[..., subprocess.CompletedProcess[bytes]]) -> None:
     async def answer(_: web.Request, __: Server) -> web.StreamResponse:
         return web.json_response({"error_code": "SMS.1400", "error_msg": "x" * 1_000_000},
                                  status=400)
 
     with app_server(answer) as server:
-        result = batchsms(*run_args(lines(tmp_path / "in.jsonl", 5), server.url), cwd=tmp_path)
-        listed = batchsms("tasks", "--endpoint", server.url, cwd=tmp_path)
+        result = wire_cli(*run_args(lines(tmp_path / "in.jsonl", 5), server.url), cwd=tmp_path)
+        listed = wire_cli("tasks", "--endpoint", server.url, cwd=tmp_path)
     assert result.returncode == 1, result.stderr.decode()[-2000:]
     for record in read_jsonl(tmp_path / "out.jsonl"):
         assert record["error_code"] == "SMS.1400"
@@ -96,10 +107,11 @@ def test_a_megabyte_error_message_is_cut_in_outcomes_and_logs(tmp_path: Path) ->
     assert len(listed.stderr) < 3000
 
 
-def test_an_unparseable_answer_is_said_in_words(tmp_path: Path) -> None:
+def test_an_unparseable_answer_is_said_in_words(tmp_path: Path,
+        wire_cli: Callable[..., subprocess.CompletedProcess[bytes]]) -> None:
     raw = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 9000 + b"\r\nContent-Length: 0\r\n\r\n"
     with raw_server(raw) as server:
-        result = batchsms(*run_args(lines(tmp_path / "in.jsonl", 1), server.url,
+        result = wire_cli(*run_args(lines(tmp_path / "in.jsonl", 1), server.url,
                                     "--max-attempts", "2"), cwd=tmp_path)
     assert result.returncode == 1, result.stderr.decode()[-2000:]
     [record] = read_jsonl(tmp_path / "out.jsonl")

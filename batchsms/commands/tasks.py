@@ -124,7 +124,9 @@ def main(config: TasksConfig, env: Mapping[str, str] | None = None) -> ExitCode:
 
 
 def run_tasks(config: TasksConfig, endpoint: str, auth: Authenticator | None,
-              stdout: IO[bytes] | None = None, stderr: IO[str] = sys.stderr) -> ExitCode:
+              stdout: IO[bytes] | None = None, stderr: IO[str] | None = None) -> ExitCode:
+    err = stderr or sys.stderr  # the one at call time (as `logs` does), not at import
+
     def client_factory() -> SmsClient:
         return SmsClient(endpoint, auth, concurrency=1, timeout=config.timeout, tls=tls)
 
@@ -139,9 +141,9 @@ def run_tasks(config: TasksConfig, endpoint: str, auth: Authenticator | None,
             written = _write_atomically(client_factory, config)
     except ListingFailed as exc:
         print(f"batchsms: {exc}; no fleet file written" if config.out else f"batchsms: {exc}",
-              file=stderr)
+              file=err)
         return ExitCode.ABORTED if exc.auth else ExitCode.SOME_FAILED
-    print(f"{written} tasks", file=stderr)
+    print(f"{written} tasks", file=err)
     return ExitCode.OK
 
 

@@ -150,8 +150,9 @@ def _chain(*callbacks: Callable[[Outcome], None] | None) -> Callable[[Outcome], 
 
 def run(config: RunConfig, env: Mapping[str, str] | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
-        stderr: TextIO = sys.stderr) -> ExitCode:
+        stderr: TextIO | None = None) -> ExitCode:
     env = os.environ if env is None else env
+    stderr = stderr or sys.stderr  # the one at call time (as `logs` does), not at import
     if config.dry_run:
         return dry_run(config, sys.stdout, stderr)
     # Everything that can refuse to start is checked before the lock and --out are touched.
