@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from batchsms.commands.run import run
 from batchsms.config import RunConfig
+from batchsms.outcomes import Outcome, OutcomeWriter, Status
 from batchsms.simulator.faults import FaultConfig
 from batchsms.simulator.threaded import simulator_in_thread
 from tests.jsonl import read_jsonl, write_jsonl
@@ -86,3 +87,17 @@ def test_resume_skips_only_what_succeeded(tmp_path: Path, scripted: ScriptedServ
         "ok": ("skipped", "already_succeeded"), "bad": ("succeeded", None),
         "down": ("succeeded", None)}
     assert (scripted.count("ok"), scripted.count("bad"), scripted.count("down")) == (1, 2, 3)
+
+
+def test_a_sent_lines_record_is_on_disk_before_the_next_line(tmp_path: Path) -> None:
+    """A SIGKILL loses at most the answers in flight: the record of a sent line (durable) is in
+    the file at once, while records of lines never sent may wait for the next flush."""
+    path = tmp_path / "out.jsonl"
+    writer = OutcomeWriter(path, flush_interval=3600)
+    try:
+        writer.write(Outcome("r", 1, "skipped-one", None, Status.SKIPPED))
+        assert path.read_bytes() == b""
+        writer.write(Outcome("r", 2, "sent-one", None, Status.SUCCEEDED), durable=True)
+        assert [r["task_id"] for r in read(path)] == ["skipped-one", "sent-one"]
+    finally:
+        writer.close()
