@@ -140,6 +140,9 @@ def test_signal_stops_run_and_every_line_gets_an_outcome(tmp_path: Path, signum:
         assert stuck["error_code"] == "interrupted"
         assert sum(r["attempts"] for r in records) == len(server.received)
         assert SECRET_TOKEN not in stdout + stderr
+        events = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+        [interrupted] = [e for e in events if e["event"] == "run.interrupted"]
+        assert interrupted["grace_s"] == 1  # --grace reaches the signal watcher
 
 
 def test_simulate_runs_the_sample_fleet(tmp_path: Path, here: Here) -> None:

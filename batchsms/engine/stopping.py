@@ -53,14 +53,16 @@ class Stop:
     def message(self) -> str | None:
         return None if self.stopped is None else self.stopped.message
 
-    def trigger(self, reason: StopReason, message: str, *, signum: int | None = None) -> bool:
-        """Stop the run (the first call wins); True if this call stopped it."""
+    def trigger(self, reason: StopReason, message: str, *, signum: int | None = None,
+                **fields: object) -> bool:
+        """Stop the run (the first call wins); True if this call stopped it. `fields` go in
+        the stop's log event."""
         if self.stopped is not None:
             return False
         self.stopped = Stopped(reason, message, signum)
         if reason is not StopReason.BROKEN:  # `run` says that one itself, once (exit 4)
             event = "run.deadline" if reason is StopReason.DEADLINE else f"run.{reason.value}"
-            log.warning(event, reason=message)
+            log.warning(event, reason=message, **fields)
         for scope in list(self._waiting):
             scope.cancel()
         if self._event is not None:

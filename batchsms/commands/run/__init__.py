@@ -102,7 +102,7 @@ async def _watch_signals(pipeline: Pipeline, grace: float, tg: anyio.abc.TaskGro
         async for signum in signals:
             if not pipeline.stop.trigger(StopReason.INTERRUPTED,
                                          f"interrupted by {signal.Signals(signum).name}",
-                                         signum=signum):
+                                         signum=signum, grace_s=grace):
                 tg.start_soon(pipeline.cancel_in_flight)
                 continue
             tg.start_soon(after_grace)
