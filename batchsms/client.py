@@ -136,15 +136,18 @@ def _reply(status: int, headers: CIMultiDictProxy[str], data: bytes, *, cut_off:
     return Reply(status, request_id, code, msg, retry_after, data, body_cut=cut_off)
 
 
-async def _read_bounded(resp: ClientResponse) -> tuple[bytes, bool]:
-    """The body, unless it is larger than MAX_BODY: then (b"", True), and the rest is never
-    read (the connection is closed instead of drained). A compressed body is counted as it is
-    decompressed: its Content-Length says nothing about what it inflates to."""
+def _fits(resp: ClientResponse) -> bool:
+    """A plain body whose Content-Length is within MAX_BODY (the common answer): read whole."""
     length = resp.content_length
-    encoded = "Content-Encoding" in resp.headers
-    if length is not None and length <= MAX_BODY and not encoded:  # `request` reads it itself
-        return await resp.read(), False
-    if length is None or encoded:
+    return length is not None and length <= MAX_BODY and "Content-Encoding" not in resp.headers
+
+
+async def _read_bounded(resp: ClientResponse) -> tuple[bytes, bool]:
+    """A body that does not `_fits`: the body, unless it is larger than MAX_BODY: then
+    (b"", True), and the rest is never read (the connection is closed instead of drained). A
+    compressed body is counted as it is decompressed: its Content-Length says nothing about what
+    it inflates to."""
+    if resp.content_length is None or "Content-Encoding" in resp.headers:
         chunks, size = [], 0
         async for chunk in resp.content.iter_any():
             size += len(chunk)
@@ -240,10 +243,7 @@ class SmsClient:
                                              data=body or None, headers=headers,
                                              allow_redirects=False) as resp:
                 status = resp.status
-                length = resp.content_length
-                if (length is not None and length <= MAX_BODY
-                        and "Content-Encoding" not in resp.headers):
-                    # the common answer, read here: one coroutine less than `_read_bounded`
+                if _fits(resp):  # read here: one coroutine less on every common answer
                     return _reply(status, resp.headers, await resp.read(), cut_off=False)
                 data, cut_off = await _read_bounded(resp)
                 return _reply(status, resp.headers, data, cut_off=cut_off)
