@@ -18,6 +18,11 @@ what the official SDK's models and the simulator imply, and what a rollback need
   readable field is compared with the view's value where `READABLE` says ShowTask has it
   (`enterprise_project` with `enterprise_project_id`).
 
+`applied()` is the other direction: the view as ShowTask would show it once a body is applied,
+each readable field the body sets written at the place `READABLE` gives (the body's
+`enterprise_project` becomes the view's `enterprise_project_id`), so what `diff` compares next
+is what a read would find. `plan` projects a task through the earlier lines of its task with it.
+
 `previous()` is the body-shaped record of the current values of every readable field a line
 sets (arrays whole; `null` where the task has no value, which no update can restore), and what
 an undo line is built from.
@@ -178,6 +183,39 @@ def diff(body: Mapping[str, Any], view: Mapping[str, Any]) -> Diff:
     walk = _Walk(view)
     walk.merged(READABLE_TREE, body, "")
     return Diff(tuple(walk.changes), tuple(walk.unchanged), tuple(walk.unreadable))
+
+
+def applied(view: Mapping[str, Any], body: Mapping[str, Any],
+            tree: Tree = READABLE_TREE) -> dict[str, Any]:
+    """`view` as ShowTask would show it once `body` (validated, nulls dropped) is applied.
+
+    Each readable field `body` sets is written where `READABLE` says ShowTask has it (arrays
+    and scalars replace, the objects an update merges are merged field by field); a field
+    ShowTask cannot read back changes nothing a read shows. `view` is not modified: the objects
+    on the way to a written value are copied.
+    """
+    out = dict(view)
+    for key in sorted(body):
+        sub = tree.get(key)
+        if sub is None:
+            continue
+        if isinstance(sub, str):
+            _put(out, sub, body[key])
+        else:
+            out = applied(out, body[key], sub)
+    return out
+
+
+def _put(view: dict[str, Any], show_path: str, value: Any) -> None:
+    """Set `value` at the dotted `show_path` of `view`, copying (or creating) each object on
+    the way there so that no object shared with another view is changed."""
+    *parents, leaf = show_path.split(".")
+    node = view
+    for key in parents:
+        child = node.get(key)
+        node[key] = child = dict(child) if isinstance(child, dict) else {}
+        node = child
+    node[leaf] = value
 
 
 def unreadable_paths(body: Mapping[str, Any]) -> tuple[str, ...]:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchsms.diff import Change, Diff, diff, previous, same, show, unreadable_paths
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from batchsms.diff import Change, Diff, applied, diff, previous, same, show, unreadable_paths
+from batchsms.schema import PUT_TASK_REQ, validate
+from tests.properties import BOUNDED, from_spec
 
 VIEW: dict[str, Any] = {
     "id": "t1", "name": "web-01", "speed_limit": 100, "migration_ip": "192.168.1.2",
@@ -123,3 +129,39 @@ def test_a_renamed_field_is_read_where_show_task_has_it() -> None:
         Change("enterprise_project", "ep-1", "ep-2"),)
     assert diff({"enterprise_project": "ep-1"}, view).as_wanted
     assert previous({"enterprise_project": "ep-2"}, view) == {"enterprise_project": "ep-1"}
+
+
+def test_applied_writes_each_readable_field_where_show_task_shows_it() -> None:
+    """The view after an update: `enterprise_project` lands on `enterprise_project_id`,
+    merged objects merge, arrays replace, unreadable fields change nothing shown, and the view
+    given is left as it was."""
+    view = {**VIEW, "enterprise_project_id": "0"}
+    before = orjson.dumps(view)
+    body = {"enterprise_project": "ep-2", "use_ipv6": True, "speed_limit": 5,
+            "target_server": {"name": "t", "disks": [{"name": "/dev/vdb", "size": 1}],
+                              "networks": [{"name": "n"}]},
+            "clone_server": {"name": "c"}}
+    after = applied(view, body)
+    assert orjson.dumps(view) == before
+    assert after["enterprise_project_id"] == "ep-2"
+    assert "enterprise_project" not in after
+    assert "use_ipv6" not in after
+    assert after["speed_limit"] == 5
+    assert after["target_server"] == {**VIEW["target_server"], "name": "t",
+                                      "disks": [{"name": "/dev/vdb", "size": 1}]}
+    assert after["clone_server"] == {"name": "c"}
+    assert diff(body, after).changes == ()
+
+
+@BOUNDED
+@given(from_spec(PUT_TASK_REQ), st.sampled_from([VIEW, {}, {"enterprise_project_id": "x"}]))
+def test_a_body_applied_is_as_wanted_where_readable(raw: dict[str, Any],
+                                                   view: dict[str, Any]) -> None:
+    """For any valid body: once applied, the comparison finds nothing readable to change, and
+    the fields it cannot read are still the ones it cannot read."""
+    body, problems = validate(raw)
+    if problems:
+        return
+    found = diff(body, applied(view, body))
+    assert found.changes == ()
+    assert found.unreadable == diff(body, view).unreadable

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from batchsms.cli import main
-from batchsms.commands.plan import PlanEntry, Verdict, plan_async
+from batchsms.commands import plan as plan_command
+from batchsms.commands.plan import PROJECTED_TASKS, PlanEntry, Verdict, plan_async
 from batchsms.config import RunConfig
 from batchsms.credentials import load_credentials
 from batchsms.plan import checked_lines
@@ -106,3 +107,75 @@ def test_plan_command_text_and_exit_code(tmp_path: Path,
 def test_plan_refuses_to_start_on_an_unreadable_input(tmp_path: Path) -> None:
     """No input: exit 2 before anything is started."""
     assert main(["plan", str(tmp_path / "nope.jsonl"), "--simulate"]) == 2
+
+
+async def plan_rows(tmp_path: Path, fleet_rows: list[dict[str, Any]], rows: list[dict[str, Any]],
+                    *, concurrency: int = 4) -> tuple[list[PlanEntry], Any]:
+    """Plan `rows` against a simulator serving `fleet_rows` (an open fleet when empty)."""
+    fleet = (Fleet.from_jsonl(write_jsonl(tmp_path / "fleet.jsonl", fleet_rows)) if fleet_rows
+             else Fleet.open())
+    config = RunConfig(input=str(write_jsonl(tmp_path / "in.jsonl", rows)), rate=0,
+                       concurrency=concurrency)
+    entries: list[PlanEntry] = []
+    async with running(fleet=fleet) as sim:
+        stopped = await plan_async(config, checked_lines(config.input, {}), sim.url, None,
+                                   True, entries.append)
+    assert stopped is None
+    return entries, sim
+
+
+@pytest.mark.anyio
+async def test_a_second_line_is_judged_through_the_readable_mapping(tmp_path: Path) -> None:
+    """Issue 18 item 10 (i): two lines setting `enterprise_project` (ShowTask's
+    `enterprise_project_id`): the second is already as wanted once the first is applied, as
+    `run --skip-unchanged` finds it (one PUT). Before, the projection merged the body's
+    `enterprise_project` into the view, and the comparison read `enterprise_project_id`."""
+    project = "b7a1c0de-0000-4000-8000-00000000e009"
+    entries, _ = await plan_rows(
+        tmp_path, [{"id": "a", "enterprise_project_id": "0", "name": "web-01"}],
+        [{"task_id": "a", "body": {"enterprise_project": project}},
+         {"task_id": "a", "body": {"enterprise_project": project, "name": "web-01"}},
+         {"task_id": "a", "body": {"enterprise_project": "0"}}])
+    assert [e.verdict for e in entries] == [Verdict.CHANGE, Verdict.AS_WANTED, Verdict.CHANGE]
+    assert entries[0].diff is not None
+    assert entries[0].diff.changes_json() == {"enterprise_project": {"from": "0", "to": project}}
+    assert entries[1].diff is not None
+    assert entries[1].diff.unchanged == ("enterprise_project", "name")
+    assert entries[2].diff is not None
+    assert entries[2].diff.changes_json() == {"enterprise_project": {"from": project, "to": "0"}}
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_a_task_seen_again_just_past_the_cache_is_not_lost(tmp_path: Path) -> None:
+    """Issue 18 item 10 (ii), as reported: `PROJECTED_TASKS` + 2 tasks, then the second again.
+    Its projection was dropped from the cache by the lines before it in the same batch, after
+    the batch had decided not to read it: KeyError. Now it is kept while its batch needs it."""
+    n = PROJECTED_TASKS + 2
+    rows = [{"task_id": f"t{i}", "body": {"speed_limit": 7}} for i in range(1, n + 1)]
+    rows.append({"task_id": "t2", "body": {"speed_limit": 7}})
+    entries, sim = await plan_rows(tmp_path, [], rows, concurrency=4)
+    assert [e.line for e in entries] == list(range(1, n + 2))
+    assert entries[-1].verdict is Verdict.AS_WANTED  # as line 2 leaves it
+    assert entries[-1].diff is not None
+    assert entries[-1].diff.unchanged == ("speed_limit",)
+    assert sim.stats.received == n  # each task read once
+
+
+@pytest.mark.anyio
+async def test_the_cache_keeps_what_its_batch_needs_and_stays_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 10 (ii) with a cache of 4 tasks and batches of 4 lines: t1..t4, then t5, t6, t2, t7
+    (t2 was cached when its batch began, and t5, t6 pushed it out before its line: KeyError
+    before). Then t1 again, long out of the cache: read again (the cache is bounded), and judged
+    as the task is, not as line 1 left it in plan's head."""
+    monkeypatch.setattr(plan_command, "PROJECTED_TASKS", 4)
+    order = ["t1", "t2", "t3", "t4", "t5", "t6", "t2", "t7", "t1"]
+    rows = [{"task_id": t, "body": {"speed_limit": 7}} for t in order]
+    fleet = [{"id": f"t{i}", "speed_limit": 1} for i in range(1, 8)]
+    entries, sim = await plan_rows(tmp_path, fleet, rows, concurrency=2)
+    assert [e.line for e in entries] == list(range(1, 10))
+    assert [e.verdict for e in entries] == [Verdict.CHANGE] * 6 + [
+        Verdict.AS_WANTED, Verdict.CHANGE, Verdict.CHANGE]
+    reads = sorted(r.task_id for r in sim.requests)
+    assert reads == ["t1", "t1", "t2", "t3", "t4", "t5", "t6", "t7"]  # t1 twice

@@ -17,9 +17,12 @@ but a field ShowTask does not return is "not comparable"; an invalid line, or on
 cannot be read (404...), "would fail".
 
 Several lines for one task: a later line is compared with the task as the earlier lines would
-leave it (objects merged, arrays and scalars replaced), as `run` sends them in file order. The
-projected views of the last `PROJECTED_TASKS` tasks are kept; a task seen again after that is
-read again.
+leave it, as `run` sends them in file order: each earlier line's readable fields written into
+the view where ShowTask shows them (`diff.applied`, the same `readable.READABLE` mapping the
+comparison reads: `enterprise_project` is seen as `enterprise_project_id`). So `plan` says what
+`run --skip-unchanged` would do, line for line. The projected views of the last
+`PROJECTED_TASKS` tasks are kept (plus those of the batch being judged); a task seen again
+after that is read again.
 
 `--json`: one object per input line on stdout, in input order: `line`, `task_id`, `ref`,
 `verdict`, `changes` (path -> `{"from", "to"}`), `unchanged`, `unreadable`, and `error`
@@ -47,12 +50,12 @@ import orjson
 from batchsms.client import SmsClient
 from batchsms.config import RunConfig
 from batchsms.connection import endpoint_url, resolve_endpoint, run_credentials, tls_context
-from batchsms.diff import Diff, diff
+from batchsms.diff import Diff, applied, diff
 from batchsms.engine.attempt import Request, Sender
 from batchsms.engine.wiring import EngineSettings, build_sender
 from batchsms.exitcodes import ExitCode
 from batchsms.look import Read, read_of
-from batchsms.plan import Planned, checked_lines, deep_merge
+from batchsms.plan import Planned, checked_lines
 from batchsms.records import InvalidLine
 from batchsms.schema import Problem
 from batchsms.signing import Authenticator
@@ -150,34 +153,49 @@ class PlanTotals:
 
 
 async def plan_entries(items: Iterator[Planned | InvalidLine], reader: Reader, *,
-                       concurrency: int) -> AsyncIterator[PlanEntry]:
-    """Every line's plan, in input order; reads run `concurrency` at a time."""
+                       concurrency: int,
+                       keep: int | None = None) -> AsyncIterator[PlanEntry]:
+    """Every line's plan, in input order; reads run `concurrency` at a time.
+
+    Lines are taken a batch at a time. A task of the batch is taken out of the cache of
+    projections (or read, when the cache does not have it) before any line of the batch is
+    judged, and put back after the last one: the cache can only drop tasks no pending line
+    needs. It holds at most `keep` (`PROJECTED_TASKS`) tasks between batches, the most recently
+    used.
+    """
+    keep = PROJECTED_TASKS if keep is None else keep
     projected: OrderedDict[str, dict[str, Any] | Read] = OrderedDict()
     while True:
         window = [item for _, item in zip(range(concurrency * 2), items, strict=False)]
         if not window:
             return
-        wanted = {item.task_id for item in window
-                  if isinstance(item, Planned) and item.task_id not in projected}
-        reads = await _read_all(reader, wanted, concurrency)
+        needed = {item.task_id for item in window if isinstance(item, Planned)}
+        states: dict[str, dict[str, Any] | Read] = {
+            task_id: projected.pop(task_id) for task_id in needed if task_id in projected}
+        states.update(await _read_all(reader, needed - states.keys(), concurrency))
         for item in window:
             if isinstance(item, InvalidLine):
                 yield PlanEntry(item.number, item.task_id, item.ref, problems=item.errors)
                 continue
-            state = projected.pop(item.task_id) if item.task_id in projected \
-                else reads[item.task_id]
+            state = states[item.task_id]
             if isinstance(state, Read):
-                if state.ok:
-                    state = state.view or {}
-                else:
-                    projected[item.task_id] = state
+                if not state.ok:
                     yield PlanEntry(item.number, item.task_id, item.ref, read=state)
                     continue
+                state = state.view or {}
             body = orjson.loads(item.body)
             yield PlanEntry(item.number, item.task_id, item.ref, diff=diff(body, state))
-            projected[item.task_id] = deep_merge(state, body)
-            if len(projected) > PROJECTED_TASKS:
-                projected.popitem(last=False)
+            states[item.task_id] = applied(state, body)
+        for task_id in sorted(states, key=_last_use(window)):
+            projected[task_id] = states[task_id]
+        while len(projected) > keep:
+            projected.popitem(last=False)
+
+
+def _last_use(window: list[Planned | InvalidLine]) -> Callable[[str], int]:
+    """Sort key: where a task's last line in `window` is (so the cache keeps file order)."""
+    last = {item.task_id: i for i, item in enumerate(window) if isinstance(item, Planned)}
+    return last.__getitem__
 
 
 async def _read_all(reader: Reader, task_ids: set[str], concurrency: int) -> dict[str, Read]:
