@@ -296,3 +296,43 @@ async def test_clone_server_updates_only_in_the_states_table_3_allows() -> None:
         assert shown is not None
         assert shown["clone_server"] == {}  # only the empty update of the last PUT applied
     assert others == [200] * len(refused)  # no clone_server change: nothing to refuse
+
+
+@pytest.mark.parametrize("read_first", [False, True], ids=["unread", "read"])
+async def test_the_clone_server_rule_holds_whether_or_not_the_task_was_read(
+        read_first: bool) -> None:
+    """Issue 18 item 11: on an open fleet (`run --simulate`, any id exists) a task is
+    materialised by its first request. The refusal looked only at tasks already materialised,
+    so an unread `cleared` task took the clone_server update (200) that a read one refused
+    (400 SMS.1810). The rule now depends on the task's state alone, in both orders; and the
+    state is the same whichever request materialised the task."""
+    scratch = Fleet.open()
+    by_state: dict[str, str] = {}
+    for i in range(300):
+        view = scratch.show(f"task-{i}")
+        assert view is not None
+        by_state.setdefault(view["source_server"]["state"], f"task-{i}")
+    clone = orjson.dumps({"clone_server": {"name": "clone-1"}})
+    fleet = Fleet.open()
+    async with running(fleet=fleet) as sim, aiohttp.ClientSession() as s:
+        answers = {}
+        for state in ("cleared", "waiting", "syncing", "finished"):
+            task_id = by_state[state]
+            if read_first:
+                async with s.get(f"{sim.url}/v3/tasks/{task_id}") as resp:
+                    assert resp.status == 200
+            answers[state] = await put(s, sim, task_id, clone)
+    for state in ("cleared", "waiting"):
+        status, body = answers[state]
+        assert status == 400, (state, read_first, body)
+        assert body["error_code"] == "SMS.1810"
+    for state in ("syncing", "finished"):
+        assert answers[state][0] == 200, (state, read_first)
+    for state, task_id in by_state.items():
+        if state in answers:  # materialised by a read or by the write: the same task
+            shown, wanted = fleet.show(task_id), scratch.show(task_id)
+            assert shown is not None
+            assert wanted is not None
+            if answers[state][0] == 200:
+                wanted["clone_server"] = {"name": "clone-1"}
+            assert shown == wanted

@@ -20,7 +20,9 @@ to the official SDK's models (views.py): an update-only field is kept but never 
 Refusals the service makes (`Fleet.refusal`): the reference page (Table 3) allows a
 ``clone_server`` update only while the source server is syncing, pausing, paused, starting,
 finished or in error; the simulator reads those as the SDK's source-server states ``syncing``,
-``stopping``, ``stopped``, ``cutovering``, ``finished`` and ``error``, and refuses the others.
+``stopping``, ``stopped``, ``cutovering``, ``finished`` and ``error``, and refuses the others, by
+the task's state alone: an open fleet's task not yet shown or updated is judged as it will look
+once it is.
 
 `TaskCounts` record, per task id, how many PUTs reached the server (whatever happened to them:
 faulted, rejected, unknown id) and how many were applied, for tests to compare with a client's
@@ -255,7 +257,7 @@ class Fleet:
         described = self._described.get(task_id)
         if described is not None:
             merge_into(view, described)
-        updates = self._updates[task_id]
+        updates = self._updates.get(task_id)  # an open fleet's task not yet materialised: none
         if updates is not None:
             merge_into(view, updates)
         view["id"] = task_id
@@ -289,8 +291,10 @@ class Fleet:
 
     def refusal(self, task_id: str, body: Mapping[str, Any]) -> str | None:
         """Why the service would refuse this (validated) update of an existing task, or None."""
-        if not body.get("clone_server") or task_id not in self._updates:
+        if not body.get("clone_server") or not self.exists(task_id):
             return None
+        # The task's state, whether or not a request has materialised it yet: an open fleet's
+        # task is drawn from (seed, id) alone, so a read first or a write first see one task.
         source = self._view(task_id).get("source_server")
         state = source.get("state") if isinstance(source, dict) else None
         if state in CLONE_SERVER_STATES:
