@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchsms.cli import main
 from batchsms.commands import plan as plan_command
 from batchsms.commands.plan import PROJECTED_TASKS, PlanEntry, Verdict, plan_async
 from batchsms.config import RunConfig
 from batchsms.credentials import load_credentials
+from batchsms.look import Read
 from batchsms.plan import checked_lines
 from batchsms.signing import authenticator
 from batchsms.simulator import ExpectedCredentials, Fleet, running
@@ -179,3 +184,55 @@ async def test_the_cache_keeps_what_its_batch_needs_and_stays_bounded(
         Verdict.AS_WANTED, Verdict.CHANGE, Verdict.CHANGE]
     reads = sorted(r.task_id for r in sim.requests)
     assert reads == ["t1", "t1", "t2", "t3", "t4", "t5", "t6", "t7"]  # t1 twice
+
+
+class FleetReader:
+    """The `Reader` plan uses, answered from a simulator `Fleet` in this process (no HTTP: the
+    cache's logic alone is under test), counting reads."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.reads = 0
+        self.stopped: str | None = None
+
+    async def read(self, task_id: str) -> Read:
+        self.reads += 1
+        view = self.fleet.show(task_id)
+        return Read(view) if view is not None else Read(None, 1, 404, None, "SMS.1801", "no")
+
+
+def _plan_with(rows: list[tuple[str, int]], keep: int, concurrency: int,
+               path: Path) -> tuple[list[tuple[str, tuple[str, ...]]], int]:
+    source = write_jsonl(path, [{"task_id": t, "body": {"speed_limit": v}} for t, v in rows])
+    reader = FleetReader(Fleet.from_jsonl(write_jsonl(
+        path.with_suffix(".fleet"), [{"id": f"t{i}", "speed_limit": 0} for i in range(4)])))
+
+    async def go() -> list[PlanEntry]:
+        return [e async for e in plan_command.plan_entries(
+            checked_lines(str(source), {}), reader, concurrency=concurrency, keep=keep)]
+
+    entries = anyio.run(go)
+    return [(e.verdict.value, e.diff.unchanged if e.diff else ()) for e in entries], reader.reads
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.sampled_from(["t0", "t1", "t2", "t3", "gone"]),
+                          st.sampled_from([0, 5])), min_size=1, max_size=14),
+       st.integers(1, 3), st.integers(1, 3))
+def test_a_small_cache_judges_every_line_as_an_unbounded_one(
+        rows: list[tuple[str, int]], keep: int, concurrency: int) -> None:
+    """Whatever the cache's size and the batch size: no line is lost (item 10 (ii)); a task
+    out of the cache is read again, and since plan never writes, judged the same; a task still
+    in the cache is not read again."""
+    with tempfile.TemporaryDirectory() as tmp:
+        small, reads = _plan_with(rows, keep, concurrency, Path(tmp) / "in.jsonl")
+        large, fewest = _plan_with(rows, 10**6, concurrency, Path(tmp) / "in.jsonl")
+    # a later line of a task is judged against the projection, which a re-read does not have:
+    # compare only the lines a re-read cannot change (the first line of each task) and counts
+    assert len(small) == len(large) == len(rows)
+    firsts = {}
+    for i, (task_id, _) in enumerate(rows):
+        firsts.setdefault(task_id, i)
+    assert [small[i] for i in firsts.values()] == [large[i] for i in firsts.values()]
+    assert fewest == len(firsts)
+    assert reads >= fewest
