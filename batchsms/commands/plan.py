@@ -22,7 +22,8 @@ the view where ShowTask shows them (`diff.applied`, the same `readable.READABLE`
 comparison reads: `enterprise_project` is seen as `enterprise_project_id`). So `plan` says what
 `run --skip-unchanged` would do, line for line. The projected views of the last
 `PROJECTED_TASKS` tasks are kept (plus those of the batch being judged); a task seen again
-after that is read again.
+after that is read again, and judged as it is, not as its earlier lines would leave it (the
+one place `plan` and `run --skip-unchanged` can differ: memory stays flat).
 
 `--json`: one object per input line on stdout, in input order: `line`, `task_id`, `ref`,
 `verdict`, `changes` (path -> `{"from", "to"}`), `unchanged`, `unreadable`, and `error`
