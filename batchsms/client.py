@@ -193,7 +193,9 @@ class SmsClient:
                  timeout: float, tls: ssl.SSLContext | bool = True,
                  secrets: Iterable[str] = ()) -> None:
         """`secrets`: values to cut out of answers besides the credentials' own (a proxy
-        password)."""
+        password). `auth.secrets()` is read once, here: an authenticator whose credentials
+        change during a run (refreshed temporary credentials) needs a client that rebuilds its
+        `Redactor` then, keeping the old values too (answers to requests signed with them)."""
         parts = urlsplit(endpoint)
         self._base = f"{parts.scheme}://{parts.netloc}"
         default_port = 443 if parts.scheme == "https" else 80

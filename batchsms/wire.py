@@ -112,7 +112,7 @@ def _forms(secret: str) -> tuple[set[str], set[str]]:
     Inside a JSON string a secret is JSON-escaped: as orjson writes it (UTF-8 as is), as
     Python's `json` does (`\\uXXXX` for non-ASCII), either with `/` written `\\/` (PHP, some
     Java libraries). Anywhere it may also be percent-encoded (an echoed URL or query): with and
-    without `/` kept, `+` for a space, upper- or lower-case escapes. Text already decoded from
+    without `/` kept, `+` for a space (its escapes in either case: `_pattern`). Text decoded from
     JSON (an `error_msg`) may still hold the escaped forms (a request dumped as JSON into a
     message), so text is searched for all of them, and for the secret itself.
     """
@@ -120,7 +120,6 @@ def _forms(secret: str) -> tuple[set[str], set[str]]:
     escaped |= {e.replace("/", "\\/") for e in escaped}
     percent = {quote(secret, safe=""), quote(secret), quote_plus(secret),
                quote_plus(secret, safe="/")}
-    percent |= {_ESCAPE.sub(lambda m: m.group().lower(), p) for p in percent}
     in_json = escaped | percent
     return in_json, in_json | {secret}
 
@@ -137,9 +136,15 @@ def _anchor(secret: str) -> str | None:
     return best if len(best) >= MIN_ANCHOR else None
 
 
-def _alternation(forms: Iterable[str]) -> str:
-    # Longest first: where one form contains another, the whole of it is cut.
-    return "|".join(re.escape(f) for f in sorted(forms, key=lambda f: (-len(f), f)))
+def _either_case(escape: re.Match[str]) -> str:
+    return "%" + "".join(f"[{c}{c.lower()}]" if c.isalpha() else c for c in escape.group()[1:])
+
+
+def _pattern(forms: Iterable[str]) -> str:
+    """One regular expression for every form, longest first (where one form contains another,
+    the whole of it is cut), a percent escape matching in either case (`%2F`, `%2f`)."""
+    ordered = sorted(forms, key=lambda f: (-len(f), f))
+    return "|".join(_ESCAPE.sub(_either_case, re.escape(f)) for f in ordered)
 
 
 class Redactor:
@@ -163,8 +168,8 @@ class Redactor:
             in_json |= json_forms
             every |= all_forms
         self._count = len(values)
-        self._text = re.compile(_alternation(every)) if every else None
-        self._body = re.compile(_alternation(in_json).encode()) if in_json else None
+        self._text = re.compile(_pattern(every)) if every else None
+        self._body = re.compile(_pattern(in_json).encode()) if in_json else None
         # The quick test before the pattern runs (a regex of a dozen alternatives costs ~2 us on
         # a request id; a substring test ~50 ns): None when some secret has no anchor.
         anchors = {a for a in map(_anchor, values) if a is not None}

@@ -440,6 +440,9 @@ def test_every_form_of_a_known_secret_is_cut_out_of_text() -> None:
     redact = wire.Redactor([SECRET, "short", ""])
     for form in _encodings(SECRET):
         assert redact.text(f"<{form}>") == "<[redacted]>", form
+    mixed = quote(SECRET, safe="").replace("%2B", "%2b")  # escapes in both cases at once
+    assert "%2F" in mixed
+    assert redact.text(mixed) == "[redacted]"
     assert redact.text("a short text") == "a short text"  # below MIN_SECRET: left alone
     assert redact.safe(f"{'x' * 995}{SECRET}", 1000) == "x" * 995 + "[reda… (cut, 5 more)"
     assert SECRET not in repr(redact)
