@@ -6,9 +6,11 @@ Distinctive values are set for the SK, the security token, the auth token (envir
 `run` against a simulator that checks AK/SK (right keys: exit 0; wrong SK: 401 abort, exit 3),
 against a scripted server answering 500/429/resets/timeouts, `--dry-run`, missing or broken
 credentials (exit 2), `validate`, `report` (text, `--json`, `--failed-to`), `tasks` (stdout and
-`--out`), `--metrics-file`, and a run stopped by SIGTERM. Every byte written (stdout, stderr,
-every file in the work directory, the simulator's own output) is scanned for each secret, raw
-and in its base64, URL-encoded and hex forms.
+`--out`), `--metrics-file`, a run stopped by SIGTERM, and `run`, `plan` and `tasks` against a server
+that echoes every credential it receives into its answers (error fields, `X-Request-Id`,
+`Location`, task values). Every byte written (stdout, stderr, every file in the work directory,
+the simulator's own output) is scanned for each secret, raw and in its base64, URL-encoded,
+JSON-escaped and hex forms.
 
 The AK is an identifier (it travels in every `Authorization` header on purpose), but it is
 scanned too: nothing batchsms writes needs it, and `credentials.py` redacts it like the SK.
