@@ -8,7 +8,11 @@ counted and passes the token bucket. For the same reason it never follows a redi
 answer), and aiohttp's silent re-send of idempotent requests on a dropped kept-alive connection
 is switched off (`tests/test_pipeline.py` proves it). Nothing from the answer is trusted: bodies
 are read up to `wire.MAX_BODY`, and every string passes `wire.safe_text` here, once, so every
-command gets the same checks. Where to send (endpoint, region, TLS trust) is connection.py's.
+command gets the same checks. The known secret values (the credentials' `secrets()`, and any
+other the caller names) are cut out here too (`wire.Redactor`), from every string before it is
+bounded and from a body as it is parsed (`Reply.json`), so a server that echoes the request
+cannot get them recorded (CONTRACT §6); a body nobody reads (a write's 200) is never scanned.
+Where to send (endpoint, region, TLS trust) is connection.py's.
 
 Size (~320 lines): one job; a third of it is the translation of aiohttp's errors, kept in one
 place on purpose.
@@ -20,7 +24,7 @@ import contextvars
 import errno
 import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import NamedTuple
@@ -50,8 +54,9 @@ from batchsms.wire import (
     MAX_HEADER,
     MAX_MESSAGE,
     MAX_REQUEST_ID,
+    NO_SECRETS,
+    Redactor,
     safe_location,
-    safe_or_none,
     safe_text,
 )
 
@@ -68,8 +73,10 @@ class Reply(NamedTuple):
     one is made per request, and a frozen dataclass costs four times as much to make).
 
     Every string is already safe (`wire.safe_text`): valid Unicode, no control characters,
-    bounded. `body` is empty when the answer was larger than `MAX_BODY` (`body_cut`): for a
-    write the status is the answer; a read that needs the body gets `AnswerTooLarge` from `json`.
+    bounded, known secrets cut out. `raw_body` is the body as it came, secrets included: read
+    it only through `json`, which cuts them out first (`redactor`), and never record it. It is
+    empty when the answer was larger than `MAX_BODY` (`body_cut`): for a write the status is
+    the answer; a read that needs the body gets `AnswerTooLarge` from `json`.
     """
 
     status: int
@@ -77,8 +84,9 @@ class Reply(NamedTuple):
     error_code: str | None
     error_msg: str | None
     retry_after: str | None
-    body: bytes
+    raw_body: bytes
     body_cut: bool = False
+    redactor: Redactor = NO_SECRETS
 
     @property
     def ok(self) -> bool:
@@ -89,7 +97,7 @@ class Reply(NamedTuple):
         if self.body_cut:
             raise AnswerTooLarge(f"the answer (HTTP {self.status}) was larger than "
                                  f"{MAX_BODY // 2**20} MiB and was not read")
-        return orjson.loads(self.body)
+        return orjson.loads(self.redactor.body(self.raw_body))
 
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+")
@@ -103,7 +111,7 @@ def task_path(task_id: str) -> str:
     return "/v3/tasks/" + quote(task_id, safe="")
 
 
-def _error_fields(body: bytes) -> tuple[str | None, str | None]:
+def _error_fields(body: bytes, redact: Redactor) -> tuple[str | None, str | None]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -111,29 +119,31 @@ def _error_fields(body: bytes) -> tuple[str | None, str | None]:
     if not isinstance(data, dict):
         return None, None
     code, msg = data.get("error_code"), data.get("error_msg")
-    return (safe_text(code, MAX_CODE) if isinstance(code, str) else None,
-            safe_text(msg, MAX_MESSAGE) if isinstance(msg, str) else None)
+    return (redact.safe(code, MAX_CODE) if isinstance(code, str) else None,
+            redact.safe(msg, MAX_MESSAGE) if isinstance(msg, str) else None)
 
 
-def _reply(status: int, headers: CIMultiDictProxy[str], data: bytes, *, cut_off: bool) -> Reply:
-    """The `Reply` of an answer, every string from it made safe."""
-    request_id = safe_or_none(headers.get("X-Request-Id"), MAX_REQUEST_ID)
-    retry_after = safe_or_none(headers.get("Retry-After"), MAX_HEADER)
+def _reply(status: int, headers: CIMultiDictProxy[str], data: bytes, *, cut_off: bool,
+           redact: Redactor) -> Reply:
+    """The `Reply` of an answer, every string from it made safe and its secrets cut out."""
+    request_id = redact.safe_or_none(headers.get("X-Request-Id"), MAX_REQUEST_ID)
+    retry_after = redact.safe_or_none(headers.get("Retry-After"), MAX_HEADER)
     if status < 300:  # the common answer: no error fields to look for
-        return Reply(status, request_id, None, None, retry_after, data, cut_off)
+        return Reply(status, request_id, None, None, retry_after, data, cut_off, redact)
     code = msg = None
     if 300 <= status < 400:
         # Never followed, and never a code from its body: it is not the service speaking.
         location = headers.get("Location")
         code = f"http_{status}"
-        msg = (f"HTTP {status}: redirected to {safe_location(location)}" if location else
-               f"HTTP {status}: a redirect without a Location") + " (redirects are not followed)"
+        msg = (f"HTTP {status}: redirected to {safe_location(redact.text(location))}"
+               if location else f"HTTP {status}: a redirect without a Location"
+               ) + " (redirects are not followed)"
     elif status >= 400:
         if cut_off:
             msg = f"HTTP {status} (an answer larger than {MAX_BODY // 2**20} MiB, not read)"
         else:
-            code, msg = _error_fields(data)
-    return Reply(status, request_id, code, msg, retry_after, data, body_cut=cut_off)
+            code, msg = _error_fields(data, redact)
+    return Reply(status, request_id, code, msg, retry_after, data, cut_off, redact)
 
 
 def _fits(resp: ClientResponse) -> bool:
@@ -180,7 +190,12 @@ class SmsClient:
     """Sends signed requests to one SMS endpoint over one pooled session."""
 
     def __init__(self, endpoint: str, auth: Authenticator | None, *, concurrency: int,
-                 timeout: float, tls: ssl.SSLContext | bool = True) -> None:
+                 timeout: float, tls: ssl.SSLContext | bool = True,
+                 secrets: Iterable[str] = ()) -> None:
+        """`secrets`: values to cut out of answers besides the credentials' own (a proxy
+        password). `auth.secrets()` is read once, here: an authenticator whose credentials
+        change during a run (refreshed temporary credentials) needs a client that rebuilds its
+        `Redactor` then, keeping the old values too (answers to requests signed with them)."""
         parts = urlsplit(endpoint)
         self._base = f"{parts.scheme}://{parts.netloc}"
         default_port = 443 if parts.scheme == "https" else 80
@@ -190,6 +205,7 @@ class SmsClient:
         if parts.port not in (None, default_port):
             self._host = f"{self._host}:{parts.port}"
         self._auth = auth
+        self._redact = Redactor([*(auth.secrets() if auth is not None else ()), *secrets])
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._ssl = tls
         self._concurrency = concurrency
@@ -244,11 +260,13 @@ class SmsClient:
                                              allow_redirects=False) as resp:
                 status = resp.status
                 if _fits(resp):  # read here: one coroutine less on every common answer
-                    return _reply(status, resp.headers, await resp.read(), cut_off=False)
+                    return _reply(status, resp.headers, await resp.read(), cut_off=False,
+                                  redact=self._redact)
                 data, cut_off = await _read_bounded(resp)
-                return _reply(status, resp.headers, data, cut_off=cut_off)
+                return _reply(status, resp.headers, data, cut_off=cut_off, redact=self._redact)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _translate(exc, method, status, connected=_CONNECTED.get()) from exc
+            raise _translate(exc, method, status, connected=_CONNECTED.get(),
+                             redact=self._redact) from exc
 
     async def put_task(self, task_id: str, body: bytes) -> Reply:
         return await self.request("PUT", task_path(task_id), body)
@@ -258,21 +276,22 @@ _WRITES = "; the update may have been applied"
 
 
 def _translate(exc: BaseException, method: str, status: int | None, *,
-               connected: bool) -> TransportError:
+               connected: bool, redact: Redactor = NO_SECRETS) -> TransportError:
     """aiohttp's errors (and the total timeout) as the project's, once, with `sent` decided.
 
     `sent=False` only when the request certainly never left the process: the connection was
     never made (refused, no descriptor, name not resolved, TLS refused: aiohttp's
     `ClientConnectorError` family), or the timeout struck before the connector handed over a
     connection. Everything else (a reset, a disconnect, an answer that could not be parsed)
-    may have reached the server, and for a write the message says so.
+    may have reached the server, and for a write the message says so. What a certificate or a
+    handshake error quotes comes from the server: its known secrets are cut out (`redact`).
     """
     may_apply = "" if method == "GET" else _WRITES
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return TlsError(safe_text(f"TLS certificate not trusted: {exc.certificate_error}"),
+        return TlsError(redact.safe(f"TLS certificate not trusted: {exc.certificate_error}"),
                         sent=False)
     if isinstance(exc, aiohttp.ClientSSLError):
-        return TlsError(safe_text(f"TLS handshake failed: {exc.os_error}"), sent=False)
+        return TlsError(redact.safe(f"TLS handshake failed: {exc.os_error}"), sent=False)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return ConnectError(_describe_connect(exc), sent=False)
     if isinstance(exc, TimeoutError):

@@ -54,6 +54,10 @@ class TokenCredentials:
     def headers(self) -> dict[str, str]:
         return {"X-Auth-Token": self.token}
 
+    def secrets(self) -> tuple[str, ...]:
+        """The values that must never be written (cut out of answers: wire.Redactor)."""
+        return (self.token,)
+
 
 @dataclass(frozen=True, slots=True, repr=False)
 class AkSkCredentials:
@@ -71,6 +75,12 @@ class AkSkCredentials:
             f"AkSkCredentials(ak='***', sk='***', project_id={self.project_id!r}, "
             f"domain_id={self.domain_id!r}, security_token={token!r})"
         )
+
+    def secrets(self) -> tuple[str, ...]:
+        """The values that must never be written (cut out of answers: wire.Redactor): the SK,
+        the security token, and the AK (an identifier, but nothing batchsms writes needs it)."""
+        values = (self.sk, self.ak, self.security_token)
+        return tuple(v for v in values if v)
 
 
 Credentials = TokenCredentials | AkSkCredentials

@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from batchsms.client import Reply
 from batchsms.diff import Diff, show
 from batchsms.engine.attempt import Result
 
@@ -41,11 +40,12 @@ class Read:
         return f"{self.error_code}: {self.error_msg}{status}"
 
 
-def parse_view(body: bytes) -> dict[str, Any] | None:
-    """The ShowTask view in `body`, or None when it is not a JSON object."""
+def parse_view(reply: Reply) -> dict[str, Any] | None:
+    """The ShowTask view in `reply` (known secrets cut out: `Reply.json`), or None when it is
+    not a JSON object (or was too large to be read)."""
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        data = reply.json()
+    except ValueError:  # orjson's JSONDecodeError, AnswerTooLarge
         return None
     return data if isinstance(data, dict) else None
 
@@ -53,7 +53,7 @@ def parse_view(body: bytes) -> dict[str, Any] | None:
 def read_of(result: Result) -> Read:
     """What a ShowTask request that ended as `result` says of the task."""
     if result.succeeded and result.reply is not None:
-        view = parse_view(result.reply.body)
+        view = parse_view(result.reply)
         if view is not None:
             return Read(view, result.attempts, result.http_status, result.request_id)
         return Read(None, result.attempts, result.http_status, result.request_id, "bad_answer",

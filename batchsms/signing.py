@@ -12,7 +12,8 @@ header whose name has no ``_`` is signed, and ``Host`` is always among them. The
 in the headers it sends; so do we, so the signed value is exactly the one on the wire whatever
 aiohttp would have derived from the URL.
 
-Secrets (SK, token, security token) and the AK never appear in a ``repr``.
+Secrets (SK, token, security token) and the AK never appear in a ``repr``; each authenticator
+lists them (``secrets()``) so that client.py can cut them out of whatever an answer echoes.
 """
 
 from __future__ import annotations
@@ -98,7 +99,10 @@ def naive_utc(now: datetime) -> datetime:
 
 
 class Authenticator(Protocol):
-    """What client.py needs: the complete headers for one attempt."""
+    """What client.py needs: the complete headers for one attempt, and the secret values it
+    sends or signs with, so that an answer echoing them has them cut out (wire.Redactor)."""
+
+    def secrets(self) -> tuple[str, ...]: ...
 
     def headers_for(
         self,
@@ -123,6 +127,9 @@ class TokenAuthenticator:
     def __repr__(self) -> str:
         return "TokenAuthenticator(token='***')"
 
+    def secrets(self) -> tuple[str, ...]:
+        return (self._token,)
+
     def headers_for(
         self,
         method: str,
@@ -141,9 +148,10 @@ class TokenAuthenticator:
 class Signer:
     """SDK-HMAC-SHA256 for one key pair; the keyed HMAC state is built once and copied per call."""
 
-    __slots__ = ("_auth_prefix", "_extra", "_mac")
+    __slots__ = ("_auth_prefix", "_extra", "_mac", "_secrets")
 
     def __init__(self, creds: AkSkCredentials) -> None:
+        self._secrets = creds.secrets()
         self._mac = hmac.new(creds.sk.encode(), digestmod=hashlib.sha256)
         self._auth_prefix = f"{ALGORITHM} Access={creds.ak}, SignedHeaders="
         # Added before signing, as Basic/GlobalCredentials and Credentials.sign_request do.
@@ -158,6 +166,9 @@ class Signer:
 
     def __repr__(self) -> str:
         return "Signer(ak='***', sk='***')"
+
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets
 
     def headers_for(
         self,

@@ -6,9 +6,11 @@ Distinctive values are set for the SK, the security token, the auth token (envir
 `run` against a simulator that checks AK/SK (right keys: exit 0; wrong SK: 401 abort, exit 3),
 against a scripted server answering 500/429/resets/timeouts, `--dry-run`, missing or broken
 credentials (exit 2), `validate`, `report` (text, `--json`, `--failed-to`), `tasks` (stdout and
-`--out`), `--metrics-file`, and a run stopped by SIGTERM. Every byte written (stdout, stderr,
-every file in the work directory, the simulator's own output) is scanned for each secret, raw
-and in its base64, URL-encoded and hex forms.
+`--out`), `--metrics-file`, a run stopped by SIGTERM, and `run`, `plan` and `tasks` against a server
+that echoes every credential it receives into its answers (error fields, `X-Request-Id`,
+`Location`, task values). Every byte written (stdout, stderr, every file in the work directory,
+the simulator's own output) is scanned for each secret, raw and in its base64, URL-encoded,
+JSON-escaped and hex forms.
 
 The AK is an identifier (it travels in every `Authorization` header on purpose), but it is
 scanned too: nothing batchsms writes needs it, and `credentials.py` redacts it like the SK.
@@ -17,6 +19,7 @@ scanned too: nothing batchsms writes needs it, and `credentials.py` redacts it l
 from __future__ import annotations
 
 import base64
+import re
 import signal
 import subprocess
 import time
@@ -53,9 +56,14 @@ LOG_FORMATS = ["json", "console"]
 
 
 def forms(secret: str) -> dict[str, bytes]:
-    """The secret as it could leak: raw, base64 (at every alignment), URL-encoded, hex."""
+    """The secret as it could leak: raw, base64 (at every alignment), URL-encoded (upper- and
+    lower-case escapes), JSON-escaped (`\\/` included), hex."""
     raw = secret.encode()
-    out = {"raw": raw, "url": quote(secret, safe="").encode(), "url+": quote(secret).encode(),
+    url = quote(secret, safe="")
+    out = {"raw": raw, "url": url.encode(), "url+": quote(secret).encode(),
+           "url-lower": re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), url).encode(),
+           "json": orjson.dumps(secret)[1:-1],
+           "json\\/": orjson.dumps(secret)[1:-1].replace(b"/", b"\\/"),
            "hex": raw.hex().encode(), "HEX": raw.hex().upper().encode()}
     for encode, name in ((base64.b64encode, "b64"), (base64.urlsafe_b64encode, "b64url")):
         for shift in range(3):
@@ -71,6 +79,7 @@ class Scan:
     work: Path
     cli: InProcess | None = None
     blobs: list[tuple[str, bytes]] = field(default_factory=list)
+    checked: bool = False
 
     def add(self, label: str, data: bytes | str | None) -> None:
         if data:
@@ -81,6 +90,9 @@ class Scan:
         self.add(f"{label} stderr", result.stderr)
 
     def check(self) -> None:
+        if self.checked:  # a test may check before its own last assertions; once is enough
+            return
+        self.checked = True
         for path in sorted(self.work.rglob("*")):
             if path.is_file():
                 self.add(f"file {path.relative_to(self.work)}", path.read_bytes())
@@ -400,3 +412,122 @@ def test_redirects_send_no_secret_to_a_second_server(scan: Scan, env: dict[str, 
     assert not (scan.work / "fleet.jsonl").exists()
     sent = b"".join(str(r.headers).encode() for r in received)  # the scan is not vacuous
     assert any(needle in sent for needle in (AUTH_TOKEN.encode(), SECURITY_TOKEN.encode()))
+
+
+# -- a server that echoes the credentials it receives ------------------------------------------
+
+MARK = b"[redacted]"
+
+
+def _echoed(request: web.Request) -> list[str]:
+    """The credential values this request carried, as a server that echoes its request sees
+    them (the AK out of the `Authorization` header), and the SK, as if the server knew it too."""
+    values = [v for v in (request.headers.get("X-Auth-Token"),
+                          request.headers.get("X-Security-Token")) if v]
+    access = re.search(r"Access=([^,]+),", request.headers.get("Authorization", ""))
+    if access:
+        values += [access.group(1), SK]
+    return values
+
+
+def _all_forms(values: list[str]) -> str:
+    """Each value raw, percent-encoded (upper- and lower-case), and JSON-escaped as a server
+    that dumps the request with escaped slashes would write it."""
+    out = []
+    for v in values:
+        url = quote(v, safe="")
+        lower = re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), url)
+        out += [v, url, lower, orjson.dumps(v)[1:-1].decode().replace("/", "\\/")]
+    return " ".join(out)
+
+
+async def _echo(request: web.Request, _: HostileServer) -> web.StreamResponse:
+    """An SMS endpoint that puts every credential it receives into what it answers: the error
+    code and message, `X-Request-Id`, a redirect's `Location` (path and query), and the values
+    of a task (ShowTask) or of a fleet (ListTasks). Task ids say which answer: `fail-K` (400),
+    `moved-K` (302), anything else 200; K picks the value used where only one fits."""
+    values = _echoed(request)
+    path = request.path
+    task = path.removeprefix("/v3/tasks").removeprefix("/")
+    k = int(task.rpartition("-")[2]) if task[-1:].isdigit() else 0
+    one = values[k % len(values)] if values else "none"
+    echoed = _all_forms(values)
+    headers = {"X-Request-Id": one}
+    if task.startswith("fail") or request.query.get("name") == "fail":
+        return web.json_response({"error_code": f"E.{one}"[:64], "error_msg": f"echo {echoed}"},
+                                 status=400 if task else 500, headers=headers)
+    if task.startswith("moved"):
+        location = f"http://127.0.0.1:9/{quote(one, safe='')}/{one}/x?t={one}"
+        return web.Response(status=302, headers={**headers, "Location": location})
+    if request.method == "GET" and not task:  # ListTasks
+        tasks = [{"id": f"id-{v}", "name": f"n {_all_forms([v])}"} for v in values]
+        return web.json_response({"count": len(tasks), "tasks": tasks}, headers=headers)
+    if request.method == "GET":  # ShowTask
+        return web.json_response({"id": task, "name": f"n {echoed}"[:250], "speed_limit": 1,
+                                  "target_server": {"name": one}}, headers=headers)
+    return web.json_response({}, headers=headers)
+
+
+ECHO_CREDENTIALS = [("token", {"BATCHSMS_AUTH_TOKEN": AUTH_TOKEN}, False),
+                    ("token-file", {"BATCHSMS_AUTH_TOKEN": AUTH_TOKEN, **AKSK_ENV}, True),
+                    ("aksk+security-token", AKSK_ENV, False)]
+
+
+@pytest.mark.parametrize(("kind", "env", "token_file"), ECHO_CREDENTIALS,
+                         ids=[c[0] for c in ECHO_CREDENTIALS])
+def test_a_server_echoing_the_credentials_gets_none_written(
+        scan: Scan, tmp_path: Path, kind: str, env: dict[str, str], token_file: bool) -> None:
+    """CONTRACT §6: known secret values are cut out of everything taken from an answer. The
+    echoing server puts the token, the security token, the AK (and the SK) into error codes and
+    messages, `X-Request-Id`, a redirect's `Location` and task values; `run` (with `--verify`
+    and `--undo-file`, so values read back reach outcomes and files), `plan` (text and
+    `--json`) and `tasks` (stdout, `--out`, a failed listing) write `[redacted]` instead."""
+    extra: list[str] = []
+    if token_file:
+        path = tmp_path / "token"  # outside the scanned work directory: it holds a secret
+        path.write_text(FILE_TOKEN + "\n")
+        extra = ["--token-file", str(path)]
+    ids = [f"{what}-{k}" for what in ("fail", "moved", "ok") for k in range(3)]
+    source = scan.work / "in.jsonl"
+    source.write_bytes(b"".join(orjson.dumps({"task_id": t, "body": {
+        "name": "wanted", "speed_limit": 2, "target_server": {"name": "tn"}}}) + b"\n"
+        for t in ids))
+    with app_server(_echo) as server:
+        plain = batchsms(scan, f"run plain {kind}", *run_args(
+            source, "plain.jsonl", "json", "--endpoint", server.url, "--max-attempts", "1",
+            *extra), env=env)
+        run = batchsms(scan, f"run {kind}", *run_args(
+            source, "out.jsonl", "json", "--endpoint", server.url, "--max-attempts", "1",
+            "--verify", "--undo-file", "undo.jsonl", "--allow-irreversible", *extra), env=env)
+        plans = [batchsms(scan, f"plan {kind} {fmt}", "plan", str(source), "--endpoint",
+                          server.url, "--rate", "0", "--max-attempts", "1", *fmt, *extra,
+                          env=env) for fmt in ([], ["--json"])]
+        listed = batchsms(scan, f"tasks {kind}", "tasks", "--endpoint", server.url, *extra,
+                          env=env)
+        listed_out = batchsms(scan, f"tasks --out {kind}", "tasks", "--endpoint", server.url,
+                              "--out", "fleet.jsonl", *extra, env=env)
+        failed = batchsms(scan, f"tasks failing {kind}", "tasks", "--endpoint", server.url,
+                          "--name", "fail", "--max-attempts", "1", *extra, env=env)
+        received = list(server.received)
+    sent = b"".join(str(r.headers).encode() for r in received)  # the scan is not vacuous
+    expected = FILE_TOKEN if token_file else SECURITY_TOKEN if "aksk" in kind else AUTH_TOKEN
+    assert expected.encode() in sent
+    assert (plain.returncode, run.returncode) == (1, 1), run.stderr.decode()
+    assert [p.returncode for p in plans] == [1, 1]
+    assert (listed.returncode, listed_out.returncode, failed.returncode) == (0, 0, 1)
+    scan.check()  # every secret is gone; and the marker shows where it was
+    plain_records, records = ({r["task_id"]: r for r in (orjson.loads(x) for x in (
+        scan.work / name).read_bytes().splitlines())} for name in ("plain.jsonl", "out.jsonl"))
+    for task_id, record in plain_records.items():  # the write's own answers
+        assert record["request_id"] == "[redacted]", record
+        if not task_id.startswith("ok"):
+            assert record["error_code"] in ("E.[redacted]", "http_302"), record
+            assert MARK.decode() in record["error_msg"], record
+    assert "127.0.0.1:9/[redacted]/[redacted]/x " in plain_records["moved-0"]["error_msg"]
+    assert records["fail-0"]["error_code"] == "E.[redacted]"  # the reads' answers
+    assert MARK.decode() in records["fail-1"]["error_msg"]
+    assert records["ok-1"]["error_code"] == "verify_mismatch"
+    assert MARK.decode() in records["ok-1"]["error_msg"]
+    assert all(MARK in p.stdout for p in plans)
+    assert all(MARK in data for data in (listed.stdout, (scan.work / "fleet.jsonl").read_bytes()))
+    assert MARK in failed.stderr

@@ -2,18 +2,22 @@
 
 Redirects are answers, never followed; hostile bytes in headers and bodies are made safe; bodies
 are bounded; parse errors are said in words with `sent`; `sent=False` only when no connection was
-made; an IPv6 literal endpoint gets a bracketed Host. `Outcome.to_json` never raises.
+made; an IPv6 literal endpoint gets a bracketed Host. `Outcome.to_json` never raises. Known
+secrets echoed by a server are cut out of everything taken from the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import json
+import re
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from urllib.parse import quote, quote_plus
 
 import orjson
 import pytest
@@ -208,7 +212,7 @@ async def test_a_body_over_the_bound_is_not_read(chunked: bool) -> None:
             read = await c.request("GET", "/v3/tasks")
     assert wrote.ok
     assert wrote.body_cut
-    assert wrote.body == b""
+    assert wrote.raw_body == b""
     with pytest.raises(AnswerTooLarge, match="larger than 4 MiB"):
         read.json()
 
@@ -417,3 +421,92 @@ def test_no_descriptor_left_was_not_sent() -> None:
     assert result.stdout.startswith("False "), result.stdout + result.stderr
     assert "no file descriptor left" in result.stdout
     assert server.received == []
+
+
+# -- 7. known secrets are cut out of answers (CONTRACT §6) ---------------------------------
+
+SECRET = "MIIwire+secret/té st=="  # a '/', a '+', a space, '=' and a non-ASCII letter
+
+
+def _encodings(secret: str) -> list[str]:
+    url = quote(secret, safe="")
+    escaped = [orjson.dumps(secret)[1:-1].decode(), json.dumps(secret)[1:-1]]
+    lower = re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), url)
+    return [secret, url, lower, quote(secret), quote_plus(secret),
+            *escaped, *(e.replace("/", "\\/") for e in escaped)]
+
+
+def test_every_form_of_a_known_secret_is_cut_out_of_text() -> None:
+    redact = wire.Redactor([SECRET, "short", ""])
+    for form in _encodings(SECRET):
+        assert redact.text(f"<{form}>") == "<[redacted]>", form
+    mixed = quote(SECRET, safe="").replace("%2B", "%2b")  # escapes in both cases at once
+    assert "%2F" in mixed
+    assert redact.text(mixed) == "[redacted]"
+    assert redact.text("a short text") == "a short text"  # below MIN_SECRET: left alone
+    assert redact.safe(f"{'x' * 995}{SECRET}", 1000) == "x" * 995 + "[reda… (cut, 5 more)"
+    assert SECRET not in repr(redact)
+    assert repr(redact) == "Redactor(1 secrets)"
+    assert not wire.Redactor(["1234567"])  # nothing long enough: nothing to look for
+    assert wire.Redactor(["12345678"])
+
+
+def test_a_secret_in_a_json_body_is_cut_and_the_body_stays_json() -> None:
+    token = "abc/def+ghi\"jkl\\mno"
+    redact = wire.Redactor([token, SECRET])
+    for dump in (orjson.dumps, lambda v: json.dumps(v).encode(),
+                 lambda v: json.dumps(v).replace("/", "\\/").encode()):
+        body = dump({"name": f"n {token} {SECRET}", "url": f"/x?t={quote(token, safe='')}",
+                     "count": 2})
+        assert orjson.loads(redact.body(body)) == {
+            "name": "n [redacted] [redacted]", "url": "/x?t=[redacted]", "count": 2}
+    clean = b'{"id": "t1", "name": "web-01"}'
+    assert redact.body(clean) is clean  # nothing to cut: the same bytes, not a copy
+
+
+def test_a_secret_without_any_plain_run_is_still_cut() -> None:
+    """The quick test looks for the longest run that no encoding changes; a secret with none
+    of 4 characters is looked for with the pattern alone."""
+    odd = "+/=+/=+/=+/="
+    redact = wire.Redactor([odd, SECRET])
+    assert redact.text(f"a {odd} b {quote(odd, safe='')}") == "a [redacted] b [redacted]"
+    assert redact.body(orjson.dumps({"v": odd})) == b'{"v":"[redacted]"}'
+
+
+def test_the_longest_secret_is_cut_whole() -> None:
+    """One secret inside another (an AK inside a longer token): the longer is cut whole."""
+    redact = wire.Redactor(["AKINSIDE0000", "token-AKINSIDE0000-tail"])
+    assert redact.text("token-AKINSIDE0000-tail AKINSIDE0000") == "[redacted] [redacted]"
+
+
+@pytest.mark.parametrize("env", [TOKEN, AKSK], ids=["token", "aksk+sts"])
+async def test_the_client_cuts_what_a_server_echoes_and_only_reads_bodies_it_is_asked_for(
+        env: dict[str, str]) -> None:
+    """Header, error fields, Location, a read's body: the secrets the request carried are cut
+    out. A write's 200 body is not scanned at all (`raw_body` keeps what came), only what
+    `json()` gives a reader."""
+    async def echo(request: web.Request, _: Server) -> web.StreamResponse:
+        sent = request.headers.get("X-Auth-Token") or request.headers["X-Security-Token"]
+        headers = {"X-Request-Id": sent}
+        if request.path.endswith("/fail"):
+            return web.json_response({"error_code": sent, "error_msg": f"no {quote(sent)}"},
+                                     status=403, headers=headers)
+        if request.path.endswith("/moved"):
+            return web.Response(status=302, headers={**headers, "Location": f"/{sent}/x"})
+        return web.json_response({"id": sent}, headers=headers)
+
+    secret = env.get("BATCHSMS_AUTH_TOKEN") or env["HUAWEICLOUD_SDK_SECURITY_TOKEN"]
+    with app_server(echo) as server:
+        async with client(server.url, env) as c:
+            wrote = await c.put_task("t1", BODY)
+            read = await c.request("GET", task_path("t1"))
+            failed = await c.put_task("fail", BODY)
+            moved = await c.put_task("moved", BODY)
+    for reply in (wrote, read, failed, moved):
+        assert reply.request_id == "[redacted]"
+    assert secret.encode() in wrote.raw_body  # never looked at: a write's answer is its status
+    assert read.json() == {"id": "[redacted]"}
+    assert (failed.error_code, failed.error_msg) == ("[redacted]", "no [redacted]")
+    assert moved.error_msg is not None
+    assert "/[redacted]/x" in moved.error_msg
+    assert secret not in moved.error_msg
