@@ -6,10 +6,9 @@ the text output, `failed.py` `--input` judging and `--failed-to`; `--undo-to` is
 
 **What a line is.** A line is its task and its body, keyed by (`task_id`, `body_sha256`), not
 by its line number (`--resume` goes by the number too: batchsms/resume.py), so an input that
-changes from night to night
-(lines added, removed, reordered) is still judged right. A record without a body hash (an
-`invalid` line: nothing was planned) is keyed by its line number and task id. Each line's state is
-its *latest* record: the last whole record for that key in file order, files taken in the order
+changes from night to night (lines added, removed, reordered) is still judged right. A record
+without a body hash (an `invalid` line: nothing was planned) is keyed by its line number and task
+id. Each line's state is its *latest* record: the last whole record for that key in file order, files taken in the order
 given (a later run appends later). One exception: a `skipped`/`already_succeeded` or
 `unchanged` record (a later run passing over the line) does not replace an earlier `succeeded`
 record, so the figures show the send that did the work. A line keyed by its number (invalid) is
