@@ -56,8 +56,8 @@ MUTANTS = (
            "batchsms/outcomes.py", "        if durable:\n            self.flush()",
            "        if False:\n            self.flush()"),
     Mutant("journal-resume", "resume treats a failed line as done",
-           "batchsms/outcomes.py", 'if record.get("status") == Status.SUCCEEDED',
-           'if record.get("status") in (Status.SUCCEEDED, Status.FAILED)'),
+           "batchsms/resume.py", "                    status == succeeded\n",
+           "                    status in (succeeded, Status.FAILED.value)\n"),
 )
 
 FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)")

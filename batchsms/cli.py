@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="validate and print what would be sent; no network, no outcomes")
     run.add_argument("--resume", action="store_true",
-                     help="skip lines that already succeeded in --out")
+                     help="skip the lines --out says are done; a task is sent again from "
+                     "its first line not done")
     run.add_argument("--abort-failure-ratio", type=float, default=0.5,
                      help="stop once >= 100 lines finished and more than this ratio failed")
     run.add_argument("--deadline", metavar="T",

@@ -2,7 +2,8 @@
 
 The `Outcome` record (CONTRACT §3), the append-only `OutcomeWriter` (whole lines, flushed at
 least once a second and at exit, starting on a fresh line if a crash cut the last one), the
-exclusive lock on `--out`, and the compact index `--resume` consults.
+exclusive lock on `--out`, and the journal read back (`iter_journal`, which `--resume` and
+`report` build their indexes from).
 
 Size (~330 lines): one job, the journal file, written and read back; the writer's crash and
 disk-full handling is most of it, and the reading side is the writer's format read back.
@@ -322,16 +323,7 @@ def iter_journal(path: Path, scan: JournalScan | None = None) -> Iterator[dict[s
 
 
 def resume_key(task_id: str, body_sha256: str) -> bytes:
-    """16 bytes per succeeded (task, body): a million of them fit in well under 200 MB."""
+    """16 bytes per (task, body): how `report` (and the undo of a `--resume` run) key a line.
+    `--resume` itself identifies a line by its number too (batchsms/resume.py)."""
     return hashlib.blake2b(f"{task_id}\0{body_sha256}".encode(), digest_size=16).digest()
 
-
-def load_resume_index(path: Path, scan: JournalScan | None = None) -> set[bytes]:
-    """Keys of every (task_id, body_sha256) that succeeded in an earlier run on `path`."""
-    done: set[bytes] = set()
-    for record in iter_journal(path, scan):
-        task_id, sha = record.get("task_id"), record.get("body_sha256")
-        if record.get("status") == Status.SUCCEEDED and isinstance(task_id, str) \
-                and isinstance(sha, str):
-            done.add(resume_key(task_id, sha))
-    return done

@@ -3,7 +3,8 @@
     feed (LineSource) --> TaskOrder --bounded stream--> workers --> handler(item, sender)
                                                                           --> OutcomeWriter
 
-- one outcome per line read: the feed writes invalid and resume-skipped lines itself; a worker
+- one outcome per line read: the feed writes invalid and resume-skipped lines itself (`--resume`
+  asks `ResumeRun.skips` per valid line, in file order: batchsms/resume.py); a worker
   holds a line from dispatch until its outcome is written. A stop never cancels a worker, it
   wakes it (`Stop`), so every held line still reaches the writer;
 - the stop reaches the reader too: after a stop the rest of a regular file is recorded as
@@ -36,9 +37,10 @@ from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import StopReason
 from batchsms.errors import JournalError
 from batchsms.limiter import Clock
-from batchsms.outcomes import Outcome, OutcomeWriter, Status, invalid_outcome, resume_key, utc_now
+from batchsms.outcomes import Outcome, OutcomeWriter, Status, invalid_outcome, utc_now
 from batchsms.plan import Planned
 from batchsms.records import InvalidLine
+from batchsms.resume import ResumeRun
 
 FAILURE_RATIO_MIN_LINES = 100
 MAX_WORKERS_PER_PLACE = 4
@@ -108,7 +110,7 @@ class Pipeline:
     """One run over one input; `run()` returns how it stopped early, if it did."""
 
     def __init__(self, *, run_id: str, sender: Sender, writer: OutcomeWriter,
-                 options: SendOptions, resume_index: set[bytes] | None = None,
+                 options: SendOptions, resume: ResumeRun | None = None,
                  handler: LineHandler | None = None,
                  on_outcome: Callable[[Outcome], None] | None = None,
                  clock: Clock = time.monotonic, wall: Clock = time.time) -> None:
@@ -118,7 +120,7 @@ class Pipeline:
         self.stats: RunStats = sender.stats
         self._writer = writer
         self._options = options
-        self._resume = resume_index or set()
+        self._resume = resume
         self._handler = handler if handler is not None else put_line(run_id)
         self._on_outcome = on_outcome
         self._clock = clock
@@ -212,7 +214,7 @@ class Pipeline:
 
     async def _feed(self, source: LineSource[Planned | InvalidLine],
                     send: MemoryObjectSendStream[Planned]) -> None:
-        stop, order = self.stop, self._order
+        stop, order, resume = self.stop, self._order, self._resume
         batch: list[Planned | InvalidLine] = []
 
         async def take() -> None:
@@ -230,10 +232,10 @@ class Pipeline:
                     return
                 if isinstance(item, InvalidLine):
                     self._record(invalid_outcome(self.run_id, item))
-                elif self._resume and resume_key(item.task_id, item.sha256) in self._resume:
+                elif resume is not None and resume.skips(item):
                     self._record(Outcome(self.run_id, item.number, item.task_id, item.ref,
                                          Status.SKIPPED, error_code="already_succeeded",
-                                         error_msg="succeeded in an earlier run (--resume)",
+                                         error_msg="done in an earlier run (--resume)",
                                          body_sha256=item.sha256, finished_at=utc_now()))
                 elif stop.stopped is not None:
                     self._record(self._not_sent(item))

@@ -4,12 +4,12 @@ The package: this module checks the options and prints; `index.py` is the first 
 line's latest record), `figures.py` the second (the figures and the `--json` object), `text.py`
 the text output, `failed.py` `--input` judging and `--failed-to`; `--undo-to` is undo.py's.
 
-**What a line is.** The same as for `--resume`: a line is its task and its body, keyed by
-(`task_id`, `body_sha256`), not by its line number, so an input that changes from night to night
-(lines added, removed, reordered) is still judged right. A record without a body hash (an
-`invalid` line: nothing was planned) is keyed by its line number and task id. Each line's state is
-its *latest* record: the last whole record for that key in file order, files taken in the order
-given (a later run appends later). One exception: a `skipped`/`already_succeeded` or
+**What a line is.** A line is its task and its body, keyed by (`task_id`, `body_sha256`), not by
+its line number (`--resume` goes by the number too: batchsms/resume.py), so an input that changes
+from night to night (lines added, removed, reordered) is still judged right. A record without a
+body hash (an `invalid` line: nothing was planned) is keyed by its line number and task id. Each
+line's state is its *latest* record: the last whole record for that key in file order, files taken
+in the order given (a later run appends later). One exception: a `skipped`/`already_succeeded` or
 `unchanged` record (a later run passing over the line) does not replace an earlier `succeeded`
 record, so the figures show the send that did the work. A line keyed by its number (invalid) is
 retired when a later run has a record of the same task with a body: the line was fixed and sent.

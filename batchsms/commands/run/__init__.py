@@ -55,7 +55,6 @@ from batchsms.outcomes import (
     JournalScan,
     Outcome,
     OutcomeWriter,
-    load_resume_index,
     lock_outcomes,
     new_run_id,
 )
@@ -63,6 +62,7 @@ from batchsms.outputs import check_output
 from batchsms.plan import Planned, checked_lines
 from batchsms.previous_log import PreviousLog, earlier_captures
 from batchsms.records import InvalidLine
+from batchsms.resume import ResumeIndex, ResumeRun
 from batchsms.signing import Authenticator
 from batchsms.undo import RunUndo, check_reversible
 from batchsms.undo import describe as describe_undo
@@ -80,7 +80,7 @@ class RunContext:
     tls: ssl.SSLContext | bool
     writer: OutcomeWriter
     lines: Iterator[Planned | InvalidLine]
-    resume: set[bytes]
+    resume: ResumeRun | None  # None: not --resume
     run_id: str
     on_outcome: Callable[[Outcome], None] | None
     capture: Capture | None = None
@@ -119,7 +119,7 @@ async def _run_async(ctx: RunContext) -> Pipeline:
                 max_attempts=config.max_attempts, max_outage=config.max_outage,
                 deadline=config.deadline))
             pipeline = Pipeline(
-                run_id=ctx.run_id, sender=sender, writer=ctx.writer, resume_index=ctx.resume,
+                run_id=ctx.run_id, sender=sender, writer=ctx.writer, resume=ctx.resume,
                 options=SendOptions(concurrency=config.concurrency,
                                     abort_failure_ratio=config.abort_failure_ratio,
                                     deadline=config.deadline),
@@ -171,7 +171,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
     lock = lock_outcomes(config.out)  # before --out is touched; the lock file lies beside it
     try:
         scan = JournalScan()
-        resume = load_resume_index(config.out, scan) if config.resume else set()
+        resume = ResumeIndex.load(config.out, scan).run() if config.resume else None
         if scan.cut_lines:
             log.warning("journal.cut_lines", path=str(config.out), count=scan.cut_lines,
                         note="records cut off by a crash were skipped")
