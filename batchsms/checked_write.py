@@ -1,12 +1,15 @@
-"""`run` with a look before and after each write: `--skip-unchanged`, `--undo-file`, `--verify`.
+"""`run` with a look before and after each write: `--skip-unchanged`, `--undo-file`, `--verify`,
+and a line's `expect`.
 
 A line handler for the engine's pipeline (`engine.pipeline.LineHandler`). Its reads (ShowTask)
 go through the same `Sender` as the write, so they share the pace (`--rate` counts them),
 retries, outage guard, admission and credentials; and they happen while the line holds its
 task (per-task order), so what is read before a write is what that write changes.
 
-    GET before  (--skip-unchanged or --undo-file)
+    GET before  (--skip-unchanged or --undo-file, or the line has `expect`)
       the task cannot be read      -> the line fails as the read did (no write)
+      not as the line's `expect`   -> skipped, `conflict`, each difference in `error_msg`
+                                      (no write; not done: the conflict stays to be looked at)
       already as wanted, --skip-unchanged -> skipped, `unchanged` (no write; done, like a success)
       --undo-file                  -> `previous`: the current values of the fields it sets,
                                       appended to the side log before the write (undo.py)
@@ -14,6 +17,9 @@ task (per-task order), so what is read before a write is what that write changes
     GET after   (--verify, once the write succeeded)
       differs                      -> failed, `verify_mismatch`, the difference in `error_msg`
       cannot be read back          -> failed as the read did, `maybe_applied` (the write took)
+
+`line_handler` picks the handler of a run: with no check asked for, a line without `expect`
+goes straight to the plain PUT (`put_line`), at no cost; a line with one, here.
 
 Only lines that are already as wanted *and* set nothing unreadable are skipped: a line that
 sets a field ShowTask does not return may change something, so it is sent.
@@ -25,7 +31,7 @@ request of the line.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +39,9 @@ import orjson
 
 from batchsms.diff import diff, previous
 from batchsms.engine.attempt import Request, Result, Sender
-from batchsms.engine.pipeline import LineHandler, line_outcome
+from batchsms.engine.pipeline import LineHandler, line_outcome, put_line
 from batchsms.engine.stopping import StopReason
+from batchsms.expect import CONFLICT, conflict_message, conflicts
 from batchsms.look import read_of, verify_message
 from batchsms.outcomes import Outcome, Status, utc_now
 from batchsms.plan import Planned
@@ -107,13 +114,18 @@ def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None
         first: float | None = None
         read_attempts = 0
         prior: dict[str, Any] | None = None
-        if checks.read_before:
+        if checks.read_before or item.expect is not None:
             before = await sender.send(Request.get_task(item.task_id), about)
             view = _view(before)
             if view is None:
                 return _read_failed(run_id, item, before, sender.clock(),
                                     "reading the task before the write")
             first, read_attempts = before.first_sent, before.attempts
+            if item.expect is not None:
+                differs = conflicts(orjson.loads(item.expect), view)
+                if differs.changes:
+                    return _not_written(run_id, item, before, sender.clock(), CONFLICT,
+                                        conflict_message(differs))
             found = diff(body, view)
             if checks.skip_unchanged and found.as_wanted:
                 text = "already as wanted: " + ", ".join(found.unchanged)
@@ -156,3 +168,20 @@ def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None
                                 error_msg=verify_message(found))
 
     return handle
+
+
+def line_handler(run_id: str, checks: WriteChecks, capture: Capture | None = None,
+                 ) -> LineHandler:
+    """The handler of a `run`: `checked_put` when a check is asked for; otherwise the plain PUT
+    for a line without `expect`, and `checked_put` (a read, then the write) for one with it."""
+    checked = checked_put(run_id, checks, capture)
+    if checks.any:
+        return checked
+    plain = put_line(run_id)
+
+    def route(item: Planned, sender: Sender) -> Awaitable[Outcome]:
+        # Not a coroutine itself: it hands back the chosen handler's, so a plain line pays one
+        # attribute test and no extra frame.
+        return plain(item, sender) if item.expect is None else checked(item, sender)
+
+    return route

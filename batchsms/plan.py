@@ -4,6 +4,10 @@ Bodies are layered `--patch`, then `--set`, then the line's own `body` (the most
 objects merge key by key, anything else is replaced), validated against the schema, and
 serialised once as canonical JSON: sorted keys, no whitespace, UTF-8, nulls dropped. Those bytes
 are what is hashed (`body_sha256`), signed and sent, so the same update always has the same hash.
+
+A line's `expect` (expect.py) is checked here too, and kept as canonical JSON beside the body;
+it is not part of the hash (a line is its task and its body), and `--set`/`--patch` do not
+apply to it. A line with problems in both has all of them reported.
 """
 
 from __future__ import annotations
@@ -16,18 +20,21 @@ from typing import IO, Any, NamedTuple
 import orjson
 
 from batchsms.errors import UsageError
+from batchsms.expect import check_expect
 from batchsms.records import InvalidLine, Line, open_input, read_lines
 from batchsms.schema import Problem, validate
 
 
 class Planned(NamedTuple):
-    """A line ready to send: its canonical body bytes and their SHA-256 (hex)."""
+    """A line ready to send: its canonical body bytes and their SHA-256 (hex), and its
+    `expect` as canonical bytes (None when the line has none: no read before the write)."""
 
     number: int
     task_id: str
     ref: str | None
     body: bytes
     sha256: str
+    expect: bytes | None = None
 
 
 def canonical_json(value: Any) -> bytes:
@@ -102,7 +109,7 @@ class Planner:
 
     def plan(self, line: Line) -> Planned | InvalidLine:
         """The line's body layered on the defaults, checked, as the bytes to send."""
-        number, task_id, ref, line_body = line
+        number, task_id, ref, line_body, line_expect = line
         if line_body is None:
             if not self._defaults:
                 return InvalidLine(number, task_id, ref, (Problem(
@@ -118,11 +125,23 @@ class Planner:
             verdict = self._check(body)
         else:
             verdict = self._memo.get(key) or self._remember(key, self._check(body))
+        if line_expect is not None:
+            return self._with_expect(line, verdict, line_expect)
         if verdict.problems:
             return InvalidLine(number, task_id, ref, verdict.problems)
         # Built without the NamedTuple's Python-level __new__ (as its own _make does): 191 ns
         # instead of 423 ns, on a per-line path of ~2.5 µs for small lines (bench_validate).
-        return _new_tuple(Planned, (number, task_id, ref, verdict.data, verdict.sha256))
+        return _new_tuple(Planned, (number, task_id, ref, verdict.data, verdict.sha256, None))
+
+    @staticmethod
+    def _with_expect(line: Line, verdict: _Verdict,
+                     expect: dict[str, Any]) -> Planned | InvalidLine:
+        clean, problems = check_expect(expect)
+        if verdict.problems or problems:
+            return InvalidLine(line.number, line.task_id, line.ref,
+                               verdict.problems + problems)
+        return Planned(line.number, line.task_id, line.ref, verdict.data, verdict.sha256,
+                       canonical_json(clean))
 
     def _remember(self, key: bytes, verdict: _Verdict) -> _Verdict:
         if len(self._memo) >= MEMO_SIZE:

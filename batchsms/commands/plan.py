@@ -9,12 +9,16 @@ field (diff.py) with what it would set:
     line 2 ef3b9722-...-0002 (web-02): already as wanted
     line 3 ef3b9722-...-0003: not comparable (cannot be read back: use_ipv6)
     line 4 ef3b9722-...-0004: would fail: SMS.1801: task 'x' not found (HTTP 404)
-    4 lines: 1 would change, 1 already as wanted, 1 not comparable, 1 would fail
+    line 5 ef3b9722-...-0005: conflict
+      speed_limit: expected 321, found 999
+    5 lines: 1 would change, 1 already as wanted, 1 not comparable, 1 would fail, 1 conflict
 
 A line with a readable change "would change" (its unreadable fields are listed too); a line
 whose fields are all readable and equal is "already as wanted"; a line with no readable change
 but a field ShowTask does not return is "not comparable"; an invalid line, or one whose task
-cannot be read (404...), "would fail".
+cannot be read (404...), "would fail". A line whose `expect` does not hold is a "conflict":
+`run` would skip it (`conflict`) and write nothing, so it changes nothing in the projection
+below. The totals name conflicts only when there are some.
 
 Several lines for one task: a later line is compared with the task as the earlier lines would
 leave it, as `run` sends them in file order: each earlier line's readable fields written into
@@ -28,10 +32,12 @@ one place `plan` and `run --skip-unchanged` can differ: memory stays flat).
 `--json`: one object per input line on stdout, in input order: `line`, `task_id`, `ref`,
 `verdict`, `changes` (path -> `{"from", "to"}`), `unchanged`, `unreadable`, and `error`
 (`{"code", "message", "http_status"}`) only when the line would fail, `errors` (every problem)
-for an invalid line. The totals go to stderr.
+for an invalid line, `conflicts` (path -> `{"expected", "found"}`) only for a conflict. The
+totals go to stderr.
 
-Exit codes: 0 nothing would fail; 1 some line would (invalid, task not readable); 2 could not
-start (as `run`); 3 aborted (credentials rejected, as `run`).
+Exit codes: 0 nothing would fail or conflict; 1 some line would fail (invalid, task not
+readable) or conflict (`run` would exit 1 too: the line would be skipped); 2 could not start
+(as `run`); 3 aborted (credentials rejected, as `run`).
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ from batchsms.diff import Diff, applied, diff
 from batchsms.engine.attempt import Request, Sender
 from batchsms.engine.wiring import EngineSettings, build_sender
 from batchsms.exitcodes import ExitCode
+from batchsms.expect import conflicts, conflicts_json
+from batchsms.expect import describe as describe_conflicts
 from batchsms.look import Read, read_of
 from batchsms.plan import Planned, checked_lines
 from batchsms.records import InvalidLine
@@ -69,6 +77,7 @@ class Verdict(enum.StrEnum):
     AS_WANTED = "already as wanted"
     NOT_COMPARABLE = "not comparable"
     FAIL = "would fail"
+    CONFLICT = "conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +90,12 @@ class PlanEntry:
     diff: Diff | None = None
     read: Read | None = None  # the failed read, when the task could not be read
     problems: tuple[Problem, ...] = ()
+    conflict: Diff | None = None  # where the task differs from the line's `expect`
 
     @property
     def verdict(self) -> Verdict:
+        if self.conflict is not None:
+            return Verdict.CONFLICT
         if self.diff is None:
             return Verdict.FAIL
         if self.diff.changes:
@@ -111,11 +123,17 @@ class PlanEntry:
             data["error"] = error
         if self.problems:
             data["errors"] = [p.as_dict() for p in self.problems]
+        if self.conflict is not None:
+            data["conflicts"] = conflicts_json(self.conflict)
         return orjson.dumps(data) + b"\n"
 
     def text(self) -> Iterator[str]:
         ref = f" ({self.ref})" if self.ref else ""
         head = f"line {self.line} {self.task_id or '?'}{ref}: {self.verdict.value}"
+        if self.conflict is not None:
+            yield head
+            yield from (f"  {text}" for text in describe_conflicts(self.conflict))
+            return
         d = self.diff
         if d is None:
             if self.problems:
@@ -150,7 +168,9 @@ class PlanTotals:
 
     def line(self) -> str:
         total = self.by_verdict.total()
-        return f"{total} lines: " + ", ".join(f"{self.by_verdict[v]} {v.value}" for v in Verdict)
+        return f"{total} lines: " + ", ".join(
+            f"{self.by_verdict[v]} {v.value}" for v in Verdict
+            if v is not Verdict.CONFLICT or self.by_verdict[v])
 
 
 async def plan_entries(items: Iterator[Planned | InvalidLine], reader: Reader, *,
@@ -184,6 +204,12 @@ async def plan_entries(items: Iterator[Planned | InvalidLine], reader: Reader, *
                     yield PlanEntry(item.number, item.task_id, item.ref, read=state)
                     continue
                 state = state.view or {}
+                states[item.task_id] = state
+            if item.expect is not None:  # `run` writes nothing when it does not hold
+                differs = conflicts(orjson.loads(item.expect), state)
+                if differs.changes:  # the projection stays as it is
+                    yield PlanEntry(item.number, item.task_id, item.ref, conflict=differs)
+                    continue
             body = orjson.loads(item.body)
             yield PlanEntry(item.number, item.task_id, item.ref, diff=diff(body, state))
             states[item.task_id] = applied(state, body)
@@ -271,4 +297,5 @@ def run_plan(config: RunConfig, *, as_json: bool, env: Mapping[str, str] | None 
     if stopped is not None:
         print(f"batchsms: plan stopped: {stopped}", file=err)
         return ExitCode.ABORTED
-    return ExitCode.SOME_FAILED if totals.by_verdict[Verdict.FAIL] else ExitCode.OK
+    failing = totals.by_verdict[Verdict.FAIL] + totals.by_verdict[Verdict.CONFLICT]
+    return ExitCode.SOME_FAILED if failing else ExitCode.OK

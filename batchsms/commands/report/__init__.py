@@ -27,8 +27,9 @@ figures. Cut or garbled lines (CONTRACT §10) are counted and reported.
 
 **Done.** A line is done when its latest record is `succeeded`, or `skipped` with
 `already_succeeded` or `unchanged` (`--skip-unchanged`: already as wanted). Every other line
-(`failed`, `invalid`, `skipped` by `aborted`, `deadline` or `interrupted`: never sent; with
-`--input`, no record) is not done: it makes the exit code 1 and goes to `--failed-to`.
+(`failed`, `invalid`, `skipped` by `aborted`, `deadline` or `interrupted`: never sent;
+`skipped` as a `conflict`: the task was not as the line's `expect` said; with `--input`, no
+record) is not done: it makes the exit code 1 and goes to `--failed-to`.
 
 **Figures.** Latency percentiles are nearest-rank over the `elapsed_ms` of lines that were sent
 (attempts > 0, whatever their status). "Failures" are `failed` and `invalid` lines, grouped by

@@ -23,7 +23,7 @@ import anyio.abc
 import structlog
 
 from batchsms import logs, progress
-from batchsms.checked_write import Capture, checked_put
+from batchsms.checked_write import Capture, line_handler
 from batchsms.client import SmsClient
 from batchsms.commands.run.ending import (
     broken,
@@ -124,8 +124,7 @@ async def _run_async(ctx: RunContext) -> Pipeline:
                                     abort_failure_ratio=config.abort_failure_ratio,
                                     deadline=config.deadline),
                 on_outcome=ctx.on_outcome,
-                handler=checked_put(ctx.run_id, config.checks, ctx.capture)
-                if config.checks.any else None)
+                handler=line_handler(ctx.run_id, config.checks, ctx.capture))
             async with anyio.create_task_group() as tg:
                 await tg.start(_watch_signals, pipeline, config.grace, tg)
                 await pipeline.run(line_source(config.input, ctx.lines))

@@ -29,7 +29,8 @@ LOOK_AHEAD = 100  # lines read before the run starts, to refuse a whole-file mis
 
 
 def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> ExitCode:
-    """Print what would be sent, one JSON object per valid line; no network, no secrets."""
+    """Print what would be sent, one JSON object per valid line (with the line's `expect` when
+    it has one); no network, no secrets."""
     try:
         base = resolve_endpoint(config.endpoint, config.region, os.environ)
     except UsageError:
@@ -40,10 +41,12 @@ def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> ExitCode:
             invalid += 1
             stderr.write("\n".join(format_problems(item)) + "\n")
             continue
-        stdout.write(orjson.dumps({
+        shown = {
             "line": item.number, "method": "PUT", "url": base + task_path(item.task_id),
-            "ref": item.ref, "body_sha256": item.sha256, "body": orjson.Fragment(item.body),
-        }).decode() + "\n")
+            "ref": item.ref, "body_sha256": item.sha256, "body": orjson.Fragment(item.body)}
+        if item.expect is not None:  # the run reads the task first, and writes only if it holds
+            shown["expect"] = orjson.Fragment(item.expect)
+        stdout.write(orjson.dumps(shown).decode() + "\n")
     stdout.flush()
     return ExitCode.OK if invalid == 0 else ExitCode.SOME_FAILED
 
