@@ -237,7 +237,8 @@ def test_report_undo_to_does_not_order_runs_by_their_ids(tmp_path: Path) -> None
     was killed with a's write in flight (no record); the second (--resume) re-read a's changed
     value and changed it again. The undo restores a's value from before the first run."""
     first, second = "20260101T000000Z-ffffffff", "20260101T000000Z-00000000"
-    out = _journal(tmp_path / "o.jsonl", record(1, "a", run_id=second))
+    out = _journal(tmp_path / "o.jsonl",
+                   record(1, "a", run_id=second, previous={"speed_limit": 200}))
     _side_log(out, _marker(first, resume=False),
               {**_entry(first, 1, "a", 100), "wrote": {"speed_limit": 200}},
               _marker(second, resume=True),
