@@ -12,7 +12,8 @@ task (per-task order), so what is read before a write is what that write changes
                                       (no write; not done: the conflict stays to be looked at)
       already as wanted, --skip-unchanged -> skipped, `unchanged` (no write; done, like a success)
       --undo-file                  -> `previous`: the current values of the fields it sets,
-                                      appended to the side log before the write (undo.py)
+                                      appended to the side log with what the write sets
+                                      (`wrote`), before the write (previous_log.py)
     PUT         -> the outcome of a plain run, with `previous`
     GET after   (--verify, once the write succeeded)
       differs                      -> failed, `verify_mismatch`, the difference in `error_msg`
@@ -31,13 +32,13 @@ request of the line.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from batchsms.diff import diff, previous
+from batchsms.diff import diff, previous, readable_part
 from batchsms.engine.attempt import Request, Result, Sender
 from batchsms.engine.pipeline import LineHandler, line_outcome, put_line
 from batchsms.engine.stopping import StopReason
@@ -87,11 +88,10 @@ def _read_failed(run_id: str, item: Planned, read: Result, now: float, when: str
 
 @dataclass(frozen=True, slots=True)
 class Capture:
-    """Where `--undo-file` keeps captured values before each write (undo.py), and what earlier
-    runs captured before writes that never got a record (`--resume`)."""
+    """Where `--undo-file` keeps, before each write, what the task had and what the write sets
+    (previous_log.py; undo.py makes the way back from it)."""
 
     log: PreviousLog
-    earlier: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _not_written(run_id: str, item: Planned, before: Result, now: float, code: str,
@@ -132,9 +132,8 @@ def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None
                 return _not_written(run_id, item, before, sender.clock(), "unchanged",
                                     text[:UNCHANGED_MSG_MAX])
             if capture is not None:
-                prior = dict(capture.earlier.get((item.task_id, item.sha256))
-                             or previous(body, view))
-                if not capture.log.append(run_id, item, prior):
+                prior = previous(body, view)
+                if not capture.log.append(run_id, item, prior, readable_part(body)):
                     why = f"the undo values could not be written: {capture.log.error}"
                     sender.stop.trigger(StopReason.BROKEN, why)
                     return _not_written(run_id, item, before, sender.clock(),

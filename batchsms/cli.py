@@ -96,8 +96,8 @@ def _add_report_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
                    help="the runs' input (may be gzip): judge its lines (a line without a "
                         "record is not done); --failed-to copies them verbatim")
     p.add_argument("--undo-to", type=Path, metavar="FILE",
-                   help="write input lines restoring the values recorded before each write "
-                        "(runs with --undo-file), in reverse order of application")
+                   help="write input lines restoring the values recorded before the writes "
+                        "of runs with --undo-file (one line per task, the earliest value)")
     _add_body_options(p)  # --input lines are planned as run plans them
 
 
@@ -148,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--skip-unchanged", action="store_true",
                      help="read each task first; do not send lines already as wanted")
     run.add_argument("--undo-file", type=Path, metavar="FILE",
-                     help="read each task before its write, keep its values in the outcomes, "
-                          "and write FILE: input lines that restore them")
+                     help="read each task before its write, keep its values in a side log, and "
+                          "write FILE: input lines that restore them (with --resume: the "
+                          "whole sequence of runs)")
     run.add_argument("--allow-irreversible", action="store_true",
                      help="with --undo-file: accept fields that cannot be read back")
     run.add_argument("--verify", action="store_true",

@@ -25,7 +25,8 @@ is what a read would find. `plan` projects a task through the earlier lines of i
 
 `previous()` is the body-shaped record of the current values of every readable field a line
 sets (arrays whole; `null` where the task has no value, which no update can restore), and what
-an undo line is built from.
+an undo line is built from; `readable_part()` is the line's own values of the same fields (what
+the task shows once the write applied: an undo line's `expect`).
 """
 
 from __future__ import annotations
@@ -238,6 +239,22 @@ def previous(body: Mapping[str, Any], view: Mapping[str, Any],
             out[key] = _lookup(view, sub)
         else:
             inner = previous(body[key], view, sub)
+            if inner:
+                out[key] = inner
+    return out
+
+
+def readable_part(body: Mapping[str, Any], tree: Tree = READABLE_TREE) -> dict[str, Any]:
+    """`body` limited to the fields `previous()` captures: its readable fields, arrays whole."""
+    out: dict[str, Any] = {}
+    for key in sorted(body):
+        sub = tree.get(key)
+        if sub is None:
+            continue
+        if isinstance(sub, str):
+            out[key] = body[key]
+        elif isinstance(body[key], dict):
+            inner = readable_part(body[key], sub)
             if inner:
                 out[key] = inner
     return out

@@ -1,26 +1,33 @@
-"""The side log of `--undo-file`: values captured before each write, safe from a crash.
+"""The side log of `--undo-file`: what each write found and set, written before the write.
 
-A record is written when its line ends, after the write: a SIGKILL between a
-write the service applied and its record would lose that line's `previous`, and a `--resume`
-would then read the task *after* that write. So before each write, the captured values are also
-appended (written through) to a side log beside the outcomes file, `.NAME.previous`
-(`PreviousLog`). An entry whose line has no record in its run is an *orphan*: its write may
-have been applied. `--resume` uses an orphan's values for the same task and body instead of
-what it reads, and `report --undo-to` adds orphans as if their write had applied (restoring
-values read just before a write that did not apply is harmless).
+A record is written when its line ends, after the write: a SIGKILL between a write the service
+applied and its record would lose what the task had before. So before each write, one entry is
+appended (written through) to a side log beside the resolved outcomes file, `.NAME.previous`
+(`PreviousLog`):
+
+    {"run_id", "line", "task_id", "ref", "body_sha256", "previous", "wrote"}
+
+`previous` is what the task had, read just before the write, of every readable field the line
+sets (`diff.previous`: body-shaped, arrays whole, null where the task had no value); `wrote` is
+the line's body limited to the same fields (`diff.readable_part`): what the task shows after the
+write. At the start of every run with capture, one marker entry
+`{"run_id", "run": true, "resume": <bool>}` says where a run, and a sequence of runs, begins.
+
+The side log is the source of truth of undo (undo.py): the entries say what was there before,
+the journal's records only say which writes may have been applied.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from batchsms.errors import UsageError
-from batchsms.outcomes import Status, ends_cut, iter_journal
+from batchsms.outcomes import ends_cut
 from batchsms.plan import Planned
 
 
@@ -30,7 +37,7 @@ def previous_log_path(out: Path) -> Path:
 
 
 class PreviousLog:
-    """Appends one entry per write about to be sent: the values captured for its line."""
+    """Appends one entry per write about to be sent, and one marker per run."""
 
     def __init__(self, out: Path) -> None:
         self.path = previous_log_path(out)
@@ -41,11 +48,20 @@ class PreviousLog:
             raise UsageError(f"cannot open {str(self.path)!r}: {exc.strerror}") from exc
         self._fresh_line = ends_cut(self.path)
 
-    def append(self, run_id: str, item: Planned, previous: Mapping[str, Any]) -> bool:
+    def mark_run(self, run_id: str, *, resume: bool) -> None:
+        """The marker of a run's start; UsageError when it cannot be written (nothing sent)."""
+        if not self._write({"run_id": run_id, "run": True, "resume": resume}):
+            raise UsageError(f"cannot write the undo side log: {self.error}")
+
+    def append(self, run_id: str, item: Planned, previous: Mapping[str, Any],
+               wrote: Mapping[str, Any]) -> bool:
         """Write the entry through; False (and `error` set) when it could not be written."""
-        entry = orjson.dumps({"run_id": run_id, "line": item.number, "task_id": item.task_id,
-                              "ref": item.ref, "body_sha256": item.sha256,
-                              "previous": previous}) + b"\n"
+        return self._write({"run_id": run_id, "line": item.number, "task_id": item.task_id,
+                            "ref": item.ref, "body_sha256": item.sha256, "previous": previous,
+                            "wrote": wrote})
+
+    def _write(self, data: Mapping[str, Any]) -> bool:
+        entry = orjson.dumps(data) + b"\n"
         if self._fresh_line:
             entry = b"\n" + entry
         try:
@@ -62,76 +78,55 @@ class PreviousLog:
         os.close(self._fd)
 
 
-def orphans(out: Path) -> list[dict[str, Any]]:
-    """Entries of the side log whose line has no record in its run, as undoable records
-    (`failed`, `maybe_applied`), in log order."""
-    log_path = previous_log_path(out)
-    if not log_path.exists():
-        return []
-    entries = list(iter_journal_lines(log_path))
-    runs = {e.get("run_id") for e in entries}
-    ended: dict[str, bytearray] = {}
-    for record in iter_journal(out):
-        run_id, line = record.get("run_id"), record.get("line")
-        if run_id in runs and isinstance(run_id, str) and type(line) is int and line > 0:
-            seen = ended.setdefault(run_id, bytearray())
-            if len(seen) < line:
-                seen.extend(bytes(line - len(seen)))
-            seen[line - 1] = 1
-    found = []
-    for entry in entries:
-        run_id, line = entry.get("run_id"), entry.get("line")
-        if not isinstance(run_id, str) or type(line) is not int or line < 1:
-            continue
-        seen = ended.get(run_id, bytearray())
-        if line <= len(seen) and seen[line - 1]:
-            continue
-        found.append({**entry, "status": Status.FAILED.value, "maybe_applied": True})
-    return found
-
-
-def iter_journal_lines(path: Path) -> Iterator[dict[str, Any]]:
-    """Whole JSON objects of a side log; cut or garbled lines are skipped."""
-    with path.open("rb") as handle:
+def iter_entries(path: Path, start: int = 0) -> Iterator[dict[str, Any]]:
+    """The whole entries (markers included) of a side log from byte `start`; cut or garbled
+    lines are skipped. A missing file has none."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UsageError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
+    with handle:
+        handle.seek(start)
         for chunk in handle:
             try:
                 entry = orjson.loads(chunk)
             except orjson.JSONDecodeError:
                 continue
-            if isinstance(entry, dict) and isinstance(entry.get("previous"), dict):
+            if isinstance(entry, dict) and isinstance(entry.get("run_id"), str):
                 yield entry
 
 
-def with_orphans(records: Iterable[Mapping[str, Any]],
-                 found: list[dict[str, Any]]) -> Iterator[Mapping[str, Any]]:
-    """`records` (journal order) with the orphans put in order of application: a run's orphans
-    after its last record (a line in flight when the run died was the last of its task in that
-    run); those of a run with no record before the first record of any later run (run ids
-    begin with their start time)."""
-    waiting: dict[str, list[dict[str, Any]]] = {}
-    for orphan in found:
-        waiting.setdefault(orphan["run_id"], []).append(orphan)
-
-    def before(run_id: str | None) -> Iterator[dict[str, Any]]:
-        for earlier in sorted(r for r in waiting if run_id is None or r < run_id):
-            yield from waiting.pop(earlier)
-
-    current: str | None = None
-    for record in records:
-        run_id = record.get("run_id")
-        if isinstance(run_id, str) and run_id != current:
-            if current is not None:
-                yield from waiting.pop(current, [])
-            yield from before(run_id)
-            current = run_id
-        yield record
-    if current is not None:
-        yield from waiting.pop(current, [])
-    yield from before(None)
+def is_marker(entry: Mapping[str, Any]) -> bool:
+    return entry.get("run") is True
 
 
-def earlier_captures(out: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """`--resume`: the values captured before writes whose line never got a record, by
-    (task_id, body_sha256): what the task had before a write that may have been applied."""
-    return {(o["task_id"], o["body_sha256"]): o["previous"] for o in orphans(out)
-            if isinstance(o.get("task_id"), str) and isinstance(o.get("body_sha256"), str)}
+def is_capture(entry: Mapping[str, Any]) -> bool:
+    """An entry of a write: its line, task and the values found before."""
+    line = entry.get("line")
+    return type(line) is int and line > 0 and isinstance(entry.get("task_id"), str) \
+        and isinstance(entry.get("previous"), dict)
+
+
+def sequence_start(path: Path) -> int:
+    """The byte offset of the last marker of a run that started without `--resume`: where the
+    sequence of runs that the latest run belongs to begins (0 when there is none)."""
+    start = offset = 0
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        raise UsageError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
+    with handle:
+        for chunk in handle:
+            if b'"run":true' in chunk:
+                try:
+                    entry = orjson.loads(chunk)
+                except orjson.JSONDecodeError:
+                    entry = None
+                if isinstance(entry, dict) and is_marker(entry) and entry.get("resume") is False:
+                    start = offset
+            offset += len(chunk)
+    return start

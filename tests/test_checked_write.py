@@ -84,19 +84,8 @@ async def test_capture_keeps_previous_values_in_the_outcome(tmp_path: Path) -> N
     assert orjson.loads(out.to_json())["previous"] == out.previous
     entry = orjson.loads(log.path.read_bytes())  # written before the write was sent
     assert (entry["run_id"], entry["line"], entry["previous"]) == ("r1", 1, out.previous)
-
-
-async def test_capture_after_a_crash_keeps_what_was_read_before_the_lost_write(
-        tmp_path: Path) -> None:
-    """--resume: a value captured before a write that never got a record wins over the read,
-    which may already show that write."""
-    item = planned(1, "a", {"speed_limit": 5})
-    log = PreviousLog(tmp_path / "out.jsonl")
-    async with running(fleet=fleet(tmp_path)) as sim:
-        out = await handle(sim, WriteChecks(capture=True), item, Capture(
-            log, {("a", item.sha256): {"speed_limit": 42}}))
-    log.close()
-    assert out.previous == {"speed_limit": 42}
+    # what the write sets, for the same fields: the undo line's `expect`
+    assert entry["wrote"] == {"speed_limit": 50, "target_server": {"ip": "10.0.0.1", "name": "x"}}
 
 
 async def test_read_before_that_fails_writes_nothing(tmp_path: Path) -> None:

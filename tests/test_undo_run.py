@@ -17,6 +17,7 @@ import pytest
 from huaweicloudsdksms.v3 import ShowTaskRequest
 
 from batchsms.cli import main
+from batchsms.records import _ENVELOPE_KEYS as ENVELOPE_KEYS
 from batchsms.simulator import Fleet, SimulatorHandle
 from batchsms.simulator.faults import FaultConfig
 from batchsms.simulator.threaded import simulator_in_thread, simulator_thread
@@ -42,6 +43,16 @@ def fleet_file(tmp_path: Path, n: int) -> Path:
 
 def run(*argv: str | Path) -> int:
     return main(["run", *map(str, argv), "--rate", "0", "--log-format", "json"])
+
+
+def runnable(undo: Path) -> Path:
+    """The undo file as `run` takes it. Until input lines accept `expect` (issue 18, the
+    `expect` branch), a copy without it; once they do, the file itself."""
+    if "expect" in ENVELOPE_KEYS:
+        return undo
+    bare = undo.with_name(f"bare-{undo.name}")
+    write_jsonl(bare, [{k: v for k, v in r.items() if k != "expect"} for r in read_jsonl(undo)])
+    return bare
 
 
 def snapshot(sim: SimulatorHandle, task_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -110,17 +121,21 @@ def test_undo_restores_every_task_after_sigkill_and_resume(tmp_path: Path) -> No
         second = subprocess.run([*args, "--resume"], env=env, capture_output=True, check=False,
                                 timeout=120)
         assert second.returncode == 0, second.stderr.decode()
-        assert f"wrote {n + 1} undo lines" in second.stderr.decode()
+        assert f"wrote {n} undo lines" in second.stderr.decode()  # one per task
         changed = snapshot(sim, task_ids)
         assert changed["t0"]["speed_limit"] == 3
         assert all(changed[t]["name"] == f"new-{i}" for i, t in enumerate(task_ids))
         assert all(changed[t]["target_server"].name == f"new-target-{i}"
                    for i, t in enumerate(task_ids))
 
-        # t0's second change is undone first (back to 1), then its first one (back to 0)
-        assert [r["body"]["speed_limit"] for r in read(undo) if r["task_id"] == "t0"] == [1, 0]
+        # t0 changed twice: one line, the value from before the first change, expecting the
+        # second change's value
+        assert [(r["body"], r["expect"]) for r in read(undo) if r["task_id"] == "t0"] == [
+            ({"name": "task-0", "speed_limit": 0, "target_server": {"name": "target-0"}},
+             {"name": "new-0", "speed_limit": 3, "target_server": {"name": "new-target-0"}})]
         rollback = subprocess.run(
-            [sys.executable, "-m", "batchsms", "run", str(undo), "--endpoint", sim.url, "--out",
+            [sys.executable, "-m", "batchsms", "run", str(runnable(undo)), "--endpoint", sim.url,
+             "--out",
              str(tmp_path / "rollback.jsonl"), "--rate", "0", "--log-format", "json"],
             env=env, capture_output=True, check=False, timeout=120)
         assert rollback.returncode == 0, rollback.stderr.decode()
@@ -164,7 +179,7 @@ def test_undo_refuses_irreversible_lines_before_sending(
         code = run(source, "--endpoint", sim.url, "--out", out, "--undo-file", undo,
                    "--allow-irreversible")
     assert code == 0
-    assert [orjson.loads(x)["body"] for x in undo.read_bytes().splitlines()] == [
-        {"speed_limit": 37}, {"speed_limit": 0}]
+    assert sorted(orjson.loads(x)["body"]["speed_limit"] for x in undo.read_bytes().splitlines()
+                  ) == [0, 37]
     assert run(source, "--endpoint", "http://127.0.0.1:9", "--out", out, "--undo-file",
                source, "--allow-irreversible") == 2

@@ -52,16 +52,15 @@ lines), `attempts` (attempts as a string -> lines), `slowest` and `top_failures`
 `error_msg` (an example), `count`, `example_line`), and `failed_to` (null, or `path`, `source` =
 `input`|`envelopes`, `lines` written, `missing` = not-done lines that could not be copied).
 
-**`--undo-to FILE`** writes the way back from the records that hold `previous` (runs with
-`--undo-file`) and the side logs beside the journals: see undo.py for which records, the order
-and what cannot be restored.
+**`--undo-to FILE`** writes the way back from the side logs beside the journals (runs with
+`--undo-file`), every entry, files in the order given: one line per task, see undo.py for which
+entries count, the values chosen and what cannot be restored.
 
 Exit codes: 0 every line done, 1 some line not done, 2 unreadable or unusable files (UsageError).
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 from collections.abc import Mapping
@@ -75,11 +74,9 @@ from batchsms.commands.report.figures import summarize
 from batchsms.commands.report.text import format_text
 from batchsms.errors import UsageError
 from batchsms.exitcodes import ExitCode
-from batchsms.outcomes import iter_journal
 from batchsms.outputs import check_output
-from batchsms.previous_log import orphans, with_orphans
 from batchsms.undo import describe as describe_undo
-from batchsms.undo import write_undo
+from batchsms.undo import for_journals, write_undo
 
 __all__ = ["ReportConfig", "run_report"]
 
@@ -130,10 +127,7 @@ def run_report(args: ReportConfig, *, stdout: IO[str] | None = None,
     else:
         stdout.write("\n".join(format_text(report)) + "\n")
     if args.undo_to is not None:
-        records = itertools.chain.from_iterable(map(iter_journal, paths))
-        found = [o for path in paths for o in orphans(path)]
-        print(describe_undo(write_undo(with_orphans(records, found), args.undo_to)),
-              file=stderr)
+        print(describe_undo(write_undo(for_journals(paths), args.undo_to)), file=stderr)
     failed = report["failed_to"]
     if failed is not None:
         what = "original lines" if failed["source"] == "input" else \

@@ -60,7 +60,7 @@ from batchsms.outcomes import (
 )
 from batchsms.outputs import check_output
 from batchsms.plan import Planned, checked_lines
-from batchsms.previous_log import PreviousLog, earlier_captures
+from batchsms.previous_log import PreviousLog
 from batchsms.records import InvalidLine
 from batchsms.resume import ResumeIndex, ResumeRun
 from batchsms.signing import Authenticator
@@ -166,7 +166,6 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         if not config.allow_irreversible:
             check_reversible(config.input, config.defaults)  # reads the input once: exit 2
         undo = RunUndo(config.undo_file)
-        on_outcome = _chain(on_outcome, undo.on_outcome)
     lock = lock_outcomes(config.out)  # before --out is touched; the lock file lies beside it
     try:
         scan = JournalScan()
@@ -181,10 +180,16 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         if is_regular(config.input):
             lines = refuse_whole_file_mistakes(lines)
         log_deadline(config.deadline)
-        capture = None if undo is None else Capture(
-            PreviousLog(config.out), earlier_captures(config.out) if config.resume else {})
-        writer = OutcomeWriter(config.out)
         run_id = new_run_id()
+        capture = None
+        if undo is not None:  # the marker opens the run (and, without --resume, a sequence)
+            capture = Capture(PreviousLog(config.out))
+            try:
+                capture.log.mark_run(run_id, resume=config.resume)
+            except UsageError:
+                capture.log.close()
+                raise
+        writer = OutcomeWriter(config.out)
         written = RunStats()
         on_outcome = _chain(on_outcome, tally(written))
         try:
@@ -212,7 +217,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
             return broken(config, run_id, JournalError(
                 f"the undo values could not be written: {capture.log.error}"), stats, stderr)
         if undo is not None:
-            print(describe_undo(undo.write(config.out, run_id)), file=stderr)
+            print(describe_undo(undo.write(config.out)), file=stderr)
         code = exit_code(stats, pipeline.stop.stopped)
         log_summary(config, run_id, stats, pipeline.stop_message, code, stderr)
         final_metrics(config.metrics_file, stats, code)
