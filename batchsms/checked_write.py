@@ -9,7 +9,10 @@ task (per-task order), so what is read before a write is what that write changes
     GET before  (--skip-unchanged or --undo-file, or the line has `expect`)
       the task cannot be read      -> the line fails as the read did (no write)
       not as the line's `expect`   -> skipped, `conflict`, each difference in `error_msg`
-                                      (no write; not done: the conflict stays to be looked at)
+                                      (no write; not done: the conflict stays to be looked at);
+                                      but a task already as the line wants is `unchanged`
+                                      (nothing would be written: the undo of a write that
+                                      never reached the service)
       already as wanted, --skip-unchanged -> skipped, `unchanged` (no write; done, like a success)
       --undo-file                  -> `previous`: the current values of the fields it sets,
                                       appended to the side log with what the write sets
@@ -121,12 +124,17 @@ def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None
                 return _read_failed(run_id, item, before, sender.clock(),
                                     "reading the task before the write")
             first, read_attempts = before.first_sent, before.attempts
+            found = diff(body, view)
             if item.expect is not None:
                 differs = conflicts(orjson.loads(item.expect), view)
                 if differs.changes:
+                    if found.as_wanted:  # nothing to write: no one's change is at stake
+                        return _not_written(
+                            run_id, item, before, sender.clock(), "unchanged",
+                            ("already as wanted (so `expect` is not in the way): "
+                             + ", ".join(found.unchanged))[:UNCHANGED_MSG_MAX])
                     return _not_written(run_id, item, before, sender.clock(), CONFLICT,
                                         conflict_message(differs))
-            found = diff(body, view)
             if checks.skip_unchanged and found.as_wanted:
                 text = "already as wanted: " + ", ".join(found.unchanged)
                 return _not_written(run_id, item, before, sender.clock(), "unchanged",

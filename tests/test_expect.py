@@ -263,19 +263,26 @@ def test_plan_command_counts_conflicts_and_exits_1(tmp_path: Path, here: Here) -
 
 
 @pytest.mark.anyio
-async def test_conflict_comes_before_unchanged_and_capture(tmp_path: Path) -> None:
-    """With --skip-unchanged and --undo-file: a line already as wanted whose `expect` does not
-    hold is a `conflict` (not done), and nothing reaches the side log."""
-    item = planned({"speed_limit": 100}, {"name": "someone-else"})
+async def test_conflict_comes_before_capture_and_a_task_already_as_wanted_is_unchanged(
+        tmp_path: Path) -> None:
+    """With --skip-unchanged and --undo-file: a line whose `expect` does not hold is a
+    `conflict` (not done) and nothing reaches the side log; but a task already as the line
+    wants needs no write whatever its `expect` (the undo of a write that never reached the
+    service): `unchanged`, with or without --skip-unchanged, and nothing is written."""
+    item = planned({"speed_limit": 50}, {"name": "someone-else"})
+    done = planned({"speed_limit": 100}, {"name": "someone-else"})
     assert isinstance(item, Planned)
+    assert isinstance(done, Planned)
     log = PreviousLog(tmp_path / "out.jsonl")
     async with running(fleet=fleet(tmp_path)) as sim:
         async with SmsClient(sim.url, None, concurrency=1, timeout=5) as client:
             sender = build_sender(client, EngineSettings(rate=0, concurrency=1))
             out = await checked_put("r1", WriteChecks(skip_unchanged=True, capture=True),
                                     Capture(log))(item, sender)
-        assert [r.method for r in sim.requests] == ["GET"]
+            plain = await checked_put("r1", WriteChecks())(done, sender)
+        assert [r.method for r in sim.requests] == ["GET", "GET"]
     log.close()
     assert (out.error_code, out.previous) == ("conflict", None)
     assert str(out.error_msg).endswith('name: expected "someone-else", found "web-01"')
     assert log.path.read_bytes() == b""
+    assert (plain.status.value, plain.error_code) == ("skipped", "unchanged")

@@ -205,13 +205,16 @@ async def plan_entries(items: Iterator[Planned | InvalidLine], reader: Reader, *
                     continue
                 state = state.view or {}
                 states[item.task_id] = state
-            if item.expect is not None:  # `run` writes nothing when it does not hold
+            body = orjson.loads(item.body)
+            found = diff(body, state)
+            if item.expect is not None and not found.as_wanted:
+                # `run` writes nothing when it does not hold (and a task already as wanted
+                # needs no write, whatever its expect)
                 differs = conflicts(orjson.loads(item.expect), state)
                 if differs.changes:  # the projection stays as it is
                     yield PlanEntry(item.number, item.task_id, item.ref, conflict=differs)
                     continue
-            body = orjson.loads(item.body)
-            yield PlanEntry(item.number, item.task_id, item.ref, diff=diff(body, state))
+            yield PlanEntry(item.number, item.task_id, item.ref, diff=found)
             states[item.task_id] = applied(state, body)
         for task_id in sorted(states, key=_last_use(window)):
             projected[task_id] = states[task_id]
