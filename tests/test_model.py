@@ -87,7 +87,15 @@ faults = st.one_of(
               throttle=st.sampled_from(RATES), reset=st.sampled_from(RATES),
               lose=st.sampled_from(RATES), late=st.sampled_from((0.0, 0.0, 0.0, 0.2))),
 )
-kills = st.one_of(st.none(), st.integers(1, 14))
+kills = st.one_of(st.none(), st.integers(1, 6), st.integers(1, 16))  # early kills more often
+
+CHECK_RESUME_AFTER_KILLED_FRESH_RUN = True
+"""(a) is checked after a `--resume` run that follows a run *without* `--resume` that was
+killed, when an earlier run had done every line: the journal then holds the old run's `done`
+records of lines the killed run never reached, beside the new ones (see the report of the
+model branch: a rule of "the latest record of each line" skips them and leaves a task on an
+earlier line's value). Set False only to accept that as a known limit: (a) is then not checked
+after such a history until a run without `--resume` ends every line done."""
 
 
 def lines_for(tasks: list[str]) -> st.SearchStrategy[list[Line]]:
@@ -151,6 +159,7 @@ class History(RuleBasedStateMachine):
         self.sequence: Scope | None = None
         self.last_undo: tuple[Path, Scope] | None = None  # undo file of the last done run
         self.runs = 0
+        self.fresh_killed = False  # a run without --resume was killed since the last done one
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -239,10 +248,13 @@ class History(RuleBasedStateMachine):
         all_done = not result.killed and all(is_done(latest.get(i)) for i, _ in self.valid())
         if result.killed:
             self.note("runs killed")
+            self.fresh_killed |= not flags.resume
         if all_done:
             if not flags.resume:
                 self.touched.clear()
-            self.check_fold(bench.state())
+                self.fresh_killed = False
+            if CHECK_RESUME_AFTER_KILLED_FRESH_RUN or not self.fresh_killed:
+                self.check_fold(bench.state())
             if flags.undo and self.sequence is not None and self.sequence.clean:
                 self.last_undo = (undo, self.sequence)
             else:
@@ -393,6 +405,7 @@ def _token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BATCHSMS_AUTH_TOKEN", "model-token")
 
 
+@pytest.mark.timeout(900)  # a failure is shrunk to a short history: that takes minutes
 def test_random_histories_keep_the_invariant() -> None:
     """A few dozen histories (the same ones every time): (a), (b), (c) hold."""
     count, seconds = run_histories(25, 5, derandomize=True)
@@ -400,10 +413,10 @@ def test_random_histories_keep_the_invariant() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("shard", range(4))
 def test_thousands_of_random_histories_keep_the_invariant(shard: int) -> None:
     """Thousands of histories over the shards (new ones every time): (a), (b), (c) hold."""
-    count, seconds = run_histories(int(os.environ.get("BATCHSMS_MODEL_EXAMPLES", "600")), 8,
+    count, seconds = run_histories(int(os.environ.get("BATCHSMS_MODEL_EXAMPLES", "500")), 8,
                                    derandomize=False)
     print(f"shard {shard}: {count} histories in {seconds:.1f} s; checks: {History.checks}")
