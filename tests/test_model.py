@@ -48,6 +48,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
+import batchsms.commands.run as run_command
 from tests.histories import (
     FIELDS,
     LATE_TIMEOUT_S,
@@ -166,9 +167,14 @@ class History(RuleBasedStateMachine):
     @initialize(data=st.data(), n=st.integers(3, 5))
     def setup(self, data: st.DataObject, n: int) -> None:
         tasks = [f"t{i}" for i in range(n)]
-        self.initial = {t: {"speed_limit": data.draw(st.sampled_from(SPEEDS[:2])),
-                            "name": data.draw(st.sampled_from(NAMES[:2]))} for t in tasks}
-        self.lines = data.draw(lines_for(tasks))
+        initial = {t: {"speed_limit": data.draw(st.sampled_from(SPEEDS[:2])),
+                       "name": data.draw(st.sampled_from(NAMES[:2]))} for t in tasks}
+        self.start(initial, data.draw(lines_for(tasks)))
+
+    def start(self, initial: dict[str, dict[str, Any]], lines: list[Line]) -> None:
+        """The fleet and the input of this history (a scenario test calls it directly)."""
+        self.initial = initial
+        self.lines = lines
         self.bench = Bench(self.initial)
         self.bench.input.write_text("".join(line.text() + "\n" for line in self.lines))
 
@@ -195,8 +201,11 @@ class History(RuleBasedStateMachine):
         name = data.draw(st.sampled_from(FIELDS), label="field")
         value = data.draw(st.integers(900, 999) if name == "speed_limit"
                           else st.integers(1, 99).map(lambda i: f"theirs-{i}"), label="value")
-        outside = Outside(task, name, value)
-        self.b.write(task, {name: value})
+        self.do_outside(Outside(task, name, value))
+
+    def do_outside(self, outside: Outside) -> None:
+        task = outside.task
+        self.b.write(task, {outside.field: outside.value})
         self.steps.append(Step(str(outside)))
         if self.first_base is not None:
             self.touched.add(task)
@@ -420,3 +429,100 @@ def test_thousands_of_random_histories_keep_the_invariant(shard: int) -> None:
     count, seconds = run_histories(int(os.environ.get("BATCHSMS_MODEL_EXAMPLES", "500")), 8,
                                    derandomize=False)
     print(f"shard {shard}: {count} histories in {seconds:.1f} s; checks: {History.checks}")
+
+
+# -- the counterexamples found on main, as plain scenarios ------------------------------------
+
+
+def scenario(initial: dict[str, dict[str, Any]], lines: list[Line]) -> History:
+    history = History()
+    history.start(initial, lines)
+    return history
+
+
+def play(history: History, *steps: tuple[Flags, Faults, int | None] | Outside) -> None:
+    """Carry out `steps`, then the end checks; the bench is closed whatever happens."""
+    try:
+        for step in steps:
+            if isinstance(step, Outside):
+                history.do_outside(step)
+            else:
+                history.do_run(*step)
+        history.finish()
+    finally:
+        history.b.close()
+
+
+T0 = {"t0": {"speed_limit": 100, "name": "a"}}
+NONE = Faults()
+
+
+def test_nightly_resume_skip_unchanged_keeps_the_last_line() -> None:
+    """Item 1: task at 100, lines 100 then 200. Run 1 `--skip-unchanged`: line 1 `unchanged`,
+    line 2 succeeds (200). Run 2, the same command with `--resume`: line 1 must not be sent
+    again (it was done), or the task goes back to 100."""
+    nightly = Flags(resume=True, skip_unchanged=True)
+    play(scenario(T0, [Line("t0", {"speed_limit": 100}), Line("t0", {"speed_limit": 200})]),
+         (nightly, NONE, None), (nightly, NONE, None))
+
+
+def test_resume_after_a_kill_sends_a_repeated_body_again() -> None:
+    """Item 2: lines 300, 400, 300 for one task; killed after line 1's record; `--resume` must
+    send lines 2 and 3 (line 3 is not done, whatever line 1's body)."""
+    lines = [Line("t0", {"speed_limit": 300}), Line("t0", {"speed_limit": 400}),
+             Line("t0", {"speed_limit": 300})]
+    # writes of the first run: side-log 1, record 1, side-log 2 (killed there)
+    play(scenario(T0, lines), (Flags(), NONE, 3), (Flags(resume=True), NONE, None))
+
+
+def test_undo_keeps_the_original_value_of_a_write_whose_answer_was_lost() -> None:
+    """Item 3: the write of line 1 is applied but its answer lost (`--max-attempts 1`):
+    failed, maybe applied. The `--resume --undo-file` run reads the changed value; its undo
+    must still restore the value before the first run."""
+    lost = Faults(seed=1, lose=1.0)
+    play(scenario(T0, [Line("t0", {"speed_limit": 300})]),
+         (Flags(max_attempts=1), lost, None), (Flags(resume=True), NONE, None))
+
+
+def test_undo_names_a_task_whose_write_landed_before_a_kill() -> None:
+    """Item 4: killed with line 1's write landed and no record; `--resume --skip-unchanged
+    --undo-file` finds it `unchanged`; its undo must still put the task back."""
+    play(scenario(T0, [Line("t0", {"speed_limit": 300})]),
+         (Flags(), NONE, 2), (Flags(resume=True, skip_unchanged=True), NONE, None))
+
+
+def test_report_undo_to_does_not_depend_on_run_id_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 5: two runs killed in the same second, each with a write landed and no record; the
+    second run's id sorts first. `report --undo-to` must restore the value before both."""
+    ids = iter(["20260101T000000Z-ffffffff", "20260101T000000Z-00000000",
+                *(f"20260101T000001Z-{n:08x}" for n in range(100))])
+    monkeypatch.setattr(run_command, "new_run_id", lambda: next(ids))
+    play(scenario(T0, [Line("t0", {"speed_limit": 300})]),
+         (Flags(), NONE, 2), (Flags(), NONE, 2))
+
+
+def test_undo_leaves_a_value_someone_else_wrote_after_the_run() -> None:
+    """Item 7: ours 300, then someone else writes 999: the undo must end `skipped`/`conflict`
+    and leave 999, not set the old 100."""
+    play(scenario(T0, [Line("t0", {"speed_limit": 300})]),
+         (Flags(), NONE, None), Outside("t0", "speed_limit", 999))
+
+
+def test_resume_after_a_killed_fresh_run_sends_the_later_lines_again() -> None:
+    """Found by the model (not in the issue's list): lines 200 then 100 for one task. Run 1
+    ends both done (100). Run 2, without `--resume`, is killed after line 1 succeeded again
+    (200). Run 3 `--resume`: line 2's `succeeded` record is run 1's, older than line 1's new
+    one: line 2 must be sent again, or the task stays at 200 against an input that says 100.
+    A rule of "the latest record of each line" alone skips it."""
+    play(scenario(T0, [Line("t0", {"speed_limit": 200}), Line("t0", {"speed_limit": 100})]),
+         (Flags(), NONE, None), (Flags(), NONE, 3), (Flags(resume=True), NONE, None))
+
+
+def test_undo_of_a_resumed_sequence_restores_its_start() -> None:
+    """Found by the model: the undo of a `--resume --undo-file` run covers its sequence, from
+    the last run with `--undo-file` started without `--resume` (design of issue 18, B). Runs 1
+    and 2 both set 200 (run 2 starts a new sequence at 200); run 3 `--resume` skips the line;
+    its undo must leave 200 (the value before run 2), not go back to 100 (before run 1)."""
+    play(scenario(T0, [Line("t0", {"speed_limit": 200})]),
+         (Flags(), NONE, None), (Flags(), NONE, None), (Flags(resume=True), NONE, None))
