@@ -302,7 +302,7 @@ class Bench:
 
     def settle(self) -> None:
         """Let requests a killed run left in flight reach the store (or die) before going on."""
-        time.sleep(0.005)
+        time.sleep(0.02)
         self.sim.call(lambda: None)
 
     # the commands
