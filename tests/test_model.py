@@ -31,7 +31,10 @@ Checked:
     overwrote since is not held to (b) (either end is defensible).
 
 A failure prints the history as a plain scenario (`History.describe`), besides hypothesis's own
-steps. The default suite runs a few dozen derandomised histories; the slow suite thousands.
+steps. The default suite runs 25 derandomised histories (about 5 s when they pass); the slow
+suite four shards of 500 new ones each (about 2 200 histories, 0.11 s of CPU each). Every
+counterexample found so far is also a plain scenario test at the end of this module
+(`scenario`, `play`): items 1-5 and 7 of issue 18, and two more the model found.
 """
 
 from __future__ import annotations
