@@ -117,13 +117,15 @@ def test_every_trouble_option_reaches_the_fault_config() -> None:
         "--quota", "50", "--quota-burst", "5", "--outage", "10+20:503@0.3",
         "--outage", "40+10:refuse", "--outage", "60+5:close", "--forbid-rate", "0.01",
         "--forbid-from", "100", "--ignore-field", "speed_limit",
-        "--ignore-field", "target_server.name"])
+        "--ignore-field", "target_server.name", "--lose-rate", "0.2", "--late-rate", "0.1",
+        "--late-ms", "500"])
     assert fault_config(args) == FaultConfig(
         seed=4, throttle_rate=20, throttle_count_all=True, throttle_random=0.1, quota_rate=50,
         quota_burst=5, forbid_rate=0.01, forbid_from=100,
         outages=(Outage(10, 20, share=0.3), Outage(40, 10, OutageKind.REFUSE),
                  Outage(60, 5, OutageKind.CLOSE)),
-        ignore_fields=("speed_limit", "target_server.name"))
+        ignore_fields=("speed_limit", "target_server.name"), lose_rate=0.2, late_rate=0.1,
+        late_ms=500)
     assert fault_config(parser.parse_args([])) == FaultConfig(seed=0)
 
 

@@ -157,6 +157,40 @@ async def test_hang_outlasts_a_client_timeout() -> None:
         assert sim.counts("t1").applied == 0
 
 
+async def test_lose_applies_the_update_then_drops_the_answer() -> None:
+    """--lose-rate 1: the write lands, the client sees a connection error instead of a 200; a
+    read is answered as usual (only applied updates lose their answer)."""
+    async with running(faults=FaultConfig(lose_rate=1.0)) as sim, aiohttp.ClientSession() as s:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await put_status(s, sim, "t1")
+        # aiohttp itself tries an idempotent PUT once more on a dropped connection
+        received = sim.counts("t1").received
+        assert received >= 1
+        assert sim.counts("t1").applied == sim.stats.resets == received
+        async with s.get(f"{sim.url}/v3/tasks/t1") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["speed_limit"] == 100
+
+
+async def test_late_applies_the_update_then_holds_the_answer() -> None:
+    """--late-rate 1: the write lands at once, the 200 comes after the client's timeout."""
+    faults = FaultConfig(late_rate=1.0, late_ms=5_000)
+    timeout = aiohttp.ClientTimeout(total=0.3)
+    async with running(faults=faults) as sim, aiohttp.ClientSession(timeout=timeout) as s:
+        with pytest.raises(asyncio.TimeoutError):
+            await put_status(s, sim, "t1")
+        assert (sim.counts("t1").received, sim.counts("t1").applied) == (1, 1)
+
+
+async def test_a_refused_update_keeps_its_answer_under_lose() -> None:
+    """Only an applied update loses its answer: a 400 for a bad body still arrives."""
+    async with running(faults=FaultConfig(lose_rate=1.0)) as sim, aiohttp.ClientSession() as s:
+        async with s.put(f"{sim.url}/v3/tasks/t1", data=b'{"speed_limit": "x"}',
+                         headers=JSON) as resp:
+            assert resp.status == 400
+        assert sim.counts("t1").applied == 0
+
+
 async def test_faults_can_be_switched_while_serving() -> None:
     """handle.faults.reconfigure(): fail everything, then recover."""
     async with running(faults=FaultConfig(fail_rate=1.0)) as sim, aiohttp.ClientSession() as s:
@@ -174,6 +208,12 @@ def test_same_seed_same_decisions_whatever_the_knobs() -> None:
     a = [plain.decide().fail_status for _ in range(200)]
     b = [busy.decide().fail_status for _ in range(200)]
     assert a == b
+    after = FaultInjector(FaultConfig(seed=5, fail_rate=0.5, lose_rate=0.3, late_rate=0.3,
+                                      throttle_random=0.2))
+    drawn = [after.decide() for _ in range(200)]
+    assert [d.fail_status for d in drawn] == a  # the knobs after an update shift nothing
+    assert 20 < sum(d.lose for d in drawn) < 100
+    assert 20 < sum(d.late_s > 0 for d in drawn) < 100
 
 
 @pytest.mark.parametrize(("text", "expected"), [("5", (5.0, 5.0)), ("10-20", (10.0, 20.0)),
@@ -192,7 +232,8 @@ def test_parse_latency_rejects_nonsense(text: str) -> None:
 
 @pytest.mark.parametrize("kwargs", [{"fail_rate": 1.5}, {"reset_rate": -0.1},
                                     {"throttle_rate": 0}, {"retry_after": -1},
-                                    {"latency_ms": (5.0, 1.0)}, {"hang_ms": -1}])
+                                    {"latency_ms": (5.0, 1.0)}, {"hang_ms": -1},
+                                    {"lose_rate": 2.0}, {"late_rate": -1}, {"late_ms": -1}])
 def test_fault_config_checks_its_knobs(kwargs: dict[str, object]) -> None:
     """Out-of-range knobs fail at construction."""
     with pytest.raises(ValueError, match="must be"):

@@ -8,9 +8,10 @@ Routes (the paths the official SDK's ``SmsClient`` uses)::
 
 The gateway (`_gateway`) does, for every request: count it (per task id for PUTs), draw its faults
 (faults.py), wait the latency, maybe drop the connection, check credentials (access.py), throttle,
-maybe fail with a 5xx, maybe hang, then hand over to the route. Every answer carries a fresh
-``X-Request-Id``; every error is ``{"error_code", "error_msg"}`` (Table 14), plus ``request_id``
-from the gateway, ``error_param``/``details`` for validation errors.
+maybe fail with a 5xx, maybe hang, then hand over to the route; after an update the route
+applied, maybe drop the answer or hold it back (``lose_rate``, ``late_rate``). Every answer
+carries a fresh ``X-Request-Id``; every error is ``{"error_code", "error_msg"}`` (Table 14),
+plus ``request_id`` from the gateway, ``error_param``/``details`` for validation errors.
 
 Error codes (the simulator's own choice where the real service's are undocumented):
 
@@ -217,6 +218,14 @@ async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse
                 drop_transport(request.transport)
             raise _Drop
         response = await _admit_and_serve(state, request, handler, body, decision, request_id)
+        if request.method == "PUT" and response.status == 200:  # an update that was applied
+            if decision.lose and request.transport is not None:
+                state.stats.resets += 1
+                _record(state, request, task_id, body, None, request_id, at)
+                drop_transport(request.transport)
+                raise _Drop
+            if decision.late_s:
+                await asyncio.sleep(decision.late_s)
     response.headers["X-Request-Id"] = request_id
     state.stats.by_status[response.status] += 1
     _record(state, request, task_id, body, response.status, request_id, at)

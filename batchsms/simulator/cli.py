@@ -145,6 +145,13 @@ def add_simulator_arguments(p: argparse.ArgumentParser) -> None:
                    help="hold this share of answers back --hang-ms before serving them [0]")
     p.add_argument("--hang-ms", type=_non_negative, default=60_000.0, metavar="MS",
                    help="how long a hung request waits [60000]")
+    p.add_argument("--lose-rate", type=_probability, default=0.0, metavar="P",
+                   help="apply this share of updates, then drop the connection instead of "
+                   "answering: a write that landed, seen as a connection error [0]")
+    p.add_argument("--late-rate", type=_probability, default=0.0, metavar="P",
+                   help="apply this share of updates, then hold the answer back --late-ms [0]")
+    p.add_argument("--late-ms", type=_non_negative, default=60_000.0, metavar="MS",
+                   help="how long a late answer is held [60000]")
 
 
 def add_simulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -168,7 +175,8 @@ def fault_config(args: argparse.Namespace) -> FaultConfig:
                        quota_burst=args.quota_burst, retry_after=args.retry_after,
                        latency_ms=args.latency_ms, outages=tuple(args.outage),
                        forbid_rate=args.forbid_rate, forbid_from=args.forbid_from,
-                       ignore_fields=tuple(args.ignore_field))
+                       ignore_fields=tuple(args.ignore_field), lose_rate=args.lose_rate,
+                       late_rate=args.late_rate, late_ms=args.late_ms)
 
 
 def _build(args: argparse.Namespace) -> Simulator:

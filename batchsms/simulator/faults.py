@@ -4,8 +4,9 @@ Every request draws the same five numbers from one ``random.Random(seed)``, what
 set, so a given arrival order always meets the same faults: a sequential client sees exactly the
 same answers on two runs with the same ``--seed``. The faults added later (random 429s, partial
 outages, 403s) draw three more numbers per request from a second stream seeded from the same
-seed, so they never shift the first five. The throttles are not random: a sliding window and a
-token bucket, both on an injectable monotonic clock.
+seed, so they never shift the first five; the faults after an update (``lose_rate``,
+``late_rate``) draw two more from a third stream, for the same reason. The throttles are not
+random: a sliding window and a token bucket, both on an injectable monotonic clock.
 
 Timed outages (`Outage`) count their START from the **first request** the simulator receives
 (not from start-up: a client's own start-up time does not eat into them).
@@ -28,6 +29,15 @@ looked at, so a reset, a 429, a 403 or a 5xx never applies an update:
 7. ``fail_rate``: 500, 502, 503 or 504 (uniformly) with an error body;
 8. ``hang_rate``: the answer is held back ``hang_ms`` more, then the request is served normally,
    as a slow backend would (a client that timed out meanwhile never learns it was applied).
+
+Two faults come *after* the route, and only for an update it applied (a PUT answered 200): the
+write has landed, the answer is what goes wrong (the case a client must treat as "maybe
+applied"):
+
+9. ``lose_rate``: the connection is dropped (TCP RST) instead of the 200: the client sees a
+   connection error for a write that was applied;
+10. ``late_rate``: the 200 is held back ``late_ms`` (a client whose timeout is shorter gives up
+    on a write that was applied; unlike ``hang_rate``, nothing lands after the client gave up).
 
 ``ignore_fields`` is not a gateway fault: the route answers 200 but does not apply those body
 paths (a silently ignored field, for ``run --verify``).
@@ -154,12 +164,18 @@ class FaultConfig:
     forbid_rate: float = 0.0  # share of requests answered 403 SMS.9004
     forbid_from: int | None = None  # every request from the N-th (1-based) on is 403 SMS.9004
     ignore_fields: tuple[str, ...] = ()  # dotted body paths answered 200 but not applied
+    lose_rate: float = 0.0  # share of applied updates whose answer is dropped (reset)
+    late_rate: float = 0.0  # share of applied updates whose answer is held `late_ms`
+    late_ms: float = 60_000.0
 
     def __post_init__(self) -> None:
-        for name in ("fail_rate", "reset_rate", "hang_rate", "throttle_random", "forbid_rate"):
+        for name in ("fail_rate", "reset_rate", "hang_rate", "throttle_random", "forbid_rate",
+                     "lose_rate", "late_rate"):
             _check_probability(name, getattr(self, name))
         if self.hang_ms < 0:
             raise ValueError(f"hang_ms must be >= 0, got {self.hang_ms}")
+        if not self.late_ms >= 0:
+            raise ValueError(f"late_ms must be >= 0, got {self.late_ms}")
         if self.throttle_rate is not None and self.throttle_rate <= 0:
             raise ValueError(f"throttle_rate must be > 0, got {self.throttle_rate}")
         if self.quota_rate is not None and not self.quota_rate > 0:
@@ -196,13 +212,15 @@ class Injection:
     throttled: bool = False  # a rate-independent 429
     outage: Outage | None = None  # an outage in force that hits this request
     forbidden: bool = False  # 403 SMS.9004
+    lose: bool = False  # an applied update's answer is dropped (reset)
+    late_s: float = 0.0  # an applied update's answer is held this long
 
 
 class FaultInjector:
     """Draws each request's `Injection` and runs the throttles; one per server."""
 
-    __slots__ = ("_arrivals", "_clock", "_config", "_extra", "_origin", "_random", "_tokens",
-                 "_tokens_at", "_window")
+    __slots__ = ("_after", "_arrivals", "_clock", "_config", "_extra", "_origin", "_random",
+                 "_tokens", "_tokens_at", "_window")
 
     def __init__(self, config: FaultConfig,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -211,6 +229,7 @@ class FaultInjector:
         self._window: deque[float] = deque()
         self._random = random.Random(config.seed)
         self._extra = random.Random(None if config.seed is None else f"extra:{config.seed}")
+        self._after = random.Random(None if config.seed is None else f"after:{config.seed}")
         self._origin: float | None = None
         self._arrivals = 0
         self._tokens = config.burst
@@ -238,6 +257,7 @@ class FaultInjector:
         self._config = config
         self._random = random.Random(config.seed)
         self._extra = random.Random(None if config.seed is None else f"extra:{config.seed}")
+        self._after = random.Random(None if config.seed is None else f"after:{config.seed}")
         self._window.clear()
         self._origin = None
         self._arrivals = 0
@@ -245,12 +265,14 @@ class FaultInjector:
         self._tokens_at = None
 
     def decide(self) -> Injection:
-        """Draw this request's faults: always five (+ three) numbers, so no sequence shifts."""
+        """Draw this request's faults: always five (+ three + two) numbers, so no sequence
+        shifts."""
         c = self._config
         r = self._random.random
         u_latency, u_reset, u_fail, u_status, u_hang = r(), r(), r(), r(), r()
         x = self._extra.random
         u_throttle, u_outage, u_forbid = x(), x(), x()
+        u_lose, u_late = self._after.random(), self._after.random()
         now = self._clock()
         if self._origin is None:
             self._origin = now
@@ -266,6 +288,8 @@ class FaultInjector:
             outage=self._outage_at(now - self._origin, u_outage),
             forbidden=(u_forbid < c.forbid_rate
                        or (c.forbid_from is not None and self._arrivals >= c.forbid_from)),
+            lose=u_lose < c.lose_rate,
+            late_s=c.late_ms / 1000.0 if u_late < c.late_rate else 0.0,
         )
 
     def _outage_at(self, elapsed: float, u: float) -> Outage | None:
