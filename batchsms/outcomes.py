@@ -297,8 +297,10 @@ class JournalScan:
     cut_lines: int = 0
 
 
-def iter_journal(path: Path, scan: JournalScan | None = None) -> Iterator[dict[str, Any]]:
-    """Every whole record of an outcomes file; cut or garbled lines are counted, not returned."""
+def iter_journal(path: Path, scan: JournalScan | None = None,
+                 start: int = 0) -> Iterator[dict[str, Any]]:
+    """Every whole record of an outcomes file from byte `start` on; cut or garbled lines are
+    counted, not returned."""
     scan = scan if scan is not None else JournalScan()
     try:
         handle = path.open("rb")
@@ -307,6 +309,8 @@ def iter_journal(path: Path, scan: JournalScan | None = None) -> Iterator[dict[s
     except OSError as exc:
         raise UsageError(f"cannot read outcomes {str(path)!r}: {exc.strerror}") from exc
     with handle:
+        if start:
+            handle.seek(start)
         for chunk in handle:  # records have no size bound (every problem of a line is listed)
             if not chunk.strip():
                 continue

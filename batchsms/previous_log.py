@@ -10,8 +10,12 @@ appended (written through) to a side log beside the resolved outcomes file, `.NA
 `previous` is what the task had, read just before the write, of every readable field the line
 sets (`diff.previous`: body-shaped, arrays whole, null where the task had no value); `wrote` is
 the line's body limited to the same fields (`diff.readable_part`): what the task shows after the
-write. At the start of every run with capture, one marker entry
-`{"run_id", "run": true, "resume": <bool>}` says where a run, and a sequence of runs, begins.
+write. At the start of every run (with capture or not), one marker entry
+`{"run_id", "run": true, "resume": <bool>, "capture": <bool>, "journal_offset": <bytes>}` says
+where a run, and a sequence of runs, begins: in this log, and in the journal (its size when the
+run started). A run started without `--resume` opens a sequence; `--resume` reads the journal
+from the offset of the last such marker on (resume.py), and `run --undo-file` covers the
+entries from that marker on (undo.py). So the two agree on what "this job" is.
 
 The side log is the source of truth of undo (undo.py): the entries say what was there before,
 the journal's records only say which writes may have been applied.
@@ -48,10 +52,12 @@ class PreviousLog:
             raise UsageError(f"cannot open {str(self.path)!r}: {exc.strerror}") from exc
         self._fresh_line = ends_cut(self.path)
 
-    def mark_run(self, run_id: str, *, resume: bool) -> None:
+    def mark_run(self, run_id: str, *, resume: bool, capture: bool,
+                 journal_offset: int) -> None:
         """The marker of a run's start; UsageError when it cannot be written (nothing sent)."""
-        if not self._write({"run_id": run_id, "run": True, "resume": resume}):
-            raise UsageError(f"cannot write the undo side log: {self.error}")
+        if not self._write({"run_id": run_id, "run": True, "resume": resume,
+                            "capture": capture, "journal_offset": journal_offset}):
+            raise UsageError(f"cannot write the side log: {self.error}")
 
     def append(self, run_id: str, item: Planned, previous: Mapping[str, Any],
                wrote: Mapping[str, Any]) -> bool:
@@ -112,11 +118,35 @@ def is_capture(entry: Mapping[str, Any]) -> bool:
 def sequence_start(path: Path) -> int:
     """The byte offset of the last marker of a run that started without `--resume`: where the
     sequence of runs that the latest run belongs to begins (0 when there is none)."""
+    return sequence_marker(path)[0]
+
+
+def journal_start(out: Path) -> int:
+    """Where `--resume` starts reading the journal `out`: its size when the last run started
+    without `--resume` began (that run opened the sequence; what came before it is not this
+    job's). 0 without such a marker (a side log of an older version, or none), and when the
+    journal is shorter than that (it was replaced): every record is read then, which can only
+    make more lines not done, never skip one wrongly."""
+    marker = sequence_marker(previous_log_path(out))[1]
+    offset = marker.get("journal_offset") if marker is not None else None
+    if type(offset) is not int or offset < 0:
+        return 0
+    try:
+        size = out.stat().st_size
+    except OSError:
+        return 0
+    return offset if offset <= size else 0
+
+
+def sequence_marker(path: Path) -> tuple[int, dict[str, Any] | None]:
+    """The byte offset and the entry of the last marker of a run that started without
+    `--resume` ((0, None) when there is none)."""
     start = offset = 0
+    found: dict[str, Any] | None = None
     try:
         handle = path.open("rb")
     except FileNotFoundError:
-        return 0
+        return 0, None
     except OSError as exc:
         raise UsageError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
     with handle:
@@ -127,6 +157,12 @@ def sequence_start(path: Path) -> int:
                 except orjson.JSONDecodeError:
                     entry = None
                 if isinstance(entry, dict) and is_marker(entry) and entry.get("resume") is False:
-                    start = offset
+                    start, found = offset, entry
             offset += len(chunk)
-    return start
+    return start, found
+
+
+def uncaptured_runs(path: Path, start: int = 0) -> int:
+    """How many runs whose markers lie in the side log from byte `start` on wrote without
+    capture (no `--undo-file`): their writes cannot be undone from it."""
+    return sum(1 for e in iter_entries(path, start) if is_marker(e) and e.get("capture") is False)

@@ -5,6 +5,11 @@ The feed asks `ResumeRun.skips(item)` for every valid line, in file order; a ski
 lock"):
 
 - a line is (line number, task_id, body_sha256), what every record carries;
+- only the records of this run's *sequence* count: those written since the last run on this
+  `--out` that started without `--resume` began (its marker in the side log holds the journal's
+  size then: `previous_log.journal_start`). A run without `--resume` sends every line, so what
+  came before it says nothing of where a task is now -- a line done before it, then sent again
+  by it and cut off by a kill, is not done;
 - it is **done** when the latest record at its line number is of the same task and body and is
   `succeeded`, or `skipped` with an `error_code` of `outcomes.DONE_SKIP_CODES` (`unchanged`
   counts). Any other latest record, a record of another task or body (another input), or none:
@@ -59,11 +64,12 @@ class ResumeIndex:
                 self._add_task(task)
 
     @classmethod
-    def load(cls, path: Path, scan: JournalScan | None = None) -> ResumeIndex:
-        """One streaming pass over the journal at `path` (cut lines counted in `scan`)."""
+    def load(cls, path: Path, scan: JournalScan | None = None, start: int = 0) -> ResumeIndex:
+        """One streaming pass over the journal at `path` from byte `start` (where the sequence
+        of runs began: `previous_log.journal_start`), cut lines counted in `scan`."""
         lines, tasks = array("q"), array("q")
         succeeded, skipped = Status.SUCCEEDED.value, Status.SKIPPED.value
-        for record in iter_journal(path, scan):
+        for record in iter_journal(path, scan, start):
             number = record.get("line")
             if type(number) is not int or not 1 <= number <= MAX_LINE:
                 continue

@@ -59,6 +59,7 @@ from batchsms.previous_log import (
     iter_entries,
     previous_log_path,
     sequence_start,
+    uncaptured_runs,
 )
 from batchsms.records import InvalidLine
 from batchsms.schema import validate
@@ -85,6 +86,7 @@ class UndoSummary:
     lines: int
     unrestorable: int = 0
     named: tuple[Unrestorable, ...] = ()
+    uncaptured: int = 0  # runs in scope that wrote without --undo-file
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +305,8 @@ def undo_lines(sources: Sequence[Source], handle: IO[bytes]) -> UndoSummary:
             task.add(entry)
     for task in merged.values():
         emit(task)
-    return UndoSummary(Path(), lines, count, tuple(unrestorable))
+    uncaptured = sum(uncaptured_runs(source.log, source.start) for source in sources)
+    return UndoSummary(Path(), lines, count, tuple(unrestorable), uncaptured)
 
 
 def write_undo(sources: Sequence[Source], path: Path) -> UndoSummary:
@@ -320,7 +323,8 @@ def write_undo(sources: Sequence[Source], path: Path) -> UndoSummary:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return UndoSummary(path, summary.lines, summary.unrestorable, summary.named)
+    return UndoSummary(path, summary.lines, summary.unrestorable, summary.named,
+                       summary.uncaptured)
 
 
 SHOWN_LINES = 3  # line numbers named per field in the refusal
@@ -373,4 +377,7 @@ def describe(summary: UndoSummary) -> str:
         more = summary.unrestorable - len(summary.named)
         text += (f"; {summary.unrestorable} task{'s' * (summary.unrestorable > 1)} cannot be "
                  f"restored in full ({named}{f'; and {more} more' if more else ''})")
+    if summary.uncaptured:
+        text += (f"; {summary.uncaptured} run{'s' * (summary.uncaptured > 1)} on this --out "
+                 "wrote without --undo-file: what they changed is not in it")
     return text

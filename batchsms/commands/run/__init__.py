@@ -60,7 +60,7 @@ from batchsms.outcomes import (
 )
 from batchsms.outputs import check_output
 from batchsms.plan import Planned, checked_lines
-from batchsms.previous_log import PreviousLog
+from batchsms.previous_log import PreviousLog, journal_start
 from batchsms.records import InvalidLine
 from batchsms.resume import ResumeIndex, ResumeRun
 from batchsms.signing import Authenticator
@@ -137,6 +137,13 @@ def _loop_options() -> dict[str, bool]:
     return {"use_uvloop": True} if importlib.util.find_spec("uvloop") is not None else {}
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _chain(*callbacks: Callable[[Outcome], None] | None) -> Callable[[Outcome], None]:
     live = [c for c in callbacks if c is not None]
 
@@ -169,7 +176,8 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
     lock = lock_outcomes(config.out)  # before --out is touched; the lock file lies beside it
     try:
         scan = JournalScan()
-        resume = ResumeIndex.load(config.out, scan).run() if config.resume else None
+        resume = ResumeIndex.load(config.out, scan, journal_start(config.out)).run() \
+            if config.resume else None
         if scan.cut_lines:
             log.warning("journal.cut_lines", path=str(config.out), count=scan.cut_lines,
                         note="records cut off by a crash were skipped")
@@ -181,14 +189,15 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
             lines = refuse_whole_file_mistakes(lines)
         log_deadline(config.deadline)
         run_id = new_run_id()
-        capture = None
-        if undo is not None:  # the marker opens the run (and, without --resume, a sequence)
-            capture = Capture(PreviousLog(config.out))
-            try:
-                capture.log.mark_run(run_id, resume=config.resume)
-            except UsageError:
-                capture.log.close()
-                raise
+        # The marker opens the run (and, without --resume, a sequence): before anything is sent
+        side = PreviousLog(config.out)
+        try:
+            side.mark_run(run_id, resume=config.resume, capture=undo is not None,
+                          journal_offset=_size(config.out))
+        except UsageError:
+            side.close()
+            raise
+        capture = None if undo is None else Capture(side)
         writer = OutcomeWriter(config.out)
         written = RunStats()
         on_outcome = _chain(on_outcome, tally(written))
@@ -205,8 +214,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
                         backend_options=_loop_options())
             finally:
                 writer.close()
-                if capture is not None:
-                    capture.log.close()
+                side.close()
         except (JournalError, BaseExceptionGroup) as exc:
             error = journal_failure(exc)
             if error is None:
