@@ -20,13 +20,13 @@ from typing import Any
 import orjson
 
 from batchsms.errors import UsageError
-from batchsms.outcomes import Status, ends_cut, iter_journal
+from batchsms.outcomes import Status, beside, ends_cut, iter_journal
 from batchsms.plan import Planned
 
 
 def previous_log_path(out: Path) -> Path:
-    """The side log of captured values beside an outcomes file."""
-    return out.with_name(f".{out.name}.previous")
+    """The side log of captured values beside an outcomes file (the file it resolves to)."""
+    return beside(out, "previous")
 
 
 class PreviousLog:

@@ -168,7 +168,8 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
             check_reversible(config.input, config.defaults)  # reads the input once: exit 2
         undo = RunUndo(config.undo_file)
         on_outcome = _chain(on_outcome, undo.on_outcome)
-    lock = lock_outcomes(config.out)  # before --out is touched; the lock file lies beside it
+    lock = lock_outcomes(config.out)  # the journal itself, by file: before it is read
+    writer: OutcomeWriter | None = None
     try:
         scan = JournalScan()
         resume = load_resume_index(config.out, scan) if config.resume else set()
@@ -219,7 +220,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         final_metrics(config.metrics_file, stats, code)
         return code
     finally:
-        lock.close()
+        lock.close(unused=writer is None)  # refused before writing: no --out left
 
 
 @dataclass(frozen=True, slots=True)
