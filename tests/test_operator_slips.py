@@ -104,6 +104,22 @@ def test_every_output_option_refuses_an_input(tmp_path: Path, here: Here) -> Non
     assert token.read_text() == "tok"
 
 
+def test_two_outputs_not_created_yet_are_not_one_file(tmp_path: Path, here: Here) -> None:
+    """`--out` is an input of `--metrics-file` and `--undo-file` (CONTRACT §4); on a first run,
+    when none exists yet, the same file under another name is refused too, before any file is
+    made (it used to get the metrics, or the undo lines, written over the journal)."""
+    source = fleet_file(tmp_path / "fleet.jsonl", 3)
+    (tmp_path / "dirlink").symlink_to(tmp_path, target_is_directory=True)
+    out = tmp_path / "o.jsonl"
+    for other in (["--metrics-file", f"{tmp_path}/./o.jsonl"],
+                  ["--undo-file", str(tmp_path / "dirlink" / "o.jsonl"),
+                   "--allow-irreversible"]):
+        result = here("run", str(source), "--simulate", "--out", str(out), *other)
+        assert result.returncode == 2, other
+        one_line(result, "same file as --out")
+        assert not out.exists()
+
+
 # -- 2. disk full: exit 4, one line, whole records -----------------------------------------
 
 
