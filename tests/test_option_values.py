@@ -4,7 +4,8 @@
 `float()` accepts `nan`, `inf` and `1e400`, NaN passes every `<` test written as a refusal, a
 duration can overflow the calendar, and `urlsplit` raises on a bad IPv6 host or port. Each value
 below used to give a traceback and exit 1, or was taken (`--timeout nan`: a run that never times
-out), for `run`, `plan` and `tasks` alike, and for `BATCHSMS_ENDPOINT` as for `--endpoint`.
+out), for `run`, `plan` and `tasks` alike, and for `BATCHSMS_ENDPOINT` as for `--endpoint`;
+`simulator --generate` with an absurd N filled the memory.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ BAD: list[tuple[str, list[str], str]] = [  # (command, options, what the message
         ("--rate", "nan"), ("--rate", "inf"), ("--burst", "nan"), ("--timeout", "nan"),
         ("--timeout", "inf"), ("--endpoint", "http://[::1"), ("--endpoint", "http://127.0.0.1:99999"),
     ]),
+    ("simulator", ["--generate", "99999999999999999999"], "--generate"),  # filled the memory
     *(("tasks", [option, value], option) for option, value in [
         ("--rate", "nan"), ("--rate", "inf"), ("--rate", "-1"), ("--timeout", "nan"),
         ("--timeout", "inf"), ("--timeout", "0"), ("--max-attempts", "0"),
@@ -51,6 +53,8 @@ def _command(command: str, options: list[str], source: Path, out: Path) -> list[
     if command == "tasks":
         target = [] if "--endpoint" in options else ["--endpoint", "http://127.0.0.1:9"]
         return ["tasks", *target, "--out", str(out), "--max-attempts", "1", *options]
+    if command == "simulator":
+        return ["simulator", "--port", "0", *options]
     if command == "run":
         return ["run", str(source), *target, "--out", str(out), *options]
     return [command, str(source), *target, *options]
