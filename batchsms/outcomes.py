@@ -272,6 +272,15 @@ def beside(out: Path, suffix: str) -> Path:
     return real.with_name(f".{real.name}.{suffix}")
 
 
+def journal_files(out: Path | None) -> list[tuple[str, Path | None]]:
+    """`--out` and the files kept beside it, as (what, path) inputs for
+    `outputs.check_output`: no other output may be one of them."""
+    if out is None:
+        return []
+    return [("--out", out), ("the undo side log of --out", beside(out, "previous")),
+            ("the lock of --out", beside(out, "lock"))]
+
+
 class JournalLock:
     """An exclusive `flock` on the journal file itself, held until `close` or the process ends
     (even by SIGKILL). Made by `lock_outcomes`."""
