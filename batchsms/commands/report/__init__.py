@@ -110,10 +110,10 @@ def _checked(args: ReportConfig) -> list[Path]:
               ("--patch", args.patch),
               *(("the undo side log of an outcomes file", beside(p, "previous")) for p in paths)]
     check_output("--failed-to", args.failed_to, inputs)
-    check_output("--undo-to", args.undo_to, [*inputs, ("--failed-to", args.failed_to)])
     if args.undo_to is not None and args.failed_to is not None \
             and args.undo_to.resolve() == args.failed_to.resolve():
         raise UsageError("--failed-to and --undo-to must be different files")
+    check_output("--undo-to", args.undo_to, [*inputs, ("--failed-to", args.failed_to)])
     return paths
 
 
