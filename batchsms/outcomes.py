@@ -310,11 +310,14 @@ def lock_outcomes(path: Path) -> JournalLock:
 
     The holder's pid is kept in `beside(path, "lock")` (with the file's identity, so that a
     stale one is not believed); through another name (a hard link) it is looked up in
-    /proc/locks.
+    /proc/locks. A stream or a device (`/dev/null`, a pipe) is no journal to share or resume:
+    it is not locked.
     """
     while True:
         created = not os.path.exists(path)
         fd, info = _open_journal(path)
+        if not stat.S_ISREG(info.st_mode):
+            return JournalLock(fd, path, created=False)
         try:
             _flock(fd, path, info)
             if _same_file(fd, path):
@@ -331,16 +334,11 @@ def lock_outcomes(path: Path) -> JournalLock:
 
 def _open_journal(path: Path) -> tuple[int, os.stat_result]:
     """The journal opened for appending (created if need be), and what it is."""
-    try:  # O_NONBLOCK: a FIFO without a reader fails here instead of hanging
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
-                     | os.O_CLOEXEC, 0o644)
+    try:  # as the writer opens it (a FIFO waits for its reader here, as it did there)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise UsageError(f"cannot open outcomes file {str(path)!r}: {exc.strerror}") from exc
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise UsageError(f"--out {str(path)!r} is not a regular file")
-    return fd, info
+    return fd, os.fstat(fd)
 
 
 def _flock(fd: int, path: Path, info: os.stat_result) -> None:
