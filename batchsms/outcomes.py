@@ -2,10 +2,11 @@
 
 The `Outcome` record (CONTRACT §3), the append-only `OutcomeWriter` (whole lines, flushed at
 least once a second and at exit, starting on a fresh line if a crash cut the last one), the
-exclusive lock on `--out`, and the compact index `--resume` consults.
+exclusive lock on `--out` (on the file, whatever its name) and the files kept beside it, and
+the compact index `--resume` consults.
 
-Size (~330 lines): one job, the journal file, written and read back; the writer's crash and
-disk-full handling is most of it, and the reading side is the writer's format read back.
+Size (~430 lines): one job, the journal file, written, locked and read back; the writer's crash
+and disk-full handling is most of it, the lock (by file identity, naming its holder) the next.
 """
 
 from __future__ import annotations
