@@ -5,6 +5,7 @@ The CLI builds one `RunConfig` from the options; `commands/run.py` and `commands
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 from batchsms.checked_write import WriteChecks
 from batchsms.engine.outage import DEFAULT_MAX_OUTAGE
 from batchsms.errors import UsageError
+from batchsms.numbers import check_number, check_sending
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,30 +60,23 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise UsageError(f"--concurrency must be at least 1, got {self.concurrency}")
-        if self.rate < 0:
-            raise UsageError(f"--rate must be 0 (unlimited) or more, got {self.rate:g}")
-        if self.burst < 1:
-            raise UsageError(f"--burst must be at least 1, got {self.burst:g}")
-        if self.max_attempts < 1:
-            raise UsageError(f"--max-attempts must be at least 1, got {self.max_attempts}")
-        if self.timeout <= 0:
-            raise UsageError(f"--timeout must be more than 0, got {self.timeout:g}")
-        if not self.grace >= 0:
-            raise UsageError(f"--grace must be 0 or more, got {self.grace:g}")
-        if not self.max_outage > 0:
-            raise UsageError(f"--max-outage must be more than 0, got {self.max_outage:g}")
+        check_sending(self.rate, self.max_attempts, self.timeout)
+        check_number("--burst", self.burst, self.burst >= 1, "at least 1")
+        check_number("--grace", self.grace, self.grace >= 0, "0 or more")
+        check_number("--max-outage", self.max_outage, self.max_outage > 0, "more than 0")
         if self.allow_irreversible and self.undo_file is None:
             raise UsageError("--allow-irreversible is only used with --undo-file")
-        if not 0 <= self.abort_failure_ratio <= 1:
-            raise UsageError("--abort-failure-ratio must be between 0 and 1, "
-                             f"got {self.abort_failure_ratio:g}")
+        check_number("--abort-failure-ratio", self.abort_failure_ratio,
+                     0 <= self.abort_failure_ratio <= 1, "between 0 and 1")
+        if self.deadline is not None:
+            check_number("--deadline", self.deadline, True, "a time")
 
 
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
 def parse_duration(text: str, option: str) -> float:
-    """Seconds, from `600`, `90.5`, `10m`, `1h30m` or `45s`."""
+    """Seconds, from `600`, `90.5`, `10m`, `1h30m` or `45s`: finite, more than 0."""
     text = text.strip()
     try:
         seconds = float(text)
@@ -91,9 +86,13 @@ def parse_duration(text: str, option: str) -> float:
             raise UsageError(f"{option} {text!r}: give seconds (600) or a duration like 10m "
                              "or 1h30m") from None
         h, m, s = (int(g or 0) for g in match.groups())
-        seconds = h * 3600.0 + m * 60.0 + s
-    if not 0 < seconds < float("inf"):
-        raise UsageError(f"{option} must be more than 0, got {text!r}")
+        try:
+            seconds = h * 3600.0 + m * 60.0 + s
+        except OverflowError:  # more digits than a float holds
+            seconds = math.inf
+    if not 0 < seconds < math.inf:
+        raise UsageError(f"{option} must be a finite number of seconds more than 0, "
+                         f"got {text!r}")
     return seconds
 
 
@@ -102,8 +101,17 @@ def parse_deadline(text: str, now: datetime) -> float:
 
     `90m`, `2h`, `1h30m`, `45s`: that long from now. `05:00` or `05:00:30`: the next time the
     local clock shows it. An ISO date-time: that moment (local time if it has no offset).
+    A moment the calendar cannot hold (`999999999h`, year 1) is refused (`UsageError`).
     """
     text = text.strip()
+    try:
+        return _deadline(text, now)
+    except (OverflowError, ValueError):
+        raise UsageError(f"--deadline {text!r} is out of range: it must fall between now and "
+                         "the year 9999") from None
+
+
+def _deadline(text: str, now: datetime) -> float:
     match = _DURATION.fullmatch(text)
     if match and any(match.groups()):
         h, m, s = (int(g or 0) for g in match.groups())

@@ -28,9 +28,15 @@ REGIONS: Mapping[str, str] = {  # as huaweicloudsdksms' SmsRegion lists them
 
 def resolve_endpoint(endpoint: str | None, region: str | None,
                      env: Mapping[str, str] | None = None) -> str:
-    """The base URL to send to: `--endpoint`, else `--region`, else BATCHSMS_ENDPOINT."""
+    """The base URL to send to: `--endpoint`, else `--region`, else BATCHSMS_ENDPOINT.
+
+    Anything else is one `UsageError` naming where the URL came from (exit 2): not http(s),
+    plain http off loopback, a path, a malformed host (`http://[::1`) or port (`:99999`).
+    """
+    source = "--endpoint"
     if not endpoint and not region and env is not None:
         endpoint = env.get("BATCHSMS_ENDPOINT") or None
+        source = "BATCHSMS_ENDPOINT"
     if endpoint and region:
         raise UsageError("give --endpoint or --region, not both")
     if region:
@@ -42,14 +48,18 @@ def resolve_endpoint(endpoint: str | None, region: str | None,
     if not endpoint:
         raise UsageError("no endpoint: give --endpoint URL, --region ID, set "
                          "BATCHSMS_ENDPOINT, or use --simulate")
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - parsed on access: raises for a port that is not one
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", ...
+        raise UsageError(f"{source} {endpoint!r} is not a valid URL: {exc}") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise UsageError(f"--endpoint {endpoint!r} is not an http(s) URL")
+        raise UsageError(f"{source} {endpoint!r} is not an http(s) URL")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise UsageError(f"--endpoint {endpoint!r}: plain http is allowed only on loopback "
+        raise UsageError(f"{source} {endpoint!r}: plain http is allowed only on loopback "
                          "(credentials never travel unencrypted)")
     if parts.path.strip("/") or parts.query:
-        raise UsageError(f"--endpoint {endpoint!r}: give the base URL only, without a path")
+        raise UsageError(f"{source} {endpoint!r}: give the base URL only, without a path")
     return f"{parts.scheme}://{parts.netloc}"
 
 

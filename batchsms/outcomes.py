@@ -2,11 +2,11 @@
 
 The `Outcome` record (CONTRACT §3), the append-only `OutcomeWriter` (whole lines, flushed at
 least once a second and at exit, starting on a fresh line if a crash cut the last one), the
-exclusive lock on `--out`, and the journal read back (`iter_journal`, which `--resume` and
-`report` build their indexes from).
+exclusive lock on `--out` (on the file, whatever its name) and the files kept beside it, and
+the journal read back (`iter_journal`, which `--resume` and `report` build their indexes from).
 
-Size (~330 lines): one job, the journal file, written and read back; the writer's crash and
-disk-full handling is most of it, and the reading side is the writer's format read back.
+Size (~430 lines): one job, the journal file, written, locked and read back; the writer's crash
+and disk-full handling is most of it, the lock (by file identity, naming its holder) the next.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import fcntl
 import functools
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import orjson
 
@@ -264,29 +265,124 @@ def ends_cut(path: Path) -> bool:
         return False
 
 
-def lock_outcomes(path: Path) -> IO[str]:
-    """Hold an exclusive lock beside `path` for the life of the process (gone even on SIGKILL).
+def beside(out: Path, suffix: str) -> Path:
+    """The file `.NAME.<suffix>` kept beside the journal `out` (the pid of its run: `lock`; the
+    undo side log: `previous`), next to the file `out` resolves to (`os.path.realpath`): a
+    symlink, a symlinked directory, `..` or an absolute path all find the same one."""
+    real = Path(os.path.realpath(out))
+    return real.with_name(f".{real.name}.{suffix}")
 
-    The lock file records the holder's pid so the refusal can name it.
+
+def journal_files(out: Path | None) -> list[tuple[str, Path | None]]:
+    """`--out` and the files kept beside it, as (what, path) inputs for
+    `outputs.check_output`: no other output may be one of them."""
+    if out is None:
+        return []
+    return [("--out", out), ("the undo side log of --out", beside(out, "previous")),
+            ("the lock of --out", beside(out, "lock"))]
+
+
+class JournalLock:
+    """An exclusive `flock` on the journal file itself, held until `close` or the process ends
+    (even by SIGKILL). Made by `lock_outcomes`."""
+
+    def __init__(self, fd: int, path: Path, *, created: bool) -> None:
+        self._fd = fd
+        self.path = path
+        self._created = created
+
+    def close(self, *, unused: bool = False) -> None:
+        """Release the lock. `unused`: the run refused before writing (exit 2); a journal this
+        lock created is then removed, still locked, so that a refusal leaves no `--out`."""
+        try:
+            real = Path(os.path.realpath(self.path))  # the file, not a symlink to it
+            if unused and self._created and os.fstat(self._fd).st_size == 0 \
+                    and _same_file(self._fd, real):
+                with contextlib.suppress(OSError):
+                    real.unlink()
+        finally:
+            os.close(self._fd)
+
+
+def lock_outcomes(path: Path) -> JournalLock:
+    """Lock the journal `path` for this process: an exclusive `flock` on the file, created if
+    need be. The lock is on the file, not the name (CONTRACT §7): a symlink, a hard link, a
+    symlinked directory or `..` meet the same lock. `LockedError` names the holder's pid.
+
+    The holder's pid is kept in `beside(path, "lock")` (with the file's identity, so that a
+    stale one is not believed); through another name (a hard link) it is looked up in
+    /proc/locks. A stream or a device (`/dev/null`, a pipe) is no journal to share or resume:
+    it is not locked.
     """
-    lock_path = path.with_name(f".{path.name}.lock")
-    try:
-        handle = lock_path.open("a+")
+    while True:
+        created = not os.path.exists(path)
+        fd, info = _open_journal(path)
+        if not stat.S_ISREG(info.st_mode):
+            return JournalLock(fd, path, created=False)
+        try:
+            _flock(fd, path, info)
+            if _same_file(fd, path):
+                break
+            # a run that had created it refused and removed it, or it was replaced, after we
+            # opened it: lock what the name is now
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    _write_holder(path, info)
+    return JournalLock(fd, path, created=created)
+
+
+def _open_journal(path: Path) -> tuple[int, os.stat_result]:
+    """The journal opened for appending (created if need be), and what it is."""
+    try:  # as the writer opens it (a FIFO waits for its reader here, as it did there)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise UsageError(f"cannot create lock {str(lock_path)!r}: {exc.strerror}") from exc
+        raise UsageError(f"cannot open outcomes file {str(path)!r}: {exc.strerror}") from exc
+    return fd, os.fstat(fd)
+
+
+def _flock(fd: int, path: Path, info: os.stat_result) -> None:
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise LockedError(f"{str(path)!r} is in use by another batchsms run (pid {holder}); "
-                          "wait for it to finish or use another --out") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle
+        raise LockedError(f"{str(path)!r} is in use by another batchsms run "
+                          f"(pid {_holder(path, info)}); wait for it to finish or use "
+                          "another --out") from None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
+
+
+def _write_holder(path: Path, info: os.stat_result) -> None:
+    # best effort: the refusal falls back to /proc/locks, then to "unknown"
+    with contextlib.suppress(OSError), beside(path, "lock").open("w") as handle:
+        handle.write(f"{os.getpid()} {info.st_dev} {info.st_ino}\n")
+
+
+def _holder(path: Path, info: os.stat_result) -> str:
+    """The pid holding the lock on the journal `info` describes, or "unknown"."""
+    try:
+        pid, dev, ino = beside(path, "lock").read_text().split()
+        if (int(dev), int(ino)) == (info.st_dev, info.st_ino):
+            return pid
+    except (OSError, ValueError):
+        pass
+    # Linux: "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234567 0 EOF" (device in hex)
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        with Path("/proc/locks").open() as locks:
+            for line in locks:
+                fields = line.split()
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+                    return fields[4]
+    except OSError:
+        pass
+    return "unknown"
 
 
 @dataclass

@@ -5,8 +5,10 @@ Every command that writes a file (`run --out`/`--metrics-file`, `validate --out`
 message naming the path and the cause, and exit 2 (CONTRACT §4, §7), never a traceback half-way.
 
 "The same file" is decided by `os.stat` device and inode, not by names: a symlink, a hard link or
-`./x` versus `x` is still the input. An output that does not exist yet cannot be an input. `-`
-(standard output) is never checked; an input `-` is standard input, compared by `fstat(0)`.
+`./x` versus `x` is still the input. An output that does not exist yet cannot be an existing
+input; two that do not exist yet (`--out` and `--metrics-file` of a first run) are the same file
+when their paths resolve alike (`os.path.realpath`). `-` (standard output) is never checked; an
+input `-` is standard input, compared by `fstat(0)`.
 """
 
 from __future__ import annotations
@@ -32,16 +34,24 @@ def _identity(path: PathLike) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _same_file(output: PathLike, target: tuple[int, int] | None, path: PathLike) -> bool:
+    """Whether `path` is the file `output` (of identity `target`) is or will be."""
+    identity = _identity(path)
+    if target is not None or identity is not None:
+        return target == identity  # one that exists is not one that does not
+    # neither exists yet (an output given as an input of a later one, such as --out for
+    # --metrics-file): the same file once created if the names resolve alike
+    return str(path) != "-" and os.path.realpath(output) == os.path.realpath(path)
+
+
 def refuse_input_as_output(option: str, output: PathLike,
                            inputs: Iterable[tuple[str, PathLike | None]]) -> None:
     """UsageError when `output` is the same file as one of `inputs` ((what, path) pairs)."""
     if str(output) == "-":
         return
     target = _identity(output)
-    if target is None:
-        return
     for what, path in inputs:
-        if path is not None and _identity(path) == target:
+        if path is not None and _same_file(output, target, path):
             raise UsageError(f"{option} {str(output)!r} is the same file as {what} "
                              f"{str(path)!r}: an output must never be an input; "
                              f"give {option} another path")

@@ -31,13 +31,13 @@ from typing import Any
 import orjson
 
 from batchsms.errors import UsageError
-from batchsms.outcomes import ends_cut
+from batchsms.outcomes import beside, ends_cut
 from batchsms.plan import Planned
 
 
 def previous_log_path(out: Path) -> Path:
-    """The side log of captured values beside an outcomes file."""
-    return out.with_name(f".{out.name}.previous")
+    """The side log of captured values beside an outcomes file (the file it resolves to)."""
+    return beside(out, "previous")
 
 
 class PreviousLog:

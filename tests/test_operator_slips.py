@@ -104,6 +104,50 @@ def test_every_output_option_refuses_an_input(tmp_path: Path, here: Here) -> Non
     assert token.read_text() == "tok"
 
 
+def test_two_outputs_not_created_yet_are_not_one_file(tmp_path: Path, here: Here) -> None:
+    """`--out` is an input of `--metrics-file` and `--undo-file` (CONTRACT §4); on a first run,
+    when none exists yet, the same file under another name is refused too, before any file is
+    made (it used to get the metrics, or the undo lines, written over the journal)."""
+    source = fleet_file(tmp_path / "fleet.jsonl", 3)
+    (tmp_path / "dirlink").symlink_to(tmp_path, target_is_directory=True)
+    out = tmp_path / "o.jsonl"
+    for other in (["--metrics-file", f"{tmp_path}/./o.jsonl"],
+                  ["--undo-file", str(tmp_path / "dirlink" / "o.jsonl"),
+                   "--allow-irreversible"]):
+        result = here("run", str(source), "--simulate", "--out", str(out), *other)
+        assert result.returncode == 2, other
+        one_line(result, "same file as --out")
+        assert not out.exists()
+
+
+def test_no_output_is_a_file_kept_beside_the_journal(tmp_path: Path, here: Here) -> None:
+    """The undo side log `.NAME.previous` and the lock `.NAME.lock` are inputs too: an
+    `--undo-file`, `--metrics-file` or `report --undo-to` naming one is refused, and the file
+    is left as it was (it used to be written over)."""
+    source = fleet_file(tmp_path / "fleet.jsonl", 3)
+    out = tmp_path / "o.jsonl"
+    assert here("run", str(source), "--simulate", "--out", str(out), "--undo-file",
+                str(tmp_path / "undo.jsonl")).returncode == 0
+    side_log = tmp_path / ".o.jsonl.previous"
+    kept = side_log.read_bytes()
+    assert kept
+    (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
+    for args, needle in [
+        (("run", str(source), "--simulate", "--out", str(out), "--undo-file", str(side_log)),
+         "the undo side log of --out"),
+        (("run", str(source), "--simulate", "--out", str(tmp_path / "link" / "o.jsonl"),
+          "--metrics-file", str(side_log)), "the undo side log of --out"),
+        (("run", str(source), "--simulate", "--out", str(out), "--metrics-file",
+          str(tmp_path / ".o.jsonl.lock")), "the lock of --out"),
+        (("report", str(out), "--undo-to", str(side_log)),
+         "the undo side log of an outcomes file"),
+    ]:
+        result = here(*args)
+        assert result.returncode == 2, args
+        one_line(result, needle)
+        assert side_log.read_bytes() == kept
+
+
 # -- 2. disk full: exit 4, one line, whole records -----------------------------------------
 
 

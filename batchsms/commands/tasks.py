@@ -31,6 +31,7 @@ from batchsms.engine.stopping import StopReason
 from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
 from batchsms.errors import UsageError
 from batchsms.exitcodes import ExitCode
+from batchsms.numbers import check_sending
 from batchsms.outputs import check_output
 from batchsms.signing import Authenticator, authenticator
 
@@ -66,6 +67,7 @@ class TasksConfig:
                 raise UsageError(f"tasks: --{name.replace('_', '-')} is empty")
         if not 1 <= self.page_size <= 200:
             raise UsageError(f"--page-size must be 1 to 200, got {self.page_size}")
+        check_sending(self.rate, self.max_attempts, self.timeout)
 
 
 async def iter_tasks(sender: Sender, config: TasksConfig) -> AsyncIterator[dict[str, Any]]:

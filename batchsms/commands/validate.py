@@ -1,13 +1,15 @@
 """`batchsms validate`: read and check every line, no network.
 
 Prints each problem as `line N: path: message`, then a one-line summary; with `--out`, writes one
-outcome record per non-blank line (`valid` or `invalid`). Exit 0 when every line is valid, else 1.
+outcome record per non-blank line (`valid` or `invalid`), holding the journal's lock as `run`
+does. Exit 0 when every line is valid, else 1.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -18,6 +20,7 @@ from batchsms.outcomes import (
     Outcome,
     OutcomeWriter,
     invalid_outcome,
+    lock_outcomes,
     new_run_id,
     utc_now,
 )
@@ -46,11 +49,19 @@ def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
                  stdout: IO[str] | None = None) -> ExitCode:
     if stdout is None:  # looked up now, not at import: sys.stdout may have been replaced
         stdout = sys.stdout
-    items = checked_lines(source, defaults)  # an unreadable input stops us before --out exists
-    writer = OutcomeWriter(out) if out is not None else None
-    run_id = new_run_id()
     valid = invalid = 0
-    try:
+    with ExitStack() as held:  # closed in reverse: the writer, then the lock
+        writer: OutcomeWriter | None = None
+        if out is not None:
+            # a journal in use by a run is not written into: its records would mix with the run's
+            lock = lock_outcomes(out)
+            # an unreadable input refuses (exit 2) before a record: no --out is left behind
+            held.callback(lambda: lock.close(unused=writer is None))
+        items = checked_lines(source, defaults)
+        if out is not None:
+            writer = OutcomeWriter(out)
+            held.callback(writer.close)
+        run_id = new_run_id()
         for item in items:
             if isinstance(item, InvalidLine):
                 invalid += 1
@@ -62,9 +73,6 @@ def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
                                   body_sha256=item.sha256, finished_at=utc_now())
             if writer is not None:
                 writer.write(outcome)
-    finally:
-        if writer is not None:
-            writer.close()
     total = valid + invalid
     stdout.write(f"{total} lines: {valid} valid, {invalid} invalid\n")
     stdout.flush()

@@ -84,6 +84,19 @@ def _outage(text: str) -> Outage:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+MAX_GENERATE = 1_000_000
+"""Most tasks `--generate` makes: they are all made at start and held (a million: ~140 MB and
+seconds); a larger N is refused at once rather than filling the memory. A larger fleet: the
+open fleet (no --fleet, no --generate) serves any id."""
+
+
+def _fleet_size(text: str) -> int:
+    value = _count(text)
+    if value > MAX_GENERATE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_GENERATE}, got {text}")
+    return value
+
+
 def _request_number(text: str) -> int:
     value = _count(text)
     if value < 1:
@@ -104,7 +117,7 @@ def add_simulator_arguments(p: argparse.ArgumentParser) -> None:
     fleet = p.add_mutually_exclusive_group()
     fleet.add_argument("--fleet", type=Path, metavar="FILE",
                        help="serve exactly the tasks of this JSONL file (one task object a line)")
-    fleet.add_argument("--generate", type=_count, metavar="N",
+    fleet.add_argument("--generate", type=_fleet_size, metavar="N",
                        help="serve exactly N generated tasks (ids drawn from --seed)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for --generate and every fault: same seed, same answers [0]")

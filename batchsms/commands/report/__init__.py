@@ -74,6 +74,7 @@ from batchsms.commands.report.figures import summarize
 from batchsms.commands.report.text import format_text
 from batchsms.errors import UsageError
 from batchsms.exitcodes import ExitCode
+from batchsms.outcomes import beside
 from batchsms.outputs import check_output
 from batchsms.undo import describe as describe_undo
 from batchsms.undo import for_journals, write_undo
@@ -105,12 +106,13 @@ def _checked(args: ReportConfig) -> list[Path]:
         if path.resolve() not in {p.resolve() for p in paths}:
             paths.append(path)
     inputs = [*(("an outcomes file", p) for p in paths), ("--input", args.input),
-              ("--patch", args.patch)]
+              ("--patch", args.patch),
+              *(("the undo side log of an outcomes file", beside(p, "previous")) for p in paths)]
     check_output("--failed-to", args.failed_to, inputs)
-    check_output("--undo-to", args.undo_to, [*inputs, ("--failed-to", args.failed_to)])
     if args.undo_to is not None and args.failed_to is not None \
             and args.undo_to.resolve() == args.failed_to.resolve():
         raise UsageError("--failed-to and --undo-to must be different files")
+    check_output("--undo-to", args.undo_to, [*inputs, ("--failed-to", args.failed_to)])
     return paths
 
 

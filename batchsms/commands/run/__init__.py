@@ -173,7 +173,8 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         if not config.allow_irreversible:
             check_reversible(config.input, config.defaults)  # reads the input once: exit 2
         undo = RunUndo(config.undo_file)
-    lock = lock_outcomes(config.out)  # before --out is touched; the lock file lies beside it
+    lock = lock_outcomes(config.out)  # the journal itself, by file: before it is read
+    writer: OutcomeWriter | None = None
     try:
         scan = JournalScan()
         resume = ResumeIndex.load(config.out, scan, journal_start(config.out)).run() \
@@ -231,7 +232,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         final_metrics(config.metrics_file, stats, code)
         return code
     finally:
-        lock.close()
+        lock.close(unused=writer is None)  # refused before writing: no --out left
 
 
 @dataclass(frozen=True, slots=True)

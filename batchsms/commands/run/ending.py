@@ -16,7 +16,7 @@ from batchsms.engine.stopping import Stopped, StopReason
 from batchsms.errors import JournalError, UsageError
 from batchsms.exitcodes import ExitCode
 from batchsms.metrics import write_metrics
-from batchsms.outcomes import DONE_SKIP_CODES, Outcome, Status
+from batchsms.outcomes import DONE_SKIP_CODES, Outcome, Status, journal_files
 from batchsms.outputs import check_output
 
 log = structlog.get_logger("batchsms")
@@ -112,7 +112,7 @@ def metrics_after_refusal(path: Path | None, inputs: list[tuple[str, Path | str 
     if path is None:
         return
     try:
-        check_output("--metrics-file", path, [*inputs, ("--out", out)])
+        check_output("--metrics-file", path, [*inputs, *journal_files(out)])
     except UsageError:
         return
     final_metrics(path, RunStats(), code)

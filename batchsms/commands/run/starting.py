@@ -19,6 +19,7 @@ from batchsms.config import RunConfig
 from batchsms.connection import resolve_endpoint
 from batchsms.errors import UsageError
 from batchsms.exitcodes import ExitCode
+from batchsms.outcomes import journal_files
 from batchsms.outputs import check_output
 from batchsms.plan import Planned, checked_lines
 from batchsms.records import InvalidLine, format_problems
@@ -55,9 +56,10 @@ def check_run_outputs(config: RunConfig) -> None:
     """`--out` and `--metrics-file`: not an input, writable (CONTRACT §4), before anything."""
     inputs = run_inputs(config.input, config.token_file, config.ca_bundle)
     check_output("--out", config.out, inputs)
-    check_output("--metrics-file", config.metrics_file, [*inputs, ("--out", config.out)])
+    journal = journal_files(config.out)
+    check_output("--metrics-file", config.metrics_file, [*inputs, *journal])
     check_output("--undo-file", config.undo_file,
-                 [*inputs, ("--out", config.out), ("--metrics-file", config.metrics_file)])
+                 [*inputs, *journal, ("--metrics-file", config.metrics_file)])
 
 
 def run_inputs(source: str, token_file: Path | str | None,
