@@ -332,9 +332,10 @@ def test_input_line_without_a_record_is_not_done(tmp_path: Path) -> None:
     assert "wrote 3 original lines" in err
 
 
-def test_report_keys_lines_by_task_and_body_like_resume(tmp_path: Path) -> None:
+def test_report_keys_lines_by_task_and_body(tmp_path: Path) -> None:
     """A nightly input that changes (a line added on top, the rest moved down) is judged by
-    task and body, as --resume judges it: the moved lines are done, the new one is not."""
+    task and body (a retry file's records count for the lines they retried): the moved lines
+    are done, the new one is not."""
     journal = tmp_path / "o.jsonl"
     journal.write_bytes(b"".join(rec("A", n, "succeeded", attempts=1, elapsed=5)
                                  for n in (1, 2, 4)))
@@ -353,6 +354,31 @@ def test_report_keys_lines_by_task_and_body_like_resume(tmp_path: Path) -> None:
                     sha=hashlib.sha256(b'{"speed_limit":900}').hexdigest()))
     code, data = as_json(journal, "--input", tonight)
     assert (code, data["not_done"]) == (0, 0)
+
+
+def test_a_task_is_not_done_from_its_first_line_not_done(tmp_path: Path) -> None:
+    """Lines 300, 400, 300 for one task, the second failed: the third shares the first's
+    (task, body), but the task is at 400 -- so it is not done, and `--failed-to` copies the
+    second and the third (re-running only the second would end the task at 400), as --resume
+    would send them. Another task's lines are judged on their own."""
+    bodies = [b'{"task_id": "t1", "body": {"speed_limit": 300}}',
+              b'{"task_id": "t1", "body": {"speed_limit": 400}}',
+              b'{"task_id": "t1", "body": {"speed_limit": 300}}',
+              b'{"task_id": "t2", "body": {"speed_limit": 300}}']
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join(bodies) + b"\n")
+    sha = {v: hashlib.sha256(b'{"speed_limit":%d}' % v).hexdigest() for v in (300, 400)}
+    journal = tmp_path / "o.jsonl"
+    journal.write_bytes(rec("A", 1, "succeeded", attempts=1, elapsed=5, sha=sha[300])
+                        + rec("A", 2, "failed", attempts=1, elapsed=5, task_id="t1",
+                              code="SMS.9999", sha=sha[400])
+                        + rec("A", 4, "succeeded", attempts=1, elapsed=5, task_id="t2",
+                              sha=sha[300]))
+    target = tmp_path / "redo.jsonl"
+    code, data = as_json(journal, "--failed-to", target, "--input", source)
+    assert code == 1
+    assert (data["lines"], data["done"], data["not_done"]) == (4, 2, 2)
+    assert target.read_bytes() == bodies[1] + b"\n" + bodies[2] + b"\n"
 
 
 def test_input_lines_are_planned_with_the_runs_set(tmp_path: Path) -> None:

@@ -40,22 +40,25 @@ def atomic_output(path: Path) -> Iterator[IO[bytes]]:
 
 
 def _input_lines(source: str, defaults: Mapping[str, Any]
-                 ) -> Iterator[tuple[int, bytes | None, bytes | None]]:
-    """(number, raw bytes or None if too long, key or None if invalid) per non-blank line of
-    `source`, planned as `run` plans it with the same defaults."""
+                 ) -> Iterator[tuple[int, bytes | None, bytes | None, int]]:
+    """(number, raw bytes or None if too long, key or None if invalid, the task's hash) per
+    non-blank line of `source`, planned as `run` plans it with the same defaults."""
     planner = Planner(defaults)
     stream = open_input(source)
     try:
         for number, raw, _error in iter_raw_lines(stream):
             if raw is None:
-                yield number, None, None
+                yield number, None, None, 0
                 continue
             parsed = parse_line(number, raw)
             if parsed is None:
                 continue
             planned = parsed if isinstance(parsed, InvalidLine) else planner.plan(parsed)
-            yield number, raw, None if isinstance(planned, InvalidLine) else \
-                resume_key(planned.task_id, planned.sha256)
+            if isinstance(planned, InvalidLine):
+                yield number, raw, None, 0
+            else:
+                yield number, raw, resume_key(planned.task_id, planned.sha256), \
+                    hash(planned.task_id)
     finally:
         if source != "-":
             stream.close()
@@ -75,18 +78,27 @@ class Judged:
 def judge_input(source: str, defaults: Mapping[str, Any], index: LineIndex,
                  out: IO[bytes] | None, wanted: set[bytes]) -> Judged:
     """Judge every line of `--input`; copy the not-done ones to `out`; fill `wanted` with the
-    keys whose latest records the figures show."""
+    keys whose latest records the figures show.
+
+    Per task, in file order, as `--resume` does: from a task's first line that is not done, its
+    later lines are not done either (lines 300, 400, 300 with the second failed: the third's
+    record is the first's, and re-running only the second would leave the task at 400), and
+    they are copied too, so that the `--failed-to` file, run, leaves each task on its last line.
+    Invalid lines are never sent and open no task."""
     judged = Judged()
-    for _number, raw, key in _input_lines(source, defaults):
+    opened: set[int] = set()  # tasks with a line not done so far
+    for _number, raw, key, task in _input_lines(source, defaults):
         judged.lines += 1
         entry = None if key is None else index.get(key)
         if key is not None and entry is not None:
             wanted.add(key)
-            if entry.done is not Done.NOT_DONE:
+            if entry.done is not Done.NOT_DONE and task not in opened:
                 judged.done += 1
                 continue
         elif key is not None:
             judged.no_record += 1
+        if key is not None:
+            opened.add(task)
         if out is not None:
             if raw is None:
                 judged.missing += 1
