@@ -14,6 +14,10 @@ lock"):
   `succeeded`, or `skipped` with an `error_code` of `outcomes.DONE_SKIP_CODES` (`unchanged`
   counts). Any other latest record, a record of another task or body (another input), or none:
   not done;
+- a done line whose record is older than the done record of an earlier line of its task is
+  not done: that earlier line was sent (again) after it, so the task no longer shows it (lines
+  `300` then `100`, the task at 100: the second is `unchanged` while the first fails; a resume
+  sends the first, and is killed before the second);
 - per task, in file order, a done line is skipped only while every earlier valid line of its
   task in this run was skipped too: from a task's first line not done, that line and every later
   line of the task are sent again, so the task ends in the state its last line gives. Invalid
@@ -52,9 +56,14 @@ class ResumeIndex:
 
     __slots__ = ("_filter", "_filter_bits", "_lines", "done_lines")
 
-    def __init__(self, lines: array[int], tasks: array[int]) -> None:
+    def __init__(self, lines: array[int], tasks: array[int],
+                 order: array[int] | None = None) -> None:
         """`lines[n]`: the (task, body) hash of line n if done, else 0; `tasks[n]`: its task's
-        hash (only read here, to build the filter)."""
+        hash; `order[n]`: where its record is in the journal (tasks and order are only read
+        here, to drop the lines done before an earlier line of their task, and to build the
+        filter)."""
+        if order is not None:
+            _drop_overtaken(lines, tasks, order)
         self._lines = lines
         self.done_lines = sum(1 for slot in lines if slot)
         self._filter_bits = max(64, _BITS_PER_TASK * self.done_lines)
@@ -67,9 +76,9 @@ class ResumeIndex:
     def load(cls, path: Path, scan: JournalScan | None = None, start: int = 0) -> ResumeIndex:
         """One streaming pass over the journal at `path` from byte `start` (where the sequence
         of runs began: `previous_log.journal_start`), cut lines counted in `scan`."""
-        lines, tasks = array("q"), array("q")
+        lines, tasks, order = array("q"), array("q"), array("q")
         succeeded, skipped = Status.SUCCEEDED.value, Status.SKIPPED.value
-        for record in iter_journal(path, scan, start):
+        for ordinal, record in enumerate(iter_journal(path, scan, start), 1):
             number = record.get("line")
             if type(number) is not int or not 1 <= number <= MAX_LINE:
                 continue
@@ -82,12 +91,14 @@ class ResumeIndex:
                     grow = bytes(8 * (number + 1 - len(lines)))
                     lines.frombytes(grow)
                     tasks.frombytes(grow)
+                    order.frombytes(grow)
                 lines[number] = _pair(task_id, sha)
                 tasks[number] = hash(task_id)
+                order[number] = ordinal
             elif number < len(lines):  # the latest record of this line says: not done
                 lines[number] = 0
                 tasks[number] = 0
-        return cls(lines, tasks)
+        return cls(lines, tasks, order)
 
     def done(self, number: int, task_id: str, body_sha256: str) -> bool:
         """Whether line `number` of (task_id, body) is done, by the journal."""
@@ -112,6 +123,22 @@ class ResumeIndex:
     def run(self) -> ResumeRun:
         """A fresh per-run decision, for one pass over the input in file order."""
         return ResumeRun(self)
+
+
+def _drop_overtaken(lines: array[int], tasks: array[int], order: array[int]) -> None:
+    """Mark not done each done line whose record is older than that of the task's previous done
+    line (by line number): the earlier line was written after it. Done lines are grouped by
+    task with one sort (a few bytes per done line, for the time of the load)."""
+    done = array("q", (n for n in range(len(lines)) if lines[n]))
+    by_task = sorted(done, key=tasks.__getitem__)  # stable: line order within a task
+    del done
+    previous_task, previous_order = None, 0
+    for number in by_task:
+        task = tasks[number]
+        if task == previous_task and order[number] < previous_order:
+            lines[number] = 0  # and the later lines: the feed opens the task here
+            continue
+        previous_task, previous_order = task, order[number]
 
 
 class ResumeRun:

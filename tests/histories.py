@@ -12,8 +12,9 @@ module holds what such a history is made of and how a step is carried out, in th
   and `PreviousLog` (the classes `batchsms.commands.run` imports); the switch replaces `os` in
   those modules with a proxy that counts the writes to those two files. At the k-th one,
   nothing more reaches either file (this write and every later one, `close`/`flush` included,
-  are silently dropped) and `Killed` (a BaseException, which nothing in the product catches)
-  unwinds the run. Requests already sent may still land in the simulator, as after a kill;
+  raise `Killed`, a BaseException which nothing in the product catches, so that no coroutine
+  goes past a write that did not happen: a capture "written" after the kill lets no PUT out)
+  and the run unwinds. Requests already sent may still land in the simulator, as after a kill;
 - `Bench`: one history's directory and simulator, and the commands run in-process
   (`batchsms.cli.main`, as `tests.processes.InProcess` does: no interpreter start-up; its
   argument parser built once), with fast retries (the backoff is 0: a retry is a retry
@@ -203,7 +204,10 @@ class KillSwitch:
         if not self._is_watched(fd):
             return os.write(fd, data)
         if self.fired:
-            return len(data)  # the process is dead: nothing reaches the file
+            # The process is dead: nothing reaches the file, and the coroutine that tried goes
+            # no further (a capture written "after death" must not let its PUT out: a killed
+            # process sends nothing new; only what was already in flight may land).
+            raise Killed(f"killed before write {self.writes + 1}")
         self.writes += 1
         if self._after is not None and self.writes >= self._after:
             self.fired = True

@@ -225,6 +225,19 @@ def test_decisions_follow_file_order_per_task(tmp_path: Path) -> None:
     assert again.opened == 0
 
 
+def test_a_line_done_before_an_earlier_line_of_its_task_is_not_done(tmp_path: Path) -> None:
+    """Lines 300 then 100, the task at 100: line 2 is `unchanged` while line 1 fails; a resume
+    sends line 1 (succeeded) and is killed before line 2. Line 2's record is older than line
+    1's: the task is at 300 now, so line 2 is not done (found by tests/test_model.py). Another
+    task's lines in order stay done."""
+    index = index_of(tmp_path, rec(1, "t", "a", "failed"), rec(2, "t", "b", "skipped", "unchanged"),
+                     rec(3, "u", "c"), rec(1, "t", "a"), rec(4, "u", "d"))
+    decide = index.run()
+    lines = [item(1, "t", "a"), item(2, "t", "b"), item(3, "u", "c"), item(4, "u", "d")]
+    assert [index.done(x.number, x.task_id, x.sha256) for x in lines] == [True, False, True, True]
+    assert [decide.skips(x) for x in lines] == [True, False, True, True]
+
+
 def test_cut_garbled_and_absurd_records_count_for_nothing(tmp_path: Path) -> None:
     scan = JournalScan()
     path = tmp_path / "journal.jsonl"
