@@ -170,7 +170,7 @@ def test_plan_says_what_run_skip_unchanged_does(cli: InProcess, tmp_path: Path,
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-@settings(max_examples=1000, deadline=None, derandomize=False,
+@settings(max_examples=400, deadline=None, derandomize=False,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(fleets, inputs, st.integers(1, 4))
 def test_plan_says_what_run_skip_unchanged_does_many(cli: InProcess, tmp_path: Path,
