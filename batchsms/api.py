@@ -294,7 +294,9 @@ class Client:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()  # runs whose caller stopped iterating
         self._tg = self._sms = None
-        await stack.__aexit__(exc_type, exc, tb)
+        # Not handed `exc`: a task group would wrap the caller's own exception in a group.
+        # It propagates as it is (this returns None).
+        await stack.aclose()
 
     def _open(self) -> tuple[SmsClient, anyio.abc.TaskGroup]:
         if self._sms is None or self._tg is None:
