@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from itertools import islice
@@ -306,7 +306,7 @@ class Client:
 
     async def run(self, updates: Updates, *, op: str | None = None,
                   skip_unchanged: bool = False, verify: bool = False,
-                  ) -> AsyncIterator[Outcome]:
+                  ) -> AsyncGenerator[Outcome, None]:
         """Send every update; yield each one's `Outcome` as it finishes (completion order).
 
         `updates`: input-line dicts, `line` being the 1-based position. An invalid one yields
@@ -354,7 +354,7 @@ class Client:
             scope.cancel()  # a no-op once the run ended; else the caller left the loop
         _raise_ending(ending)
 
-    async def plan(self, updates: Updates) -> AsyncIterator[PlanEntry]:
+    async def plan(self, updates: Updates) -> AsyncGenerator[PlanEntry, None]:
         """What `run` would change, line by line, in input order (`batchsms plan`): each
         `PlanEntry` has `.verdict`, `.diff`, `.problems` and `.to_dict()` (`plan --json`'s
         object). Reads each task (ShowTask), writes nothing. Raises `AbortedError` after the

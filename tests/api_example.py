@@ -37,9 +37,7 @@ async def apply(endpoint: str, token: str, *, from_list: int = 500,
     async with batchsms.Client(endpoint, credentials=credentials, rate=0,
                                concurrency=32) as client:
         listed = [outcome async for outcome in client.run(fleet_updates(from_list))]
-        generated: list[batchsms.Outcome] = []
-        async for outcome in client.run(arriving(from_generator)):
-            generated.append(outcome)
+        generated = [outcome async for outcome in client.run(arriving(from_generator))]
     return {"list": listed, "generator": generated}
 
 

@@ -28,7 +28,7 @@ from tests.processes import clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.anyio
-TOKEN = "api-test-token"  # noqa: S105 - the simulator checks none here
+TOKEN = "api-test-token"  # the simulator checks none here
 
 
 @pytest.fixture
@@ -132,11 +132,15 @@ async def test_abort_raises_after_every_outcome(monkeypatch: pytest.MonkeyPatch)
     updates = [{"task_id": f"t-{i}", "body": {"speed_limit": 1}} for i in range(300)]
     updates.append({"task_id": "bad", "body": {}})
     seen: list[batchsms.Outcome] = []
+
+    async def take_all(client: batchsms.Client) -> None:
+        async for outcome in client.run(updates):
+            seen.append(outcome)  # noqa: PERF401 - those before the raise are the point
+
     async with batchsms.Client(simulate=True, credentials=batchsms.TokenCredentials("wrong"),
                                rate=0) as client:
         with pytest.raises(batchsms.AbortedError, match="credentials were rejected") as caught:
-            async for outcome in client.run(updates):
-                seen.append(outcome)
+            await take_all(client)
     assert isinstance(caught.value, batchsms.BatchSmsError)
     assert sorted(o.line for o in seen) == list(range(1, 302))
     assert {o.status for o in seen} <= {"failed", "skipped", "invalid"}
@@ -200,16 +204,16 @@ async def test_backpressure_reads_no_further_than_the_caller_takes(sim: SimThrea
             pulled += 1
             yield {"task_id": f"bp-{i}", "body": {"speed_limit": 3}}
 
-    async with batchsms.Client(sim.handle.url, credentials=batchsms.TokenCredentials(TOKEN),
-                               rate=0) as client:
-        async with contextlib.aclosing(client.run(updates())) as outcomes:
-            async for outcome in outcomes:
-                assert outcome.status == "succeeded"
-                break
-            await asyncio.sleep(0.5)  # the run goes on as far as it may
-            first = pulled
-            await asyncio.sleep(0.3)
-            assert pulled == first  # it waits for the caller
+    client = batchsms.Client(sim.handle.url, credentials=batchsms.TokenCredentials(TOKEN),
+                             rate=0)
+    async with client, contextlib.aclosing(client.run(updates())) as outcomes:
+        async for outcome in outcomes:
+            assert outcome.status == "succeeded"
+            break
+        await asyncio.sleep(0.5)  # the run goes on as far as it may
+        first = pulled
+        await asyncio.sleep(0.3)
+        assert pulled == first  # it waits for the caller
     assert pulled < 3_000, pulled
 
 
