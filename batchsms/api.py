@@ -339,11 +339,11 @@ class Client:
                             if source.is_async:
                                 reading.start_soon(source.pump)
                             await pipeline.run(source)
-                            await sink.drain()
                             reading.cancel_scope.cancel()
-                    except Exception as exc:  # raised in the caller's task
+                    except Exception as exc:  # raised in the caller's task, after the rest
                         ending.error = _single(exc)
                     ending.stopped = pipeline.stop.stopped
+                    await sink.drain()
 
         tg.start_soon(drive)
         try:

@@ -237,6 +237,35 @@ async def test_plan_and_an_async_iterable_with_invalid_lines(sim: SimThread) -> 
     assert sim.call(lambda: sim.handle.counts("p-1").applied) == 1
 
 
+@pytest.mark.parametrize("kind", ["iterable", "async iterable"])
+async def test_an_error_of_the_updates_is_raised_as_it_is(sim: SimThread, kind: str) -> None:
+    """The caller's iterable fails: the outcomes recorded so far, then its own exception."""
+    def updates() -> Iterator[dict[str, Any]]:
+        for i in range(300):
+            yield {"task_id": f"e-{i}", "body": {"speed_limit": 3}}
+        raise LookupError("the source broke")
+
+    async def arriving() -> AsyncIterator[dict[str, Any]]:
+        for update in updates():
+            yield update
+
+    seen: list[batchsms.Outcome] = []
+
+    async def take_all(client: batchsms.Client) -> None:
+        async for outcome in client.run(updates() if kind == "iterable" else arriving()):
+            seen.append(outcome)  # noqa: PERF401 - those before the raise are the point
+
+    async with batchsms.Client(sim.handle.url, credentials=batchsms.TokenCredentials(TOKEN),
+                               rate=0) as client:
+        with pytest.raises(LookupError, match="the source broke"):
+            await take_all(client)
+        # the client is still usable
+        assert [o.status async for o in client.run([{"task_id": "e-x", "body": {"nope": 1}}])
+                ] == ["invalid"]
+    assert len({o.line for o in seen}) == len(seen) <= 300
+    assert len(seen) > 0
+
+
 async def test_usage_errors_and_secrets_kept_out_of_repr() -> None:
     with pytest.raises(batchsms.UsageError, match="concurrency"):
         batchsms.Client(simulate=True, concurrency=0)
