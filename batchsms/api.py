@@ -317,6 +317,7 @@ class Client:
         `contextlib.aclosing`, else when the iterator is collected or the client closed).
         """
         _check_op(op)
+        _check_updates(updates)
         sms, tg = self._open()
         send, receive = anyio.create_memory_object_stream[Outcome](OUTCOME_BUFFER)
         sink = _Sink(send)
@@ -359,6 +360,7 @@ class Client:
         `PlanEntry` has `.verdict`, `.diff`, `.problems` and `.to_dict()` (`plan --json`'s
         object). Reads each task (ShowTask), writes nothing. Raises `AbortedError` after the
         last entry when reading was aborted (credentials rejected)."""
+        _check_updates(updates)
         sms, _ = self._open()
         reader = SenderReader(build_sender(sms, self._settings))
         planner = Planner()
@@ -383,6 +385,15 @@ def _raise_ending(ending: _Ending) -> None:
         raise ending.error
     if ending.stopped is not None:
         raise AbortedError(f"run aborted: {ending.stopped.message}")
+
+
+def _check_updates(updates: object) -> None:
+    """One update, or JSONL text, where a collection of updates was meant: each key or
+    character would be an invalid line."""
+    if isinstance(updates, str | bytes | bytearray | Mapping):
+        kind = "a mapping (one update?)" if isinstance(updates, Mapping) else "text"
+        raise UsageError(f"updates must be an iterable or async iterable of update dicts, got "
+                         f"{kind}: pass [update], or parse JSONL lines with json.loads first")
 
 
 def _check_op(op: str | None) -> None:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import structlog
 
@@ -148,6 +149,19 @@ async def test_abort_raises_after_every_outcome(monkeypatch: pytest.MonkeyPatch)
     assert next(o for o in seen if o.line == 301).status == "invalid"
     assert "wrong" not in repr(client)
 
+    entries: list[batchsms.PlanEntry] = []
+
+    async def plan_all(client: batchsms.Client) -> None:
+        async for entry in client.plan(updates[:40]):
+            entries.append(entry)  # noqa: PERF401 - those before the raise are the point
+
+    async with batchsms.Client(simulate=True, credentials=batchsms.TokenCredentials("wrong"),
+                               rate=0) as client:
+        with pytest.raises(batchsms.AbortedError, match="credentials were rejected"):
+            await plan_all(client)
+    assert [e.line for e in entries] == list(range(1, 41))
+    assert {e.verdict for e in entries} == {batchsms.Verdict.FAIL}
+
 
 def test_run_sync_and_its_abort(monkeypatch: pytest.MonkeyPatch) -> None:
     outcomes = batchsms.run_sync([{"task_id": "t1", "body": {"speed_limit": 7}},
@@ -210,10 +224,13 @@ async def test_backpressure_reads_no_further_than_the_caller_takes(sim: SimThrea
         async for outcome in outcomes:
             assert outcome.status == "succeeded"
             break
-        await asyncio.sleep(0.5)  # the run goes on as far as it may
-        first = pulled
-        await asyncio.sleep(0.3)
-        assert pulled == first  # it waits for the caller
+        # The run goes on as far as it may, then waits for the caller: the count stops
+        # (without backpressure it would go on through the 100 000).
+        last = -1
+        with anyio.fail_after(20):
+            while pulled != last:
+                last = pulled
+                await asyncio.sleep(0.3)
     assert pulled < 3_000, pulled
 
 
@@ -279,6 +296,10 @@ async def test_usage_errors_and_secrets_kept_out_of_repr() -> None:
     async with batchsms.Client(simulate=True) as opened:
         with pytest.raises(batchsms.UsageError, match="op="):
             await anext(opened.run([], op="speed-limit"))
+        one = {"task_id": "t1", "body": {"speed_limit": 1}}
+        for wrong in (one, '{"task_id": "t1"}\n'):
+            with pytest.raises(batchsms.UsageError, match="iterable or async iterable"):
+                await anext(opened.run(wrong))  # type: ignore[arg-type]
     secret = batchsms.AkSkCredentials("AK-VISIBLE", "SK-SECRET", security_token="ST-SECRET")
     shown = repr(batchsms.Client("https://sms.example.com", credentials=secret))
     assert "SK-SECRET" not in shown
