@@ -6,6 +6,10 @@
     │   │   └── NoCredentialsError  none found anywhere (a rehearsal may go on without)
     │   └── LockedError         --out is held by another run
     ├── JournalError        an outcome record could not be written (disk full, I/O): exit 4
+    ├── AbortedError        a run stopped early (credentials rejected, an outage outlasted
+    │                       --max-outage, too many lines failed): exit 3; the Python API raises
+    │                       it after every update's outcome was yielded
+    ├── EventLoopRunningError  `run_sync` called where an event loop runs (also a RuntimeError)
     └── TransportError      one HTTP attempt got no response (client.py maps aiohttp here)
         ├── ConnectError        could not connect, or the connection dropped
         │   └── TlsError            certificate not trusted (not retried)
@@ -15,6 +19,11 @@ Messages never carry secrets: credentials are redacted before any error is built
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from batchsms.outcomes import Outcome
 
 
 class BatchSmsError(Exception):
@@ -39,6 +48,23 @@ class LockedError(UsageError):
 
 class JournalError(BatchSmsError):
     """Writing the outcomes journal failed: nothing more may be sent (CONTRACT §7, exit 4)."""
+
+
+class AbortedError(BatchSmsError):
+    """A run stopped before its end, for the reason in the message (CONTRACT §12).
+
+    `outcomes`: with `run_sync`, every update's outcome (the lines cut short are `skipped` or
+    `failed` with `error_code` "aborted"); empty when raised by `Client.run` or `Client.plan`,
+    whose callers already received them.
+    """
+
+    def __init__(self, message: str, *, outcomes: tuple[Outcome, ...] = ()) -> None:
+        super().__init__(message)
+        self.outcomes = outcomes
+
+
+class EventLoopRunningError(BatchSmsError, RuntimeError):
+    """`run_sync` was called in a thread where an event loop is running: use `Client`."""
 
 
 class TransportError(BatchSmsError):

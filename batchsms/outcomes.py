@@ -90,13 +90,14 @@ class Outcome(NamedTuple):
         with that text replaced (U+FFFD, escaped controls), and a failed line's `error_msg`
         says which fields were.
         """
-        data = self._as_dict()
+        data = self.to_dict()
         try:
             return orjson.dumps(data) + b"\n"
         except (orjson.JSONEncodeError, TypeError):
             return _scrubbed_json(data)
 
-    def _as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a dict: the JSON object `to_json` writes (CONTRACT §3)."""
         data = {
             "run_id": self.run_id, "line": self.line, "task_id": self.task_id, "ref": self.ref,
             "status": self.status.value, "http_status": self.http_status,

@@ -112,7 +112,8 @@ class PlanEntry:
                     "http_status": self.read.http_status}
         return None
 
-    def to_json(self) -> bytes:
+    def to_dict(self) -> dict[str, Any]:
+        """The object `plan --json` prints for this line (module docstring)."""
         d = self.diff or Diff()
         data: dict[str, Any] = {
             "line": self.line, "task_id": self.task_id, "ref": self.ref,
@@ -125,7 +126,10 @@ class PlanEntry:
             data["errors"] = [p.as_dict() for p in self.problems]
         if self.conflict is not None:
             data["conflicts"] = conflicts_json(self.conflict)
-        return orjson.dumps(data) + b"\n"
+        return data
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict()) + b"\n"
 
     def text(self) -> Iterator[str]:
         ref = f" ({self.ref})" if self.ref else ""
@@ -173,7 +177,8 @@ class PlanTotals:
             if v is not Verdict.CONFLICT or self.by_verdict[v])
 
 
-async def plan_entries(items: Iterator[Planned | InvalidLine], reader: Reader, *,
+async def plan_entries(items: Iterator[Planned | InvalidLine]
+                       | AsyncIterator[Planned | InvalidLine], reader: Reader, *,
                        concurrency: int,
                        keep: int | None = None) -> AsyncIterator[PlanEntry]:
     """Every line's plan, in input order; reads run `concurrency` at a time.
@@ -187,7 +192,7 @@ async def plan_entries(items: Iterator[Planned | InvalidLine], reader: Reader, *
     keep = PROJECTED_TASKS if keep is None else keep
     projected: OrderedDict[str, dict[str, Any] | Read] = OrderedDict()
     while True:
-        window = [item for _, item in zip(range(concurrency * 2), items, strict=False)]
+        window = await _window(items, concurrency * 2)
         if not window:
             return
         needed = {item.task_id for item in window if isinstance(item, Planned)}
@@ -220,6 +225,20 @@ async def plan_entries(items: Iterator[Planned | InvalidLine], reader: Reader, *
             projected[task_id] = states[task_id]
         while len(projected) > keep:
             projected.popitem(last=False)
+
+
+async def _window(items: Iterator[Planned | InvalidLine] | AsyncIterator[Planned | InvalidLine],
+                  size: int) -> list[Planned | InvalidLine]:
+    """The next `size` items (fewer at the end) of a file's lines or of the Python API's."""
+    if isinstance(items, Iterator):
+        return [item for _, item in zip(range(size), items, strict=False)]
+    window: list[Planned | InvalidLine] = []
+    while len(window) < size:
+        try:
+            window.append(await anext(items))
+        except StopAsyncIteration:
+            break
+    return window
 
 
 def _last_use(window: list[Planned | InvalidLine]) -> Callable[[str], int]:

@@ -1,7 +1,7 @@
 """The run: planned lines -> a line handler per line, through one `Sender` -> one outcome each.
 
     feed (LineSource) --> TaskOrder --bounded stream--> workers --> handler(item, sender)
-                                                                          --> OutcomeWriter
+                                                                          --> OutcomeSink
 
 - one outcome per line read: the feed writes invalid and resume-skipped lines itself (`--resume`
   asks `ResumeRun.skips` per valid line, in file order: batchsms/resume.py); a worker
@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 import structlog
@@ -37,7 +38,7 @@ from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import StopReason
 from batchsms.errors import JournalError
 from batchsms.limiter import Clock
-from batchsms.outcomes import Outcome, OutcomeWriter, Status, invalid_outcome, utc_now
+from batchsms.outcomes import Outcome, Status, invalid_outcome, utc_now
 from batchsms.plan import Planned
 from batchsms.records import InvalidLine
 from batchsms.resume import ResumeRun
@@ -48,6 +49,15 @@ MAX_WORKERS_PER_PLACE = 4
 _STOP_CODES = frozenset(reason.value for reason in StopReason)
 
 log = structlog.get_logger("batchsms")
+
+class OutcomeSink(Protocol):
+    """Where the pipeline records outcomes: the journal (`OutcomeWriter`) for the CLI, the
+    iterator of `Client.run` for the Python API (api.py). `write` may raise `JournalError`."""
+
+    def write(self, outcome: Outcome, *, durable: bool = False) -> None: ...
+
+    def flush(self) -> None: ...
+
 
 LineHandler = Callable[[Planned, Sender], Awaitable[Outcome]]
 """Handles one line through the run's sender and says how it ended."""
@@ -109,7 +119,7 @@ def put_line(run_id: str) -> LineHandler:
 class Pipeline:
     """One run over one input; `run()` returns how it stopped early, if it did."""
 
-    def __init__(self, *, run_id: str, sender: Sender, writer: OutcomeWriter,
+    def __init__(self, *, run_id: str, sender: Sender, writer: OutcomeSink,
                  options: SendOptions, resume: ResumeRun | None = None,
                  handler: LineHandler | None = None,
                  on_outcome: Callable[[Outcome], None] | None = None,

@@ -1,0 +1,449 @@
+"""The Python API (CONTRACT §12): `Client`, `validate` and `run_sync`, the library over the engine.
+
+Where it sits: at the top, beside `commands/`. A `Client` opens what runs need once (the
+endpoint, or a simulator started in this event loop; the credentials; one HTTP connection pool)
+and drives the same engine as `batchsms run`: the planner (plan.py), the line handler
+(checked_write.py), the sender (engine/wiring.py) and the `Pipeline`. What stays in `commands/`
+and never happens here: signal handlers, process limits (RLIMIT_NOFILE), logging configuration,
+the progress bar, the journal file and its lock, exit codes. So a `Client` works inside a
+running event loop and in any thread.
+
+    updates (iterable or async iterable of dicts)
+      -> _Updates: numbered from 1, read and planned as input lines
+      -> Pipeline (pace, retries, per-task order) -> _Sink -> bounded stream -> `async for`
+
+Outcomes reach the caller through a bounded memory stream: while the caller does not take them,
+the feed takes no more updates (backpressure), so memory stays flat whatever their number.
+An abort ends the iteration with `AbortedError` after every update's outcome was yielded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from itertools import islice
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import orjson
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from batchsms.checked_write import WriteChecks, line_handler
+from batchsms.client import SmsClient
+from batchsms.commands.plan import PlanEntry, SenderReader, plan_entries
+from batchsms.connection import endpoint_url, resolve_endpoint, run_credentials
+from batchsms.credentials import AkSkCredentials, Credentials, TokenCredentials
+from batchsms.engine.feed import FEED_BATCH
+from batchsms.engine.outage import DEFAULT_MAX_OUTAGE
+from batchsms.engine.pipeline import Pipeline, SendOptions
+from batchsms.engine.stopping import Stopped
+from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
+from batchsms.errors import (
+    AbortedError,
+    CredentialsError,
+    EventLoopRunningError,
+    UsageError,
+)
+from batchsms.numbers import check_number, check_sending
+from batchsms.outcomes import Outcome, new_run_id
+from batchsms.plan import Planned, Planner
+from batchsms.records import MAX_LINE_BYTES, InvalidLine, Line, parse_line
+from batchsms.schema import Problem
+from batchsms.signing import Authenticator, authenticator
+
+__all__ = ["Client", "Update", "Updates", "run_sync", "validate"]
+
+Update = Mapping[str, Any]
+"""One input line as a dict (CONTRACT §1): `task_id`, `body`, and optionally `ref`, `expect`."""
+Updates = Iterable[Update] | AsyncIterable[Update]
+
+OUTCOME_BUFFER = 256
+"""Outcomes waiting for the caller before the feed waits too."""
+
+
+def _line_of(number: int, update: object) -> Line | InvalidLine:
+    """An update read as the CLI reads a line of a file: the same checks, the same problems.
+
+    It goes through its JSON bytes: what cannot be JSON (a set, bytes, a key that is not a
+    string) is an invalid line, and the caller's dict is never held or changed."""
+    if isinstance(update, Mapping) and not isinstance(update, dict):
+        update = dict(update)
+    try:
+        raw = orjson.dumps(update)
+    except TypeError as exc:  # orjson.JSONEncodeError is one
+        return InvalidLine(number, *_ids(update), (Problem("line", f"not JSON: {exc}"),))
+    if len(raw) > MAX_LINE_BYTES:
+        return InvalidLine(number, *_ids(update), (Problem(
+            "line", f"the update is {len(raw)} bytes as JSON, longer than the limit of "
+            f"{MAX_LINE_BYTES} bytes"),))
+    parsed = parse_line(number, raw)
+    assert parsed is not None  # orjson never writes a blank line
+    return parsed
+
+
+def _ids(update: object) -> tuple[str | None, str | None]:
+    if not isinstance(update, dict):
+        return None, None
+    task_id, ref = update.get("task_id"), update.get("ref")
+    return (task_id if isinstance(task_id, str) else None, ref if isinstance(ref, str) else None)
+
+
+def _planned(planner: Planner, number: int, update: object) -> Planned | InvalidLine:
+    line = _line_of(number, update)
+    return line if isinstance(line, InvalidLine) else planner.plan(line)
+
+
+def validate(update: Update) -> list[Problem]:
+    """Every problem of one input-line dict (CONTRACT §1-2), each with `.path` and `.message`;
+    [] when `run` would send it. No network."""
+    item = _planned(Planner(), 1, update)
+    return list(item.errors) if isinstance(item, InvalidLine) else []
+
+
+class _Sink:
+    """The pipeline's outcome writer for the API: each outcome into a bounded stream to the
+    caller's `async for`; what does not fit waits in `_waiting` until the feed's next take
+    (`drain`), which holds the feed back meanwhile. `_waiting` stays small: at most the lines
+    held by the workers and one batch of the feed."""
+
+    def __init__(self, send: MemoryObjectSendStream[Outcome]) -> None:
+        self._send = send
+        self._waiting: deque[Outcome] = deque()
+
+    def write(self, outcome: Outcome, *, durable: bool = False) -> None:
+        if not self._waiting:
+            try:
+                self._send.send_nowait(outcome)
+            except anyio.WouldBlock:
+                pass
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return  # the caller stopped iterating: the run is being cancelled
+            else:
+                return
+        self._waiting.append(outcome)
+
+    def flush(self) -> None:
+        pass  # nothing is buffered on the way to a file
+
+    async def drain(self) -> None:
+        """Hand every waiting outcome to the caller (waits while the caller does not take)."""
+        while self._waiting:
+            try:
+                await self._send.send(self._waiting[0])
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._waiting.clear()
+                return
+            self._waiting.popleft()
+
+
+class _Updates:
+    """The pipeline's line source over the caller's updates: numbered from 1, planned, a batch
+    at a time, after the caller has taken the outcomes waiting (`_Sink.drain`).
+
+    An async iterable is read by `pump` (a task of the run) into a small stream, so `take()`
+    returns what has arrived without waiting for a whole batch. `regular`: after an abort the
+    rest is still read, and each update recorded as `skipped`: every update gets its outcome.
+    """
+
+    regular = True
+
+    def __init__(self, updates: Updates, sink: _Sink) -> None:
+        self._planner = Planner()
+        self._sink = sink
+        self._number = 0
+        self._sync = None if isinstance(updates, AsyncIterable) else iter(updates)
+        self._async = updates if isinstance(updates, AsyncIterable) else None
+        self._error: Exception | None = None
+        self._arrived: MemoryObjectReceiveStream[object] | None = None
+        self._send: MemoryObjectSendStream[object] | None = None
+        if self._async is not None:
+            self._send, self._arrived = anyio.create_memory_object_stream[object](FEED_BATCH)
+
+    @property
+    def is_async(self) -> bool:
+        return self._async is not None
+
+    async def pump(self) -> None:
+        """Read the async iterable into the stream `take()` reads (a task of the run)."""
+        assert self._async is not None
+        assert self._send is not None
+        async with self._send:
+            try:
+                async for update in self._async:
+                    await self._send.send(update)
+            except Exception as exc:  # the caller's: raised by take(), as it is
+                self._error = exc
+
+    async def take(self) -> list[Planned | InvalidLine]:
+        await self._sink.drain()
+        if self._sync is not None:
+            await anyio.lowlevel.checkpoint()  # let the workers in
+            updates: list[object] = list(islice(self._sync, FEED_BATCH))
+        else:
+            assert self._arrived is not None
+            try:
+                updates = [await self._arrived.receive()]
+            except anyio.EndOfStream:
+                if self._error is not None:
+                    raise self._error from None
+                return []
+            while len(updates) < FEED_BATCH:
+                try:
+                    updates.append(self._arrived.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+        first, self._number = self._number, self._number + len(updates)
+        plan = self._planner
+        return [_planned(plan, first + i, update) for i, update in enumerate(updates, 1)]
+
+    def close(self) -> None:
+        if self._arrived is not None:
+            self._arrived.close()
+
+
+@dataclass
+class _Ending:
+    """How a run ended, handed from the task that drove it to the caller's iterator."""
+
+    stopped: Stopped | None = None
+    error: BaseException | None = None
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside nested task-group groups, else the group itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+class Client:
+    """Sends updates to Huawei Cloud SMS: `async with Client(...) as client`, then
+    `async for outcome in client.run(updates)` (CONTRACT §12; README "Python API").
+
+    `endpoint`, else `region`, else `BATCHSMS_ENDPOINT`; or `simulate=True`: a simulator
+    started in this event loop for the client's life. `credentials`: a `TokenCredentials` or
+    `AkSkCredentials`; None looks for them as the CLI does (CONTRACT §6). Sending options mean
+    what `run`'s do. Enter and leave it in the same task; it may run several `run`/`plan`.
+    """
+
+    def __init__(self, endpoint: str | None = None, *, region: str | None = None,
+                 simulate: bool = False, credentials: Credentials | None = None,
+                 rate: float = 10.0, burst: float = 1, concurrency: int = 16,
+                 max_attempts: int = 5, timeout: float = 30.0,
+                 abort_failure_ratio: float = 0.5,
+                 max_outage: float = DEFAULT_MAX_OUTAGE) -> None:
+        if simulate and (endpoint or region):
+            raise UsageError("give an endpoint or a region, or simulate=True, not both")
+        if concurrency < 1:
+            raise UsageError(f"concurrency must be at least 1, got {concurrency}")
+        check_sending(rate, max_attempts, timeout)
+        check_number("burst", burst, burst >= 1, "at least 1")
+        check_number("max_outage", max_outage, max_outage > 0, "more than 0")
+        check_number("abort_failure_ratio", abort_failure_ratio,
+                     0 <= abort_failure_ratio <= 1, "between 0 and 1")
+        if credentials is not None:
+            _check_credentials(credentials)
+        self._endpoint = endpoint
+        self._region = region
+        self._simulate = simulate
+        self._credentials = credentials
+        self._concurrency = concurrency
+        self._timeout = timeout
+        self._settings = EngineSettings(concurrency=concurrency, rate=rate, burst=burst,
+                                        max_attempts=max_attempts, max_outage=max_outage)
+        self._abort_failure_ratio = abort_failure_ratio
+        self._stack: AsyncExitStack | None = None
+        self._sms: SmsClient | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    def __repr__(self) -> str:
+        where = "simulate=True" if self._simulate else f"endpoint={self._endpoint!r}"
+        return f"Client({where}, region={self._region!r}, credentials={self._credentials!r})"
+
+    async def __aenter__(self) -> Client:
+        if self._stack is not None:
+            raise UsageError("this Client is already open")
+        require_transport_features()
+        env = os.environ
+        endpoint = None if self._simulate else resolve_endpoint(self._endpoint, self._region, env)
+        auth: Authenticator | None
+        if self._credentials is not None:
+            auth = authenticator(self._credentials)
+        else:
+            auth = run_credentials(env, None, simulate=self._simulate)
+        async with AsyncExitStack() as opening:  # closes what opened if the rest fails
+            url = await opening.enter_async_context(endpoint_url(env, endpoint))
+            self._sms = await opening.enter_async_context(SmsClient(
+                url, auth, concurrency=self._concurrency, timeout=self._timeout))
+            self._tg = await opening.enter_async_context(anyio.create_task_group())
+            self._stack = opening.pop_all()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()  # runs whose caller stopped iterating
+        self._tg = self._sms = None
+        # Not handed `exc`: a task group would wrap the caller's own exception in a group.
+        # It propagates as it is (this returns None).
+        await stack.aclose()
+
+    def _open(self) -> tuple[SmsClient, anyio.abc.TaskGroup]:
+        if self._sms is None or self._tg is None:
+            raise UsageError("use the Client as an async context manager: "
+                             "`async with batchsms.Client(...) as client:`")
+        return self._sms, self._tg
+
+    async def run(self, updates: Updates, *, op: str | None = None,
+                  skip_unchanged: bool = False, verify: bool = False,
+                  ) -> AsyncGenerator[Outcome, None]:
+        """Send every update; yield each one's `Outcome` as it finishes (completion order).
+
+        `updates`: input-line dicts, `line` being the 1-based position. An invalid one yields
+        an `invalid` outcome with its problems; nothing is sent for it. `skip_unchanged` and
+        `verify` are `run --skip-unchanged` and `run --verify`. Raises `AbortedError` after the
+        last outcome when the run was aborted; an exception raised by `updates` ends the run
+        and is raised as it is. Leaving the loop early stops the run (at once with
+        `contextlib.aclosing`, else when the iterator is collected or the client closed).
+        """
+        _check_op(op)
+        _check_updates(updates)
+        sms, tg = self._open()
+        send, receive = anyio.create_memory_object_stream[Outcome](OUTCOME_BUFFER)
+        sink = _Sink(send)
+        source = _Updates(updates, sink)
+        run_id = new_run_id()
+        pipeline = Pipeline(
+            run_id=run_id, sender=build_sender(sms, self._settings), writer=sink,
+            options=SendOptions(concurrency=self._concurrency,
+                                abort_failure_ratio=self._abort_failure_ratio),
+            handler=line_handler(run_id, WriteChecks(skip_unchanged=skip_unchanged,
+                                                     verify=verify)))
+        ending = _Ending()
+        scope = anyio.CancelScope()
+
+        async def drive() -> None:
+            with scope:
+                async with send:
+                    try:
+                        async with anyio.create_task_group() as reading:
+                            if source.is_async:
+                                reading.start_soon(source.pump)
+                            await pipeline.run(source)
+                            reading.cancel_scope.cancel()
+                    except Exception as exc:  # raised in the caller's task, after the rest
+                        ending.error = _single(exc)
+                    ending.stopped = pipeline.stop.stopped
+                    await sink.drain()
+
+        tg.start_soon(drive)
+        try:
+            async with receive:
+                async for outcome in receive:
+                    yield outcome
+        finally:
+            scope.cancel()  # a no-op once the run ended; else the caller left the loop
+        _raise_ending(ending)
+
+    async def plan(self, updates: Updates) -> AsyncGenerator[PlanEntry, None]:
+        """What `run` would change, line by line, in input order (`batchsms plan`): each
+        `PlanEntry` has `.verdict`, `.diff`, `.problems` and `.to_dict()` (`plan --json`'s
+        object). Reads each task (ShowTask), writes nothing. Raises `AbortedError` after the
+        last entry when reading was aborted (credentials rejected)."""
+        _check_updates(updates)
+        sms, _ = self._open()
+        reader = SenderReader(build_sender(sms, self._settings))
+        planner = Planner()
+        items: Any
+        if isinstance(updates, AsyncIterable):
+            async def planned() -> AsyncIterator[Planned | InvalidLine]:
+                number = 0
+                async for update in updates:
+                    number += 1
+                    yield _planned(planner, number, update)
+            items = planned()
+        else:
+            items = (_planned(planner, n, u) for n, u in enumerate(updates, 1))
+        async for entry in plan_entries(items, reader, concurrency=self._concurrency):
+            yield entry
+        if reader.stopped is not None:
+            raise AbortedError(f"plan stopped: {reader.stopped}")
+
+
+def _raise_ending(ending: _Ending) -> None:
+    if ending.error is not None:
+        raise ending.error
+    if ending.stopped is not None:
+        raise AbortedError(f"run aborted: {ending.stopped.message}")
+
+
+def _check_updates(updates: object) -> None:
+    """One update, or JSONL text, where a collection of updates was meant: each key or
+    character would be an invalid line."""
+    if isinstance(updates, str | bytes | bytearray | Mapping):
+        kind = "a mapping (one update?)" if isinstance(updates, Mapping) else "text"
+        raise UsageError(f"updates must be an iterable or async iterable of update dicts, got "
+                         f"{kind}: pass [update], or parse JSONL lines with json.loads first")
+
+
+def _check_op(op: str | None) -> None:
+    if op not in (None, "update"):
+        raise UsageError(f"op={op!r}: this version sends UpdateTask only (op='update')")
+
+
+def _check_credentials(credentials: object) -> None:
+    if isinstance(credentials, TokenCredentials):
+        if not credentials.token.strip():
+            raise CredentialsError("the token is empty")
+    elif isinstance(credentials, AkSkCredentials):
+        if not (credentials.ak.strip() and credentials.sk.strip()):
+            raise CredentialsError("an AK/SK needs both the ak and the sk")
+    else:
+        raise CredentialsError("credentials must be a batchsms.TokenCredentials or "
+                               f"batchsms.AkSkCredentials, got {type(credentials).__name__}")
+
+
+def run_sync(updates: Iterable[Update], endpoint: str | None = None, *,
+             region: str | None = None, simulate: bool = False,
+             credentials: Credentials | None = None, rate: float = 10.0, burst: float = 1,
+             concurrency: int = 16, max_attempts: int = 5, timeout: float = 30.0,
+             skip_unchanged: bool = False, verify: bool = False) -> list[Outcome]:
+    """`Client.run` for a script without an event loop: every outcome, in completion order.
+
+    Raises `EventLoopRunningError` where an event loop runs (use `Client` there), and
+    `AbortedError` with every outcome in `.outcomes` when the run was aborted."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise EventLoopRunningError(
+            "batchsms.run_sync cannot be called where an event loop is running (it would have "
+            "to block that loop): use `async with batchsms.Client(...) as client:` and "
+            "`async for outcome in client.run(updates)` instead")
+
+    async def collect() -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        async with Client(endpoint, region=region, simulate=simulate, credentials=credentials,
+                          rate=rate, burst=burst, concurrency=concurrency,
+                          max_attempts=max_attempts, timeout=timeout) as client:
+            try:
+                async for outcome in client.run(updates, skip_unchanged=skip_unchanged,
+                                                verify=verify):
+                    outcomes.append(outcome)  # noqa: PERF401 - kept when it aborts
+            except AbortedError as exc:
+                raise AbortedError(str(exc), outcomes=tuple(outcomes)) from None
+        return outcomes
+
+    return asyncio.run(collect())
+
