@@ -242,6 +242,21 @@ async def test_plan_shows_a_conflict(tmp_path: Path, here: Here) -> None:
     assert "conflicts" not in orjson.loads(entries[2].to_json())
 
 
+@pytest.mark.anyio
+async def test_plan_calls_a_task_already_as_wanted_as_wanted_whatever_its_expect(
+        tmp_path: Path) -> None:
+    """`plan` agrees with `run`: a line whose task already has every value it sets needs no
+    write, so its unmet `expect` is no conflict (the undo of a write that never landed)."""
+    rows = [{"task_id": "a", "body": {"speed_limit": 100}, "expect": {"speed_limit": 321}}]
+    config = RunConfig(input=str(write_jsonl(tmp_path / "in.jsonl", rows)), rate=0,
+                       concurrency=1)
+    entries: list[Any] = []
+    async with running(fleet=fleet(tmp_path)) as sim:
+        await plan_async(config, checked_lines(config.input, {}), sim.url, None, True,
+                         entries.append)
+    assert [e.verdict for e in entries] == [Verdict.AS_WANTED]
+
+
 def test_plan_command_counts_conflicts_and_exits_1(tmp_path: Path, here: Here) -> None:
     """The totals name the conflicts; exit 1, as `run` would give."""
     with simulator_in_thread(fleet=fleet(tmp_path)) as sim:
