@@ -31,7 +31,7 @@ the task shows once the write applied: an undo line's `expect`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,31 +230,27 @@ def previous(body: Mapping[str, Any], view: Mapping[str, Any],
 
     Arrays are taken whole (an update replaces them); `None` where the task has no value.
     """
-    out: dict[str, Any] = {}
-    for key in sorted(body):
-        sub = tree.get(key)
-        if sub is None:
-            continue
-        if isinstance(sub, str):
-            out[key] = _lookup(view, sub)
-        else:
-            inner = previous(body[key], view, sub)
-            if inner:
-                out[key] = inner
-    return out
+    return _readable(body, tree, lambda _part, _key, view_path: _lookup(view, view_path))
 
 
 def readable_part(body: Mapping[str, Any], tree: Tree = READABLE_TREE) -> dict[str, Any]:
     """`body` limited to the fields `previous()` captures: its readable fields, arrays whole."""
+    return _readable(body, tree, lambda part, key, _view_path: part[key])
+
+
+def _readable(body: Mapping[str, Any], tree: Tree,
+              leaf: Callable[[Mapping[str, Any], str, str], Any]) -> dict[str, Any]:
+    """`body`'s readable fields, shaped like a body, each leaf's value given by
+    `leaf(the object holding it, its key, its path in the view)`; objects left empty dropped."""
     out: dict[str, Any] = {}
     for key in sorted(body):
         sub = tree.get(key)
         if sub is None:
             continue
         if isinstance(sub, str):
-            out[key] = body[key]
+            out[key] = leaf(body, key, sub)
         elif isinstance(body[key], dict):
-            inner = readable_part(body[key], sub)
+            inner = _readable(body[key], sub, leaf)
             if inner:
                 out[key] = inner
     return out
