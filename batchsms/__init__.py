@@ -8,13 +8,21 @@ other module is private. The CLI (`batchsms`, cli.py and `commands/`) drives the
             ...
     problems = batchsms.validate(update)
 
-The flow, one module per stage::
+The house, one package per stage of a line's way (lower ones never import higher ones;
+tests/test_layout.py checks it)::
 
-    records -> schema -> plan -> limiter -> client (+ retry, signing) -> outcomes
-               \_________________ engine/pipeline wires them _________________/
-
-`api.py` holds `Client`; the commands that drive the flow are in `commands/`; `cli.py` parses
-their options.
+    lines/      reader (JSONL -> lines), schema (the body schema as data), bodies (the body to
+                send, its hash), expect, diff and readable (a body against a task's view)
+    transport/  client (one HTTP exchange, errors mapped once), signing, credentials, endpoint,
+                untrusted (bounding and cleaning what servers send)
+    journal/    outcomes (the record, the writer, the lock, reading), resume (what is done)
+    engine/     bucket, retry, budget, pace, admission, outage, ordering, sender, pipeline, build
+    changes/    readback (ShowTask -> view), guarded_put (skip/verify/expect), preview (plan),
+                undo, undo_log
+    simulator/  the local endpoint
+    client.py   the library's `Client`: transport + engine + journal for one caller
+    commands/   one module per command and every CLI-only concern (logs, progress, metrics,
+                signals, process limits, exit codes, output paths); cli.py parses options
 """
 
 from __future__ import annotations
@@ -25,9 +33,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from batchsms.api import Client, Update, Updates, run_sync, validate
-    from batchsms.commands.plan import PlanEntry, Verdict
-    from batchsms.credentials import AkSkCredentials, Credentials, TokenCredentials
+    from batchsms.changes.preview import PlanEntry, Verdict
+    from batchsms.client import Client, Update, Updates, run_sync, validate
     from batchsms.errors import (
         AbortedError,
         BatchSmsError,
@@ -35,20 +42,22 @@ if TYPE_CHECKING:
         EventLoopRunningError,
         UsageError,
     )
-    from batchsms.outcomes import Outcome, Status
-    from batchsms.schema import Problem
+    from batchsms.journal.outcomes import Outcome, Status
+    from batchsms.lines.schema import Problem
+    from batchsms.transport.credentials import AkSkCredentials, Credentials, TokenCredentials
 
 # Imported on first use: the CLI (`batchsms --help`, `validate`) must not pay for the client
 # and the engine; a script's `batchsms.Client` loads them.
 _WHERE = {
-    "Client": "api", "Update": "api", "Updates": "api", "run_sync": "api", "validate": "api",
-    "PlanEntry": "commands.plan", "Verdict": "commands.plan",
-    "AkSkCredentials": "credentials", "Credentials": "credentials",
-    "TokenCredentials": "credentials",
+    "Client": "client", "Update": "client", "Updates": "client", "run_sync": "client",
+    "validate": "client",
+    "PlanEntry": "changes.preview", "Verdict": "changes.preview",
+    "AkSkCredentials": "transport.credentials", "Credentials": "transport.credentials",
+    "TokenCredentials": "transport.credentials",
     "AbortedError": "errors", "BatchSmsError": "errors", "CredentialsError": "errors",
     "EventLoopRunningError": "errors", "UsageError": "errors",
-    "Outcome": "outcomes", "Status": "outcomes",
-    "Problem": "schema",
+    "Outcome": "journal.outcomes", "Status": "journal.outcomes",
+    "Problem": "lines.schema",
 }
 
 __all__ = [

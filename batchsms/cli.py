@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 import orjson
 
 from batchsms import __version__
-from batchsms.errors import JournalError, UsageError
-from batchsms.exitcodes import ExitCode
-from batchsms.plan import build_defaults
+from batchsms.errors import ExitCode, JournalError, UsageError
+from batchsms.lines.bodies import build_defaults
 
 if TYPE_CHECKING:
+    from batchsms.commands.config import RunConfig
     from batchsms.commands.report import ReportConfig
     from batchsms.commands.tasks import TasksConfig
-    from batchsms.config import RunConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -192,7 +191,7 @@ def run_config(args: argparse.Namespace, log_format: str) -> RunConfig:
     """`run`'s options as its config; `log_format` as `logs.configure` resolved it."""
     from datetime import datetime
 
-    from batchsms.config import RunConfig, parse_deadline, parse_duration
+    from batchsms.commands.config import RunConfig, parse_deadline, parse_duration
 
     return RunConfig(
         input=args.input, out=args.out, endpoint=args.endpoint, region=args.region,
@@ -210,7 +209,7 @@ def run_config(args: argparse.Namespace, log_format: str) -> RunConfig:
 
 def plan_config(args: argparse.Namespace) -> RunConfig:
     """`plan`'s options: the run's connection options and body layers."""
-    from batchsms.config import RunConfig
+    from batchsms.commands.config import RunConfig
 
     return RunConfig(
         input=args.input, endpoint=args.endpoint, region=args.region, simulate=args.simulate,
@@ -257,7 +256,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
 
 
 def _plan(args: argparse.Namespace) -> ExitCode:
-    from batchsms import logs
+    from batchsms.commands import logs
     from batchsms.commands.plan import run_plan
 
     logs.configure(None)

@@ -1,355 +1,450 @@
-"""One HTTP exchange with SMS: a signed request in, a `Reply` out, aiohttp errors mapped once.
+"""The Python API (CONTRACT §12): `Client`, `validate` and `run_sync`, the library over the engine.
 
-`SmsClient` owns the `aiohttp.ClientSession` (connector sized to the concurrency, TLS always
-verified, optionally against `--ca-bundle`) and turns each call into either a `Reply` (any HTTP
-status) or a `TransportError` (no response, with `sent` saying whether it may have left). It
-does not retry: that is the engine's job, so that every request that leaves the process is
-counted and passes the token bucket. For the same reason it never follows a redirect (a 3xx is an
-answer), and aiohttp's silent re-send of idempotent requests on a dropped kept-alive connection
-is switched off (`tests/test_pipeline.py` proves it). Nothing from the answer is trusted: bodies
-are read up to `wire.MAX_BODY`, and every string passes `wire.safe_text` here, once, so every
-command gets the same checks. The known secret values (the credentials' `secrets()`, and any
-other the caller names) are cut out here too (`wire.Redactor`), from every string before it is
-bounded and from a body as it is parsed (`Reply.json`), so a server that echoes the request
-cannot get them recorded (CONTRACT §6); a body nobody reads (a write's 200) is never scanned.
-Where to send (endpoint, region, TLS trust) is connection.py's.
+Where it sits: at the top, beside `commands/`. A `Client` opens what runs need once (the
+endpoint, or a simulator started in this event loop; the credentials; one HTTP connection pool)
+and drives the same engine as `batchsms run`: the planner (lines/bodies.py), the line handler
+(changes/guarded_put.py), the sender (engine/build.py) and the `Pipeline`. What stays in `commands/`
+and never happens here: signal handlers, process limits (RLIMIT_NOFILE), logging configuration,
+the progress bar, the journal file and its lock, exit codes. So a `Client` works inside a
+running event loop and in any thread.
 
-Size (~320 lines): one job; a third of it is the translation of aiohttp's errors, kept in one
-place on purpose.
+    updates (iterable or async iterable of dicts)
+      -> _Updates: numbered from 1, read and planned as input lines
+      -> Pipeline (pace, retries, per-task order) -> _Sink -> bounded stream -> `async for`
+
+Outcomes reach the caller through a bounded memory stream: while the caller does not take them,
+the feed takes no more updates (backpressure), so memory stays flat whatever their number.
+An abort ends the iteration with `AbortedError` after every update's outcome was yielded.
 """
 
 from __future__ import annotations
 
-import contextvars
-import errno
-import re
-import ssl
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+import asyncio
+import os
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from itertools import islice
 from types import TracebackType
-from typing import NamedTuple
-from urllib.parse import quote, urlsplit
+from typing import Any
 
-import aiohttp
+import anyio
+import anyio.abc
+import anyio.lowlevel
 import orjson
-from aiohttp import http_exceptions
-from aiohttp.client_reqrep import ClientRequest, ClientResponse
-from aiohttp.connector import Connection
-from aiohttp.tracing import Trace
-from multidict import CIMultiDictProxy
-from yarl import URL
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from batchsms import __version__
+from batchsms.changes.guarded_put import WriteChecks, line_handler
+from batchsms.changes.preview import PlanEntry, SenderReader, plan_entries
+from batchsms.engine.build import EngineSettings, build_sender, require_transport_features
+from batchsms.engine.feed import FEED_BATCH
+from batchsms.engine.numbers import check_number, check_sending
+from batchsms.engine.outage import DEFAULT_MAX_OUTAGE
+from batchsms.engine.pipeline import Pipeline, SendOptions
+from batchsms.engine.stopping import Stopped
 from batchsms.errors import (
-    BatchSmsError,
-    ConnectError,
-    RequestTimeout,
-    TlsError,
-    TransportError,
+    AbortedError,
+    CredentialsError,
+    EventLoopRunningError,
+    UsageError,
 )
-from batchsms.signing import Authenticator, canonical_query
-from batchsms.wire import (
-    MAX_BODY,
-    MAX_CODE,
-    MAX_HEADER,
-    MAX_MESSAGE,
-    MAX_REQUEST_ID,
-    NO_SECRETS,
-    Redactor,
-    safe_location,
-    safe_text,
-)
+from batchsms.journal.outcomes import Outcome, new_run_id
+from batchsms.lines.bodies import Planned, Planner
+from batchsms.lines.reader import MAX_LINE_BYTES, InvalidLine, Line, parse_line
+from batchsms.lines.schema import Problem
+from batchsms.simulator import endpoint_url
+from batchsms.transport.client import SmsClient
+from batchsms.transport.credentials import AkSkCredentials, Credentials, TokenCredentials
+from batchsms.transport.endpoint import resolve_endpoint, run_credentials
+from batchsms.transport.signing import Authenticator, authenticator
 
-USER_AGENT = f"batchsms/{__version__}"
-JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
+__all__ = ["Client", "Update", "Updates", "run_sync", "validate"]
+
+Update = Mapping[str, Any]
+"""One input line as a dict (CONTRACT §1): `task_id`, `body`, and optionally `ref`, `expect`."""
+Updates = Iterable[Update] | AsyncIterable[Update]
+
+OUTCOME_BUFFER = 256
+"""Outcomes waiting for the caller before the feed waits too."""
 
 
-class AnswerTooLarge(BatchSmsError, ValueError):  # noqa: N818 - reads as orjson's errors
-    """A body the caller needs was larger than `wire.MAX_BODY`, so it was not read."""
+def _line_of(number: int, update: object) -> Line | InvalidLine:
+    """An update read as the CLI reads a line of a file: the same checks, the same problems.
+
+    It goes through its JSON bytes: what cannot be JSON (a set, bytes, a key that is not a
+    string) is an invalid line, and the caller's dict is never held or changed."""
+    if isinstance(update, Mapping) and not isinstance(update, dict):
+        update = dict(update)
+    try:
+        raw = orjson.dumps(update)
+    except TypeError as exc:  # orjson.JSONEncodeError is one
+        return InvalidLine(number, *_ids(update), (Problem("line", f"not JSON: {exc}"),))
+    if len(raw) > MAX_LINE_BYTES:
+        return InvalidLine(number, *_ids(update), (Problem(
+            "line", f"the update is {len(raw)} bytes as JSON, longer than the limit of "
+            f"{MAX_LINE_BYTES} bytes"),))
+    parsed = parse_line(number, raw)
+    assert parsed is not None  # orjson never writes a blank line
+    return parsed
 
 
-class Reply(NamedTuple):
-    """What one request got back: the status and what the outcome needs from it (a `NamedTuple`:
-    one is made per request, and a frozen dataclass costs four times as much to make).
+def _ids(update: object) -> tuple[str | None, str | None]:
+    if not isinstance(update, dict):
+        return None, None
+    task_id, ref = update.get("task_id"), update.get("ref")
+    return (task_id if isinstance(task_id, str) else None, ref if isinstance(ref, str) else None)
 
-    Every string is already safe (`wire.safe_text`): valid Unicode, no control characters,
-    bounded, known secrets cut out. `raw_body` is the body as it came, secrets included: read
-    it only through `json`, which cuts them out first (`redactor`), and never record it. It is
-    empty when the answer was larger than `MAX_BODY` (`body_cut`): for a write the status is
-    the answer; a read that needs the body gets `AnswerTooLarge` from `json`.
+
+def _planned(planner: Planner, number: int, update: object) -> Planned | InvalidLine:
+    line = _line_of(number, update)
+    return line if isinstance(line, InvalidLine) else planner.plan(line)
+
+
+def validate(update: Update) -> list[Problem]:
+    """Every problem of one input-line dict (CONTRACT §1-2), each with `.path` and `.message`;
+    [] when `run` would send it. No network."""
+    item = _planned(Planner(), 1, update)
+    return list(item.errors) if isinstance(item, InvalidLine) else []
+
+
+class _Sink:
+    """The pipeline's outcome writer for the API: each outcome into a bounded stream to the
+    caller's `async for`; what does not fit waits in `_waiting` until the feed's next take
+    (`drain`), which holds the feed back meanwhile. `_waiting` stays small: at most the lines
+    held by the workers and one batch of the feed."""
+
+    def __init__(self, send: MemoryObjectSendStream[Outcome]) -> None:
+        self._send = send
+        self._waiting: deque[Outcome] = deque()
+
+    def write(self, outcome: Outcome, *, durable: bool = False) -> None:
+        if not self._waiting:
+            try:
+                self._send.send_nowait(outcome)
+            except anyio.WouldBlock:
+                pass
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return  # the caller stopped iterating: the run is being cancelled
+            else:
+                return
+        self._waiting.append(outcome)
+
+    def flush(self) -> None:
+        pass  # nothing is buffered on the way to a file
+
+    async def drain(self) -> None:
+        """Hand every waiting outcome to the caller (waits while the caller does not take)."""
+        while self._waiting:
+            try:
+                await self._send.send(self._waiting[0])
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._waiting.clear()
+                return
+            self._waiting.popleft()
+
+
+class _Updates:
+    """The pipeline's line source over the caller's updates: numbered from 1, planned, a batch
+    at a time, after the caller has taken the outcomes waiting (`_Sink.drain`).
+
+    An async iterable is read by `pump` (a task of the run) into a small stream, so `take()`
+    returns what has arrived without waiting for a whole batch. `regular`: after an abort the
+    rest is still read, and each update recorded as `skipped`: every update gets its outcome.
     """
 
-    status: int
-    request_id: str | None
-    error_code: str | None
-    error_msg: str | None
-    retry_after: str | None
-    raw_body: bytes
-    body_cut: bool = False
-    redactor: Redactor = NO_SECRETS
+    regular = True
+
+    def __init__(self, updates: Updates, sink: _Sink) -> None:
+        self._planner = Planner()
+        self._sink = sink
+        self._number = 0
+        self._sync = None if isinstance(updates, AsyncIterable) else iter(updates)
+        self._async = updates if isinstance(updates, AsyncIterable) else None
+        self._error: Exception | None = None
+        self._arrived: MemoryObjectReceiveStream[object] | None = None
+        self._send: MemoryObjectSendStream[object] | None = None
+        if self._async is not None:
+            self._send, self._arrived = anyio.create_memory_object_stream[object](FEED_BATCH)
 
     @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
+    def is_async(self) -> bool:
+        return self._async is not None
 
-    def json(self) -> object:
-        """The body parsed; raises ValueError (`AnswerTooLarge`, orjson's) when there is none."""
-        if self.body_cut:
-            raise AnswerTooLarge(f"the answer (HTTP {self.status}) was larger than "
-                                 f"{MAX_BODY // 2**20} MiB and was not read")
-        return orjson.loads(self.redactor.body(self.raw_body))
+    async def pump(self) -> None:
+        """Read the async iterable into the stream `take()` reads (a task of the run)."""
+        assert self._async is not None
+        assert self._send is not None
+        async with self._send:
+            try:
+                async for update in self._async:
+                    await self._send.send(update)
+            except Exception as exc:  # the caller's: raised by take(), as it is
+                self._error = exc
 
-
-_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+")
-"""What `quote(..., safe="")` leaves as it is (RFC 3986 unreserved characters)."""
-
-
-def task_path(task_id: str) -> str:
-    """The wire path for a task: the id percent-encoded as one segment, never raw."""
-    if _UNRESERVED.fullmatch(task_id):  # the common id: nothing to encode
-        return "/v3/tasks/" + task_id
-    return "/v3/tasks/" + quote(task_id, safe="")
-
-
-def _error_fields(body: bytes, redact: Redactor) -> tuple[str | None, str | None]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None, None
-    if not isinstance(data, dict):
-        return None, None
-    code, msg = data.get("error_code"), data.get("error_msg")
-    return (redact.safe(code, MAX_CODE) if isinstance(code, str) else None,
-            redact.safe(msg, MAX_MESSAGE) if isinstance(msg, str) else None)
-
-
-def _reply(status: int, headers: CIMultiDictProxy[str], data: bytes, *, cut_off: bool,
-           redact: Redactor) -> Reply:
-    """The `Reply` of an answer, every string from it made safe and its secrets cut out."""
-    request_id = redact.safe_or_none(headers.get("X-Request-Id"), MAX_REQUEST_ID)
-    retry_after = redact.safe_or_none(headers.get("Retry-After"), MAX_HEADER)
-    if status < 300:  # the common answer: no error fields to look for
-        return Reply(status, request_id, None, None, retry_after, data, cut_off, redact)
-    code = msg = None
-    if 300 <= status < 400:
-        # Never followed, and never a code from its body: it is not the service speaking.
-        location = headers.get("Location")
-        code = f"http_{status}"
-        msg = (f"HTTP {status}: redirected to {safe_location(redact.text(location))}"
-               if location else f"HTTP {status}: a redirect without a Location"
-               ) + " (redirects are not followed)"
-    elif status >= 400:
-        if cut_off:
-            msg = f"HTTP {status} (an answer larger than {MAX_BODY // 2**20} MiB, not read)"
+    async def take(self) -> list[Planned | InvalidLine]:
+        await self._sink.drain()
+        if self._sync is not None:
+            await anyio.lowlevel.checkpoint()  # let the workers in
+            updates: list[object] = list(islice(self._sync, FEED_BATCH))
         else:
-            code, msg = _error_fields(data, redact)
-    return Reply(status, request_id, code, msg, retry_after, data, cut_off, redact)
+            assert self._arrived is not None
+            try:
+                updates = [await self._arrived.receive()]
+            except anyio.EndOfStream:
+                if self._error is not None:
+                    raise self._error from None
+                return []
+            while len(updates) < FEED_BATCH:
+                try:
+                    updates.append(self._arrived.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+        first, self._number = self._number, self._number + len(updates)
+        plan = self._planner
+        return [_planned(plan, first + i, update) for i, update in enumerate(updates, 1)]
+
+    def close(self) -> None:
+        if self._arrived is not None:
+            self._arrived.close()
 
 
-def _fits(resp: ClientResponse) -> bool:
-    """A plain body whose Content-Length is within MAX_BODY (the common answer): read whole."""
-    length = resp.content_length
-    return length is not None and length <= MAX_BODY and "Content-Encoding" not in resp.headers
+@dataclass
+class _Ending:
+    """How a run ended, handed from the task that drove it to the caller's iterator."""
+
+    stopped: Stopped | None = None
+    error: BaseException | None = None
 
 
-async def _read_bounded(resp: ClientResponse) -> tuple[bytes, bool]:
-    """A body that does not `_fits`: the body, unless it is larger than MAX_BODY: then
-    (b"", True), and the rest is never read (the connection is closed instead of drained). A
-    compressed body is counted as it is decompressed: its Content-Length says nothing about what
-    it inflates to."""
-    if resp.content_length is None or "Content-Encoding" in resp.headers:
-        chunks, size = [], 0
-        async for chunk in resp.content.iter_any():
-            size += len(chunk)
-            if size > MAX_BODY:
-                break
-            chunks.append(chunk)
-        else:
-            return b"".join(chunks), False
-    resp.close()
-    return b"", True
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside nested task-group groups, else the group itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
-# Whether the connector has handed the current request a connection: after that, a timeout
-# may have come after the request left. A context variable, because the connector runs inside
-# the request's own task (see `_Connector`).
-_CONNECTED: contextvars.ContextVar[bool] = contextvars.ContextVar("connected", default=False)
+class Client:
+    """Sends updates to Huawei Cloud SMS: `async with Client(...) as client`, then
+    `async for outcome in client.run(updates)` (CONTRACT §12; README "Python API").
 
+    `endpoint`, else `region`, else `BATCHSMS_ENDPOINT`; or `simulate=True`: a simulator
+    started in this event loop for the client's life. `credentials`: a `TokenCredentials` or
+    `AkSkCredentials`; None looks for them as the CLI does (CONTRACT §6). Sending options mean
+    what `run`'s do. Enter and leave it in the same task; it may run several `run`/`plan`.
+    """
 
-class _Connector(aiohttp.TCPConnector):
-    """A TCPConnector that notes when a request got its connection (`_CONNECTED`)."""
-
-    async def connect(self, req: ClientRequest, traces: list[Trace],
-                      timeout: aiohttp.ClientTimeout) -> Connection:  # noqa: ASYNC109
-        connection = await super().connect(req, traces, timeout)
-        _CONNECTED.set(True)
-        return connection
-
-
-class SmsClient:
-    """Sends signed requests to one SMS endpoint over one pooled session."""
-
-    def __init__(self, endpoint: str, auth: Authenticator | None, *, concurrency: int,
-                 timeout: float, tls: ssl.SSLContext | bool = True,
-                 secrets: Iterable[str] = ()) -> None:
-        """`secrets`: values to cut out of answers besides the credentials' own (a proxy
-        password). `auth.secrets()` is read once, here: an authenticator whose credentials
-        change during a run (refreshed temporary credentials) needs a client that rebuilds its
-        `Redactor` then, keeping the old values too (answers to requests signed with them)."""
-        parts = urlsplit(endpoint)
-        self._base = f"{parts.scheme}://{parts.netloc}"
-        default_port = 443 if parts.scheme == "https" else 80
-        self._host = parts.hostname or ""
-        if ":" in self._host:  # an IPv6 literal keeps its brackets, as in the SDK's netloc
-            self._host = f"[{self._host}]"
-        if parts.port not in (None, default_port):
-            self._host = f"{self._host}:{parts.port}"
-        self._auth = auth
-        self._redact = Redactor([*(auth.secrets() if auth is not None else ()), *secrets])
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._ssl = tls
+    def __init__(self, endpoint: str | None = None, *, region: str | None = None,
+                 simulate: bool = False, credentials: Credentials | None = None,
+                 rate: float = 10.0, burst: float = 1, concurrency: int = 16,
+                 max_attempts: int = 5, timeout: float = 30.0,
+                 abort_failure_ratio: float = 0.5,
+                 max_outage: float = DEFAULT_MAX_OUTAGE) -> None:
+        if simulate and (endpoint or region):
+            raise UsageError("give an endpoint or a region, or simulate=True, not both")
+        if concurrency < 1:
+            raise UsageError(f"concurrency must be at least 1, got {concurrency}")
+        check_sending(rate, max_attempts, timeout)
+        check_number("burst", burst, burst >= 1, "at least 1")
+        check_number("max_outage", max_outage, max_outage > 0, "more than 0")
+        check_number("abort_failure_ratio", abort_failure_ratio,
+                     0 <= abort_failure_ratio <= 1, "between 0 and 1")
+        if credentials is not None:
+            _check_credentials(credentials)
+        self._endpoint = endpoint
+        self._region = region
+        self._simulate = simulate
+        self._credentials = credentials
         self._concurrency = concurrency
-        self._session: aiohttp.ClientSession | None = None
+        self._timeout = timeout
+        self._settings = EngineSettings(concurrency=concurrency, rate=rate, burst=burst,
+                                        max_attempts=max_attempts, max_outage=max_outage)
+        self._abort_failure_ratio = abort_failure_ratio
+        self._stack: AsyncExitStack | None = None
+        self._sms: SmsClient | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
 
-    async def __aenter__(self) -> SmsClient:
-        connector = _Connector(limit=self._concurrency, ssl=self._ssl,
-                                         enable_cleanup_closed=False)
-        session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
-                                        auto_decompress=True, raise_for_status=False,
-                                        skip_auto_headers=("Accept-Encoding",))
-        # Every request that leaves the process must be a counted attempt that passed the
-        # bucket: no silent re-send of an idempotent PUT when a kept-alive connection drops.
-        # (aiohttp's own TestClient switches it off the same way.)
-        session._retry_connection = False
-        self._session = session
+    def __repr__(self) -> str:
+        where = "simulate=True" if self._simulate else f"endpoint={self._endpoint!r}"
+        return f"Client({where}, region={self._region!r}, credentials={self._credentials!r})"
+
+    async def __aenter__(self) -> Client:
+        if self._stack is not None:
+            raise UsageError("this Client is already open")
+        require_transport_features()
+        env = os.environ
+        endpoint = None if self._simulate else resolve_endpoint(self._endpoint, self._region, env)
+        auth: Authenticator | None
+        if self._credentials is not None:
+            auth = authenticator(self._credentials)
+        else:
+            auth = run_credentials(env, None, simulate=self._simulate)
+        async with AsyncExitStack() as opening:  # closes what opened if the rest fails
+            url = await opening.enter_async_context(endpoint_url(env, endpoint))
+            self._sms = await opening.enter_async_context(SmsClient(
+                url, auth, concurrency=self._concurrency, timeout=self._timeout))
+            self._tg = await opening.enter_async_context(anyio.create_task_group())
+            self._stack = opening.pop_all()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()  # runs whose caller stopped iterating
+        self._tg = self._sms = None
+        # Not handed `exc`: a task group would wrap the caller's own exception in a group.
+        # It propagates as it is (this returns None).
+        await stack.aclose()
 
-    async def abort_in_flight(self) -> None:
-        """Drop every connection now: each request in flight ends with a ConnectError."""
-        if self._session is not None and self._session.connector is not None:
-            await self._session.connector.close(abort_ssl=True)
+    def _open(self) -> tuple[SmsClient, anyio.abc.TaskGroup]:
+        if self._sms is None or self._tg is None:
+            raise UsageError("use the Client as an async context manager: "
+                             "`async with batchsms.Client(...) as client:`")
+        return self._sms, self._tg
 
-    async def request(self, method: str, path: str, body: bytes = b"",
-                      query: Sequence[tuple[str, str]] = ()) -> Reply:
-        """One attempt: any HTTP answer as a `Reply`, else a `TransportError` (see `_translate`).
+    async def run(self, updates: Updates, *, op: str | None = None,
+                  skip_unchanged: bool = False, verify: bool = False,
+                  ) -> AsyncGenerator[Outcome, None]:
+        """Send every update; yield each one's `Outcome` as it finishes (completion order).
 
-        Redirects are never followed: a 3xx is an answer like any other, so no request leaves
-        without passing the bucket, and no credential is sent anywhere but the endpoint.
+        `updates`: input-line dicts, `line` being the 1-based position. An invalid one yields
+        an `invalid` outcome with its problems; nothing is sent for it. `skip_unchanged` and
+        `verify` are `run --skip-unchanged` and `run --verify`. Raises `AbortedError` after the
+        last outcome when the run was aborted; an exception raised by `updates` ends the run
+        and is raised as it is. Leaving the loop early stops the run (at once with
+        `contextlib.aclosing`, else when the iterator is collected or the client closed).
         """
-        assert self._session is not None, "use SmsClient as an async context manager"
-        headers = {"Host": self._host, "User-Agent": USER_AGENT}
-        if body:
-            headers["Content-Type"] = JSON_CONTENT_TYPE
-        if self._auth is not None:
-            headers = self._auth.headers_for(method, self._host, path, query, headers, body,
-                                             datetime.now(UTC))
-        url = self._base + path
-        if query:  # sent exactly as signed, as the SDK does
-            url += "?" + canonical_query(query)
-        _CONNECTED.set(False)
-        status: int | None = None
+        _check_op(op)
+        _check_updates(updates)
+        sms, tg = self._open()
+        send, receive = anyio.create_memory_object_stream[Outcome](OUTCOME_BUFFER)
+        sink = _Sink(send)
+        source = _Updates(updates, sink)
+        run_id = new_run_id()
+        pipeline = Pipeline(
+            run_id=run_id, sender=build_sender(sms, self._settings), writer=sink,
+            options=SendOptions(concurrency=self._concurrency,
+                                abort_failure_ratio=self._abort_failure_ratio),
+            handler=line_handler(run_id, WriteChecks(skip_unchanged=skip_unchanged,
+                                                     verify=verify)))
+        ending = _Ending()
+        scope = anyio.CancelScope()
+
+        async def drive() -> None:
+            with scope:
+                async with send:
+                    try:
+                        async with anyio.create_task_group() as reading:
+                            if source.is_async:
+                                reading.start_soon(source.pump)
+                            await pipeline.run(source)
+                            reading.cancel_scope.cancel()
+                    except Exception as exc:  # raised in the caller's task, after the rest
+                        ending.error = _single(exc)
+                    ending.stopped = pipeline.stop.stopped
+                    await sink.drain()
+
+        tg.start_soon(drive)
         try:
-            async with self._session.request(method, URL(url, encoded=True),
-                                             data=body or None, headers=headers,
-                                             allow_redirects=False) as resp:
-                status = resp.status
-                if _fits(resp):  # read here: one coroutine less on every common answer
-                    return _reply(status, resp.headers, await resp.read(), cut_off=False,
-                                  redact=self._redact)
-                data, cut_off = await _read_bounded(resp)
-                return _reply(status, resp.headers, data, cut_off=cut_off, redact=self._redact)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _translate(exc, method, status, connected=_CONNECTED.get(),
-                             redact=self._redact) from exc
+            async with receive:
+                async for outcome in receive:
+                    yield outcome
+        finally:
+            scope.cancel()  # a no-op once the run ended; else the caller left the loop
+        _raise_ending(ending)
 
-    async def put_task(self, task_id: str, body: bytes) -> Reply:
-        return await self.request("PUT", task_path(task_id), body)
-
-
-_WRITES = "; the update may have been applied"
-
-
-def _translate(exc: BaseException, method: str, status: int | None, *,
-               connected: bool, redact: Redactor = NO_SECRETS) -> TransportError:
-    """aiohttp's errors (and the total timeout) as the project's, once, with `sent` decided.
-
-    `sent=False` only when the request certainly never left the process: the connection was
-    never made (refused, no descriptor, name not resolved, TLS refused: aiohttp's
-    `ClientConnectorError` family), or the timeout struck before the connector handed over a
-    connection. Everything else (a reset, a disconnect, an answer that could not be parsed)
-    may have reached the server, and for a write the message says so. What a certificate or a
-    handshake error quotes comes from the server: its known secrets are cut out (`redact`).
-    """
-    may_apply = "" if method == "GET" else _WRITES
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return TlsError(redact.safe(f"TLS certificate not trusted: {exc.certificate_error}"),
-                        sent=False)
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return TlsError(redact.safe(f"TLS handshake failed: {exc.os_error}"), sent=False)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return ConnectError(_describe_connect(exc), sent=False)
-    if isinstance(exc, TimeoutError):
-        if not connected:
-            return RequestTimeout("could not connect within the timeout; the request was "
-                                  "not sent", sent=False)
-        return RequestTimeout(f"no answer within the timeout{may_apply}")
-    answer = "" if status is None else f" (HTTP {status})"
-    problem = _parse_problem(exc) if isinstance(exc, aiohttp.ClientError) else None
-    if problem is not None:
-        return ConnectError(f"the answer{answer} {problem}{may_apply}")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return ConnectError(f"the server closed the connection without answering{may_apply}")
-    if isinstance(exc, OSError) and exc.strerror:
-        return ConnectError(safe_text(f"the connection failed: {exc.strerror}{may_apply}"))
-    return ConnectError(safe_text(f"the connection failed ({type(exc).__name__}){may_apply}"))
+    async def plan(self, updates: Updates) -> AsyncGenerator[PlanEntry, None]:
+        """What `run` would change, line by line, in input order (`batchsms plan`): each
+        `PlanEntry` has `.verdict`, `.diff`, `.problems` and `.to_dict()` (`plan --json`'s
+        object). Reads each task (ShowTask), writes nothing. Raises `AbortedError` after the
+        last entry when reading was aborted (credentials rejected)."""
+        _check_updates(updates)
+        sms, _ = self._open()
+        reader = SenderReader(build_sender(sms, self._settings))
+        planner = Planner()
+        items: Any
+        if isinstance(updates, AsyncIterable):
+            async def planned() -> AsyncIterator[Planned | InvalidLine]:
+                number = 0
+                async for update in updates:
+                    number += 1
+                    yield _planned(planner, number, update)
+            items = planned()
+        else:
+            items = (_planned(planner, n, u) for n, u in enumerate(updates, 1))
+        async for entry in plan_entries(items, reader, concurrency=self._concurrency):
+            yield entry
+        if reader.stopped is not None:
+            raise AbortedError(f"plan stopped: {reader.stopped}")
 
 
-def _describe_connect(exc: aiohttp.ClientConnectorError) -> str:
-    error = exc.os_error
-    if error.errno in (errno.EMFILE, errno.ENFILE):
-        why = "no file descriptor left (raise `ulimit -n` or lower --concurrency)"
-    elif isinstance(exc, aiohttp.ClientConnectorDNSError):
-        why = "the name could not be resolved"
+def _raise_ending(ending: _Ending) -> None:
+    if ending.error is not None:
+        raise ending.error
+    if ending.stopped is not None:
+        raise AbortedError(f"run aborted: {ending.stopped.message}")
+
+
+def _check_updates(updates: object) -> None:
+    """One update, or JSONL text, where a collection of updates was meant: each key or
+    character would be an invalid line."""
+    if isinstance(updates, str | bytes | bytearray | Mapping):
+        kind = "a mapping (one update?)" if isinstance(updates, Mapping) else "text"
+        raise UsageError(f"updates must be an iterable or async iterable of update dicts, got "
+                         f"{kind}: pass [update], or parse JSONL lines with json.loads first")
+
+
+def _check_op(op: str | None) -> None:
+    if op not in (None, "update"):
+        raise UsageError(f"op={op!r}: this version sends UpdateTask only (op='update')")
+
+
+def _check_credentials(credentials: object) -> None:
+    if isinstance(credentials, TokenCredentials):
+        if not credentials.token.strip():
+            raise CredentialsError("the token is empty")
+    elif isinstance(credentials, AkSkCredentials):
+        if not (credentials.ak.strip() and credentials.sk.strip()):
+            raise CredentialsError("an AK/SK needs both the ak and the sk")
     else:
-        why = error.strerror or type(error).__name__
-    return safe_text(f"cannot connect to {exc.host}:{exc.port}: {why}; the request was not sent")
+        raise CredentialsError("credentials must be a batchsms.TokenCredentials or "
+                               f"batchsms.AkSkCredentials, got {type(credentials).__name__}")
 
 
-def _parse_problem(exc: aiohttp.ClientError) -> str | None:
-    """What was wrong with an answer aiohttp could not parse, in words (None: not a parse error).
+def run_sync(updates: Iterable[Update], endpoint: str | None = None, *,
+             region: str | None = None, simulate: bool = False,
+             credentials: Credentials | None = None, rate: float = 10.0, burst: float = 1,
+             concurrency: int = 16, max_attempts: int = 5, timeout: float = 30.0,
+             skip_unchanged: bool = False, verify: bool = False) -> list[Outcome]:
+    """`Client.run` for a script without an event loop: every outcome, in completion order.
 
-    aiohttp wraps the parser's error (`LineTooLong`, `BadStatusLine`, ...) in one or two
-    generic ones; its own text quotes the server's bytes and, in `repr`, our request headers,
-    so it is never shown: only the kind is.
-    """
-    if not isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
-        return None
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, http_exceptions.LineTooLong):
-            return "had a header or status line larger than 8 KiB"
-        if isinstance(cause, http_exceptions.BadStatusLine):
-            return "did not start with an HTTP status line"
-        if isinstance(cause, http_exceptions.ContentLengthError):
-            return "was cut short: the connection closed before its Content-Length arrived"
-        if isinstance(cause, http_exceptions.TransferEncodingError):
-            return "had a malformed chunked encoding"
-        if isinstance(cause, http_exceptions.ContentEncodingError):
-            return "had a compressed body that could not be decoded"
-        if isinstance(cause, http_exceptions.BadHttpMessage):
-            text = str(cause.message).lower()
-            if "chunk" in text:
-                return "had a malformed chunked encoding"
-            if "expected http/" in text:  # aiohttp < 3.13 says it without BadStatusLine
-                return "did not start with an HTTP status line"
-            return "had malformed headers"
-        cause = cause.__cause__
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "had a body that could not be read"
-    return "could not be parsed as HTTP"
+    Raises `EventLoopRunningError` where an event loop runs (use `Client` there), and
+    `AbortedError` with every outcome in `.outcomes` when the run was aborted."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise EventLoopRunningError(
+            "batchsms.run_sync cannot be called where an event loop is running (it would have "
+            "to block that loop): use `async with batchsms.Client(...) as client:` and "
+            "`async for outcome in client.run(updates)` instead")
+
+    async def collect() -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        async with Client(endpoint, region=region, simulate=simulate, credentials=credentials,
+                          rate=rate, burst=burst, concurrency=concurrency,
+                          max_attempts=max_attempts, timeout=timeout) as client:
+            try:
+                async for outcome in client.run(updates, skip_unchanged=skip_unchanged,
+                                                verify=verify):
+                    outcomes.append(outcome)  # noqa: PERF401 - kept when it aborts
+            except AbortedError as exc:
+                raise AbortedError(str(exc), outcomes=tuple(outcomes)) from None
+        return outcomes
+
+    return asyncio.run(collect())
+

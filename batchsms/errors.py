@@ -20,10 +20,12 @@ Messages never carry secrets: credentials are redacted before any error is built
 
 from __future__ import annotations
 
+import enum
+import signal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from batchsms.outcomes import Outcome
+    from batchsms.journal.outcomes import Outcome
 
 
 class BatchSmsError(Exception):
@@ -99,3 +101,19 @@ class RequestTimeout(TransportError):  # noqa: N818 - reads as httpx's ReadTimeo
     """No complete response within the per-request timeout."""
 
     code = "timeout"
+
+
+# -- exit codes (CONTRACT §7) ---------------------------------------------------------------
+class ExitCode(enum.IntEnum):
+    OK = 0  # every line succeeded (or was already done); validate: every line valid
+    SOME_FAILED = 1  # finished; some lines failed, were invalid or skipped
+    USAGE = 2  # could not start: options, credentials, input, a locked --out
+    ABORTED = 3  # auth rejected, --abort-failure-ratio passed, an outage outlasted its limit
+    BROKEN = 4  # outcomes could not be written while running
+    SIGINT = 128 + signal.SIGINT  # 130
+    SIGTERM = 128 + signal.SIGTERM  # 143
+
+    @classmethod
+    def interrupted_by(cls, signum: int) -> ExitCode:
+        """The code of a run stopped by signal `signum` (SIGINT or SIGTERM)."""
+        return cls(128 + signum)

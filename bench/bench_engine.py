@@ -35,9 +35,9 @@ import anyio.lowlevel
 import orjson
 import structlog
 
-from batchsms.client import Reply
-from batchsms.outcomes import OutcomeWriter
-from batchsms.plan import checked_lines
+from batchsms.journal.outcomes import OutcomeWriter
+from batchsms.lines.bodies import checked_lines
+from batchsms.transport.client import Reply
 
 OK = Reply(200, "req-1", None, None, None, b"{}")
 CONCURRENCY = 64
@@ -72,8 +72,8 @@ async def one_run(source: Path, out: Path, old: bool) -> float:
     pipeline: Any
     if old:
         old_pipeline = importlib.import_module("batchsms.pipeline")  # not in this tree
-        old_limiter = importlib.import_module("batchsms.limiter")
-        from batchsms.retry import RetryPolicy
+        old_limiter = importlib.import_module("batchsms.engine.bucket")
+        from batchsms.engine.retry import RetryPolicy
         pipeline = old_pipeline.Pipeline(
             run_id="bench", client=InstantClient(), limiter=old_limiter.RateLimiter(0, 1),
             policy=RetryPolicy(), writer=writer,
@@ -81,10 +81,10 @@ async def one_run(source: Path, out: Path, old: bool) -> float:
         started = time.process_time()
         await pipeline.run(lines)
     else:
+        from batchsms.engine.build import EngineSettings, build_sender
         from batchsms.engine.feed import line_source
         from batchsms.engine.pipeline import Pipeline as NewPipeline
         from batchsms.engine.pipeline import SendOptions as NewOptions
-        from batchsms.engine.wiring import EngineSettings, build_sender
         sender = build_sender(InstantClient(), EngineSettings(concurrency=CONCURRENCY, rate=0))
         pipeline = NewPipeline(run_id="bench", sender=sender, writer=writer,
                                options=NewOptions(concurrency=CONCURRENCY))

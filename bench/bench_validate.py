@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from batchsms.plan import Planned, checked_lines
+from batchsms.lines.bodies import Planned, checked_lines
 
 RATIO_TARGET = 0.15
 RSS_TARGET_MB = 15.0

@@ -23,10 +23,10 @@ import atheris
 with atheris.instrument_imports():
     import orjson
 
-    from batchsms import records
-    from batchsms.plan import Planned, Planner, canonical_json
-    from batchsms.records import InvalidLine, Line
-    from batchsms.schema import validate
+    from batchsms.lines import reader as records
+    from batchsms.lines.bodies import Planned, Planner, canonical_json
+    from batchsms.lines.reader import InvalidLine, Line
+    from batchsms.lines.schema import validate
 
 LIMIT = 64
 BOM = b"\xef\xbb\xbf"

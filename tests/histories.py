@@ -44,7 +44,8 @@ import orjson
 import structlog
 
 import batchsms.commands.run as run_command
-from batchsms import cli, retry
+from batchsms import cli
+from batchsms.engine import retry
 from batchsms.simulator.faults import FaultConfig
 from batchsms.simulator.fleet import Fleet
 from batchsms.simulator.threaded import SimThread, simulator_thread
@@ -217,7 +218,7 @@ class KillSwitch:
     @contextlib.contextmanager
     def armed(self) -> Iterator[None]:
         """`os` replaced in the modules that write the journal and the side log."""
-        names = {"batchsms.outcomes", "batchsms.previous_log"}
+        names = {"batchsms.journal.outcomes", "batchsms.changes.undo_log"}
         for cls in ("OutcomeWriter", "PreviousLog"):
             found = getattr(run_command, cls, None)
             if found is not None:

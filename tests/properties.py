@@ -13,8 +13,8 @@ import orjson
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from batchsms.plan import canonical_json
-from batchsms.schema import PUT_TASK_REQ, Field, Kind, ObjectSpec, Problem, validate
+from batchsms.lines.bodies import canonical_json
+from batchsms.lines.schema import PUT_TASK_REQ, Field, Kind, ObjectSpec, Problem, validate
 
 BOUNDED = settings(max_examples=300, deadline=None, derandomize=True,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -22,16 +22,16 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 from yarl import URL
 
-from batchsms.credentials import AkSkCredentials, TokenCredentials, load_credentials
 from batchsms.errors import CredentialsError, UsageError
-from batchsms.signing import (
+from batchsms.simulator.gateway import verify_signature
+from batchsms.transport.credentials import AkSkCredentials, TokenCredentials, load_credentials
+from batchsms.transport.signing import (
     Signer,
     TokenAuthenticator,
     authenticator,
     canonical_uri,
     sign_headers,
 )
-from batchsms.simulator.gateway import verify_signature
 
 AK = "HPUAKEYEXAMPLE0000001"
 SK = "sEcReTkEy0123456789abcdefghijklmnopqrstu"

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
-from batchsms.records import MAX_LINE_BYTES
+from batchsms.lines.reader import MAX_LINE_BYTES
 from tests.jsonl import read_jsonl
 from tests.processes import InProcess, batchsms, peak_rss_kib
 

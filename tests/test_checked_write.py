@@ -8,15 +8,15 @@ from typing import Any
 import orjson
 import pytest
 
-from batchsms.checked_write import Capture, WriteChecks, checked_put
-from batchsms.client import SmsClient
-from batchsms.engine.wiring import EngineSettings, build_sender
-from batchsms.outcomes import Outcome, Status
-from batchsms.plan import Planned, Planner
-from batchsms.previous_log import PreviousLog
-from batchsms.records import Line
+from batchsms.changes.guarded_put import Capture, WriteChecks, checked_put
+from batchsms.changes.undo_log import PreviousLog
+from batchsms.engine.build import EngineSettings, build_sender
+from batchsms.journal.outcomes import Outcome, Status
+from batchsms.lines.bodies import Planned, Planner
+from batchsms.lines.reader import Line
 from batchsms.simulator import Fleet, SimulatorHandle, running
 from batchsms.simulator.faults import FaultConfig
+from batchsms.transport.client import SmsClient
 
 pytestmark = pytest.mark.anyio
 

@@ -8,8 +8,8 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchsms.diff import Change, Diff, applied, diff, previous, same, show, unreadable_paths
-from batchsms.schema import PUT_TASK_REQ, validate
+from batchsms.lines.diff import Change, Diff, applied, diff, previous, same, show, unreadable_paths
+from batchsms.lines.schema import PUT_TASK_REQ, validate
 from tests.properties import BOUNDED, from_spec
 
 VIEW: dict[str, Any] = {

@@ -15,9 +15,7 @@ import anyio.lowlevel
 import pytest
 from structlog.testing import capture_logs
 
-from batchsms.client import Reply
 from batchsms.engine.admission import Admission, Gate
-from batchsms.engine.attempt import Request, Result, Sender
 from batchsms.engine.budget import RetryBudget
 from batchsms.engine.feed import LoopLines, ThreadLines
 from batchsms.engine.feedback import Answer
@@ -25,14 +23,16 @@ from batchsms.engine.ordering import TaskOrder
 from batchsms.engine.outage import OutageGuard
 from batchsms.engine.pace import Pace
 from batchsms.engine.pipeline import Pipeline, SendOptions
+from batchsms.engine.retry import RetryPolicy
+from batchsms.engine.sender import Request, Result, Sender
 from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import Stop, StopReason
 from batchsms.errors import ConnectError, JournalError, RequestTimeout, TlsError, TransportError
-from batchsms.outcomes import Outcome
-from batchsms.plan import Planned
-from batchsms.records import InvalidLine
-from batchsms.retry import RetryPolicy
-from batchsms.schema import Problem
+from batchsms.journal.outcomes import Outcome
+from batchsms.lines.bodies import Planned
+from batchsms.lines.reader import InvalidLine
+from batchsms.lines.schema import Problem
+from batchsms.transport.client import Reply
 
 pytestmark = pytest.mark.anyio
 

@@ -9,16 +9,17 @@ from typing import Any
 import orjson
 import pytest
 
-from batchsms.checked_write import Capture, WriteChecks, checked_put
-from batchsms.client import SmsClient
-from batchsms.commands.plan import Verdict, plan_async
-from batchsms.config import RunConfig
-from batchsms.engine.wiring import EngineSettings, build_sender
-from batchsms.plan import Planned, Planner, checked_lines
-from batchsms.previous_log import PreviousLog
-from batchsms.records import InvalidLine, Line, parse_line
+from batchsms.changes.guarded_put import Capture, WriteChecks, checked_put
+from batchsms.changes.preview import Verdict
+from batchsms.changes.undo_log import PreviousLog
+from batchsms.commands.config import RunConfig
+from batchsms.commands.plan import plan_async
+from batchsms.engine.build import EngineSettings, build_sender
+from batchsms.lines.bodies import Planned, Planner, checked_lines
+from batchsms.lines.reader import InvalidLine, Line, parse_line
 from batchsms.simulator import Fleet, SimulatorHandle, running
 from batchsms.simulator.threaded import simulator_in_thread
+from batchsms.transport.client import SmsClient
 from tests.jsonl import read_jsonl, write_jsonl
 from tests.processes import Here
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from batchsms.outcomes import beside, lock_outcomes
-from batchsms.previous_log import previous_log_path
+from batchsms.changes.undo_log import previous_log_path
+from batchsms.journal.outcomes import beside, lock_outcomes
 from tests import processes
 from tests.jsonl import write_jsonl
 from tests.processes import Here

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchsms.limiter import RateLimiter, SendRateMeter, TokenBucket
+from batchsms.engine.bucket import RateLimiter, SendRateMeter, TokenBucket
 
 EPS = 1e-6
 

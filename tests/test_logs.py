@@ -7,9 +7,9 @@ import io
 import pytest
 import structlog
 
-from batchsms import logs
-from batchsms.credentials import AkSkCredentials
-from batchsms.signing import Signer
+from batchsms.commands import logs
+from batchsms.transport.credentials import AkSkCredentials
+from batchsms.transport.signing import Signer
 
 
 @pytest.mark.parametrize("fmt", ["json", "console"])

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from batchsms.commands.metrics import previous_last_success, write_metrics
+from batchsms.commands.outputs import check_output
 from batchsms.engine.stats import RunStats
 from batchsms.errors import UsageError
-from batchsms.metrics import previous_last_success, write_metrics
-from batchsms.outputs import check_output
 
 T1, T2 = 1_714_560_000.25, 1_714_646_400.5
 

@@ -86,7 +86,7 @@ def test_deadline_forms() -> None:
 
     import pytest
 
-    from batchsms.config import parse_deadline
+    from batchsms.commands.config import parse_deadline
     from batchsms.errors import UsageError
 
     tz = timezone(timedelta(hours=8))

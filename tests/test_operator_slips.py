@@ -17,9 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.progress import Progress
 
-from batchsms import logs
-from batchsms.outcomes import Outcome, Status
-from batchsms.progress import ProgressBar
+from batchsms.commands import logs
+from batchsms.commands.progress import ProgressBar
+from batchsms.journal.outcomes import Outcome, Status
 from tests import processes
 from tests.processes import Here
 

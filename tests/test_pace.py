@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from batchsms.engine.bucket import SendRateMeter
 from batchsms.engine.controller import (
     BETA_MAX,
     GROWTH,
@@ -17,7 +18,6 @@ from batchsms.engine.controller import (
 )
 from batchsms.engine.feedback import Answer
 from batchsms.engine.pace import Pace
-from batchsms.limiter import SendRateMeter
 
 
 class FixedMeter(SendRateMeter):

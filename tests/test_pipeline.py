@@ -12,8 +12,8 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
+from batchsms.commands.config import RunConfig
 from batchsms.commands.run import run
-from batchsms.config import RunConfig
 from tests.jsonl import write_jsonl
 from tests.servers import RESET, Answer, Hang, ScriptedServer, scripted_server
 

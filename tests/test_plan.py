@@ -12,9 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchsms.errors import UsageError
-from batchsms.plan import Planned, Planner, build_defaults, canonical_json, deep_merge, parse_set
-from batchsms.records import InvalidLine, Line
-from batchsms.schema import PUT_TASK_REQ, validate
+from batchsms.lines.bodies import (
+    Planned,
+    Planner,
+    build_defaults,
+    canonical_json,
+    deep_merge,
+    parse_set,
+)
+from batchsms.lines.reader import InvalidLine, Line
+from batchsms.lines.schema import PUT_TASK_REQ, validate
 from tests.properties import BOUNDED, any_values, check_body, from_spec
 
 TID = "ef3b9722-07a0-40ae-89b0-889ee96d0001"
@@ -190,9 +197,9 @@ def test_no_defaults() -> None:
 
 
 def test_repeated_bodies_reuse_the_verdict_and_the_memo_stays_bounded() -> None:
-    from batchsms import plan as plan_module
-    from batchsms.plan import MEMO_SIZE, Planner
-    from batchsms.records import InvalidLine, Line
+    from batchsms.lines import bodies as plan_module
+    from batchsms.lines.bodies import MEMO_SIZE, Planner
+    from batchsms.lines.reader import InvalidLine, Line
 
     planner = Planner({"speed_limit": 200})
     first = planner.plan(Line(1, "a", None, None))
@@ -225,8 +232,8 @@ def test_repeated_bodies_reuse_the_verdict_and_the_memo_stays_bounded() -> None:
 
 
 def test_body_nested_deeper_than_orjson_writes_is_reported_not_raised() -> None:
-    from batchsms.plan import Planner
-    from batchsms.records import InvalidLine, Line
+    from batchsms.lines.bodies import Planner
+    from batchsms.lines.reader import InvalidLine, Line
 
     deep: object = {}
     for _ in range(600):

@@ -13,15 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchsms.changes import preview
+from batchsms.changes.preview import PROJECTED_TASKS, PlanEntry, Verdict
+from batchsms.changes.readback import Read
 from batchsms.cli import main
-from batchsms.commands import plan as plan_command
-from batchsms.commands.plan import PROJECTED_TASKS, PlanEntry, Verdict, plan_async
-from batchsms.config import RunConfig
-from batchsms.credentials import load_credentials
-from batchsms.look import Read
-from batchsms.plan import checked_lines
-from batchsms.signing import authenticator
+from batchsms.commands.config import RunConfig
+from batchsms.commands.plan import plan_async
+from batchsms.lines.bodies import checked_lines
 from batchsms.simulator import ExpectedCredentials, Fleet, running
+from batchsms.transport.credentials import load_credentials
+from batchsms.transport.signing import authenticator
 from tests.jsonl import write_jsonl
 
 FLEET = [
@@ -174,7 +175,7 @@ async def test_the_cache_keeps_what_its_batch_needs_and_stays_bounded(
     (t2 was cached when its batch began, and t5, t6 pushed it out before its line: KeyError
     before). Then t1 again, long out of the cache: read again (the cache is bounded), and judged
     as the task is, not as line 1 left it in plan's head."""
-    monkeypatch.setattr(plan_command, "PROJECTED_TASKS", 4)
+    monkeypatch.setattr(preview, "PROJECTED_TASKS", 4)
     order = ["t1", "t2", "t3", "t4", "t5", "t6", "t2", "t7", "t1"]
     rows = [{"task_id": t, "body": {"speed_limit": 7}} for t in order]
     fleet = [{"id": f"t{i}", "speed_limit": 1} for i in range(1, 8)]
@@ -208,7 +209,7 @@ def _plan_with(rows: list[tuple[str, int]], keep: int, concurrency: int,
         path.with_suffix(".fleet"), [{"id": f"t{i}", "speed_limit": 0} for i in range(4)])))
 
     async def go() -> list[PlanEntry]:
-        return [e async for e in plan_command.plan_entries(
+        return [e async for e in preview.plan_entries(
             checked_lines(str(source), {}), reader, concurrency=concurrency, keep=keep)]
 
     entries = anyio.run(go)

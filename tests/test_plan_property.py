@@ -30,9 +30,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchsms.diff import applied
-from batchsms.plan import Planned, checked_lines
-from batchsms.readable import READABLE
+from batchsms.lines.bodies import Planned, checked_lines
+from batchsms.lines.diff import applied
+from batchsms.lines.readable import READABLE
 from batchsms.simulator import Fleet
 from batchsms.simulator.threaded import simulator_in_thread
 from tests.jsonl import read_jsonl, write_jsonl

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchsms import records
 from batchsms.errors import UsageError
-from batchsms.plan import Planned, checked_lines
-from batchsms.records import (
+from batchsms.lines import reader as records
+from batchsms.lines.bodies import Planned, checked_lines
+from batchsms.lines.reader import (
     MAX_LINE_BYTES,
     InvalidLine,
     Line,
@@ -29,7 +29,7 @@ from batchsms.records import (
     parse_line,
     read_lines,
 )
-from batchsms.schema import validate
+from batchsms.lines.schema import validate
 from tests.properties import BOUNDED, check_problems, json_values
 
 TID = "ef3b9722-07a0-40ae-89b0-889ee96d0001"

@@ -12,9 +12,9 @@ from pathlib import Path
 import orjson
 from structlog.testing import capture_logs
 
+from batchsms.commands.config import RunConfig
 from batchsms.commands.run import run
-from batchsms.config import RunConfig
-from batchsms.outcomes import Outcome, OutcomeWriter, Status
+from batchsms.journal.outcomes import Outcome, OutcomeWriter, Status
 from batchsms.simulator.faults import FaultConfig
 from batchsms.simulator.threaded import simulator_in_thread
 from tests.jsonl import read_jsonl, write_jsonl

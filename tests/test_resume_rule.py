@@ -1,7 +1,7 @@
 """The `--resume` rule (issue 18 items 1, 2; README "Resume and the lock"): a line is (number,
 task, body); per task, in file order, lines are skipped only until the task's first line not
 done, which is sent with every later line of its task. Against the simulator in a thread, with
-the CLI in this process; the index itself (`batchsms.resume`) as pure unit tests; its memory
+the CLI in this process; the index itself (`batchsms.journal.resume`) as pure unit tests; its memory
 with a real child."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from batchsms.outcomes import JournalScan, Outcome, OutcomeWriter, Status
-from batchsms.plan import Planned, checked_lines
-from batchsms.resume import MAX_LINE, ResumeIndex
+from batchsms.journal.outcomes import JournalScan, Outcome, OutcomeWriter, Status
+from batchsms.journal.resume import MAX_LINE, ResumeIndex
+from batchsms.lines.bodies import Planned, checked_lines
 from batchsms.simulator import Fleet
 from batchsms.simulator.threaded import SimThread, simulator_in_thread, simulator_thread
 from tests.jsonl import read_jsonl, write_jsonl

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchsms.retry import (
+from batchsms.engine.retry import (
     MAX_RETRY_AFTER,
     RETRYABLE_STATUSES,
     Decision,
@@ -228,7 +229,7 @@ def test_decide_tries_that_never_left_do_not_use_attempts() -> None:
 def test_decide_has_no_retry_quota() -> None:
     """Hundreds of retries in a row are all allowed: no absolute pot runs dry (issue 9)."""
     assert all(decide(RetryPolicy(), 1, 503, True, None, one).retry for _ in range(1000))
-    assert not hasattr(__import__("batchsms.retry").retry, "RetryQuota")
+    assert not hasattr(importlib.import_module("batchsms.engine.retry"), "RetryQuota")
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,18 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from batchsms import schema
-from batchsms.plan import canonical_json
-from batchsms.records import Line, parse_line
-from batchsms.schema import INT32_MAX, INT64_MAX, PUT_TASK_REQ, Field, Kind, ObjectSpec, validate
+from batchsms.lines import schema
+from batchsms.lines.bodies import canonical_json
+from batchsms.lines.reader import Line, parse_line
+from batchsms.lines.schema import (
+    INT32_MAX,
+    INT64_MAX,
+    PUT_TASK_REQ,
+    Field,
+    Kind,
+    ObjectSpec,
+    validate,
+)
 from tests.properties import BOUNDED, any_values, check_body, from_spec, json_values
 
 # -- an independent transcription of Tables 3-12 (000_f58e3cbd141f1d2b.txt) --------------------

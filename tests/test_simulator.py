@@ -18,11 +18,11 @@ import orjson
 import pytest
 from yarl import URL
 
-from batchsms.credentials import AkSkCredentials
-from batchsms.signing import Signer
 from batchsms.simulator import ExpectedCredentials, Fleet, SimulatorHandle, running
 from batchsms.simulator.fleet import STATES
 from batchsms.simulator.threaded import serve_in_thread, simulator_thread
+from batchsms.transport.credentials import AkSkCredentials
+from batchsms.transport.signing import Signer
 
 pytestmark = pytest.mark.anyio
 

@@ -19,8 +19,8 @@ from huaweicloudsdksms.v3 import (
     UpdateTaskRequest,
 )
 
-from batchsms.readable import READABLE, show_path
-from batchsms.schema import validate
+from batchsms.lines.readable import READABLE, show_path
+from batchsms.lines.schema import validate
 from batchsms.simulator import ExpectedCredentials, Fleet, running
 from batchsms.simulator.views import LIST_ITEM, SHOW_TASK
 from tests.sdk import AK, PROJECT_ID, SK, sdk_client

@@ -9,13 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from batchsms.cli import build_parser, report_config
-from batchsms.commands.report import run_report
-from batchsms.errors import UsageError
-from batchsms.outcomes import Outcome, Status
-from batchsms.previous_log import is_capture, previous_log_path
-from batchsms.schema import validate
-from batchsms.undo import (
+from batchsms.changes.undo import (
     TaskUndo,
     check_reversible,
     for_journals,
@@ -23,6 +17,12 @@ from batchsms.undo import (
     undoable,
     write_undo,
 )
+from batchsms.changes.undo_log import is_capture, previous_log_path
+from batchsms.cli import build_parser, report_config
+from batchsms.commands.report import run_report
+from batchsms.errors import UsageError
+from batchsms.journal.outcomes import Outcome, Status
+from batchsms.lines.schema import validate
 from tests.jsonl import read_jsonl, write_jsonl
 
 

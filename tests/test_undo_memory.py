@@ -15,8 +15,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batchsms.plan import canonical_json
-from batchsms.previous_log import previous_log_path
+from batchsms.changes.undo_log import previous_log_path
+from batchsms.lines.bodies import canonical_json
 from tests.processes import batchsms, peak_rss_kib
 
 pytestmark = pytest.mark.slow

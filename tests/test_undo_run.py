@@ -17,7 +17,7 @@ import pytest
 from huaweicloudsdksms.v3 import ShowTaskRequest
 
 from batchsms.cli import main
-from batchsms.records import _ENVELOPE_KEYS as ENVELOPE_KEYS
+from batchsms.lines.reader import _ENVELOPE_KEYS as ENVELOPE_KEYS
 from batchsms.simulator import Fleet, SimulatorHandle
 from batchsms.simulator.faults import FaultConfig
 from batchsms.simulator.threaded import simulator_in_thread, simulator_thread

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from batchsms.changes.undo_log import previous_log_path
 from batchsms.cli import main
-from batchsms.previous_log import previous_log_path
 from batchsms.simulator import Fleet
 from batchsms.simulator.faults import FaultConfig
 from batchsms.simulator.threaded import SimThread, simulator_thread

@@ -23,14 +23,14 @@ import orjson
 import pytest
 from aiohttp import web
 
-from batchsms import wire
-from batchsms.client import AnswerTooLarge, Reply, SmsClient, task_path
-from batchsms.credentials import load_credentials
 from batchsms.errors import ConnectError, RequestTimeout, TransportError
-from batchsms.outcomes import Outcome, Status
-from batchsms.schema import Problem
-from batchsms.signing import authenticator
+from batchsms.journal.outcomes import Outcome, Status
+from batchsms.lines.schema import Problem
 from batchsms.simulator.gateway import verify_signature
+from batchsms.transport import untrusted as wire
+from batchsms.transport.client import AnswerTooLarge, Reply, SmsClient, task_path
+from batchsms.transport.credentials import load_credentials
+from batchsms.transport.signing import authenticator
 from tests.servers import Server, app_server, raw_server
 
 TOKEN = {"BATCHSMS_AUTH_TOKEN": "wire-test-token"}
@@ -387,7 +387,7 @@ async def test_an_ipv6_literal_endpoint_sends_a_bracketed_host_and_signs_it(
 
 _EMFILE_SCRIPT = """
 import asyncio, resource, socket
-from batchsms.client import SmsClient
+from batchsms.transport.client import SmsClient
 from batchsms.errors import ConnectError
 
 async def main(port):

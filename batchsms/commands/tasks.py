@@ -21,19 +21,18 @@ from typing import IO, Any
 import anyio
 import orjson
 
-from batchsms.client import SmsClient
-from batchsms.connection import resolve_endpoint, tls_context
-from batchsms.credentials import load_credentials
-from batchsms.descriptors import ensure_descriptors
-from batchsms.engine.attempt import Request, Sender
+from batchsms.commands.descriptors import ensure_descriptors
+from batchsms.commands.outputs import check_output
+from batchsms.engine.build import EngineSettings, build_sender, require_transport_features
 from batchsms.engine.feedback import Answer
+from batchsms.engine.numbers import check_sending
+from batchsms.engine.sender import Request, Sender
 from batchsms.engine.stopping import StopReason
-from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
-from batchsms.errors import UsageError
-from batchsms.exitcodes import ExitCode
-from batchsms.numbers import check_sending
-from batchsms.outputs import check_output
-from batchsms.signing import Authenticator, authenticator
+from batchsms.errors import ExitCode, UsageError
+from batchsms.transport.client import SmsClient
+from batchsms.transport.credentials import load_credentials
+from batchsms.transport.endpoint import resolve_endpoint, tls_context
+from batchsms.transport.signing import Authenticator, authenticator
 
 LIST_PATH = "/v3/tasks"
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from batchsms.exitcodes import ExitCode
-from batchsms.outcomes import (
+from batchsms.commands.outputs import check_output
+from batchsms.errors import ExitCode
+from batchsms.journal.outcomes import (
     CheckStatus,
     Outcome,
     OutcomeWriter,
@@ -24,9 +25,8 @@ from batchsms.outcomes import (
     new_run_id,
     utc_now,
 )
-from batchsms.outputs import check_output
-from batchsms.plan import checked_lines
-from batchsms.records import InvalidLine, format_problems
+from batchsms.lines.bodies import checked_lines
+from batchsms.lines.reader import InvalidLine, format_problems
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,10 +29,10 @@ from collections import deque
 
 import anyio
 
+from batchsms.engine.bucket import Clock, Sleep
 from batchsms.engine.feedback import Answer
 from batchsms.engine.outage import OutageGuard
 from batchsms.engine.stopping import Stop, StopReason
-from batchsms.limiter import Clock, Sleep
 
 AUTH_ABORT_AFTER = 3
 """Rejections (401/403, untrusted certificate) in a row that abort the run."""

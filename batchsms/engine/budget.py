@@ -22,7 +22,7 @@ import math
 import time
 from collections import deque
 
-from batchsms.limiter import Clock
+from batchsms.engine.bucket import Clock
 
 TTL = 10.0
 """Seconds of traffic the budget looks back over (Finagle's default ``ttl``)."""

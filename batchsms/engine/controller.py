@@ -1,7 +1,7 @@
 """The rate controller: the rate to send at, moved by the service's answers (OK and 429 only: a
 5xx or a timeout says the service is in trouble, not that we are too fast; the outage guard
 reads those). `Pace` (``engine/pace.py``) puts it in front of the token bucket
-(``batchsms.limiter``), which enforces whatever rate it says.
+(``batchsms.engine.bucket``), which enforces whatever rate it says.
 
 This module is longer than ~300 lines on purpose: it is one state machine, and every constant
 sits next to the reason for its value, which is most of its length.
@@ -55,7 +55,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from batchsms.limiter import SendRateMeter, check_rate
+from batchsms.engine.bucket import SendRateMeter, check_rate
 
 MIN_RATE = 0.5
 """Requests/s a throttled run never drops below (botocore's ``_MIN_RATE``)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 
+from batchsms.engine.retry import RETRYABLE_STATUSES
 from batchsms.errors import TransportError
-from batchsms.retry import RETRYABLE_STATUSES
 
 AUTH_STATUSES = frozenset({401, 403})
 

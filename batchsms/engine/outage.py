@@ -22,8 +22,8 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from batchsms.engine.bucket import Clock
 from batchsms.engine.feedback import Answer
-from batchsms.limiter import Clock
 
 DEFAULT_MAX_OUTAGE = 600.0
 """Seconds of continuous failure after which the run aborts (exit 3): `--max-outage`."""

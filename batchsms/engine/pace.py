@@ -1,7 +1,7 @@
 """Pace: every try, retries and reads included, passes one token bucket whose rate follows the
 service's answers.
 
-The bucket is `batchsms.limiter.RateLimiter`; the rate it enforces is the `RateController`'s
+The bucket is `batchsms.engine.bucket.RateLimiter`; the rate it enforces is the `RateController`'s
 (``engine/controller.py``: its docstring explains the design and every constant), fed here with
 `Answer`s. Only OK and THROTTLED answers move the rate: FAILED (5xx, timeouts, connection
 errors) says the service is in trouble, which the outage guard handles, and REJECTED/REFUSED say
@@ -14,9 +14,9 @@ import time
 
 import anyio
 
+from batchsms.engine.bucket import Clock, RateLimiter, SendRateMeter, Sleep
 from batchsms.engine.controller import RateController
 from batchsms.engine.feedback import Answer
-from batchsms.limiter import Clock, RateLimiter, SendRateMeter, Sleep
 
 
 class Pace:

@@ -31,17 +31,17 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from batchsms.engine.attempt import Request, Result, Sender
+from batchsms.engine.bucket import Clock
 from batchsms.engine.feed import LineSource
 from batchsms.engine.ordering import TaskOrder
+from batchsms.engine.sender import Request, Result, Sender
 from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import StopReason
 from batchsms.errors import JournalError
-from batchsms.limiter import Clock
-from batchsms.outcomes import Outcome, Status, invalid_outcome, utc_now
-from batchsms.plan import Planned
-from batchsms.records import InvalidLine
-from batchsms.resume import ResumeRun
+from batchsms.journal.outcomes import Outcome, Status, invalid_outcome, utc_now
+from batchsms.journal.resume import ResumeRun
+from batchsms.lines.bodies import Planned
+from batchsms.lines.reader import InvalidLine
 
 FAILURE_RATIO_MIN_LINES = 100
 MAX_WORKERS_PER_PLACE = 4
@@ -52,7 +52,7 @@ log = structlog.get_logger("batchsms")
 
 class OutcomeSink(Protocol):
     """Where the pipeline records outcomes: the journal (`OutcomeWriter`) for the CLI, the
-    iterator of `Client.run` for the Python API (api.py). `write` may raise `JournalError`."""
+    iterator of `Client.run` for the Python API (client.py). `write` may raise `JournalError`."""
 
     def write(self, outcome: Outcome, *, durable: bool = False) -> None: ...
 

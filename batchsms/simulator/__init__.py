@@ -17,7 +17,11 @@ UpdateTask, ShowTask and ListTasks.
 from __future__ import annotations
 
 import importlib
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
+
+from batchsms.errors import UsageError
 
 if TYPE_CHECKING:
     from batchsms.simulator.access import ExpectedCredentials
@@ -54,6 +58,7 @@ __all__ = [
     "SimulatorHandle",
     "Stats",
     "TaskCounts",
+    "endpoint_url",
     "running",
 ]
 
@@ -63,3 +68,20 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+@asynccontextmanager
+async def endpoint_url(env: Mapping[str, str], endpoint: str | None) -> AsyncIterator[str]:
+    """`endpoint`, or (None: `--simulate`) the URL of a simulator started for the run."""
+    if endpoint is not None:
+        yield endpoint
+    else:
+        from batchsms.simulator.access import ExpectedCredentials
+        from batchsms.simulator.server import running
+
+        try:  # a rehearsal checks credentials only when BATCHSMS_SIMULATOR_* ask it to
+            expected = ExpectedCredentials.from_env(env)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        async with running(log_size=0, credentials=expected) as sim:
+            yield sim.url

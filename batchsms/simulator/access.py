@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from batchsms.signing import ALGORITHM
 from batchsms.simulator.gateway import verify_signature
+from batchsms.transport.signing import ALGORITHM
 
 __all__ = ["AK_ENV", "SIMULATOR_TOKEN_ENV", "SK_ENV", "ExpectedCredentials"]
 

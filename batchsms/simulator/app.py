@@ -51,8 +51,8 @@ from typing import Any, NamedTuple
 import orjson
 from aiohttp import web
 
-from batchsms.records import MAX_TASK_ID
-from batchsms.schema import validate
+from batchsms.lines.reader import MAX_TASK_ID
+from batchsms.lines.schema import validate
 from batchsms.simulator.access import ExpectedCredentials
 from batchsms.simulator.faults import FaultInjector, Injection, OutageKind
 from batchsms.simulator.fleet import STATES, Fleet

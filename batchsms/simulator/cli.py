@@ -20,8 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchsms.errors import UsageError
-from batchsms.exitcodes import ExitCode
+from batchsms.errors import ExitCode, UsageError
 from batchsms.simulator.access import AK_ENV, SIMULATOR_TOKEN_ENV, SK_ENV, ExpectedCredentials
 from batchsms.simulator.faults import FaultConfig, Outage, parse_latency, parse_outage
 from batchsms.simulator.fleet import Fleet

@@ -44,7 +44,7 @@ from typing import Any
 
 import orjson
 
-from batchsms.records import MAX_TASK_ID
+from batchsms.lines.reader import MAX_TASK_ID
 from batchsms.simulator.views import LIST_ITEM, SHOW_TASK, project
 
 __all__ = ["CLONE_SERVER_STATES", "STATES", "Fleet", "TaskCounts", "merge_into"]

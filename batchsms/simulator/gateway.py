@@ -11,7 +11,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
-from batchsms.signing import (
+from batchsms.transport.signing import (
     ALGORITHM,
     CONTENT_SHA256_HEADER,
     DATE_FORMAT,

@@ -70,14 +70,13 @@ from typing import IO, Any
 
 import orjson
 
+from batchsms.changes.undo import describe as describe_undo
+from batchsms.changes.undo import for_journals, write_undo
+from batchsms.commands.outputs import check_output
 from batchsms.commands.report.figures import summarize
 from batchsms.commands.report.text import format_text
-from batchsms.errors import UsageError
-from batchsms.exitcodes import ExitCode
-from batchsms.outcomes import beside
-from batchsms.outputs import check_output
-from batchsms.undo import describe as describe_undo
-from batchsms.undo import for_journals, write_undo
+from batchsms.errors import ExitCode, UsageError
+from batchsms.journal.outcomes import beside
 
 __all__ = ["ReportConfig", "run_report"]
 

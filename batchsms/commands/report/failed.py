@@ -15,9 +15,9 @@ import orjson
 
 from batchsms.commands.report.index import Done, LineIndex
 from batchsms.errors import UsageError
-from batchsms.outcomes import resume_key
-from batchsms.plan import Planner
-from batchsms.records import InvalidLine, iter_raw_lines, open_input, parse_line
+from batchsms.journal.outcomes import resume_key
+from batchsms.lines.bodies import Planner
+from batchsms.lines.reader import InvalidLine, iter_raw_lines, open_input, parse_line
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from batchsms.commands.report.failed import (
 )
 from batchsms.commands.report.index import Done, Journals, LineIndex, Retirement
 from batchsms.errors import UsageError
-from batchsms.outcomes import Status
+from batchsms.journal.outcomes import Status
 
 _RUN_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.INVALID, Status.SKIPPED)
 _FAILURES = frozenset({Status.FAILED.value, Status.INVALID.value})

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from batchsms.outcomes import DONE_SKIP_CODES, JournalScan, Status, iter_journal, resume_key
+from batchsms.journal.outcomes import DONE_SKIP_CODES, JournalScan, Status, iter_journal, resume_key
 
 
 class Done(enum.IntEnum):

@@ -22,9 +22,14 @@ import anyio
 import anyio.abc
 import structlog
 
-from batchsms import logs, progress
-from batchsms.checked_write import Capture, line_handler
-from batchsms.client import SmsClient
+from batchsms.changes.guarded_put import Capture, line_handler
+from batchsms.changes.undo import RunUndo, check_reversible
+from batchsms.changes.undo import describe as describe_undo
+from batchsms.changes.undo_log import PreviousLog, journal_start
+from batchsms.commands import logs, progress
+from batchsms.commands.config import RunConfig
+from batchsms.commands.descriptors import ensure_descriptors
+from batchsms.commands.outputs import check_output
 from batchsms.commands.run.ending import (
     broken,
     exit_code,
@@ -41,31 +46,26 @@ from batchsms.commands.run.starting import (
     refuse_whole_file_mistakes,
     run_inputs,
 )
-from batchsms.config import RunConfig
-from batchsms.connection import endpoint_url, resolve_endpoint, run_credentials, tls_context
-from batchsms.descriptors import ensure_descriptors
+from batchsms.engine.build import EngineSettings, build_sender, require_transport_features
 from batchsms.engine.feed import is_regular, line_source
 from batchsms.engine.pipeline import Pipeline, SendOptions
 from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import StopReason
-from batchsms.engine.wiring import EngineSettings, build_sender, require_transport_features
-from batchsms.errors import JournalError, UsageError
-from batchsms.exitcodes import ExitCode
-from batchsms.outcomes import (
+from batchsms.errors import ExitCode, JournalError, UsageError
+from batchsms.journal.outcomes import (
     JournalScan,
     Outcome,
     OutcomeWriter,
     lock_outcomes,
     new_run_id,
 )
-from batchsms.outputs import check_output
-from batchsms.plan import Planned, checked_lines
-from batchsms.previous_log import PreviousLog, journal_start
-from batchsms.records import InvalidLine
-from batchsms.resume import ResumeIndex, ResumeRun
-from batchsms.signing import Authenticator
-from batchsms.undo import RunUndo, check_reversible
-from batchsms.undo import describe as describe_undo
+from batchsms.journal.resume import ResumeIndex, ResumeRun
+from batchsms.lines.bodies import Planned, checked_lines
+from batchsms.lines.reader import InvalidLine
+from batchsms.simulator import endpoint_url
+from batchsms.transport.client import SmsClient
+from batchsms.transport.endpoint import resolve_endpoint, run_credentials, tls_context
+from batchsms.transport.signing import Authenticator
 
 log = structlog.get_logger("batchsms")
 

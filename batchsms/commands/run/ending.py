@@ -10,14 +10,13 @@ from typing import TextIO
 
 import structlog
 
-from batchsms.config import RunConfig
+from batchsms.commands.config import RunConfig
+from batchsms.commands.metrics import write_metrics
+from batchsms.commands.outputs import check_output
 from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import Stopped, StopReason
-from batchsms.errors import JournalError, UsageError
-from batchsms.exitcodes import ExitCode
-from batchsms.metrics import write_metrics
-from batchsms.outcomes import DONE_SKIP_CODES, Outcome, Status, journal_files
-from batchsms.outputs import check_output
+from batchsms.errors import ExitCode, JournalError, UsageError
+from batchsms.journal.outcomes import DONE_SKIP_CODES, Outcome, Status, journal_files
 
 log = structlog.get_logger("batchsms")
 

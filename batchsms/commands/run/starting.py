@@ -14,15 +14,14 @@ from typing import IO
 import orjson
 import structlog
 
-from batchsms.client import task_path
-from batchsms.config import RunConfig
-from batchsms.connection import resolve_endpoint
-from batchsms.errors import UsageError
-from batchsms.exitcodes import ExitCode
-from batchsms.outcomes import journal_files
-from batchsms.outputs import check_output
-from batchsms.plan import Planned, checked_lines
-from batchsms.records import InvalidLine, format_problems
+from batchsms.commands.config import RunConfig
+from batchsms.commands.outputs import check_output
+from batchsms.errors import ExitCode, UsageError
+from batchsms.journal.outcomes import journal_files
+from batchsms.lines.bodies import Planned, checked_lines
+from batchsms.lines.reader import InvalidLine, format_problems
+from batchsms.transport.client import task_path
+from batchsms.transport.endpoint import resolve_endpoint
 
 log = structlog.get_logger("batchsms")
 

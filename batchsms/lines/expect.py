@@ -5,7 +5,7 @@ its line is about to be sent. `run` reads the task first (ShowTask) and compares
 differs makes the line `skipped` with `error_code` `conflict`, and nothing is written. Undo lines
 carry the values the run wrote, so an undo never overwrites what someone changed after the run.
 
-Checked here, once per line while planning (plan.py), with the body's schema walker:
+Checked here, once per line while planning (bodies.py), with the body's schema walker:
 
 - types, lengths, ranges, enumerations and unknown fields at any depth, as for a body; problems
   are reported at ``expect.<field>``;
@@ -27,8 +27,8 @@ import ipaddress
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from batchsms.diff import READABLE_TREE, Diff, Tree, diff, show
-from batchsms.schema import PUT_TASK_REQ, Problem, Rule, validate
+from batchsms.lines.diff import READABLE_TREE, Diff, Tree, diff, show
+from batchsms.lines.schema import PUT_TASK_REQ, Problem, Rule, validate
 
 CONFLICT = "conflict"  # the outcome's error_code, and plan's verdict
 CONFLICT_MSG_MAX = 1024  # characters of `error_msg` spent on the differences

@@ -1,6 +1,6 @@
 """What `run` and `plan` were asked to do, checked: `RunConfig`, and the parsers of its durations.
 
-The CLI builds one `RunConfig` from the options; `commands/run.py` and `commands/plan.py` take it.
+The CLI builds one `RunConfig` from the options; `commands/run/` and `commands/plan.py` take it.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from datetime import time as time_of_day
 from pathlib import Path
 from typing import Any
 
-from batchsms.checked_write import WriteChecks
+from batchsms.changes.guarded_put import WriteChecks
+from batchsms.engine.numbers import check_number, check_sending
 from batchsms.engine.outage import DEFAULT_MAX_OUTAGE
 from batchsms.errors import UsageError
-from batchsms.numbers import check_number, check_sending
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class RunConfig:
 
     @property
     def checks(self) -> WriteChecks:
-        """The reads around each write that were asked for (checked_write.py)."""
+        """The reads around each write that were asked for (changes/guarded_put.py)."""
         return WriteChecks(skip_unchanged=self.skip_unchanged,
                            capture=self.undo_file is not None, verify=self.verify)
 

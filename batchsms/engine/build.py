@@ -16,15 +16,15 @@ import aiohttp
 import anyio
 
 from batchsms.engine.admission import Admission
-from batchsms.engine.attempt import Client, Sender
+from batchsms.engine.bucket import Clock, Sleep
 from batchsms.engine.budget import RetryBudget
 from batchsms.engine.outage import DEFAULT_MAX_OUTAGE, OutageGuard
 from batchsms.engine.pace import Pace
+from batchsms.engine.retry import RetryPolicy
+from batchsms.engine.sender import Client, Sender
 from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import Stop
 from batchsms.errors import UsageError
-from batchsms.limiter import Clock, Sleep
-from batchsms.retry import RetryPolicy
 
 AIOHTTP_FLOOR = "3.12.11"
 """The oldest aiohttp batchsms runs on (pyproject.toml declares the same)."""

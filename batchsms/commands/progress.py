@@ -28,8 +28,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from batchsms.outcomes import Outcome, Status
-from batchsms.records import GZIP_MAGIC
+from batchsms.journal.outcomes import Outcome, Status
+from batchsms.lines.reader import GZIP_MAGIC
 
 
 def count_lines(source: str) -> int | None:

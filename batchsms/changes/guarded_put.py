@@ -16,7 +16,7 @@ task (per-task order), so what is read before a write is what that write changes
       already as wanted, --skip-unchanged -> skipped, `unchanged` (no write; done, like a success)
       --undo-file                  -> `previous`: the current values of the fields it sets,
                                       appended to the side log with what the write sets
-                                      (`wrote`), before the write (previous_log.py)
+                                      (`wrote`), before the write (undo_log.py)
     PUT         -> the outcome of a plain run, with `previous`
     GET after   (--verify, once the write succeeded)
       differs                      -> failed, `verify_mismatch`, the difference in `error_msg`
@@ -41,15 +41,15 @@ from typing import Any
 
 import orjson
 
-from batchsms.diff import diff, previous, readable_part
-from batchsms.engine.attempt import Request, Result, Sender
+from batchsms.changes.readback import read_of, verify_message
+from batchsms.changes.undo_log import PreviousLog
 from batchsms.engine.pipeline import LineHandler, line_outcome, put_line
+from batchsms.engine.sender import Request, Result, Sender
 from batchsms.engine.stopping import StopReason
-from batchsms.expect import CONFLICT, conflict_message, conflicts
-from batchsms.look import read_of, verify_message
-from batchsms.outcomes import Outcome, Status, utc_now
-from batchsms.plan import Planned
-from batchsms.previous_log import PreviousLog
+from batchsms.journal.outcomes import Outcome, Status, utc_now
+from batchsms.lines.bodies import Planned
+from batchsms.lines.diff import diff, previous, readable_part
+from batchsms.lines.expect import CONFLICT, conflict_message, conflicts
 
 UNCHANGED_MSG_MAX = 512
 
@@ -92,7 +92,7 @@ def _read_failed(run_id: str, item: Planned, read: Result, now: float, when: str
 @dataclass(frozen=True, slots=True)
 class Capture:
     """Where `--undo-file` keeps, before each write, what the task had and what the write sets
-    (previous_log.py; undo.py makes the way back from it)."""
+    (undo_log.py; undo.py makes the way back from it)."""
 
     log: PreviousLog
 

@@ -7,7 +7,7 @@ lock"):
 - a line is (line number, task_id, body_sha256), what every record carries;
 - only the records of this run's *sequence* count: those written since the last run on this
   `--out` that started without `--resume` began (its marker in the side log holds the journal's
-  size then: `previous_log.journal_start`). A run without `--resume` sends every line, so what
+  size then: `changes.undo_log.journal_start`). A run without `--resume` sends every line, so what
   came before it says nothing of where a task is now -- a line done before it, then sent again
   by it and cut off by a kill, is not done;
 - it is **done** when the latest record at its line number is of the same task and body and is
@@ -37,8 +37,8 @@ from __future__ import annotations
 from array import array
 from pathlib import Path
 
-from batchsms.outcomes import DONE_SKIP_CODES, JournalScan, Status, iter_journal
-from batchsms.plan import Planned
+from batchsms.journal.outcomes import DONE_SKIP_CODES, JournalScan, Status, iter_journal
+from batchsms.lines.bodies import Planned
 
 MAX_LINE = 1 << 24
 """Records of line numbers above this (16.7 million) are ignored, so a garbled record cannot
@@ -78,7 +78,7 @@ class ResumeIndex:
     @classmethod
     def load(cls, path: Path, scan: JournalScan | None = None, start: int = 0) -> ResumeIndex:
         """One streaming pass over the journal at `path` from byte `start` (where the sequence
-        of runs began: `previous_log.journal_start`), cut lines counted in `scan`."""
+        of runs began: `changes.undo_log.journal_start`), cut lines counted in `scan`."""
         lines, tasks, order = array("q"), array("q"), array("q")
         succeeded, skipped = Status.SUCCEEDED.value, Status.SKIPPED.value
         for ordinal, record in enumerate(iter_journal(path, scan, start), 1):

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 from urllib.parse import quote, unquote
 
-from batchsms.credentials import AkSkCredentials, Credentials, TokenCredentials
+from batchsms.transport.credentials import AkSkCredentials, Credentials, TokenCredentials
 
 __all__ = [
     "ALGORITHM",
@@ -100,7 +100,7 @@ def naive_utc(now: datetime) -> datetime:
 
 class Authenticator(Protocol):
     """What client.py needs: the complete headers for one attempt, and the secret values it
-    sends or signs with, so that an answer echoing them has them cut out (wire.Redactor)."""
+    sends or signs with, so that an answer echoing them has them cut out (untrusted.Redactor)."""
 
     def secrets(self) -> tuple[str, ...]: ...
 

@@ -1,22 +1,21 @@
 """Where to send and as whom: the endpoint (`--endpoint`/`--region`/BATCHSMS_ENDPOINT), TLS
 trust (`--ca-bundle`), and credentials, as the commands that send resolve them.
 
-Shared by `run`, `plan` and `tasks`, so that no command imports another. With `--simulate`,
-credentials are optional and the endpoint is a simulator started in-process.
+Shared by `run`, `plan`, `tasks` and the library's `Client`. With `--simulate`, credentials
+are optional and the endpoint is a simulator started in-process (`simulator.server.endpoint_url`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from batchsms.credentials import load_credentials
 from batchsms.errors import NoCredentialsError, UsageError
-from batchsms.signing import Authenticator, authenticator
+from batchsms.transport.credentials import load_credentials
+from batchsms.transport.signing import Authenticator, authenticator
 
 REGIONS: Mapping[str, str] = {  # as huaweicloudsdksms' SmsRegion lists them
     "cn-north-4": "https://sms.cn-north-4.myhuaweicloud.com",
@@ -91,20 +90,3 @@ def run_credentials(env: Mapping[str, str], token_file: Path | None, *,
         if simulate:  # a rehearsal needs none unless the simulator asks for them
             return None
         raise
-
-
-@asynccontextmanager
-async def endpoint_url(env: Mapping[str, str], endpoint: str | None) -> AsyncIterator[str]:
-    """`endpoint`, or (None: `--simulate`) the URL of a simulator started for the run."""
-    if endpoint is not None:
-        yield endpoint
-    else:
-        from batchsms.simulator import running
-        from batchsms.simulator.access import ExpectedCredentials
-
-        try:  # a rehearsal checks credentials only when BATCHSMS_SIMULATOR_* ask it to
-            expected = ExpectedCredentials.from_env(env)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        async with running(log_size=0, credentials=expected) as sim:
-            yield sim.url

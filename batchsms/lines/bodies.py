@@ -20,9 +20,9 @@ from typing import IO, Any, NamedTuple
 import orjson
 
 from batchsms.errors import UsageError
-from batchsms.expect import check_expect
-from batchsms.records import InvalidLine, Line, open_input, read_lines
-from batchsms.schema import Problem, validate
+from batchsms.lines.expect import check_expect
+from batchsms.lines.reader import InvalidLine, Line, open_input, read_lines
+from batchsms.lines.schema import Problem, validate
 
 
 class Planned(NamedTuple):
@@ -166,7 +166,7 @@ def checked_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[Planned 
     `UsageError` before anything else is started or created.
     """
     stream = open_input(source)
-    # `-` is read through a duplicate of its descriptor (records.open_input): close that one.
+    # `-` is read through a duplicate of its descriptor (reader.open_input): close that one.
     return _planned(stream, Planner(defaults),
                     close=stream is not getattr(sys.stdin, "buffer", None))
 

@@ -31,8 +31,8 @@ from typing import Any
 import orjson
 
 from batchsms.errors import UsageError
-from batchsms.outcomes import beside, ends_cut
-from batchsms.plan import Planned
+from batchsms.journal.outcomes import beside, ends_cut
+from batchsms.lines.bodies import Planned
 
 
 def previous_log_path(out: Path) -> Path:

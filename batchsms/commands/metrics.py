@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from batchsms.engine.stats import RunStats
 from batchsms.errors import UsageError
-from batchsms.outcomes import Status
+from batchsms.journal.outcomes import Status
 
 LAST_SUCCESS = "batchsms_last_success_timestamp_seconds"
 _RUN_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.INVALID, Status.SKIPPED)

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from batchsms.client import Reply
-from batchsms.diff import Diff, show
-from batchsms.engine.attempt import Result
+from batchsms.engine.sender import Result
+from batchsms.lines.diff import Diff, show
+from batchsms.transport.client import Reply
 
 VERIFY_MSG_MAX = 1024  # characters of `error_msg` a verify mismatch spends on the difference
 

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batchsms.readable import READABLE
+from batchsms.lines.readable import READABLE
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,17 +30,17 @@ from typing import NamedTuple, Protocol
 import anyio
 import structlog
 
-from batchsms.client import Reply, task_path
 from batchsms.engine.admission import Admission
+from batchsms.engine.bucket import Clock, Sleep
 from batchsms.engine.budget import RetryBudget
 from batchsms.engine.feedback import Answer, classify
 from batchsms.engine.outage import OutageGuard
 from batchsms.engine.pace import Pace
+from batchsms.engine.retry import RetryPolicy, decide, parse_retry_after
 from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import Stop, StopReason
 from batchsms.errors import TransportError
-from batchsms.limiter import Clock, Sleep
-from batchsms.retry import RetryPolicy, decide, parse_retry_after
+from batchsms.transport.client import Reply, task_path
 
 log = structlog.get_logger("batchsms")
 

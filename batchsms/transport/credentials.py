@@ -55,7 +55,7 @@ class TokenCredentials:
         return {"X-Auth-Token": self.token}
 
     def secrets(self) -> tuple[str, ...]:
-        """The values that must never be written (cut out of answers: wire.Redactor)."""
+        """The values that must never be written (cut out of answers: untrusted.Redactor)."""
         return (self.token,)
 
 
@@ -77,7 +77,7 @@ class AkSkCredentials:
         )
 
     def secrets(self) -> tuple[str, ...]:
-        """The values that must never be written (cut out of answers: wire.Redactor): the SK,
+        """The values that must never be written (cut out of answers: untrusted.Redactor): the SK,
         the security token, and the AK (an identifier, but nothing batchsms writes needs it)."""
         values = (self.sk, self.ak, self.security_token)
         return tuple(v for v in values if v)

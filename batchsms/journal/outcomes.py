@@ -27,10 +27,10 @@ from typing import Any, NamedTuple, NoReturn
 
 import orjson
 
-from batchsms import wire
 from batchsms.errors import JournalError, LockedError, UsageError
-from batchsms.records import InvalidLine
-from batchsms.schema import Problem
+from batchsms.lines.reader import InvalidLine
+from batchsms.lines.schema import Problem
+from batchsms.transport import untrusted
 
 MAX_BUFFERED = 512  # records held before a write, whatever the time
 
@@ -115,7 +115,7 @@ class Outcome(NamedTuple):
 def _scrubbed_json(data: dict[str, Any]) -> bytes:
     """The last resort of `Outcome.to_json`: every value made encodable, and the failed
     line's `error_msg` naming the fields that had to be."""
-    clean = {key: wire.scrub(value) for key, value in data.items()}
+    clean = {key: untrusted.scrub(value) for key, value in data.items()}
     changed = [key for key, value in data.items() if not _encodes(value)]
     if clean.get("status") not in (Status.SUCCEEDED.value, CheckStatus.VALID.value):
         note = f"[batchsms replaced text that could not be written in: {', '.join(changed)}]"

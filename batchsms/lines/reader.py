@@ -22,7 +22,7 @@ from typing import IO, Any, NamedTuple, cast
 import orjson
 
 from batchsms.errors import UsageError
-from batchsms.schema import Problem, describe
+from batchsms.lines.schema import Problem, describe
 
 MAX_LINE_BYTES = 1024 * 1024  # CONTRACT §1: the default of every reader's `max_line`
 MAX_TASK_ID = 36  # Table 1

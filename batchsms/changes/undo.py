@@ -2,7 +2,7 @@
 
 Before each write, a run with undo capture appends to the side log beside its journal what the
 task had (`previous`) and what the line sets (`wrote`), both limited to the fields ShowTask can
-read back (previous_log.py). `run --undo-file FILE` and `report --undo-to FILE` write `FILE`
+read back (undo_log.py). `run --undo-file FILE` and `report --undo-to FILE` write `FILE`
 from the side log, as ordinary input for `batchsms run`.
 
 - **Which entries count.** Those whose write may have taken effect, as the journal tells:
@@ -50,19 +50,19 @@ from typing import IO, Any
 
 import orjson
 
-from batchsms.diff import READABLE_TREE, Tree, unreadable_paths
-from batchsms.errors import UsageError
-from batchsms.outcomes import Status, iter_journal
-from batchsms.plan import MEMO_SIZE, checked_lines
-from batchsms.previous_log import (
+from batchsms.changes.undo_log import (
     is_capture,
     iter_entries,
     previous_log_path,
     sequence_start,
     uncaptured_runs,
 )
-from batchsms.records import InvalidLine
-from batchsms.schema import validate
+from batchsms.errors import UsageError
+from batchsms.journal.outcomes import Status, iter_journal
+from batchsms.lines.bodies import MEMO_SIZE, checked_lines
+from batchsms.lines.diff import READABLE_TREE, Tree, unreadable_paths
+from batchsms.lines.reader import InvalidLine
+from batchsms.lines.schema import validate
 
 SHOWN_TASKS = 5  # tasks named in the summary
 SORT_SLICE = 1 << 16  # task hashes sorted at once
