@@ -332,3 +332,32 @@ def test_mypy_strict_on_the_example_uses_py_typed(tmp_path: Path) -> None:
          str(tmp_path / "cache"), "--python-executable", sys.executable, str(script)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=110, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+_LOGGING_SCRIPT = """
+import asyncio, logging, sys
+import batchsms
+if sys.argv[1] == "info":
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+async def main():
+    async with batchsms.Client(simulate=True) as client:
+        async for outcome in client.run([{"task_id": "t-1", "body": {"speed_limit": 5}}]):
+            print("OUT", outcome.status)
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("logging_set_up", ["none", "info"])
+def test_the_library_prints_nothing_its_events_go_to_stdlib_logging(logging_set_up: str) -> None:
+    """A script's stdout is its own: the engine's events (`run.started`...) go to the standard
+    library's `batchsms` logger, shown only as the application's logging set-up says (before,
+    structlog's unconfigured default printed each of them to stdout)."""
+    done = subprocess.run([sys.executable, "-c", _LOGGING_SCRIPT, logging_set_up],
+                          env=clean_env(), cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "OUT succeeded\n"
+    if logging_set_up == "info":
+        assert "INFO:batchsms:run.started run_id=" in done.stderr
+    else:
+        assert "run.started" not in done.stderr

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
-import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchsms.engine.bucket import Clock
+from batchsms.engine.events import log
 from batchsms.engine.feed import LineSource
 from batchsms.engine.ordering import TaskOrder
 from batchsms.engine.sender import Request, Result, Sender
@@ -48,7 +48,7 @@ MAX_WORKERS_PER_PLACE = 4
 """Lines held (sending, in backoff, or deferred) per place in flight, at most."""
 _STOP_CODES = frozenset(reason.value for reason in StopReason)
 
-log = structlog.get_logger("batchsms")
+
 
 class OutcomeSink(Protocol):
     """Where the pipeline records outcomes: the journal (`OutcomeWriter`) for the CLI, the

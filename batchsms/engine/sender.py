@@ -28,11 +28,11 @@ from datetime import UTC, datetime
 from typing import NamedTuple, Protocol
 
 import anyio
-import structlog
 
 from batchsms.engine.admission import Admission
 from batchsms.engine.bucket import Clock, Sleep
 from batchsms.engine.budget import RetryBudget
+from batchsms.engine.events import log
 from batchsms.engine.feedback import Answer, classify
 from batchsms.engine.outage import OutageGuard
 from batchsms.engine.pace import Pace
@@ -41,8 +41,6 @@ from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import Stop, StopReason
 from batchsms.errors import TransportError
 from batchsms.transport.client import Reply, task_path
-
-log = structlog.get_logger("batchsms")
 
 MIN_DEFER = 0.01
 """Shortest wait of a deferred retry before it asks the budget again (a hint of 0 would spin)."""

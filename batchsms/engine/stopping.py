@@ -14,9 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
-import structlog
 
-log = structlog.get_logger("batchsms")
+from batchsms.engine.events import log
 
 
 class StopReason(enum.StrEnum):
