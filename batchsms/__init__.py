@@ -1,7 +1,8 @@
 r"""batchsms: apply many UpdateTask calls to Huawei Cloud SMS safely and fast.
 
-The public Python API (CONTRACT §12; README "Python API") is what this module exports; every
-other module is private. The CLI (`batchsms`, cli.py and `commands/`) drives the same engine::
+The public Python API (docs/reference.md §12; README "Python API") is what this module
+exports; every other module is private. The CLI (`batchsms`, cli.py and `commands/`) drives
+the same engine::
 
     async with batchsms.Client(endpoint) as client:
         async for outcome in client.run(updates):

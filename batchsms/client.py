@@ -1,4 +1,5 @@
-"""The Python API (CONTRACT §12): `Client`, `validate` and `run_sync`, the library over the engine.
+"""The Python API (docs/reference.md §12): `Client`, `validate` and `run_sync`, the library over
+the engine.
 
 Where it sits: at the top, beside `commands/`. A `Client` opens what runs need once (the
 endpoint, or a simulator started in this event loop; the credentials; one HTTP connection pool)
@@ -62,7 +63,8 @@ from batchsms.transport.signing import Authenticator, authenticator
 __all__ = ["Client", "Update", "Updates", "run_sync", "validate"]
 
 Update = Mapping[str, Any]
-"""One input line as a dict (CONTRACT §1): `task_id`, `body`, and optionally `ref`, `expect`."""
+"""One input line as a dict (docs/reference.md §1): `task_id`, `body`, and optionally `ref`,
+`expect`."""
 Updates = Iterable[Update] | AsyncIterable[Update]
 
 OUTCOME_BUFFER = 256
@@ -102,8 +104,8 @@ def _planned(planner: Planner, number: int, update: object) -> Planned | Invalid
 
 
 def validate(update: Update) -> list[Problem]:
-    """Every problem of one input-line dict (CONTRACT §1-2), each with `.path` and `.message`;
-    [] when `run` would send it. No network."""
+    """Every problem of one input-line dict (docs/reference.md §1-2), each with `.path` and
+    `.message`; [] when `run` would send it. No network."""
     item = _planned(Planner(), 1, update)
     return list(item.errors) if isinstance(item, InvalidLine) else []
 
@@ -226,12 +228,12 @@ def _single(exc: BaseException) -> BaseException:
 
 class Client:
     """Sends updates to Huawei Cloud SMS: `async with Client(...) as client`, then
-    `async for outcome in client.run(updates)` (CONTRACT §12; README "Python API").
+    `async for outcome in client.run(updates)` (docs/reference.md §12; README "Python API").
 
     `endpoint`, else `region`, else `BATCHSMS_ENDPOINT`; or `simulate=True`: a simulator
     started in this event loop for the client's life. `credentials`: a `TokenCredentials` or
-    `AkSkCredentials`; None looks for them as the CLI does (CONTRACT §6). Sending options mean
-    what `run`'s do. Enter and leave it in the same task; it may run several `run`/`plan`.
+    `AkSkCredentials`; None looks for them as the CLI does (docs/reference.md §6). Sending options
+    mean what `run`'s do. Enter and leave it in the same task; it may run several `run`/`plan`.
     """
 
     def __init__(self, endpoint: str | None = None, *, region: str | None = None,

@@ -49,11 +49,12 @@ class LockedError(UsageError):
 
 
 class JournalError(BatchSmsError):
-    """Writing the outcomes journal failed: nothing more may be sent (CONTRACT §7, exit 4)."""
+    """Writing the outcomes journal failed: nothing more may be sent (docs/reference.md §7,
+    exit 4)."""
 
 
 class AbortedError(BatchSmsError):
-    """A run stopped before its end, for the reason in the message (CONTRACT §12).
+    """A run stopped before its end, for the reason in the message (docs/reference.md §12).
 
     `outcomes`: with `run_sync`, every update's outcome (the lines cut short are `skipped` or
     `failed` with `error_code` "aborted"); empty when raised by `Client.run` or `Client.plan`,
@@ -103,7 +104,7 @@ class RequestTimeout(TransportError):  # noqa: N818 - reads as httpx's ReadTimeo
     code = "timeout"
 
 
-# -- exit codes (CONTRACT §7) ---------------------------------------------------------------
+# -- exit codes (docs/reference.md §7) ------------------------------------------------------------
 class ExitCode(enum.IntEnum):
     OK = 0  # every line succeeded (or was already done); validate: every line valid
     SOME_FAILED = 1  # finished; some lines failed, were invalid or skipped

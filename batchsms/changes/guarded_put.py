@@ -163,7 +163,8 @@ def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None
             return failed._replace(attempts=attempts, previous=prior,
                                    elapsed_ms=_elapsed(first, now), maybe_applied=True,
                                    status=Status.FAILED,
-                                   # the last answer received, if the read got none (CONTRACT §10)
+                                   # the last answer received, if the read got none
+                                   # (docs/reference.md §10)
                                    http_status=failed.http_status or outcome.http_status,
                                    request_id=failed.request_id or outcome.request_id)
         found = diff(body, view)

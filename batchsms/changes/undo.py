@@ -15,7 +15,7 @@ from the side log, as ordinary input for `batchsms run`.
   was lost, a kill, a `--resume`) does not win. So the lines need no order, across runs or
   within one, and run ids are never compared. `expect` is what the *last* counted writes set
   (`wrote`, folded in side log order) for the fields of the undo body: running the undo file
-  skips a task someone changed since (`conflict`, CONTRACT §1) instead of overwriting it.
+  skips a task someone changed since (`conflict`, docs/reference.md §1) instead of overwriting it.
   Line: `{"task_id", "ref", "body": <values before>, "expect": <values written>}`.
 - **Scope.** `run --undo-file`: the run's *sequence*, from the marker of the last run on the
   same `--out` that started without `--resume` (this run, unless it resumes) to the end.

@@ -1,4 +1,5 @@
-"""structlog set-up: events to stderr, `console` for people, `json` for machines (CONTRACT §9).
+"""structlog set-up: events to stderr, `console` for people, `json` for machines
+(docs/reference.md §9).
 
 Configured once per command from the CLI; nothing else in the package configures logging.
 Secrets never reach a log call (credentials have redacting reprs and are never passed to `log`).

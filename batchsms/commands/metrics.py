@@ -20,7 +20,7 @@ directory without clashing series:
     batchsms_http_responses{code}             responses by HTTP status ("200", "429"...)
     batchsms_retries                          retries (attempts after a line's first)
     batchsms_run_duration_seconds             wall time of the run
-    batchsms_run_exit_code                    the run's exit code (CONTRACT §7)
+    batchsms_run_exit_code                    the run's exit code (docs/reference.md §7)
     batchsms_last_run_timestamp_seconds       when the run ended (Unix time)
     batchsms_last_success_timestamp_seconds   when a run last exited 0: this run, else the
                                               value read back from the previous file, else 0

@@ -2,7 +2,8 @@
 
 Every command that writes a file (`run --out`/`--metrics-file`, `validate --out`, `tasks --out`,
 `report --failed-to`, the undo files) calls `check_output` once, up front, so a mistake is one
-message naming the path and the cause, and exit 2 (CONTRACT §4, §7), never a traceback half-way.
+message naming the path and the cause, and exit 2 (docs/reference.md §4, §7), never a traceback
+half-way.
 
 "The same file" is decided by `os.stat` device and inode, not by names: a symlink, a hard link or
 `./x` versus `x` is still the input. An output that does not exist yet cannot be an existing

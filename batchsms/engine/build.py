@@ -32,7 +32,8 @@ AIOHTTP_FLOOR = "3.12.11"
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
-    """The options that shape sending (CONTRACT §4), checked by the command that parsed them."""
+    """The options that shape sending (docs/reference.md §4), checked by the command that parsed
+    them."""
 
     concurrency: int = 16
     rate: float = 10.0

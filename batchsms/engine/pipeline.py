@@ -8,8 +8,8 @@
   holds a line from dispatch until its outcome is written. A stop never cancels a worker, it
   wakes it (`Stop`), so every held line still reaches the writer;
 - the stop reaches the reader too: after a stop the rest of a regular file is recorded as
-  `skipped` (CONTRACT §3), until `stop_reading()` (an interrupt's grace period ends, or a second
-  signal); a stream (stdin, FIFO) is read no further, nor anything once the journal broke;
+  `skipped` (docs/reference.md §3), until `stop_reading()` (an interrupt's grace period ends, or a
+  second signal); a stream (stdin, FIFO) is read no further, nor anything once the journal broke;
 - per-task order (`TaskOrder`); memory flat: the stream, the pending queues and the threaded
   reader are bounded;
 - the failure-ratio abort judges lines that ended `failed` on their own (attempts used, or an

@@ -12,9 +12,10 @@ through a `Sender`, so every try, whatever it is for:
 A request ends failed only when its attempts are used, the answer is not retryable, or the run
 stops (abort, deadline, interrupt): then `Result.stopped` says so.
 
-`attempts` counts requests that left the process (CONTRACT §10). A try whose `TransportError`
-has `sent=False` (connection refused, no descriptor, name not resolved) is not counted and
-does not use up `--max-attempts`; the outage guard bounds how long such tries go on.
+`attempts` counts requests that left the process (docs/reference.md §10). A try whose
+`TransportError` has `sent=False` (connection refused, no descriptor, name not resolved) is
+not counted and does not use up `--max-attempts`; the outage guard bounds how long such tries
+go on.
 `maybe_applied`: the request did not succeed, and one of its sent tries got no readable answer.
 """
 
@@ -91,7 +92,7 @@ class Result(NamedTuple):
 
     @property
     def http_status(self) -> int | None:
-        """The status of the last answer received (CONTRACT §10), None if none came."""
+        """The status of the last answer received (docs/reference.md §10), None if none came."""
         return None if self.reply is None else self.reply.status
 
     @property

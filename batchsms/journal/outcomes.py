@@ -1,7 +1,7 @@
 """Outcome records: one per non-blank input line, the journal of a run.
 
-The `Outcome` record (CONTRACT §3), the append-only `OutcomeWriter` (whole lines, flushed at
-least once a second and at exit, starting on a fresh line if a crash cut the last one), the
+The `Outcome` record (docs/reference.md §3), the append-only `OutcomeWriter` (whole lines, flushed
+at least once a second and at exit, starting on a fresh line if a crash cut the last one), the
 exclusive lock on `--out` (on the file, whatever its name) and the files kept beside it, and
 the journal read back (`iter_journal`, which `--resume` and `report` build their indexes from).
 
@@ -41,7 +41,7 @@ earlier run (`--resume`), or already as wanted (`--skip-unchanged`)."""
 
 
 class Status(enum.StrEnum):
-    """A line's status after a run (CONTRACT §5)."""
+    """A line's status after a run (docs/reference.md §3)."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -97,7 +97,7 @@ class Outcome(NamedTuple):
             return _scrubbed_json(data)
 
     def to_dict(self) -> dict[str, Any]:
-        """The record as a dict: the JSON object `to_json` writes (CONTRACT §3)."""
+        """The record as a dict: the JSON object `to_json` writes (docs/reference.md §3)."""
         data = {
             "run_id": self.run_id, "line": self.line, "task_id": self.task_id, "ref": self.ref,
             "status": self.status.value, "http_status": self.http_status,
@@ -307,7 +307,7 @@ class JournalLock:
 
 def lock_outcomes(path: Path) -> JournalLock:
     """Lock the journal `path` for this process: an exclusive `flock` on the file, created if
-    need be. The lock is on the file, not the name (CONTRACT §7): a symlink, a hard link, a
+    need be. The lock is on the file, not the name (docs/reference.md §7): a symlink, a hard link, a
     symlinked directory or `..` meet the same lock. `LockedError` names the holder's pid.
 
     The holder's pid is kept in `beside(path, "lock")` (with the file's identity, so that a

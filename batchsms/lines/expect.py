@@ -1,4 +1,4 @@
-"""The `expect` of an input line (CONTRACT §1): what the task must show before the write.
+"""The `expect` of an input line (docs/reference.md §1): what the task must show before the write.
 
 A line may carry ``"expect": {...}``: values in the body's shape that the task must have when
 its line is about to be sent. `run` reads the task first (ShowTask) and compares; any field that

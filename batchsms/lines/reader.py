@@ -24,7 +24,7 @@ import orjson
 from batchsms.errors import UsageError
 from batchsms.lines.schema import Problem, describe
 
-MAX_LINE_BYTES = 1024 * 1024  # CONTRACT §1: the default of every reader's `max_line`
+MAX_LINE_BYTES = 1024 * 1024  # docs/reference.md §1: the default of every reader's `max_line`
 MAX_TASK_ID = 36  # Table 1
 MAX_REF = 256
 _BOM = b"\xef\xbb\xbf"
@@ -38,7 +38,7 @@ _DOT_SEGMENTS = frozenset({".", ".."})
 
 class Line(NamedTuple):
     """A line whose envelope is sound; `body` is None when the line carries none, `expect`
-    (the values the task must have before the write, CONTRACT §1) when it carries none.
+    (the values the task must have before the write, docs/reference.md §1) when it carries none.
 
     A NamedTuple rather than a dataclass: one is built per input line, on the hot path.
     `Line(...)` builds one too; the reader uses `tuple.__new__` (see `parse_line`), which

@@ -5,8 +5,8 @@ Tables 3-12 of the reference page become one `ObjectSpec` each below; every fiel
 (``body.target_server.disks[0].partition_style``), drops nulls, and returns the body to send.
 The same function serves `validate`, `run`, `--dry-run` and the simulator.
 
-Rules beyond type/length/range/enum (CONTRACT §2) are object-level checks attached to the spec
-they belong to (`ObjectSpec.checks`), so the walker stays generic.
+Rules beyond type/length/range/enum (docs/reference.md §2) are object-level checks attached to the
+spec they belong to (`ObjectSpec.checks`), so the walker stays generic.
 
 Size (~450 lines): the tables are data, one line per field of the reference page; the walker
 itself is short. Splitting the tables from the walker would put one idea in two places.
@@ -111,7 +111,7 @@ def array(spec: ObjectSpec, max_items: int = 65535, min_items: int = 0) -> Field
 
 DEVICE_USE = ("NORMAL", "OS", "BOOT")
 
-# -- cross-field rules (CONTRACT §2) ------------------------------------------------------------
+# -- cross-field rules (docs/reference.md §2) ----------------------------------------------
 
 _NAME_RE = re.compile(r"[\u4e00-\u9fa5_\-0-9A-Za-z]+")
 
@@ -400,7 +400,7 @@ def _check_nested(f: Field, value: object, path: str, problems: list[Problem]) -
     items: list[object] = []
     for i, item in enumerate(value):
         item_path = f"{path}[{i}]"
-        if type(item) is not dict:  # a null item too: items are objects (CONTRACT §10)
+        if type(item) is not dict:  # a null item too: items are objects (docs/reference.md §10)
             problems.append(Problem(item_path, f"must be an object ({spec.name}), "
                                     f"got {describe(item)}"))
             items.append(item)

@@ -1,4 +1,5 @@
-"""A local Huawei Cloud SMS endpoint speaking the real API (CONTRACT §8), for tests and rehearsals.
+"""A local Huawei Cloud SMS endpoint speaking the real API (docs/reference.md §8), for tests and
+rehearsals.
 
 Where it sits: the far end of the flow. ``run --simulate`` and every test that crosses HTTP send
 their requests here instead of to Huawei Cloud; the official SDK cannot tell the difference for

@@ -1,6 +1,6 @@
 """Who may call the simulator: the credentials it expects, checked as the API gateway does.
 
-CONTRACT §8: ``BATCHSMS_SIMULATOR_AK`` + ``BATCHSMS_SIMULATOR_SK`` (an ``SDK-HMAC-SHA256``
+docs/reference.md §8: ``BATCHSMS_SIMULATOR_AK`` + ``BATCHSMS_SIMULATOR_SK`` (an ``SDK-HMAC-SHA256``
 signature is recomputed from the received request by :func:`gateway.verify_signature`,
 ``X-Sdk-Date`` at most 15 minutes off) and/or ``BATCHSMS_SIMULATOR_TOKEN`` (``X-Auth-Token``,
 compared in constant time). With none configured nothing is checked. Otherwise a request passes

@@ -2,7 +2,7 @@
 
 Prints exactly ``listening on http://HOST:PORT`` on stdout (flushed) once connections are
 accepted, and a one-line summary on stderr when it stops. Credentials to expect come from the
-environment only (CONTRACT §6, §8), never from options. Wired into ``batchsms.cli`` with
+environment only (docs/reference.md §6, §8), never from options. Wired into ``batchsms.cli`` with
 `add_simulator_parser` + `run_simulator`; ``python -m batchsms.simulator`` runs `main`.
 
 The only parser outside ``batchsms/cli.py``: the simulator is an entry point of its own

@@ -11,8 +11,8 @@ bodies are read up to `untrusted.MAX_BODY`, and every string passes `untrusted.s
 once, so every command gets the same checks. The known secret values (the credentials'
 `secrets()`, and any other the caller names) are cut out here too (`untrusted.Redactor`), from
 every string before it is bounded and from a body as it is parsed (`Reply.json`), so a server
-that echoes the request cannot get them recorded (CONTRACT §6); a body nobody reads (a write's
-200) is never scanned.
+that echoes the request cannot get them recorded (docs/reference.md §6); a body nobody reads (a
+write's 200) is never scanned.
 Where to send (endpoint, region, TLS trust) is endpoint.py's.
 
 Size (~320 lines): one job; a third of it is the translation of aiohttp's errors, kept in one

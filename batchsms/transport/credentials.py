@@ -1,6 +1,6 @@
 """Who we are to the API: credential lookup from flags, environment and the SDK's file.
 
-Credentials are looked for in the order of CONTRACT §6 by :func:`load_credentials`:
+Credentials are looked for in the order of docs/reference.md §6 by :func:`load_credentials`:
 
 1. ``--token-file PATH`` (its content, stripped), else ``BATCHSMS_AUTH_TOKEN``;
 2. ``HUAWEICLOUD_SDK_AK`` + ``HUAWEICLOUD_SDK_SK``, else ``CLOUD_SDK_AK`` + ``CLOUD_SDK_SK``,
@@ -95,7 +95,8 @@ def _env(env: Mapping[str, str], name: str) -> str | None:
 def load_credentials(
     env: Mapping[str, str], token_file: Path | None = None, home: Path | None = None
 ) -> Credentials:
-    """Find credentials in the order of CONTRACT §6; raise CredentialsError if there are none."""
+    """Find credentials in the order of docs/reference.md §6; raise CredentialsError if there are
+    none."""
     if token_file is not None:
         return TokenCredentials(_read_token_file(token_file))
     token = _env(env, CLIENT_TOKEN_ENV)

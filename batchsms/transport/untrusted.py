@@ -1,18 +1,19 @@
 """Wire safety: what the client does to every string and body it takes from a server.
 
 Everything an answer carries (headers, error codes and messages, request ids, a redirect's
-`Location`, the text of a parse error quoting the server's bytes) is untrusted (CONTRACT §5). It
-passes `safe_text` once, at the client edge, before it can reach an outcome record, a log line or
-a terminal: text that is not valid Unicode (aiohttp turns a non-UTF-8 header byte into a lone
-surrogate, which `orjson` refuses to encode) becomes U+FFFD, control and bidirectional-override
-characters are shown escaped (`\\x1b`) instead of acting on a terminal, and the length is bounded
-with a marker saying how much was cut. Bodies are read up to `MAX_BODY` bytes and no further.
+`Location`, the text of a parse error quoting the server's bytes) is untrusted
+(docs/reference.md §5). It passes `safe_text` once, at the client edge, before it can reach an
+outcome record, a log line or a terminal: text that is not valid Unicode (aiohttp turns a non-UTF-8
+header byte into a lone surrogate, which `orjson` refuses to encode) becomes U+FFFD, control and
+bidirectional-override characters are shown escaped (`\\x1b`) instead of acting on a terminal, and
+the length is bounded with a marker saying how much was cut. Bodies are read up to `MAX_BODY` bytes
+and no further.
 
-Known secret values are cut out too (CONTRACT §6: a server that echoes the request must not get
-the token written to an outcome): a `Redactor`, built from what the credentials know, replaces
-each one with `REDACTED` in every string taken from an answer, before it is bounded, and in a
-body before it is parsed. See `Redactor` for which forms are looked for and why a value shorter
-than `MIN_SECRET` is not.
+Known secret values are cut out too (docs/reference.md §6: a server that echoes the request must not
+get the token written to an outcome): a `Redactor`, built from what the credentials know, replaces
+each one with `REDACTED` in every string taken from an answer, before it is bounded, and in a body
+before it is parsed. See `Redactor` for which forms are looked for and why a value shorter than
+`MIN_SECRET` is not.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ one: refused. Without `--input`, the lines are the keys the journals hold.
 
 **Memory.** Two streaming passes over the journals: the first finds each key's latest record
 (a dict of 16-byte keys: about 150 bytes per line), the second feeds only those records to the
-figures. Cut or garbled lines (CONTRACT §10) are counted and reported.
+figures. Cut or garbled lines (docs/reference.md §10) are counted and reported.
 
 **Done.** A line is done when its latest record is `succeeded`, or `skipped` with
 `already_succeeded` or `unchanged` (`--skip-unchanged`: already as wanted). Every other line

@@ -2,7 +2,7 @@
 
 Everything that can make a run fail to start (bad options, no credentials, unreadable input,
 a locked `--out`) is checked here, before the first request, and raised as `UsageError`.
-Exit codes follow CONTRACT §7.
+Exit codes follow docs/reference.md §7.
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> ExitCode:
 
 
 def check_run_outputs(config: RunConfig) -> None:
-    """`--out` and `--metrics-file`: not an input, writable (CONTRACT §4), before anything."""
+    """`--out` and `--metrics-file`: not an input, writable (docs/reference.md §4), before
+    anything."""
     inputs = run_inputs(config.input, config.token_file, config.ca_bundle)
     check_output("--out", config.out, inputs)
     journal = journal_files(config.out)
