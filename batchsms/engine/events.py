@@ -1,7 +1,7 @@
 """Where the engine's log events go: the CLI's structlog set-up, or the standard library's.
 
 The CLI configures structlog once per command (commands/logs.py) and the engine's events go
-through it as they always have. A library configures no logging (CONTRACT §12): in a
+through it as they always have. A library configures no logging (docs/reference.md §12): in a
 user's script structlog is not configured, and its default would print every event to stdout,
 mixed with the script's own output. There the events go to the standard library's
 `logging.getLogger("batchsms")` instead, as httpx's do: silent unless the application sets up
