@@ -33,24 +33,9 @@ from batchsms.lines.bodies import Planned
 from batchsms.lines.reader import InvalidLine
 from batchsms.lines.schema import Problem
 from batchsms.transport.client import Reply
+from tests.clocks import FakeClock
 
 pytestmark = pytest.mark.anyio
-
-
-class FakeClock:
-    """Time moves only when someone sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(seconds, 0.0)
-        await anyio.lowlevel.checkpoint()
 
 
 def reply(status: int, code: str | None = None, request_id: str | None = None) -> Reply:
@@ -554,34 +539,13 @@ async def test_probes_visit_the_lines_in_turn_during_an_outage(lifo: bool) -> No
         f"p{i}": (True, 3) for i in range(4)}
 
 
-class TickingClock:
-    """Time passes between two readings, as on a loaded machine; sleeps like anyio.sleep."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.tick = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        now = self.now
-        self.now += self.tick
-        return now
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds < 0:  # anyio.sleep's own check
-            raise ValueError("delay must be a non-negative number")
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await anyio.lowlevel.checkpoint()
-
-
 async def test_probe_wait_is_never_negative_when_time_passes_between_readings() -> None:
     """The bench's rare exit 1 (ValueError from anyio.sleep in `Admission.enter`): the gate read
     the clock once to decide that the next probe could not go yet and again to compute the
     wait; on a loaded machine the second reading was past the probe time, the wait negative."""
     outage = FakeOutage()  # probe_delay() == 2.0
     outage.down = True
-    clock = TickingClock()
+    clock = FakeClock()
     admission = Admission(concurrency=4, outage=outage, stop=Stop(), clock=clock,
                           sleep=clock.sleep)
     assert admission.state is Gate.PROBING
