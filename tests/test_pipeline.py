@@ -307,7 +307,8 @@ def free_port() -> int:
 
 
 def test_refused_connections_are_not_attempts(tmp_path: Path) -> None:
-    """Nothing listens for ~1.5 s: the refused tries neither count nor use --max-attempts 1."""
+    """Nothing listens for ~0.7 s (the first try and the one 0.5 s later are refused): the
+    refused tries neither count nor use --max-attempts 1."""
     import contextlib
     import threading
 
@@ -316,7 +317,7 @@ def test_refused_connections_are_not_attempts(tmp_path: Path) -> None:
     out = tmp_path / "o.jsonl"
     servers: list[ScriptedServer] = []
     with contextlib.ExitStack() as stack:
-        late = threading.Timer(1.5, lambda: servers.append(
+        late = threading.Timer(0.7, lambda: servers.append(
             stack.enter_context(scripted_server(port=port))))
         late.start()
         with capture_logs():
