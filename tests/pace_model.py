@@ -19,22 +19,10 @@ from batchsms.engine.budget import RetryBudget
 from batchsms.engine.feedback import Answer
 from batchsms.engine.outage import OutageGuard
 from batchsms.engine.pace import Pace
+from tests.clocks import FakeClock
 
 TICK = 0.002
 """Seconds between polls of a bucket that has no token free."""
-
-
-class FakeClock:
-    """A clock that the model moves; `sleep` is never awaited here."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:  # pragma: no cover - the model never waits
-        self.now += seconds
 
 
 class Service:

@@ -317,6 +317,7 @@ def test_public_names_and_py_typed() -> None:
     assert "py.typed" in data["tool"]["setuptools"]["package-data"]["batchsms"]
 
 
+@pytest.mark.slow  # ~10-20 s of mypy from a cold cache; that py.typed ships is checked above
 def test_mypy_strict_on_the_example_uses_py_typed(tmp_path: Path) -> None:
     """The example type-checks under `--strict` with batchsms found as an installed package
     (a site directory, where mypy reads only packages marked `py.typed`), not as source."""

@@ -7,14 +7,7 @@ import math
 import pytest
 
 from batchsms.engine.budget import MIN_PER_SECOND, PERCENT, SLOT, TTL, RetryBudget
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clocks import FakeClock
 
 
 def spend_all(budget: RetryBudget) -> int:
@@ -27,7 +20,7 @@ def spend_all(budget: RetryBudget) -> int:
 
 def test_floor_alone_allows_min_per_second_over_the_window() -> None:
     """With no first attempts the floor allows MIN_PER_SECOND * TTL retries, then says wait."""
-    clock = Clock()
+    clock = FakeClock()
     budget = RetryBudget(clock=clock)
     assert spend_all(budget) == MIN_PER_SECOND * TTL == 100
     assert budget.wait_hint() == pytest.approx(SLOT + TTL)
@@ -35,7 +28,7 @@ def test_floor_alone_allows_min_per_second_over_the_window() -> None:
 
 def test_first_attempts_add_their_share() -> None:
     """Every first attempt allows PERCENT of a retry more: 500 of them allow 100 more."""
-    clock = Clock()
+    clock = FakeClock()
     budget = RetryBudget(clock=clock)
     for _ in range(500):
         budget.on_request(retry=False)
@@ -44,7 +37,7 @@ def test_first_attempts_add_their_share() -> None:
 
 def test_the_window_slides_and_the_budget_refills() -> None:
     """Retries spent leave the window after TTL: a long run never drains the budget for good."""
-    clock = Clock()
+    clock = FakeClock()
     budget = RetryBudget(clock=clock)
     total = 0
     for step in range(1200):  # ten minutes of retries as fast as the budget allows
@@ -59,7 +52,7 @@ def test_the_window_slides_and_the_budget_refills() -> None:
 
 def test_wait_hint_is_when_the_oldest_retry_leaves() -> None:
     """Denied at 3.2 s after spending the reserve at 0.2 s: yes again at 10.5 s, not before."""
-    clock = Clock()
+    clock = FakeClock()
     budget = RetryBudget(clock=clock)
     clock.now = 0.2
     spend_all(budget)
@@ -74,7 +67,7 @@ def test_wait_hint_is_when_the_oldest_retry_leaves() -> None:
 
 def test_first_attempts_are_not_limited() -> None:
     """on_request(retry=False) never asks the budget: first attempts always go."""
-    clock = Clock()
+    clock = FakeClock()
     budget = RetryBudget(clock=clock, min_per_second=0.0)
     for _ in range(10_000):
         budget.on_request(retry=False)

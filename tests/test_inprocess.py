@@ -22,7 +22,9 @@ def test_two_log_formats_back_to_back_do_not_leak(tmp_path: Path, cli: InProcess
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
     json_lines = [line for line in first.stderr.splitlines() if line.strip()]
     assert json_lines, first.stderr
-    assert all(orjson.loads(line) for line in json_lines), first.stderr
+    records = [orjson.loads(line) for line in json_lines]  # each line one JSON object
+    assert all(isinstance(r, dict) and r.get("event") and r.get("level") for r in records), \
+        first.stderr
     console_lines = [line for line in second.stderr.splitlines() if line.strip()]
     assert console_lines, second.stderr
     assert not any(line.startswith("{") for line in console_lines), second.stderr

@@ -66,7 +66,7 @@ def holder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Holder]:
         try:
             yield held
         finally:
-            held.process.terminate()
+            held.process.kill()  # how it stops is not these tests' point; SIGTERM waits a grace
             held.process.wait(30)
 
 

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchsms.engine.bucket import RateLimiter, SendRateMeter, TokenBucket
+from tests.clocks import FakeClock
 
 EPS = 1e-6
 
@@ -21,31 +22,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class FakeClock:
-    """A clock that moves only when told; its sleep advances it exactly."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await anyio.lowlevel.checkpoint()
-
-
 # --- TokenBucket ---------------------------------------------------------------------------
 
 
 def test_bucket_starts_full_then_refills_at_rate() -> None:
     """A fresh bucket allows `burst` at once, then one token per 1/rate seconds."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(rate=2.0, burst=3.0, clock=clock)
     assert [bucket.try_acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
     assert bucket.try_acquire() == pytest.approx(0.5)
@@ -57,7 +39,7 @@ def test_bucket_starts_full_then_refills_at_rate() -> None:
 
 def test_bucket_wait_does_not_take_a_token() -> None:
     """Asking how long to wait leaves the bucket as it was."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(rate=1.0, burst=1.0, clock=clock)
     assert bucket.try_acquire() == 0.0
     assert bucket.try_acquire() == pytest.approx(1.0)
@@ -68,7 +50,7 @@ def test_bucket_wait_does_not_take_a_token() -> None:
 
 def test_bucket_never_holds_more_than_burst() -> None:
     """A long idle period gives back at most `burst` tokens."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(rate=10.0, burst=2.0, clock=clock)
     clock.advance(3600)
     assert [bucket.try_acquire() == 0.0 for _ in range(3)] == [True, True, False]
@@ -76,13 +58,13 @@ def test_bucket_never_holds_more_than_burst() -> None:
 
 def test_bucket_rate_zero_is_unlimited() -> None:
     """rate 0 never makes anyone wait."""
-    bucket = TokenBucket(rate=0.0, burst=1.0, clock=FakeClock())
+    bucket = TokenBucket(rate=0.0, burst=1.0, clock=FakeClock(1000.0))
     assert all(bucket.try_acquire() == 0.0 for _ in range(10_000))
 
 
 def test_bucket_raising_the_rate_gives_no_extra_burst() -> None:
     """set_rate up after an idle spell still leaves at most `burst` tokens."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(rate=1.0, burst=2.0, clock=clock)
     clock.advance(100)
     bucket.set_rate(1000.0)
@@ -91,7 +73,7 @@ def test_bucket_raising_the_rate_gives_no_extra_burst() -> None:
 
 def test_bucket_set_rate_refills_at_old_rate_first() -> None:
     """Time before set_rate counts at the old rate, time after at the new one."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(rate=1.0, burst=1.0, clock=clock)
     assert bucket.try_acquire() == 0.0
     clock.advance(0.5)  # half a token at 1/s
@@ -101,7 +83,7 @@ def test_bucket_set_rate_refills_at_old_rate_first() -> None:
 
 def test_bucket_leaving_unlimited_starts_full() -> None:
     """Switching on from rate 0 starts with `burst` tokens, like a fresh bucket."""
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     bucket = TokenBucket(rate=0.0, burst=2.0, clock=clock)
     for _ in range(50):
         bucket.try_acquire()
@@ -113,7 +95,7 @@ def test_bucket_leaving_unlimited_starts_full() -> None:
 def test_bucket_rejects_bad_settings(rate: float, burst: float) -> None:
     """Negative or infinite rates and a burst below one token are refused."""
     with pytest.raises(ValueError):
-        TokenBucket(rate=rate, burst=burst, clock=FakeClock())
+        TokenBucket(rate=rate, burst=burst, clock=FakeClock(1000.0))
 
 
 # An event is a pause, then either an acquisition attempt or a rate change.

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import os
 import resource
+import shutil
 import signal
 import subprocess
+import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -222,22 +224,46 @@ def test_output_paths_are_checked_up_front(tmp_path: Path, here: Here) -> None:
         assert ".lock" not in one_line(result, *needles)
 
 
-@pytest.mark.skipif(IS_ROOT, reason="permissions do not stop root")
+NOBODY = 65534
+
+
+def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    """`batchsms ARGS` in a child that has dropped root for nobody: file modes stop it."""
+    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                           "--clear-groups", *processes.BATCHSMS, *args],
+                          env=processes.clean_env(), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_unwritable_output_directory_is_refused(tmp_path: Path, here: Here) -> None:
-    """`tasks --out` and `report --failed-to` into a read-only directory: one line, exit 2."""
-    locked = tmp_path / "ro"
-    locked.mkdir()
-    locked.chmod(0o555)
-    token = tmp_path / "token"
-    token.write_text("tok")
-    journal = tmp_path / "o.jsonl"
-    journal.write_text("")
-    for args in [("tasks", "--endpoint", "http://127.0.0.1:9", "--token-file", str(token),
-                  "--out", str(locked / "f.jsonl")),
-                 ("report", str(journal), "--failed-to", str(locked / "r.jsonl"))]:
-        result = here(*args)
-        assert result.returncode == 2
-        one_line(result, "permission denied")
+    """`tasks --out` and `report --failed-to` into a read-only directory: one line, exit 2.
+    Modes do not stop root, so as root (as on CI) the commands run as nobody, in a directory
+    nobody can reach (pytest's own is root's alone)."""
+    run = as_nobody if IS_ROOT else here
+    if IS_ROOT:
+        tmp_path = Path(tempfile.mkdtemp())
+        tmp_path.chmod(0o755)
+    try:
+        locked = tmp_path / "ro"
+        locked.mkdir()
+        locked.chmod(0o555)
+        token = tmp_path / "token"
+        token.write_text("tok")
+        journal = tmp_path / "o.jsonl"
+        journal.write_text("")
+        if IS_ROOT:
+            for owned in (token, journal):
+                os.chown(owned, NOBODY, NOBODY)
+        for args in [("tasks", "--endpoint", "http://127.0.0.1:9", "--token-file", str(token),
+                      "--out", str(locked / "f.jsonl")),
+                     ("report", str(journal), "--failed-to", str(locked / "r.jsonl"))]:
+            result = run(*args)
+            assert result.returncode == 2, result.stderr
+            one_line(result, "permission denied")
+        assert list(locked.iterdir()) == []  # nothing was written, not even a lock
+    finally:
+        if IS_ROOT:
+            shutil.rmtree(tmp_path)
 
 
 # -- 5. the metrics file on every exit -----------------------------------------------------

@@ -18,6 +18,7 @@ from batchsms.engine.controller import (
 )
 from batchsms.engine.feedback import Answer
 from batchsms.engine.pace import Pace
+from tests.clocks import FakeClock
 
 
 class FixedMeter(SendRateMeter):
@@ -153,23 +154,23 @@ def test_rate_zero_switches_on_at_the_first_cut_and_grows_only_with_real_sending
 @pytest.mark.parametrize("answer_kind", [Answer.FAILED, Answer.REJECTED, Answer.REFUSED])
 def test_pace_ignores_answers_that_say_nothing_about_pace(answer_kind: Answer) -> None:
     """5xx/timeouts (the outage guard's business), 401/403 and other 4xx never move the rate."""
-    now = [0.0]
-    pace = Pace(100.0, clock=lambda: now[0])
+    clock = FakeClock()
+    pace = Pace(100.0, clock=clock)
     for i in range(1000):
-        now[0] = i * 0.01
+        clock.now = i * 0.01
         assert pace.try_acquire_nowait()
-        pace.on_answer(answer_kind if i % 3 == 0 else Answer.OK, sent_at=now[0])
+        pace.on_answer(answer_kind if i % 3 == 0 else Answer.OK, sent_at=clock.now)
     assert pace.current_rate == 100.0
 
 
 def test_pace_follows_a_quota() -> None:
     """Pace feeds OK and THROTTLED answers, with their send times, to the controller."""
-    now = [0.0]
-    pace = Pace(100.0, clock=lambda: now[0])
+    clock = FakeClock()
+    pace = Pace(100.0, clock=clock)
     for i in range(200):
-        now[0] = i * 0.01
+        clock.now = i * 0.01
         if pace.try_acquire_nowait():
-            pace.on_answer(Answer.THROTTLED if i % 2 else Answer.OK, sent_at=now[0])
+            pace.on_answer(Answer.THROTTLED if i % 2 else Answer.OK, sent_at=clock.now)
     assert pace.current_rate < 60.0
 
 

@@ -485,13 +485,14 @@ HARNESS = Path(__file__).resolve().parent.parent / "fuzz" / "fuzz_reader.py"
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None,
                     reason="atheris is not installed (pip install atheris; wheels for CPython "
                            "3.11 on x86-64 Linux)")
-def test_atheris_reader_harness_bounded_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("runs", [2_000, pytest.param(10_000, marks=pytest.mark.slow)])
+def test_atheris_reader_harness_bounded_run(tmp_path: Path, runs: int) -> None:
     """`fuzz/fuzz_reader.py` for a fixed number of runs and a fixed seed: no crash. A short run
-    (10 000: the harness works and the shallow paths hold); longer sessions are run by hand,
-    as `fuzz/fuzz_reader.py` says."""
+    (2 000 in the default suite, 10 000 in `-m slow`: the harness works and the shallow paths
+    hold); longer sessions are run by hand, as `fuzz/fuzz_reader.py` says."""
     result = subprocess.run(
-        [sys.executable, str(HARNESS), "-runs=10000", "-seed=1", "-max_len=512",
+        [sys.executable, str(HARNESS), f"-runs={runs}", "-seed=1", "-max_len=512",
          f"-artifact_prefix={tmp_path}/"],
         capture_output=True, text=True, timeout=110, check=False, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "Done 10000 runs" in result.stderr
+    assert f"Done {runs} runs" in result.stderr

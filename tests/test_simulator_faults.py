@@ -11,6 +11,7 @@ import pytest
 
 from batchsms.simulator import FaultConfig, FaultInjector, Fleet, SimulatorHandle, running
 from batchsms.simulator.faults import parse_latency
+from tests.clocks import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -63,12 +64,12 @@ async def test_below_the_throttle_rate_nothing_is_throttled() -> None:
 
 def test_throttle_window_slides() -> None:
     """R admitted per trailing second; 429s are not admitted, so they do not extend the window."""
-    now = [0.0]
-    injector = FaultInjector(FaultConfig(throttle_rate=2), clock=lambda: now[0])
+    clock = FakeClock()
+    injector = FaultInjector(FaultConfig(throttle_rate=2), clock=clock)
     assert [injector.admit(), injector.admit(), injector.admit()] == [True, True, False]
-    now[0] = 0.5
+    clock.now = 0.5
     assert not injector.admit()
-    now[0] = 1.0  # the first two leave the window
+    clock.now = 1.0  # the first two leave the window
     assert [injector.admit(), injector.admit(), injector.admit()] == [True, True, False]
 
 

@@ -12,19 +12,12 @@ import pytest
 
 from batchsms.simulator import FaultConfig, FaultInjector, Fleet, SimulatorHandle, running
 from batchsms.simulator.faults import Outage, OutageKind, parse_outage
+from tests.clocks import FakeClock
 
 pytestmark = pytest.mark.anyio
 
 JSON = {"Content-Type": "application/json"}
 BODY = orjson.dumps({"speed_limit": 100})
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def put(session: aiohttp.ClientSession, sim: SimulatorHandle, task_id: str = "t",
@@ -37,7 +30,7 @@ async def put(session: aiohttp.ClientSession, sim: SimulatorHandle, task_id: str
 
 
 def test_quota_bucket_spends_its_burst_then_refills_at_the_rate() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     injector = FaultInjector(FaultConfig(quota_rate=10, quota_burst=3), clock=clock)
     assert [injector.admit() for _ in range(4)] == [True, True, True, False]
     clock.now += 0.1  # one token back
@@ -48,7 +41,7 @@ def test_quota_bucket_spends_its_burst_then_refills_at_the_rate() -> None:
 
 def test_quota_rejections_cost_nothing() -> None:
     """A client hammering the bucket still gets exactly rate x time through."""
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     injector = FaultInjector(FaultConfig(quota_rate=50, quota_burst=1), clock=clock)
     admitted = 0
     for _ in range(10_000):  # 10 s at 1 000 arrivals/s
@@ -66,7 +59,7 @@ def test_quota_burst_defaults_to_one_second() -> None:
 
 
 def test_window_counting_every_arrival_starves_a_client_above_the_limit() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     counting = FaultInjector(FaultConfig(throttle_rate=10, throttle_count_all=True), clock=clock)
     lenient = FaultInjector(FaultConfig(throttle_rate=10), clock=clock)
     got = {"counting": 0, "lenient": 0}
@@ -79,7 +72,7 @@ def test_window_counting_every_arrival_starves_a_client_above_the_limit() -> Non
 
 
 def test_window_counting_every_arrival_admits_a_client_below_the_limit() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     injector = FaultInjector(FaultConfig(throttle_rate=10, throttle_count_all=True), clock=clock)
     results = []
     for _ in range(50):  # 8/s
@@ -114,7 +107,7 @@ def test_new_faults_do_not_shift_the_old_sequence() -> None:
 
 
 def test_outage_counts_from_the_first_request() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     injector = FaultInjector(FaultConfig(outages=(Outage(10, 5),)), clock=clock)
     clock.now = 1000.0  # start-up time does not count
     assert injector.decide().outage is None
@@ -126,7 +119,7 @@ def test_outage_counts_from_the_first_request() -> None:
 
 
 def test_partial_outage_hits_its_share() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     injector = FaultInjector(FaultConfig(seed=1, outages=(parse_outage("0+100:502@0.3"),)),
                              clock=clock)
     hits = [injector.decide().outage for _ in range(4000)]

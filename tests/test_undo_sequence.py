@@ -105,7 +105,8 @@ def test_undo_after_a_kill_with_a_write_in_flight_keeps_the_task(tmp_path: Path)
     with simulator_thread(fleet=Fleet.from_jsonl(fleet_path)) as thread:
         sim = thread.handle
         thread.call(lambda: sim.faults.reconfigure(
-            FaultConfig(hang_rate=1.0, hang_ms=HANG_MS)))  # every answer held, then served
+            FaultConfig(hang_rate=1.0, hang_ms=750.0)))  # every answer held, then served;
+        # long enough for the kill to land while t1's write is held (three holds before it)
         child = start_batchsms("run", str(source), "--endpoint", sim.url, "--out", str(out),
                                "--undo-file", str(undo), "--concurrency", "1", "--rate", "0",
                                "--log-format", "json", "--no-progress",
