@@ -21,13 +21,8 @@ cannot be read (404...), "would fail". A line whose `expect` does not hold is a 
 below. The totals name conflicts only when there are some.
 
 Several lines for one task: a later line is compared with the task as the earlier lines would
-leave it, as `run` sends them in file order: each earlier line's readable fields written into
-the view where ShowTask shows them (`diff.applied`, the same `readable.READABLE` mapping the
-comparison reads: `enterprise_project` is seen as `enterprise_project_id`). So `plan` says what
-`run --skip-unchanged` would do, line for line. The projected views of the last
-`PROJECTED_TASKS` tasks are kept (plus those of the batch being judged); a task seen again
-after that is read again, and judged as it is, not as its earlier lines would leave it (the
-one place `plan` and `run --skip-unchanged` can differ: memory stays flat).
+leave it, so `plan` says what `run --skip-unchanged` would do, line for line, but for tasks seen
+again after `PROJECTED_TASKS` others (changes/preview.py says how and why).
 
 `--json`: one object per input line on stdout, in input order: `line`, `task_id`, `ref`,
 `verdict`, `changes` (path -> `{"from", "to"}`), `unchanged`, `unreadable`, and `error`

@@ -20,14 +20,11 @@ _STDLIB = logging.getLogger("batchsms")
 class Events:
     """`info`/`warning`/`debug` like a structlog logger, routed as the module says."""
 
-    __slots__ = ("_name",)
-
-    def __init__(self, name: str = "batchsms") -> None:
-        self._name = name
+    __slots__ = ()
 
     def _emit(self, level: int, method: str, event: str, fields: dict[str, object]) -> None:
         if structlog.is_configured():
-            getattr(structlog.get_logger(self._name), method)(event, **fields)
+            getattr(structlog.get_logger("batchsms"), method)(event, **fields)
         elif _STDLIB.isEnabledFor(level):
             shown = " ".join(f"{key}={value!r}" for key, value in fields.items())
             _STDLIB.log(level, "%s %s", event, shown)
