@@ -3,12 +3,15 @@
     BatchSmsError
     ├── UsageError          bad options, unreadable input, no credentials: exit 2
     │   ├── CredentialsError    no or incomplete credentials
-    │   │   └── NoCredentialsError  none found anywhere (a rehearsal may go on without)
+    │   │   ├── NoCredentialsError  none found anywhere (a rehearsal may go on without)
+    │   │   └── CredentialSourceError  a pod-identity / metadata / IAM source gave none
     │   └── LockedError         --out is held by another run
     ├── JournalError        an outcome record could not be written (disk full, I/O): exit 4
     ├── AbortedError        a run stopped early (credentials rejected, an outage outlasted
-    │                       --max-outage, too many lines failed): exit 3; the Python API raises
-    │                       it after every update's outcome was yielded
+    │   │                   --max-outage, too many lines failed): exit 3; the Python API raises
+    │   │                   it after every update's outcome was yielded
+    │   └── CredentialsExpiredError  temporary credentials expired and their source
+    │                       gave no new ones (exit 3 like an auth abort)
     ├── EventLoopRunningError  `run_sync` called where an event loop runs (also a RuntimeError)
     └── TransportError      one HTTP attempt got no response (client.py maps aiohttp here)
         ├── ConnectError        could not connect, or the connection dropped
@@ -44,6 +47,11 @@ class NoCredentialsError(CredentialsError):
     """None of the places credentials are looked for has any (as opposed to broken ones)."""
 
 
+class CredentialSourceError(CredentialsError):
+    """A configured credential source (CCE pod identity, ECS metadata, IAM's project lookup)
+    answered, but not with what was needed; the message names the source and its answer."""
+
+
 class LockedError(UsageError):
     """The outcomes file is locked by another running batchsms."""
 
@@ -64,6 +72,12 @@ class AbortedError(BatchSmsError):
     def __init__(self, message: str, *, outcomes: tuple[Outcome, ...] = ()) -> None:
         super().__init__(message)
         self.outcomes = outcomes
+
+
+class CredentialsExpiredError(AbortedError):
+    """Temporary credentials expired while their source kept failing to give new ones: nothing
+    more may be signed (docs/reference.md §6); the message names the source and what it
+    answered."""
 
 
 class EventLoopRunningError(BatchSmsError, RuntimeError):

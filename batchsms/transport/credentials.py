@@ -1,6 +1,7 @@
 """Who we are to the API: credential lookup from flags, environment and the SDK's file.
 
-Credentials are looked for in the order of docs/reference.md §6 by :func:`load_credentials`:
+Credentials are looked for in the order of docs/reference.md §6 by :func:`find_credentials`
+(which also says where they were found) and :func:`load_credentials`:
 
 1. ``--token-file PATH`` (its content, stripped), else ``BATCHSMS_AUTH_TOKEN``;
 2. ``HUAWEICLOUD_SDK_AK`` + ``HUAWEICLOUD_SDK_SK``, else ``CLOUD_SDK_AK`` + ``CLOUD_SDK_SK``,
@@ -9,10 +10,11 @@ Credentials are looked for in the order of docs/reference.md §6 by :func:`load_
    ``~/.huaweicloud/credentials``), section ``[basic]`` then ``[global]``, read the way
    ``huaweicloudsdkcore.auth.provider.ProfileCredentialProvider`` reads it.
 
-signing.py turns what is found into the headers of each attempt. Secrets (SK, token, security
-token) and the AK never appear in a ``repr`` or an error message; errors from parsing
-secret-bearing files are raised ``from None`` so their text cannot leak through a traceback's
-chained exception either.
+providers.py goes on with the temporary sources (CCE pod identity, ECS metadata) when none of
+these is configured. signing.py turns what is found into the headers of each attempt. Secrets
+(SK, token, security token) and the AK never appear in a ``repr`` or an error message; errors
+from parsing secret-bearing files are raised ``from None`` so their text cannot leak through a
+traceback's chained exception either.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ __all__ = [
     "CLIENT_TOKEN_ENV",
     "AkSkCredentials",
     "Credentials",
+    "Found",
     "TokenCredentials",
+    "find_credentials",
     "load_credentials",
 ]
 
@@ -92,35 +96,59 @@ def _env(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def load_credentials(
+@dataclass(frozen=True, slots=True)
+class Found:
+    """Credentials and where they were found (`source`: a flag, variables or a file; never a
+    secret), for ``run.started`` and ``check`` to name."""
+
+    credentials: Credentials
+    source: str
+
+
+def find_credentials(
     env: Mapping[str, str], token_file: Path | None = None, home: Path | None = None
-) -> Credentials:
-    """Find credentials in the order of docs/reference.md §6; raise CredentialsError if there are
-    none."""
+) -> Found | None:
+    """The first of sources 1-3 of docs/reference.md §6 that is configured, or None; raises
+    CredentialsError for one that is configured but broken (half a pair, an unreadable file)."""
     if token_file is not None:
-        return TokenCredentials(_read_token_file(token_file))
+        return Found(TokenCredentials(_read_token_file(token_file)), f"--token-file {token_file}")
     token = _env(env, CLIENT_TOKEN_ENV)
     if token is not None:
-        return TokenCredentials(token)
+        return Found(TokenCredentials(token), CLIENT_TOKEN_ENV)
 
     from_env = _aksk_from_env(env)
     if from_env is not None:
         return from_env
 
-    explicit = _env(env, CREDENTIALS_FILE_ENV)
-    path = Path(explicit) if explicit else (home or Path.home()) / ".huaweicloud" / "credentials"
-    if explicit and not path.is_file():
+    path = credentials_file(env, home)
+    if _env(env, CREDENTIALS_FILE_ENV) and not path.is_file():
         raise CredentialsError(f"{CREDENTIALS_FILE_ENV} names {path}, which is not a readable file")
-    from_file = _aksk_from_file(path) if path.is_file() else None
-    if from_file is not None:
-        return from_file
+    return _aksk_from_file(path) if path.is_file() else None
 
+
+def credentials_file(env: Mapping[str, str], home: Path | None = None) -> Path:
+    """The SDK credentials file looked at: ``HUAWEICLOUD_SDK_CREDENTIALS_FILE`` or the default."""
+    explicit = _env(env, CREDENTIALS_FILE_ENV)
+    return Path(explicit) if explicit else (home or Path.home()) / ".huaweicloud" / "credentials"
+
+
+def places_looked(env: Mapping[str, str], home: Path | None = None) -> str:
+    """Sources 1-3, for a "no credentials found" message."""
     env_pairs = ", ".join(f"{ak} + {sk}" for ak, sk in AKSK_ENVS)
-    raise NoCredentialsError(
-        f"no credentials found: looked for --token-file, {CLIENT_TOKEN_ENV}, {env_pairs}, and an "
-        f"ak + sk in section [basic] or [global] of {path} (set {CREDENTIALS_FILE_ENV} to use "
-        "another file)"
-    )
+    return (f"--token-file, {CLIENT_TOKEN_ENV}, {env_pairs}, and an ak + sk in section [basic] "
+            f"or [global] of {credentials_file(env, home)} (set {CREDENTIALS_FILE_ENV} to use "
+            "another file)")
+
+
+def load_credentials(
+    env: Mapping[str, str], token_file: Path | None = None, home: Path | None = None
+) -> Credentials:
+    """Find credentials in the order of docs/reference.md §6 (sources 1-3; providers.py adds the
+    temporary ones); raise CredentialsError if there are none."""
+    found = find_credentials(env, token_file, home)
+    if found is None:
+        raise NoCredentialsError(f"no credentials found: looked for {places_looked(env, home)}")
+    return found.credentials
 
 
 def _read_token_file(path: Path) -> str:
@@ -135,7 +163,7 @@ def _read_token_file(path: Path) -> str:
     return token
 
 
-def _aksk_from_env(env: Mapping[str, str]) -> AkSkCredentials | None:
+def _aksk_from_env(env: Mapping[str, str]) -> Found | None:
     for ak_name, sk_name in AKSK_ENVS:
         ak, sk = _env(env, ak_name), _env(env, sk_name)
         if ak is None and sk is None:
@@ -144,17 +172,17 @@ def _aksk_from_env(env: Mapping[str, str]) -> AkSkCredentials | None:
             missing = ak_name if ak is None else sk_name
             present = sk_name if ak is None else ak_name
             raise CredentialsError(f"{present} is set but {missing} is not; set both or neither")
-        return AkSkCredentials(
+        return Found(AkSkCredentials(
             ak=ak,
             sk=sk,
             project_id=_env(env, PROJECT_ID_ENV),
             domain_id=_env(env, DOMAIN_ID_ENV),
             security_token=_env(env, SECURITY_TOKEN_ENV),
-        )
+        ), f"{ak_name} + {sk_name}")
     return None
 
 
-def _aksk_from_file(path: Path) -> AkSkCredentials | None:
+def _aksk_from_file(path: Path) -> Found | None:
     # Same parser as the SDK (ConfigParser with its default interpolation, UTF-8), so one file
     # means the same credentials to both. Parser errors quote the offending line: never chain them.
     parser = configparser.ConfigParser()
@@ -180,11 +208,11 @@ def _aksk_from_file(path: Path) -> AkSkCredentials | None:
         if ak is None or sk is None:
             missing = "ak" if ak is None else "sk"
             raise CredentialsError(f"credentials file {path}: section [{name}] has no {missing}")
-        return AkSkCredentials(
+        return Found(AkSkCredentials(
             ak=ak,
             sk=sk,
             project_id=(values.get("project_id") or None) if id_key == "project_id" else None,
             domain_id=(values.get("domain_id") or None) if id_key == "domain_id" else None,
             security_token=values.get("security_token") or None,
-        )
+        ), f"credentials file {path} [{name}]")
     return None
