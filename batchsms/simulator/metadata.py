@@ -1,0 +1,137 @@
+"""Rehearsal endpoints for temporary credentials: ECS metadata, CCE pod identity, IAM projects.
+
+Place in the flow: a stand-in for what a fleet host has and a laptop has not, so that tests,
+CI and users can rehearse a run through several generations of short-lived credentials
+(docs/reference.md §8). :func:`metadata_app` serves, on one aiohttp application:
+
+- ``PUT /meta-data/latest/api/token`` (needs ``X-Metadata-Token-Ttl-Seconds``): a session
+  token; with ``token_status`` 404/405 this answers that status instead (an older service);
+- ``GET /openstack/latest/securitykey``: new temporary credentials, each call a new generation
+  living ``lifetime`` seconds (with a session token issued, the request must carry it in
+  ``X-Metadata-Token``: 401 otherwise);
+- ``POST /pod-identity/credentials``: the same, for ``Authorization: <pod_token>`` (401
+  otherwise), as CCE's pod identity agent answers ``HC_CONTAINER_CREDENTIALS_FULL_URI``;
+- ``GET /v3/projects?name=REGION`` (IAM's KeystoneListProjects): checks the SDK-HMAC-SHA256
+  signature against the credentials it issued (unexpired, with their ``X-Security-Token``)
+  and answers ``{"projects": [{"id", "name"}]}`` from ``projects`` (empty for an unknown
+  region).
+
+:class:`MetadataState` is the knob board: ``failing`` set to a status makes the credential
+routes answer it (a source that stops answering mid-run); ``issued`` counts generations.
+Everything is in memory; the clock (seconds since the epoch) is injectable.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from batchsms.simulator.gateway import verify_signature
+
+__all__ = ["POD_IDENTITY_PATH", "MetadataState", "metadata_app"]
+
+POD_IDENTITY_PATH = "/pod-identity/credentials"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Issued:
+    secret: str
+    security_token: str
+    expires_at: float
+
+
+@dataclass(slots=True, repr=False)
+class MetadataState:
+    """How the rehearsal endpoints behave, and what they issued (module docstring)."""
+
+    lifetime: float = 3600.0
+    pod_token: str = "pod-identity-token-for-rehearsals"  # noqa: S105 - a rehearsal value
+    token_status: int = 200
+    failing: int | None = None
+    projects: dict[str, str] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
+    issued: dict[str, Issued] = field(default_factory=dict)
+    session_tokens: set[str] = field(default_factory=set)
+    requests: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return f"MetadataState(lifetime={self.lifetime}, generations={len(self.issued)})"
+
+    def mint(self) -> dict[str, str]:
+        """New temporary credentials, as the services answer them."""
+        ak = f"TMP{len(self.issued) + 1:04d}{secrets.token_hex(8).upper()}"
+        issued = Issued(secrets.token_urlsafe(30), secrets.token_urlsafe(120),
+                        self.clock() + self.lifetime)
+        self.issued[ak] = issued
+        expires = datetime.fromtimestamp(issued.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return {"access": ak, "secret": issued.secret, "securitytoken": issued.security_token,
+                "expires_at": expires}
+
+
+def _credential_answer(state: MetadataState) -> web.Response:
+    if state.failing is not None:
+        return web.json_response({"error": "rehearsed failure"}, status=state.failing)
+    return web.json_response({"credential": state.mint()})
+
+
+def metadata_app(state: MetadataState) -> web.Application:
+    """The rehearsal endpoints of the module docstring, driven by ``state``."""
+
+    async def token(request: web.Request) -> web.Response:
+        state.requests.append("token")
+        if state.token_status != 200:
+            return web.Response(status=state.token_status)
+        if not request.headers.get("X-Metadata-Token-Ttl-Seconds", "").isdigit():
+            return web.Response(status=400, text="X-Metadata-Token-Ttl-Seconds is required")
+        value = secrets.token_urlsafe(24)
+        state.session_tokens.add(value)
+        return web.Response(text=value)
+
+    async def security_key(request: web.Request) -> web.Response:
+        state.requests.append("securitykey")
+        sent = request.headers.get("X-Metadata-Token")
+        if state.session_tokens and sent not in state.session_tokens:
+            return web.Response(status=401, text="a valid X-Metadata-Token is required")
+        return _credential_answer(state)
+
+    async def pod_identity(request: web.Request) -> web.Response:
+        state.requests.append("pod-identity")
+        if request.headers.get("Authorization") != state.pod_token:
+            return web.json_response({"error": "unauthorized"}, status=401)
+        return _credential_answer(state)
+
+    async def projects(request: web.Request) -> web.Response:
+        state.requests.append("projects")
+        reason = _check_signature(state, request, await request.read())
+        if reason is not None:
+            return web.json_response({"error_code": "APIG.0301", "error_msg": reason}, status=401)
+        name = request.query.get("name", "")
+        found = [{"id": state.projects[name], "name": name}] if name in state.projects else []
+        return web.json_response({"projects": found})
+
+    app = web.Application()
+    app.router.add_put("/meta-data/latest/api/token", token)
+    app.router.add_get("/openstack/latest/securitykey", security_key)
+    app.router.add_post(POD_IDENTITY_PATH, pod_identity)
+    app.router.add_get("/v3/projects", projects)
+    return app
+
+
+def _check_signature(state: MetadataState, request: web.Request, body: bytes) -> str | None:
+    """None when the request is signed with credentials this state issued and still valid."""
+    access = request.headers.get("Authorization", "").partition("Access=")[2].partition(",")[0]
+    issued = state.issued.get(access.strip())
+    if issued is None:
+        return "unknown access key"
+    if state.clock() >= issued.expires_at:
+        return "the temporary credentials have expired"
+    if request.headers.get("X-Security-Token") != issued.security_token:
+        return "X-Security-Token does not belong to the access key"
+    return verify_signature(request.method, request.raw_path, list(request.query.items()),
+                            request.headers, body, access.strip(), issued.secret,
+                            datetime.now(UTC))
