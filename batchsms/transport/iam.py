@@ -28,6 +28,7 @@ from yarl import URL
 
 from batchsms import __version__
 from batchsms.errors import AbortedError, CredentialSourceError, UsageError
+from batchsms.transport.proxy import Proxy
 from batchsms.transport.signing import Authenticator
 from batchsms.transport.untrusted import MAX_MESSAGE, Redactor
 
@@ -53,11 +54,10 @@ async def lookup_project_id(
     auth: Authenticator,
     *,
     now: datetime | None = None,
-    proxy: str | None = None,
-    proxy_auth: aiohttp.BasicAuth | None = None,
+    proxy: Proxy | None = None,
 ) -> str:
     """The id of the project named ``region`` (module docstring). ``now`` is the signing time
-    (a clock-skew-corrected one, clock.py); ``proxy``/``proxy_auth`` as proxy.py decides."""
+    (a clock-skew-corrected one, clock.py); ``proxy`` as proxy.py decides for ``iam``."""
     parts = urlsplit(iam)
     base = parts.path.rstrip("/")
     query = [("name", region)]
@@ -67,11 +67,14 @@ async def lookup_project_id(
                                {"User-Agent": f"batchsms/{__version__}"}, b"",
                                now or datetime.now(UTC))
     url = URL(f"{parts.scheme}://{parts.netloc}{path}?{encoded}", encoded=True)
+    if proxy is not None:  # after signing: the proxy's header is not the service's business
+        headers.update(proxy.request_headers(iam))
     name = f"IAM ({iam})"
-    redact = Redactor(auth.secrets())
+    redact = Redactor(auth.secrets() + (proxy.secrets() if proxy else ()))
     try:
-        async with session.get(url, headers=headers, allow_redirects=False, proxy=proxy,
-                               proxy_auth=proxy_auth,
+        async with session.get(url, headers=headers, allow_redirects=False,
+                               proxy=proxy.url if proxy else None,
+                               proxy_headers=proxy.headers() if proxy else None,
                                timeout=aiohttp.ClientTimeout(total=LOOKUP_TIMEOUT)) as response:
             status, body = response.status, await response.content.read(MAX_PROJECTS_ANSWER)
     except TimeoutError:
