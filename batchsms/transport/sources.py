@@ -285,4 +285,6 @@ class MetadataSource:
             raise _failed(f"{self.name} (session token)", token_status, b"")
         async with session.get(self._endpoint + SECURITY_KEY_PATH, headers=headers,
                                allow_redirects=False) as response:
-            return response.status, await _read(response)
+            status, body = response.status, await _read(response)
+        # A failure's quote must not carry the session token back (an echoing service).
+        return status, body if status == 200 else Redactor(headers.values()).body(body)
