@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -33,7 +33,7 @@ from aiohttp import web
 
 from batchsms.simulator.gateway import verify_signature
 
-__all__ = ["POD_IDENTITY_PATH", "MetadataState", "metadata_app"]
+__all__ = ["POD_IDENTITY_PATH", "MetadataState", "add_metadata_routes", "metadata_app"]
 
 POD_IDENTITY_PATH = "/pod-identity/credentials"
 
@@ -72,6 +72,23 @@ class MetadataState:
         return {"access": ak, "secret": issued.secret, "securitytoken": issued.security_token,
                 "expires_at": expires}
 
+    def check_signature(self, method: str, raw_path: str, query: Sequence[tuple[str, str]],
+                        headers: Mapping[str, str], body: bytes) -> str | None:
+        """None when a request is signed with credentials issued here and still valid (their
+        ``X-Security-Token`` with them), else a short reason that quotes no secret. For IAM's
+        route here, and for an SMS gateway that accepts the issued credentials."""
+        received = {key.lower(): value for key, value in headers.items()}
+        access = received.get("authorization", "").partition("Access=")[2].partition(",")[0]
+        issued = self.issued.get(access.strip())
+        if issued is None:
+            return "unknown access key"
+        if self.clock() >= issued.expires_at:
+            return "the temporary credentials have expired"
+        if received.get("x-security-token") != issued.security_token:
+            return "X-Security-Token does not belong to the access key"
+        return verify_signature(method, raw_path, query, headers, body, access.strip(),
+                                issued.secret, datetime.fromtimestamp(self.clock(), UTC))
+
 
 def _credential_answer(state: MetadataState) -> web.Response:
     if state.failing is not None:
@@ -80,7 +97,16 @@ def _credential_answer(state: MetadataState) -> web.Response:
 
 
 def metadata_app(state: MetadataState) -> web.Application:
-    """The rehearsal endpoints of the module docstring, driven by ``state``."""
+    """The rehearsal endpoints of the module docstring, driven by ``state``, as an app of their
+    own (tests serve it with ``tests.servers.serving``)."""
+    app = web.Application()
+    add_metadata_routes(app, state)
+    return app
+
+
+def add_metadata_routes(app: web.Application, state: MetadataState) -> None:
+    """Mount the rehearsal endpoints on ``app`` (the simulator's own, to serve both on one
+    port: no route of the SMS API starts with these paths)."""
 
     async def token(request: web.Request) -> web.Response:
         state.requests.append("token")
@@ -107,31 +133,16 @@ def metadata_app(state: MetadataState) -> web.Application:
 
     async def projects(request: web.Request) -> web.Response:
         state.requests.append("projects")
-        reason = _check_signature(state, request, await request.read())
+        reason = state.check_signature(request.method, request.raw_path,
+                                       list(request.query.items()), request.headers,
+                                       await request.read())
         if reason is not None:
             return web.json_response({"error_code": "APIG.0301", "error_msg": reason}, status=401)
         name = request.query.get("name", "")
         found = [{"id": state.projects[name], "name": name}] if name in state.projects else []
         return web.json_response({"projects": found})
 
-    app = web.Application()
     app.router.add_put("/meta-data/latest/api/token", token)
     app.router.add_get("/openstack/latest/securitykey", security_key)
     app.router.add_post(POD_IDENTITY_PATH, pod_identity)
     app.router.add_get("/v3/projects", projects)
-    return app
-
-
-def _check_signature(state: MetadataState, request: web.Request, body: bytes) -> str | None:
-    """None when the request is signed with credentials this state issued and still valid."""
-    access = request.headers.get("Authorization", "").partition("Access=")[2].partition(",")[0]
-    issued = state.issued.get(access.strip())
-    if issued is None:
-        return "unknown access key"
-    if state.clock() >= issued.expires_at:
-        return "the temporary credentials have expired"
-    if request.headers.get("X-Security-Token") != issued.security_token:
-        return "X-Security-Token does not belong to the access key"
-    return verify_signature(request.method, request.raw_path, list(request.query.items()),
-                            request.headers, body, access.strip(), issued.secret,
-                            datetime.now(UTC))
