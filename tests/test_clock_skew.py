@@ -6,7 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from batchsms.transport.clock import ClockSkew, is_date_rejection, parse_http_date
+from batchsms.transport.clock import (
+    ClockSkew,
+    Rejection,
+    classify_401,
+    is_date_rejection,
+    parse_http_date,
+)
 from tests.clocks import FakeClock
 
 NOON = datetime(2026, 12, 5, 12, 0, 0, tzinfo=UTC)
@@ -67,3 +73,21 @@ def test_is_date_rejection() -> None:
     assert not is_date_rejection(401, "20261205T100000Z", None)
     assert not is_date_rejection(401, "20261205T100000Z", "garbage")
     assert not is_date_rejection(401, "garbage", NOON_HTTP)
+
+
+def test_classify_401() -> None:
+    late = "20261205T100000Z"
+    on_time = "20261205T120000Z"
+    assert classify_401(late, NOON_HTTP, temporary=False, retried=False) is Rejection.DATE
+    assert classify_401(late, NOON_HTTP, temporary=True, retried=False) is Rejection.DATE
+    assert classify_401(on_time, NOON_HTTP, temporary=True, retried=False) is Rejection.STALE
+    assert classify_401(on_time, NOON_HTTP, temporary=False, retried=False) is Rejection.KEY
+    assert classify_401(None, None, temporary=False, retried=False) is Rejection.KEY
+    assert classify_401(late, NOON_HTTP, temporary=True, retried=True) is Rejection.KEY
+
+
+def test_corrected_time_for_the_refresher() -> None:
+    clock = FakeClock(NOON.timestamp() - 20 * 60)
+    skew = ClockSkew(clock)
+    skew.learn(NOON_HTTP)
+    assert skew.service_time() == NOON.timestamp()

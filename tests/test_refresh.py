@@ -47,6 +47,16 @@ def _refresher(clock: FakeClock, source: ScriptedSource) -> Refresher:
     return Refresher(source, clock=clock, sleep=clock.sleep, random=lambda: 1.0)
 
 
+async def _run_until(refresher: Refresher, generation: int) -> None:
+    """Run the background refresh until the source has given `generation` credentials."""
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(refresher.run)
+            while refresher.generation < generation:
+                await anyio.lowlevel.checkpoint()
+            tg.cancel_scope.cancel()
+
+
 def test_refresh_at_follows_the_sdk_and_the_third_rule() -> None:
     assert refresh_at(T0, T0 + 6 * HOUR) == T0 + 6 * HOUR - AHEAD  # the SDK's 40 minutes
     assert refresh_at(T0, T0 + 2 * HOUR) == T0 + 2 * HOUR - AHEAD
@@ -66,12 +76,7 @@ async def test_refreshes_in_the_background_ahead_of_expiry() -> None:
     source = ScriptedSource(clock, [900, 900, 6 * HOUR])
     refresher = _refresher(clock, source)
     first = await refresher.start()
-    with anyio.move_on_after(1):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(refresher.run)
-            while refresher.generation < 3:
-                await anyio.lowlevel.checkpoint()
-            tg.cancel_scope.cancel()
+    await _run_until(refresher, generation=3)
     assert source.fetched_at == [T0, T0 + 600, T0 + 1200]
     assert refresher.current() is not first
     assert refresher.expires_at == T0 + 1200 + 6 * HOUR
@@ -113,12 +118,7 @@ async def test_a_source_that_recovers_before_expiry_is_no_failure() -> None:
     source = ScriptedSource(clock, [90, "down", "down", 90])
     refresher = _refresher(clock, source)
     await refresher.start()
-    with anyio.move_on_after(1):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(refresher.run)
-            while refresher.generation < 2:
-                await anyio.lowlevel.checkpoint()
-            tg.cancel_scope.cancel()
+    await _run_until(refresher, generation=2)
     assert source.fetched_at == [T0, T0 + 60, T0 + 61, T0 + 63]
     assert refresher.failure is None
     assert refresher.current().ak == "AK00000004"

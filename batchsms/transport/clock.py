@@ -4,7 +4,8 @@ Place in the flow: client.py hands every answer's ``Date`` header to :meth:`Cloc
 signing asks :meth:`ClockSkew.now` for the time to put in ``X-Sdk-Date``; the engine asks
 :func:`is_date_rejection` whether a 401 was the gateway refusing our date (it allows 15
 minutes) rather than our key, to retry it once with the corrected time instead of counting it
-toward the auth abort (docs/reference.md §6).
+toward the auth abort (docs/reference.md §6); :func:`classify_401` says which of the three
+kinds of 401 (:class:`Rejection`) an answer is.
 
 Rules: the offset is the answer's ``Date`` minus our clock at the answer's arrival (``Date``
 has whole seconds, so offsets under :data:`THRESHOLD` are noise and left alone); beyond it
@@ -15,12 +16,21 @@ teaches nothing and breaks nothing. The clock is injectable (seconds since the e
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
-__all__ = ["GATEWAY_TOLERANCE", "THRESHOLD", "ClockSkew", "is_date_rejection", "parse_http_date"]
+__all__ = [
+    "GATEWAY_TOLERANCE",
+    "THRESHOLD",
+    "ClockSkew",
+    "Rejection",
+    "classify_401",
+    "is_date_rejection",
+    "parse_http_date",
+]
 
 THRESHOLD = 60.0
 """Seconds of offset below which our clock is trusted as it is (CONTRACT §6: a minute)."""
@@ -40,6 +50,29 @@ def parse_http_date(value: str | None) -> datetime | None:
     if parsed.tzinfo is None:  # "-0000": UTC by RFC 5322
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+class Rejection(enum.Enum):
+    """What a 401 means for the run (docs/reference.md §6)."""
+
+    DATE = "date"
+    """Our X-Sdk-Date was refused: retry once with the corrected time; not an auth failure."""
+    STALE = "stale"
+    """Temporary credentials refused: refresh at once and retry once; not an auth failure."""
+    KEY = "key"
+    """The credentials themselves: counts toward the three-in-a-row auth abort."""
+
+
+def classify_401(sdk_date: str | None, answer_date: str | None, *, temporary: bool,
+                 retried: bool) -> Rejection:
+    """What a 401 is: a date rejection first (a refresh would not help), then, under temporary
+    credentials, stale ones; a request already retried once for either is a KEY failure (one
+    retry each, never a loop)."""
+    if retried:
+        return Rejection.KEY
+    if is_date_rejection(401, sdk_date, answer_date):
+        return Rejection.DATE
+    return Rejection.STALE if temporary else Rejection.KEY
 
 
 def is_date_rejection(status: int, sdk_date: str | None, answer_date: str | None) -> bool:
@@ -93,6 +126,12 @@ class ClockSkew:
                 self._warn(self._offset)
         return measured
 
+    def service_time(self) -> float:
+        """The service's time in seconds since the epoch: ours corrected by the offset learnt.
+        Give it as the clock of refresh.py's Refresher, so that an ``expires_at`` (the
+        source's time) is compared with the same clock even on a host whose clock drifted."""
+        return self._clock() + self._offset
+
     def now(self) -> datetime:
         """The time to sign with: ours, corrected by the offset learnt."""
-        return datetime.fromtimestamp(self._clock() + self._offset, UTC)
+        return datetime.fromtimestamp(self.service_time(), UTC)
