@@ -145,6 +145,9 @@ async def test_a_failed_forced_refresh_keeps_the_current_credentials() -> None:
     with pytest.raises(CredentialSourceError, match="down"):
         await refresher.force(held)
     assert refresher.current() is held
+    with pytest.raises(CredentialSourceError, match="down"):  # in backoff: not asked again
+        await refresher.force(held)
+    assert source.fetched_at == [T0, T0]
 
 
 async def test_the_first_fetch_failing_is_the_callers_error() -> None:

@@ -133,10 +133,14 @@ class Refresher:
         """New credentials now, because ``rejected`` got a 401; a fetch already made since
         ``rejected`` was handed out counts (concurrent 401s share it). Raises the source's
         CredentialSourceError when this fetch fails (the caller's request then fails as the
-        401 it got); the background loop keeps retrying."""
+        401 it got); the background loop keeps retrying. While the source is in backoff after
+        a failure, the failure is raised again without asking it."""
         async with self._lock:
             if self._current is not None and self._current.credentials is not rejected:
                 return self.current()
+            if self._failures and self._clock() < self._due:
+                # The source failed a moment ago: a burst of 401s must not hammer it.
+                raise CredentialSourceError(self._last_error or f"{self.source} failed")
             await self._fetch_noting_failure()
         return self.current()
 
