@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +11,7 @@ from aiohttp import web
 
 from batchsms.errors import UsageError
 from batchsms.transport.proxy import Proxy, ProxySettings, shown_url
+from tests.proxies import tinyproxy_running
 from tests.servers import serving
 
 PW = "s3cret-proxy-pw"
@@ -98,43 +94,10 @@ def test_a_bad_proxy_url_is_a_usage_error_without_the_password(value: str) -> No
 
 # -- a real forward proxy ----------------------------------------------------------------------
 
-TINYPROXY = shutil.which("tinyproxy")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def tinyproxy(tmp_path: Path) -> Iterator[str]:
-    """tinyproxy on 127.0.0.1 asking for alice's password; yields its URL (without it)."""
-    if TINYPROXY is None:
-        pytest.skip("tinyproxy is not installed (apt-get install tinyproxy; .ci/run does)")
-    port = _free_port()
-    user = "" if os.getuid() != 0 else "User nobody\nGroup nogroup\n"
-    conf = tmp_path / "tinyproxy.conf"
-    conf.write_text(f"{user}Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 20\n"
-                    f"Allow 127.0.0.1\nBasicAuth alice {PW}\nLogLevel Info\n"
-                    f"LogFile \"{tmp_path / 'tinyproxy.log'}\"\n")
-    tmp_path.chmod(0o777)
-    process = subprocess.Popen([TINYPROXY, "-d", "-c", str(conf)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("tinyproxy did not start")
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with tinyproxy_running(tmp_path, "alice", PW) as address:
+        yield address
 
 
 @pytest.mark.anyio

@@ -25,6 +25,7 @@ import contextvars
 import errno
 import re
 import ssl
+from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -48,6 +49,8 @@ from batchsms.errors import (
     TlsError,
     TransportError,
 )
+from batchsms.transport.clock import ClockSkew
+from batchsms.transport.proxy import Proxy
 from batchsms.transport.signing import Authenticator, canonical_query
 from batchsms.transport.untrusted import (
     MAX_BODY,
@@ -192,11 +195,18 @@ class SmsClient:
 
     def __init__(self, endpoint: str, auth: Authenticator | None, *, concurrency: int,
                  timeout: float, tls: ssl.SSLContext | bool = True,
-                 secrets: Iterable[str] = ()) -> None:
+                 secrets: Iterable[str] = (), proxy: Proxy | None = None,
+                 skew: ClockSkew | None = None, refreshing: bool = False) -> None:
         """`secrets`: values to cut out of answers besides the credentials' own (a proxy
-        password). `auth.secrets()` is read once, here: an authenticator whose credentials
-        change during a run (refreshed temporary credentials) needs a client that rebuilds its
-        `Redactor` then, keeping the old values too (answers to requests signed with them)."""
+        password). `auth.secrets()` is read once, here, unless `refreshing`: then an
+        authenticator whose credentials change during a run (providers.ProviderAuthenticator
+        over refreshed temporary credentials) is asked at each request, and the `Redactor` is
+        rebuilt when they changed, keeping the values of the last generations too (answers to
+        requests signed with them).
+
+        `proxy` (proxy.py; the caller decides it for this endpoint): every request goes through
+        it, its password cut out of answers. `skew` (clock.py): each answer's ``Date`` teaches
+        it, and requests are signed with its corrected time."""
         parts = urlsplit(endpoint)
         self._base = f"{parts.scheme}://{parts.netloc}"
         default_port = 443 if parts.scheme == "https" else 80
@@ -206,15 +216,30 @@ class SmsClient:
         if parts.port not in (None, default_port):
             self._host = f"{self._host}:{parts.port}"
         self._auth = auth
-        self._redact = Redactor([*(auth.secrets() if auth is not None else ()), *secrets])
+        self._proxy = proxy
+        self._skew = skew
+        self._extra_secrets = (*secrets, *(proxy.secrets() if proxy is not None else ()))
+        self._signed_with: deque[tuple[str, ...]] = deque(maxlen=KEPT_GENERATIONS)
+        self._refreshing = refreshing and auth is not None
+        self._redact = self._redactor(auth.secrets() if auth is not None else ())
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._ssl = tls
         self._concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None
 
+    def _redactor(self, current: tuple[str, ...]) -> Redactor:
+        """The Redactor for the credentials' secrets of now and of the generations kept."""
+        self._signed_with.append(current)
+        return Redactor([*(v for values in self._signed_with for v in values),
+                         *self._extra_secrets])
+
     async def __aenter__(self) -> SmsClient:
+        # Plain HTTP through a proxy: one connection per request. tinyproxy closes the client's
+        # connection after each one without saying so, and this client never re-sends on a
+        # dropped kept-alive connection (below), so reusing one would fail every other request.
+        plain_via_proxy = self._proxy is not None and self._base.startswith("http://")
         connector = _Connector(limit=self._concurrency, ssl=self._ssl,
-                                         enable_cleanup_closed=False)
+                                         enable_cleanup_closed=False, force_close=plain_via_proxy)
         session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
                                         auto_decompress=True, raise_for_status=False,
                                         skip_auto_headers=("Accept-Encoding",))
@@ -248,24 +273,37 @@ class SmsClient:
         if body:
             headers["Content-Type"] = JSON_CONTENT_TYPE
         if self._auth is not None:
+            now = self._skew.now() if self._skew is not None else datetime.now(UTC)
             headers = self._auth.headers_for(method, self._host, path, query, headers, body,
-                                             datetime.now(UTC))
+                                             now)
+            if self._refreshing and (current := self._auth.secrets()) != self._signed_with[-1]:
+                self._redact = self._redactor(current)
         url = self._base + path
         if query:  # sent exactly as signed, as the SDK does
             url += "?" + canonical_query(query)
+        proxy = self._proxy
+        if proxy is not None:  # after signing: the proxy's header is not the service's
+            headers.update(proxy.request_headers(url))
         _CONNECTED.set(False)
         status: int | None = None
         try:
-            async with self._session.request(method, URL(url, encoded=True),
-                                             data=body or None, headers=headers,
-                                             allow_redirects=False) as resp:
+            async with self._session.request(
+                    method, URL(url, encoded=True), data=body or None, headers=headers,
+                    allow_redirects=False, proxy=proxy.url if proxy is not None else None,
+                    proxy_headers=proxy.headers() if proxy is not None else None) as resp:
                 status = resp.status
+                if status == 407 and proxy is not None:  # a plain-HTTP request's proxy
+                    raise _proxy_refused(proxy, status=status)
+                if self._skew is not None:
+                    self._skew.learn(resp.headers.get("Date"))
                 if _fits(resp):  # read here: one coroutine less on every common answer
                     return _reply(status, resp.headers, await resp.read(), cut_off=False,
                                   redact=self._redact)
                 data, cut_off = await _read_bounded(resp)
                 return _reply(status, resp.headers, data, cut_off=cut_off, redact=self._redact)
         except (TimeoutError, aiohttp.ClientError) as exc:
+            if proxy is not None and isinstance(exc, _PROXY_ERRORS):
+                raise _proxy_refused(proxy, exc) from exc
             raise _translate(exc, method, status, connected=_CONNECTED.get(),
                              redact=self._redact) from exc
 
@@ -274,6 +312,28 @@ class SmsClient:
 
 
 _WRITES = "; the update may have been applied"
+KEPT_GENERATIONS = 3
+"""Generations of refreshed credentials whose secrets are still cut out of answers: an answer
+arrives at most --timeout after its request was signed, far less than a generation lives."""
+_PROXY_ERRORS = (aiohttp.ClientHttpProxyError, aiohttp.ClientProxyConnectionError)
+
+
+def _proxy_refused(proxy: Proxy, exc: aiohttp.ClientError | None = None,
+                   status: int | None = None) -> ConnectError:
+    """One clear line for a proxy that refused (CONTRACT §6), naming it without its password:
+    a CONNECT answered with an error (`exc` a ClientHttpProxyError), a proxy not reachable
+    (ClientProxyConnectionError), or a 407 to a plain-HTTP request (`status`). The request
+    never reached the service."""
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        status = exc.status
+    if status is not None:
+        why = f"answered HTTP {status}" + (
+            " (wrong or missing proxy user/password)" if status == 407 else "")
+    else:
+        os_error = getattr(exc, "os_error", None)
+        why = f"could not be reached: {getattr(os_error, 'strerror', None) or type(exc).__name__}"
+    return ConnectError(safe_text(f"the proxy {proxy.shown} {why}; the request was not sent"),
+                        sent=False)
 
 
 def _translate(exc: BaseException, method: str, status: int | None, *,

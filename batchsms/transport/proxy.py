@@ -110,7 +110,10 @@ class Proxy:
 
     def request_headers(self, target: str) -> dict[str, str]:
         """Headers to add to a request for ``target`` itself: the credentials when the target
-        is ``http://`` (no tunnel: the proxy reads the request), else none."""
+        is ``http://`` (no tunnel: the proxy reads the request), else none (a CONNECT tunnel
+        carries them). A client sending plain HTTP through a proxy should not keep its
+        connections alive: tinyproxy (1.11) closes them after each request without saying so
+        (client.py closes each one)."""
         return self.headers() if target.lower().startswith("http://") else {}
 
     def __repr__(self) -> str:

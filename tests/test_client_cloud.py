@@ -1,0 +1,116 @@
+"""SmsClient's issue-20 parameters: a proxy (real tinyproxy), clock skew learnt from `Date`,
+and the Redactor following refreshed credentials."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from batchsms.errors import ConnectError
+from batchsms.transport.client import SmsClient
+from batchsms.transport.clock import ClockSkew
+from batchsms.transport.credentials import AkSkCredentials
+from batchsms.transport.proxy import Proxy, ProxySettings
+from batchsms.transport.signing import Signer
+from tests.proxies import tinyproxy_running
+from tests.servers import serving
+
+pytestmark = pytest.mark.anyio
+
+PW = "client-proxy-pw-91"
+CREDS = AkSkCredentials("AKCLIENT1234", "SKCLIENT-secret-1234")
+
+
+def _client(url: str, **options: object) -> SmsClient:
+    return SmsClient(url, Signer(CREDS), concurrency=4, timeout=10, **options)  # type: ignore[arg-type]
+
+
+async def test_signing_time_follows_the_services_date() -> None:
+    ahead = timedelta(minutes=20)
+    dates: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        dates.append(request.headers["X-Sdk-Date"])
+        served = format_datetime(datetime.now(UTC) + ahead, usegmt=True)
+        return web.json_response({}, headers={"Date": served})
+
+    app = web.Application()
+    app.router.add_get("/v3/tasks", answer)
+    warned: list[float] = []
+    skew = ClockSkew(warn=warned.append)
+    async with serving(app) as url, _client(url, skew=skew) as client:
+        for _ in range(2):
+            assert (await client.request("GET", "/v3/tasks")).status == 200
+    first, second = (datetime.strptime(d, "%Y%m%dT%H%M%SZ") for d in dates)
+    assert timedelta(minutes=19) < second - first < timedelta(minutes=21)
+    assert len(warned) == 1
+    assert 19 * 60 < warned[0] < 21 * 60
+
+
+async def test_requests_through_tinyproxy_and_its_refusals(tmp_path: Path) -> None:
+    vias: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        vias.append(request.headers.get("Via", ""))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/v3/tasks", answer)
+    with tinyproxy_running(tmp_path, "alice", PW) as address:
+        async with serving(app) as url:
+            proxy = ProxySettings.from_env({"HTTP_PROXY": f"http://alice:{PW}@{address}"})
+            chosen = proxy.for_url(url)
+            assert chosen is not None
+            async with _client(url, proxy=chosen) as client:
+                for _ in range(3):
+                    assert (await client.request("GET", "/v3/tasks")).status == 200
+            async with _client(url, proxy=Proxy(f"http://{address}")) as client:
+                with pytest.raises(ConnectError, match="answered HTTP 407") as refused:
+                    await client.request("GET", "/v3/tasks")
+            assert not refused.value.sent
+            assert address in str(refused.value)
+        dead = Proxy("http://127.0.0.1:9", "alice", PW)
+        async with _client("http://127.0.0.1:1", proxy=dead) as client:
+            with pytest.raises(ConnectError, match="could not be reached") as unreachable:
+                await client.request("GET", "/v3/tasks")
+    assert len(vias) == 3
+    assert all("tinyproxy" in via for via in vias)
+    assert PW not in str(unreachable.value)
+    assert "alice:***@127.0.0.1:9" in str(unreachable.value)
+
+
+class Rotating:
+    """An authenticator whose secrets change, as refreshed temporary credentials do."""
+
+    def __init__(self) -> None:
+        self.token = "SECURITY-TOKEN-GEN-1"
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.token,)
+
+    def headers_for(self, method: str, host: str, path: str, query: Sequence[tuple[str, str]],
+                    headers: Mapping[str, str], body: bytes, now: datetime) -> dict[str, str]:
+        return {**headers, "X-Security-Token": self.token}
+
+
+async def test_the_redactor_follows_refreshed_credentials() -> None:
+    async def echo(request: web.Request) -> web.Response:
+        token = request.headers["X-Security-Token"]
+        return web.json_response({"error_code": "SMS.0001", "error_msg": f"bad {token}"},
+                                 status=400, headers={"X-Request-Id": token})
+
+    app = web.Application()
+    app.router.add_get("/v3/tasks", echo)
+    auth = Rotating()
+    async with serving(app) as url, SmsClient(url, auth, concurrency=1, timeout=10,
+                                              refreshing=True) as client:
+        for generation in range(1, 6):
+            auth.token = f"SECURITY-TOKEN-GEN-{generation}"
+            reply = await client.request("GET", "/v3/tasks")
+            assert reply.error_msg == "bad [redacted]"
+            assert reply.request_id == "[redacted]"
