@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from batchsms.simulator.gateway import verify_signature
+from batchsms.simulator.metadata import MetadataState
 from batchsms.transport.signing import ALGORITHM
 
 __all__ = ["AK_ENV", "SIMULATOR_TOKEN_ENV", "SK_ENV", "ExpectedCredentials"]
@@ -33,6 +34,8 @@ class ExpectedCredentials:
     ak: str | None = None
     sk: str | None = None
     token: str | None = None
+    temporary: MetadataState | None = None
+    """Also accept the temporary credentials these rehearsal endpoints issued (metadata.py)."""
 
     def __post_init__(self) -> None:
         if (self.ak is None) != (self.sk is None):
@@ -52,7 +55,7 @@ class ExpectedCredentials:
 
     @property
     def configured(self) -> bool:
-        return self.ak is not None or self.token is not None
+        return self.ak is not None or self.token is not None or self.temporary is not None
 
     def check(self, method: str, raw_path: str, query: Sequence[tuple[str, str]],
               headers: Mapping[str, str], body: bytes, now: datetime) -> str | None:
@@ -61,6 +64,8 @@ class ExpectedCredentials:
             return None
         authorization = headers.get("Authorization")
         if authorization is not None and authorization.lstrip().startswith(ALGORITHM):
+            if self.temporary is not None and self.temporary.issued_to(authorization):
+                return self.temporary.check_signature(method, raw_path, query, headers, body)
             if self.ak is None or self.sk is None:
                 return "AK/SK signatures are not accepted here, send X-Auth-Token"
             return verify_signature(method, raw_path, query, headers, body, self.ak, self.sk,

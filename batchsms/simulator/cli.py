@@ -24,6 +24,7 @@ from batchsms.errors import ExitCode, UsageError
 from batchsms.simulator.access import AK_ENV, SIMULATOR_TOKEN_ENV, SK_ENV, ExpectedCredentials
 from batchsms.simulator.faults import FaultConfig, Outage, parse_latency, parse_outage
 from batchsms.simulator.fleet import Fleet
+from batchsms.simulator.metadata import POD_IDENTITY_PATH, MetadataState
 
 if TYPE_CHECKING:
     from batchsms.simulator.server import Simulator
@@ -164,6 +165,42 @@ def add_simulator_arguments(p: argparse.ArgumentParser) -> None:
                    help="apply this share of updates, then hold the answer back --late-ms [0]")
     p.add_argument("--late-ms", type=_non_negative, default=60_000.0, metavar="MS",
                    help="how long a late answer is held [60000]")
+    add_rehearsal_arguments(p)
+
+
+POD_TOKEN_ENV = "BATCHSMS_SIMULATOR_POD_TOKEN"  # noqa: S105 - a variable's name
+
+
+def _project(text: str) -> tuple[str, str]:
+    region, sep, project = text.partition("=")
+    if not (sep and region.strip() and project.strip()):
+        raise argparse.ArgumentTypeError(f"want REGION=PROJECT_ID, got {text!r}")
+    return region.strip(), project.strip()
+
+
+def add_rehearsal_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of the rehearsal endpoints for temporary credentials (metadata.py)."""
+    p.add_argument("--credentials-lifetime", type=_positive, metavar="S",
+                   help="also serve, on --credentials-port, ECS metadata (PUT "
+                   "/meta-data/latest/api/token, GET /openstack/latest/securitykey), CCE pod "
+                   f"identity (POST {POD_IDENTITY_PATH}, Authorization: ${POD_TOKEN_ENV} or "
+                   "a fixed rehearsal value) and IAM's GET /v3/projects, issuing temporary "
+                   "credentials that live S seconds and are accepted here")
+    p.add_argument("--credentials-port", type=_port, default=0, metavar="PORT",
+                   help="the port of those endpoints; 0 picks a free one, printed on stderr "
+                   "[0]")
+    p.add_argument("--project", type=_project, action="append", default=[],
+                   metavar="REGION=ID", help="a project IAM knows (repeatable)")
+
+
+def metadata_state(args: argparse.Namespace) -> MetadataState | None:
+    """The rehearsal endpoints the parsed options ask for (None: not served)."""
+    if args.credentials_lifetime is None:
+        return None
+    # Like the credentials the simulator expects, the pod token comes from the environment.
+    pod_token = os.environ.get(POD_TOKEN_ENV, "").strip() or MetadataState().pod_token
+    return MetadataState(lifetime=args.credentials_lifetime, pod_token=pod_token,
+                         projects=dict(args.project))
 
 
 def add_simulator_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -211,7 +248,8 @@ def _build(args: argparse.Namespace) -> Simulator:
         fleet = Fleet.open(seed=args.seed)
     faults = fault_config(args)
     return Simulator(host=args.host, port=args.port, fleet=fleet, faults=faults,
-                     credentials=credentials, log_size=0)
+                     credentials=credentials, log_size=0, metadata=metadata_state(args),
+                     metadata_port=args.credentials_port)
 
 
 async def _serve(simulator: Simulator) -> str:
@@ -225,6 +263,9 @@ async def _serve(simulator: Simulator) -> str:
     try:
         handle = await simulator.start()
         print(f"listening on {handle.url}", flush=True)
+        if handle.metadata_url is not None:
+            print(f"credential endpoints (ECS metadata, pod identity, IAM) on "
+                  f"{handle.metadata_url}", file=sys.stderr, flush=True)
         await stop.wait()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):

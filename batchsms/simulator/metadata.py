@@ -28,10 +28,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from batchsms.simulator.gateway import verify_signature
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 __all__ = ["POD_IDENTITY_PATH", "MetadataState", "add_metadata_routes", "metadata_app"]
 
@@ -72,25 +74,35 @@ class MetadataState:
         return {"access": ak, "secret": issued.secret, "securitytoken": issued.security_token,
                 "expires_at": expires}
 
+    def issued_to(self, authorization: str) -> bool:
+        """Whether an ``Authorization`` header names an access key issued here."""
+        return _access_key(authorization) in self.issued
+
     def check_signature(self, method: str, raw_path: str, query: Sequence[tuple[str, str]],
                         headers: Mapping[str, str], body: bytes) -> str | None:
         """None when a request is signed with credentials issued here and still valid (their
         ``X-Security-Token`` with them), else a short reason that quotes no secret. For IAM's
         route here, and for an SMS gateway that accepts the issued credentials."""
         received = {key.lower(): value for key, value in headers.items()}
-        access = received.get("authorization", "").partition("Access=")[2].partition(",")[0]
-        issued = self.issued.get(access.strip())
+        access = _access_key(received.get("authorization", ""))
+        issued = self.issued.get(access)
         if issued is None:
             return "unknown access key"
         if self.clock() >= issued.expires_at:
             return "the temporary credentials have expired"
         if received.get("x-security-token") != issued.security_token:
             return "X-Security-Token does not belong to the access key"
-        return verify_signature(method, raw_path, query, headers, body, access.strip(),
+        return verify_signature(method, raw_path, query, headers, body, access,
                                 issued.secret, datetime.fromtimestamp(self.clock(), UTC))
 
 
+def _access_key(authorization: str) -> str:
+    return authorization.partition("Access=")[2].partition(",")[0].strip()
+
+
 def _credential_answer(state: MetadataState) -> web.Response:
+    from aiohttp import web
+
     if state.failing is not None:
         return web.json_response({"error": "rehearsed failure"}, status=state.failing)
     return web.json_response({"credential": state.mint()})
@@ -99,14 +111,17 @@ def _credential_answer(state: MetadataState) -> web.Response:
 def metadata_app(state: MetadataState) -> web.Application:
     """The rehearsal endpoints of the module docstring, driven by ``state``, as an app of their
     own (tests serve it with ``tests.servers.serving``)."""
+    from aiohttp import web
+
     app = web.Application()
     add_metadata_routes(app, state)
     return app
 
 
 def add_metadata_routes(app: web.Application, state: MetadataState) -> None:
-    """Mount the rehearsal endpoints on ``app`` (the simulator's own, to serve both on one
-    port: no route of the SMS API starts with these paths)."""
+    """Mount the rehearsal endpoints on ``app`` (no route of the SMS API starts with these
+    paths; the simulator serves them on a port of their own, away from its gateway check)."""
+    from aiohttp import web  # only when serving: simulator/cli.py imports this module cheaply
 
     async def token(request: web.Request) -> web.Response:
         state.requests.append("token")

@@ -21,7 +21,7 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 
@@ -29,6 +29,7 @@ from batchsms.simulator.access import ExpectedCredentials
 from batchsms.simulator.app import Received, SimulatorState, Stats, build_app, drop_transport
 from batchsms.simulator.faults import FaultConfig, FaultInjector, OutageKind
 from batchsms.simulator.fleet import Fleet, TaskCounts
+from batchsms.simulator.metadata import MetadataState, metadata_app
 
 __all__ = ["Simulator", "SimulatorHandle", "running"]
 
@@ -46,6 +47,7 @@ class SimulatorHandle:
     requests: deque[Received]  # the most recent requests, oldest first (bounded)
     stats: Stats  # totals: received, applied, resets, by_status
     faults: FaultInjector  # faults.reconfigure(FaultConfig(...)) changes knobs while serving
+    metadata_url: str | None = None  # the rehearsal endpoints of temporary credentials, if any
 
     def counts(self, task_id: str) -> TaskCounts:
         """PUTs received and applied for this task id (zeros if none arrived)."""
@@ -58,7 +60,11 @@ class Simulator:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, fleet: Fleet | None = None,
                  faults: FaultConfig | None = None,
                  credentials: ExpectedCredentials | None = None,
-                 log_size: int = DEFAULT_LOG_SIZE, shutdown_timeout: float = 1.0) -> None:
+                 log_size: int = DEFAULT_LOG_SIZE, shutdown_timeout: float = 1.0,
+                 metadata: MetadataState | None = None, metadata_port: int = 0) -> None:
+        """``metadata``: also serve the rehearsal endpoints of temporary credentials
+        (metadata.py) on ``metadata_port`` (0: a free one; ``handle.metadata_url``), and
+        accept the credentials they issue."""
         if log_size < 0:
             raise ValueError(f"log_size must be >= 0, got {log_size}")
         self._host = host
@@ -68,9 +74,13 @@ class Simulator:
         self._state = SimulatorState(
             fleet=fleet if fleet is not None else Fleet.open(),
             faults=FaultInjector(faults if faults is not None else FaultConfig()),
-            credentials=credentials if credentials is not None else ExpectedCredentials(),
+            credentials=replace(credentials or ExpectedCredentials(), temporary=metadata)
+            if metadata is not None else credentials or ExpectedCredentials(),
             log=self._requests if log_size else None,
         )
+        self._metadata = metadata
+        self._metadata_port = metadata_port
+        self._metadata_runner: web.AppRunner | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._refusals: asyncio.Task[None] | None = None
@@ -91,11 +101,30 @@ class Simulator:
         self._runner = runner
         self._site = site
         port = self._port = int(runner.addresses[0][1])
+        metadata_url = await self._start_metadata()
         self._refusals = asyncio.create_task(self._play_refusals(runner))
         host = f"[{self._host}]" if ":" in self._host else self._host
         return SimulatorHandle(
             url=f"http://{host}:{port}", host=self._host, port=port, tasks=self._state.fleet,
-            requests=self._requests, stats=self._state.stats, faults=self._state.faults)
+            requests=self._requests, stats=self._state.stats, faults=self._state.faults,
+            metadata_url=metadata_url)
+
+    async def _start_metadata(self) -> str | None:
+        """The rehearsal endpoints on a port of their own (the SMS gateway's credential check
+        must not stand in front of the services that hand out credentials)."""
+        if self._metadata is None:
+            return None
+        runner = web.AppRunner(metadata_app(self._metadata), access_log=None,
+                               shutdown_timeout=self._shutdown_timeout)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._metadata_port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._metadata_runner = runner
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{int(runner.addresses[0][1])}"
 
     async def stop(self) -> None:
         """Stop accepting, give in-flight requests ``shutdown_timeout`` s, then cancel them."""
@@ -107,6 +136,9 @@ class Simulator:
                 await refusals
         if runner is not None:
             await runner.cleanup()
+        metadata, self._metadata_runner = self._metadata_runner, None
+        if metadata is not None:
+            await metadata.cleanup()
 
     async def _play_refusals(self, runner: web.AppRunner) -> None:
         """Stop listening for each ``refuse`` outage, from the first request on."""
@@ -140,15 +172,17 @@ class Simulator:
 async def running(*, host: str = "127.0.0.1", port: int = 0, fleet: Fleet | None = None,
                   faults: FaultConfig | None = None,
                   credentials: ExpectedCredentials | None = None,
-                  log_size: int = DEFAULT_LOG_SIZE) -> AsyncIterator[SimulatorHandle]:
+                  log_size: int = DEFAULT_LOG_SIZE,
+                  metadata: MetadataState | None = None) -> AsyncIterator[SimulatorHandle]:
     """Serve in the current loop for the duration of the block.
 
     Defaults: loopback, a free port, an open fleet (every task id exists), no faults, no
     credential check (pass ``ExpectedCredentials.from_env(os.environ)`` to check them), and the
-    last ``log_size`` requests kept in ``handle.requests`` (0: keep none, counters only).
+    last ``log_size`` requests kept in ``handle.requests`` (0: keep none, counters only), and
+    no rehearsal endpoints of temporary credentials (``metadata``: serve them, metadata.py).
     """
     simulator = Simulator(host=host, port=port, fleet=fleet, faults=faults,
-                          credentials=credentials, log_size=log_size)
+                          credentials=credentials, log_size=log_size, metadata=metadata)
     handle = await simulator.start()
     try:
         yield handle
