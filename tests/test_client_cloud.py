@@ -114,3 +114,19 @@ async def test_the_redactor_follows_refreshed_credentials() -> None:
             reply = await client.request("GET", "/v3/tasks")
             assert reply.error_msg == "bad [redacted]"
             assert reply.request_id == "[redacted]"
+
+
+async def test_a_401_for_the_date_is_told_from_one_for_the_key() -> None:
+    async def reject(request: web.Request) -> web.Response:
+        served = datetime.now(UTC) + timedelta(minutes=int(request.query["ahead"]))
+        return web.json_response({"error_code": "APIG.0301", "error_msg": "x"}, status=401,
+                                 headers={"Date": format_datetime(served, usegmt=True)})
+
+    app = web.Application()
+    app.router.add_get("/v3/tasks", reject)
+    async with serving(app) as url, _client(url) as client:
+        skewed = await client.request("GET", "/v3/tasks", query=[("ahead", "20")])
+        assert skewed.status == 401
+        assert skewed.date_rejected
+        on_time = await client.request("GET", "/v3/tasks", query=[("ahead", "0")])
+        assert not on_time.date_rejected

@@ -49,7 +49,7 @@ from batchsms.errors import (
     TlsError,
     TransportError,
 )
-from batchsms.transport.clock import ClockSkew
+from batchsms.transport.clock import ClockSkew, is_date_rejection
 from batchsms.transport.proxy import Proxy
 from batchsms.transport.signing import Authenticator, canonical_query
 from batchsms.transport.untrusted import (
@@ -91,6 +91,9 @@ class Reply(NamedTuple):
     raw_body: bytes
     body_cut: bool = False
     redactor: Redactor = NO_SECRETS
+    date_rejected: bool = False
+    """A 401 whose ``X-Sdk-Date`` was more than 15 minutes from the answer's ``Date``
+    (clock.is_date_rejection): the clock, not the key; retry once with the corrected time."""
 
     @property
     def ok(self) -> bool:
@@ -297,10 +300,16 @@ class SmsClient:
                 if self._skew is not None:
                     self._skew.learn(resp.headers.get("Date"))
                 if _fits(resp):  # read here: one coroutine less on every common answer
-                    return _reply(status, resp.headers, await resp.read(), cut_off=False,
-                                  redact=self._redact)
-                data, cut_off = await _read_bounded(resp)
-                return _reply(status, resp.headers, data, cut_off=cut_off, redact=self._redact)
+                    reply = _reply(status, resp.headers, await resp.read(), cut_off=False,
+                                   redact=self._redact)
+                else:
+                    data, cut_off = await _read_bounded(resp)
+                    reply = _reply(status, resp.headers, data, cut_off=cut_off,
+                                   redact=self._redact)
+                if status == 401 and is_date_rejection(status, headers.get("X-Sdk-Date"),
+                                                       resp.headers.get("Date")):
+                    return reply._replace(date_rejected=True)
+                return reply
         except (TimeoutError, aiohttp.ClientError) as exc:
             if proxy is not None and isinstance(exc, _PROXY_ERRORS):
                 raise _proxy_refused(proxy, exc) from exc
