@@ -124,7 +124,7 @@ async def test_a_hanging_metadata_service_is_given_up_on() -> None:
 
 
 @pytest.mark.parametrize(("status", "body", "expect"), [
-    (404, b'{"error": "no agency"}', "answered HTTP 404"),
+    (404, b'{"error": "no agency"}', "answered HTTP 404: .*no agency"),
     (500, b"oops", "answered HTTP 500: oops"),
     (200, b"<html>", "not JSON"),
     (200, b'{"credential": {"access": "A", "secret": "S", "securitytoken": "T"}}',

@@ -158,8 +158,16 @@ def parse_temporary(body: bytes, source: str, now: float) -> TemporaryCredential
                                 expires_at)
 
 
+SECRET_FIELDS = frozenset({"access", "accessKeyId", "access_key_id", "secret", "secretAccessKey",
+                           "secret_access_key", "securitytoken", "securityToken",
+                           "security_token"})
+"""The fields of a credential answer whose values are never quoted (every spelling the SDK
+reads)."""
+
+
 def _excerpt(body: bytes) -> str:
-    """A bounded, cleaned quote of an answer for a message: secret-looking JSON fields gone."""
+    """A bounded, cleaned quote of an answer for a message: the credential fields' values cut
+    out wherever they stand in it."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -167,7 +175,7 @@ def _excerpt(body: bytes) -> str:
     if isinstance(data, dict):
         inner = data.get("credential", data.get("credentials", data))
         if isinstance(inner, dict):
-            secrets = [v for v in inner.values() if isinstance(v, str)]
+            secrets = [v for k, v in inner.items() if k in SECRET_FIELDS and isinstance(v, str)]
             body = Redactor(secrets).body(body)
     return Redactor().safe(body.decode("utf-8", "replace").strip(), MAX_QUOTE)
 
