@@ -3,6 +3,7 @@ and the Redactor following refreshed credentials."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -130,3 +131,36 @@ async def test_a_401_for_the_date_is_told_from_one_for_the_key() -> None:
         assert skewed.date_rejected
         on_time = await client.request("GET", "/v3/tasks", query=[("ahead", "0")])
         assert not on_time.date_rejected
+
+
+async def test_https_through_tinyproxy_tunnels_with_a_password(tmp_path: Path) -> None:
+    """The real endpoints are https: CONNECT through the proxy, credentials on the CONNECT."""
+    trustme = pytest.importorskip("trustme", reason="trustme makes the test CA")
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Proxy-Authorization", "none"))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/v3/tasks", answer)
+    with tinyproxy_running(tmp_path, "alice", PW) as address:
+        async with serving(app, ssl_context=server_context) as url:
+            assert url.startswith("https://")
+            settings = ProxySettings.from_env({"HTTPS_PROXY": f"http://alice:{PW}@{address}"})
+            chosen = settings.for_url(url)
+            assert chosen is not None
+            async with _client(url, proxy=chosen, tls=client_context) as client:
+                for _ in range(3):  # one tunnel, kept alive
+                    assert (await client.request("GET", "/v3/tasks")).status == 200
+            async with _client(url, proxy=Proxy(f"http://{address}"),
+                               tls=client_context) as client:
+                with pytest.raises(ConnectError, match="answered HTTP 407") as refused:
+                    await client.request("GET", "/v3/tasks")
+    assert seen == ["none"] * 3  # the proxy's credentials never reach the service
+    assert not refused.value.sent
