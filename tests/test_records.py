@@ -30,7 +30,7 @@ from batchsms.lines.reader import (
     read_lines,
 )
 from batchsms.lines.schema import validate
-from tests.properties import BOUNDED, check_problems, json_values
+from tests.properties import BOUNDED, check_problems, examples, json_values
 
 TID = "ef3b9722-07a0-40ae-89b0-889ee96d0001"
 GOOD = b'{"task_id": "' + TID.encode() + b'", "body": {"speed_limit": 200}, "ref": "web-01"}'
@@ -406,7 +406,7 @@ def test_checked_lines_match_the_model_for_plain_files(data: bytes) -> None:
     assert [i.number for i in items] == [n for n, k in kinds.items() if k != "blank"]
 
 
-@settings(BOUNDED, max_examples=150)
+@settings(BOUNDED, max_examples=examples(150))
 @given(jsonl_bytes(), st.floats(0, 1), st.binary(max_size=8))
 def test_checked_lines_never_raise_on_gzip_cut_or_with_garbage(data: bytes, cut: float,
                                                                 garbage: bytes) -> None:
