@@ -204,4 +204,4 @@ def test_ok_answers_kept_for_the_goodput_stay_bounded() -> None:
     """Memory stays flat on a long run without 429s: only the last WINDOW of OKs is kept."""
     ctrl = RateController(100.0, meter=FixedMeter(100.0))
     feed(ctrl, 0.0, 10_000, 0.01, lambda i: False)  # 100 s at 100/s, no 429
-    assert len(ctrl._oks) <= 101
+    assert len(ctrl._goodput.oks) <= 101
