@@ -17,6 +17,11 @@ stops (abort, deadline, interrupt): then `Result.stopped` says so.
 not counted and does not use up `--max-attempts`; the outage guard bounds how long such tries
 go on.
 `maybe_applied`: the request did not succeed, and one of its sent tries got no readable answer.
+
+The flow: `send` makes the first try, `_retry` the next ones after their delays; each try
+(`_try`) holds its place in `Admission` from entering until its answer has been recorded and
+fed back (`_after`), and says what comes next: a delay, or how the request `End`ed. The one
+shortcut, for the common case, is at the top of `send`, with its figure.
 """
 
 from __future__ import annotations
