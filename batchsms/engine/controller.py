@@ -47,7 +47,9 @@ ratchets to the floor under the third. So:
 Each rule is one small piece below, with its own few fields: `_ShareWindow` (rule 1),
 `_Goodput` and `_Climb` (rule 2: the measure a cut follows, then the hold and the climb),
 `_Judgement` and `_BaseShare` (rule 3), `_CutInFlight` (rule 4: the requests in flight at a
-guessed cut, which correct it). `RateController` only composes them: it owns the rate.
+guessed cut, which correct it). `RateController` only composes them: it owns the rate. They
+stay in this one module, longer than ~300 lines on purpose: the rules, their constants (each
+beside the reason for its value, most of the length) and the pieces applying them are one story.
 
 Time comes from outside (``now``, ``sent_at`` are passed in), so tests drive it exactly.
 """
