@@ -23,11 +23,12 @@ the write through the same `Sender`, sharing the pace, retries, task order and c
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
+from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchsms.engine.bucket import Clock
@@ -72,10 +73,6 @@ class SendOptions:
     deadline: float | None = None  # time.time() after which no request starts
 
 
-def _nothing() -> None:
-    pass
-
-
 def line_outcome(run_id: str, item: Planned, result: Result, now: float) -> Outcome:
     """The outcome of a line whose request ended as `result` (`now`: the sender's clock)."""
     elapsed = None if result.first_sent is None else int((now - result.first_sent) * 1000)
@@ -114,6 +111,33 @@ def put_line(run_id: str) -> LineHandler:
         return line_outcome(run_id, item, result, sender.clock())
 
     return handle
+
+
+class _Workers:
+    """The run's workers: one per place in flight at first, and one more each time a line parks
+    (backoff, deferred retry) while the feed still sends lines (`one_more` listens to the
+    sender's `Parking` only meanwhile), up to `MAX_WORKERS_PER_PLACE` per place, so that parked
+    lines do not keep first attempts from going."""
+
+    def __init__(self, pool: TaskGroup,
+                 work: Callable[[MemoryObjectReceiveStream[Planned]], Coroutine[Any, Any, None]],
+                 receive: MemoryObjectReceiveStream[Planned], concurrency: int) -> None:
+        self._pool = pool
+        self._work = work
+        self._receive = receive
+        self._count = 0
+        self._most = concurrency * MAX_WORKERS_PER_PLACE
+        for _ in range(concurrency):
+            self._start()
+
+    def _start(self) -> None:
+        self._count += 1
+        self._pool.start_soon(self._work, self._receive.clone())
+
+    def one_more(self) -> None:
+        """A line parked: lend its place to one more worker, if the pool may still grow."""
+        if self._count < self._most:
+            self._start()
 
 
 class Pipeline:
@@ -168,23 +192,10 @@ class Pipeline:
                 if self._options.deadline is not None:
                     tg.start_soon(self._deadline_timer, self._options.deadline)
                 async with anyio.create_task_group() as pool, receive:
-                    workers, feeding = concurrency, True
-                    for _ in range(workers):
-                        pool.start_soon(self._worker, receive.clone())
-
-                    def one_more_worker() -> None:
-                        nonlocal workers
-                        if feeding and workers < concurrency * MAX_WORKERS_PER_PLACE:
-                            workers += 1
-                            pool.start_soon(self._worker, receive.clone())
-
-                    self.sender.on_park = one_more_worker
-                    try:
+                    workers = _Workers(pool, self._worker, receive, concurrency)
+                    with self.sender.parking.listening(workers.one_more):
                         async with send:
                             await self._feed(source, send)
-                    finally:
-                        feeding = False
-                        self.sender.on_park = _nothing
                 tg.cancel_scope.cancel()
         finally:
             source.close()
