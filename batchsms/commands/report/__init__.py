@@ -73,7 +73,8 @@ import orjson
 from batchsms.changes.undo import describe as describe_undo
 from batchsms.changes.undo import for_journals, write_undo
 from batchsms.commands.outputs import check_output
-from batchsms.commands.report.figures import summarize
+from batchsms.commands.report.figures import gather
+from batchsms.commands.report.html import write_page
 from batchsms.commands.report.text import format_text
 from batchsms.errors import ExitCode, UsageError
 from batchsms.journal.outcomes import beside
@@ -91,6 +92,7 @@ class ReportConfig:
     failed_to: Path | None = None
     input: str | None = None  # the runs' input, `--input ORIGINAL`
     undo_to: Path | None = None
+    html: Path | None = None  # `--html FILE`: the page (html.py)
     patch: str | None = None  # read by the CLI into `defaults`; named here to be checked
     defaults: Mapping[str, Any] = field(default_factory=dict)
 
@@ -112,6 +114,8 @@ def _checked(args: ReportConfig) -> list[Path]:
             and args.undo_to.resolve() == args.failed_to.resolve():
         raise UsageError("--failed-to and --undo-to must be different files")
     check_output("--undo-to", args.undo_to, [*inputs, ("--failed-to", args.failed_to)])
+    check_output("--html", args.html, [*inputs, ("--failed-to", args.failed_to),
+                                       ("--undo-to", args.undo_to)])
     return paths
 
 
@@ -121,12 +125,16 @@ def run_report(args: ReportConfig, *, stdout: IO[str] | None = None,
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     paths = _checked(args)
-    report = summarize(paths, top=args.top, failed_to=args.failed_to, source=args.input,
-                       defaults=args.defaults)
+    summary = gather(paths, top=args.top, failed_to=args.failed_to, source=args.input,
+                     defaults=args.defaults)
+    report = summary.report
     if args.json:
         stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         stdout.write("\n".join(format_text(report)) + "\n")
+    if args.html is not None:
+        size = write_page(summary, args.html)
+        print(f"wrote the report page to {args.html} ({size:,} bytes)", file=stderr)
     if args.undo_to is not None:
         print(describe_undo(write_undo(for_journals(paths), args.undo_to)), file=stderr)
     failed = report["failed_to"]

@@ -21,8 +21,8 @@ from batchsms.lines.reader import InvalidLine, iter_raw_lines, open_input, parse
 
 
 @contextmanager
-def atomic_output(path: Path) -> Iterator[IO[bytes]]:
-    """A file that appears at `path` whole, or not at all."""
+def atomic_output(path: Path, option: str = "--failed-to") -> Iterator[IO[bytes]]:
+    """A file that appears at `path` whole, or not at all; `option` names it in an error."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(3).hex()}.tmp")
     try:
         with tmp.open("xb") as handle:
@@ -31,7 +31,7 @@ def atomic_output(path: Path) -> Iterator[IO[bytes]]:
     except OSError as exc:
         with contextlib.suppress(OSError):  # a read-only directory refuses this too
             tmp.unlink(missing_ok=True)
-        raise UsageError(f"cannot write --failed-to {str(path)!r}: {exc.strerror or exc}") \
+        raise UsageError(f"cannot write {option} {str(path)!r}: {exc.strerror or exc}") \
             from None
     except BaseException:
         with contextlib.suppress(OSError):

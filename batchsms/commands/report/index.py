@@ -36,7 +36,7 @@ class Latest(NamedTuple):
     done: Done
 
 
-def _flag(record: dict[str, Any]) -> Done:
+def done_of(record: dict[str, Any]) -> Done:
     status = record.get("status")
     if status == Status.SUCCEEDED:
         return Done.SUCCEEDED
@@ -76,7 +76,7 @@ class LineIndex:
         """Take `record` (the journals' `ordinal`-th) as the key's latest, unless the rule of
         the module docstring keeps an earlier `succeeded`."""
         self.records += 1
-        flag = _flag(record)
+        flag = done_of(record)
         old = self._entries.get(key)
         if flag is Done.RESUMED and old is not None and old & _FLAG_MASK == Done.SUCCEEDED:
             return
