@@ -1,8 +1,10 @@
 """`batchsms report`: what outcomes journals say about each line, across runs.
 
 The package: this module checks the options and prints; `index.py` is the first pass (each
-line's latest record), `figures.py` the second (the figures and the `--json` object), `text.py`
-the text output, `failed.py` `--input` judging and `--failed-to`; `--undo-to` is undo.py's.
+line's latest record), `figures.py` the second (the figures and the `--json` object, with
+`over_time.py`), `text.py` the text output, `html.py` the `--html` page (with `svg.py`, its
+charts, and `advice.py`, what to do next), `failed.py` `--input` judging and `--failed-to`;
+`--undo-to` is undo.py's.
 
 **What a line is.** A line is its task and its body, keyed by (`task_id`, `body_sha256`), not by
 its line number (`--resume` goes by the number too: batchsms/resume.py), so an input that changes
@@ -51,6 +53,10 @@ lines), `attempts` (attempts as a string -> lines), `slowest` and `top_failures`
 `--top` items: `line`, `task_id`, `ref`, `status`, `attempts`, `elapsed_ms` / `error_code`,
 `error_msg` (an example), `count`, `example_line`), and `failed_to` (null, or `path`, `source` =
 `input`|`envelopes`, `lines` written, `missing` = not-done lines that could not be copied).
+
+**`--html FILE`** writes the same figures as one self-contained page (no script, no network),
+with what `--json` does not hold: outcomes over time and the lines not done by error code with
+examples and what to do next (docs/reference.md §13; html.py).
 
 **`--undo-to FILE`** writes the way back from the side logs beside the journals (runs with
 `--undo-file`), every entry, files in the order given: one line per task, see undo.py for which
