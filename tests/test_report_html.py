@@ -17,7 +17,8 @@ import pytest
 
 from batchsms.cli import build_parser, report_config
 from batchsms.commands.report import run_report
-from batchsms.commands.report.figures import gather
+from batchsms.commands.report.advice import GENERAL, advice
+from batchsms.commands.report.figures import EXAMPLES, gather
 from batchsms.commands.report.html import ROWS, render
 from batchsms.commands.report.over_time import MAX_BUCKETS, OverTime
 from batchsms.errors import UsageError
@@ -246,3 +247,40 @@ def test_page_renders_in_chromium(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     assert console_messages(run.stderr) == []
     assert shot.stat().st_size > 20_000  # a drawn page, not a blank one
+
+
+def test_advice_names_a_next_step_for_each_kind_of_code() -> None:
+    for code in ("validation", "timeout", "connection", "aborted", "deadline", "interrupted",
+                 "conflict", "verify_mismatch", "bad_answer", "http_429"):
+        assert advice(code) != GENERAL, code
+    assert "--resume" in advice("http_503")  # by the HTTP class of the code
+    assert "fix the line" in advice("SMS.6003", 400)  # a service code: by the record's status
+    assert advice("SMS.6003") == advice(None) == GENERAL
+
+
+def test_examples_are_the_lowest_lines_whatever_the_order(tmp_path: Path) -> None:
+    records = [orjson.loads(r) for r in mixed_records(400)]
+    failed = [r for r in records if r["status"] == "failed"]
+    outcomes = tmp_path / "o.jsonl"
+    outcomes.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in reversed(records)))
+    problems = gather([outcomes]).figures.problems
+    assert sum(p.count for p in problems.values()) == 400 - sum(
+        r["status"] == "succeeded" for r in records)
+    lowest = problems["SMS.6000"].lowest()
+    wanted = sorted(r["line"] for r in failed if r["error_code"] == "SMS.6000")[:EXAMPLES]
+    assert [e["line"] for e in lowest] == wanted
+
+
+def test_hostile_numbers_still_make_a_page(tmp_path: Path) -> None:
+    base = orjson.loads(next(mixed_records(1)))
+    outcomes = tmp_path / "o.jsonl"
+    outcomes.write_bytes(b"".join(orjson.dumps({**base, **change}) + b"\n" for change in (
+        {"line": 1, "elapsed_ms": -5, "attempts": 10**9},
+        {"line": 2, "elapsed_ms": 10**15, "attempts": -3, "body_sha256": "f" * 64},
+        {"line": 3, "finished_at": "1999-01-01T00:00:00+00:00", "body_sha256": "e" * 64},
+        {"line": 4, "finished_at": "not a time", "status": "weird", "body_sha256": "d" * 64})))
+    html = render(gather([outcomes]))
+    assert "20+" in html
+    assert "1 records without a readable time" in html
+    assert 'id="chart-time"' in html
+    assert "weird" in html

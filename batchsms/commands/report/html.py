@@ -231,8 +231,8 @@ def _bins(histogram: Counter[int]) -> list[tuple[int, int, int]]:
         bounds.extend(m * power for m in (1, 2, 5))
         power *= 10
     counts = [0] * len(bounds)
-    for value, n in histogram.items():
-        counts[bisect.bisect_right(bounds, value) - 1] += n
+    for value, n in histogram.items():  # a negative time (a hand-made file) counts as 0
+        counts[max(0, bisect.bisect_right(bounds, value) - 1)] += n
     used = [i for i, n in enumerate(counts) if n]
     return [(bounds[i], bounds[i + 1], counts[i]) for i in range(used[0], used[-1] + 1)] \
         if used else []
