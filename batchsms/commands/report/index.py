@@ -54,6 +54,11 @@ def record_key(record: dict[str, Any]) -> bytes | None:
     line = record.get("line")
     if type(line) is not int or line < 1:
         return None
+    return line_key(line, task_id)
+
+
+def line_key(line: int, task_id: object) -> bytes:
+    """The key of a line with no body (invalid): its number and its task id, if it has one."""
     return b"line\0%d\0" % line + (task_id.encode() if isinstance(task_id, str) else b"")
 
 
