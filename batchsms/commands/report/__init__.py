@@ -21,7 +21,9 @@ used), the lines are that file's non-blank lines: each is planned as `run` plans
 done only when the latest record of its (task, body) is; a line with no record at all (a crash,
 a kill, a disk full cut the run short) is not done, and neither is a line that is invalid. When
 not one line of the input has a record, the input (or its `--set`/`--patch`) is not the runs'
-one: refused. Without `--input`, the lines are the keys the journals hold.
+one: refused. Without `--input`, the lines are the keys the journals hold. An invalid line of
+the input is matched to its record by its number (and task id, when it has one), so that the
+statuses and `no_record` add up to the lines.
 
 **Memory.** Two streaming passes over the journals: the first finds each key's latest record
 (a dict of 16-byte keys: about 150 bytes per line), the second feeds only those records to the
