@@ -60,7 +60,7 @@ th.code,td.code{min-width:90px}td.code code{overflow-wrap:break-word}th.todo{wid
 .legend{font-size:12.5px;margin:6px 0 0}
 .key{display:inline-block;width:11px;height:11px;margin:0 5px 0 12px;vertical-align:-1px}
 .key:first-child{margin-left:0}
-svg.chart{display:block;max-width:100%;height:auto}
+svg.chart{display:block;margin-top:10px;max-width:100%;height:auto}
 svg .grid{stroke:#e6e9ef}svg .axisline{stroke:#9aa3b2}svg .hit{fill:transparent}
 svg g:hover .hit{fill:#eef2f8}svg .empty{fill:#eceff3}
 svg text{font:11px system-ui,sans-serif;fill:#5a6478}svg .legend{font-size:12.5px;fill:#1d2433}
@@ -111,9 +111,9 @@ def _header(report: dict[str, Any]) -> Iterator[str]:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     yield "<header><h1>batchsms report</h1>"
     yield (f'<p class="meta">{names}{_more(len(files), ROWS, "files")}: '
-           f"{report['records']:,} records, {report['runs']:,} runs, "
-           f"{report['cut_lines']:,} cut or garbled lines skipped. Each line counts once, by "
-           f"its latest record. Written {now}.</p>")
+           f"{_count(report['records'], 'record')}, {_count(report['runs'], 'run')}, "
+           f"{_count(report['cut_lines'], 'cut or garbled line')} skipped. Each line counts "
+           f"once, by its latest record. Written {now}.</p>")
     not_done = report["not_done"]
     yield '<div class="tiles">'
     yield _tile(report["lines"], "lines")
@@ -124,6 +124,10 @@ def _header(report: dict[str, Any]) -> Iterator[str]:
     if report["no_record"]:
         yield _tile(report["no_record"], "no record (--input)", "bad")
     yield "</div></header>"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}{'s' * (n != 1)}"
 
 
 def _more(count: int, shown: int, what: str) -> str:

@@ -56,7 +56,7 @@ def column_chart(chart_id: str, columns: Sequence[Column], series: Sequence[Seri
     ticks = nice_ticks(max((sum(c.values) for c in columns), default=0))
     scale = plot_h / ticks[-1]
     slot = plot_w / max(1, len(columns))
-    bar = max(1.0, slot * 0.8) if slot >= 3 else slot
+    bar = min(56.0, max(1.0, slot * 0.8) if slot >= 3 else slot)  # one column is no wall
     out = [f'<svg id="{esc(chart_id)}" class="chart" role="img" viewBox="0 0 {width} {height}" '
            f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">']
     for tick in ticks:
