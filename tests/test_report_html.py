@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from batchsms.cli import build_parser, report_config
 from batchsms.commands.report import run_report
 from batchsms.commands.report.advice import GENERAL, advice
-from batchsms.commands.report.figures import EXAMPLES, gather
+from batchsms.commands.report.figures import EXAMPLES, Figures, gather
 from batchsms.commands.report.html import ROWS, render
 from batchsms.commands.report.over_time import MAX_BUCKETS, OverTime
 from batchsms.errors import UsageError
@@ -284,3 +285,19 @@ def test_hostile_numbers_still_make_a_page(tmp_path: Path) -> None:
     assert "1 records without a readable time" in html
     assert 'id="chart-time"' in html
     assert "weird" in html
+
+
+def test_the_pages_figures_do_not_grow_with_the_lines() -> None:
+    """What `--html` adds to the second pass (outcomes over time, examples per code) stays
+    under 1 MB for 30 000 lines of ~1 500 seconds: bounded by its caps, not by the lines."""
+    figures = Figures(10)
+    tracemalloc.start()
+    try:
+        for raw in mixed_records(30_000, codes=50):
+            figures.add(orjson.loads(raw))
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(figures.over_time.buckets) <= MAX_BUCKETS
+    assert all(len(p.examples) <= EXAMPLES for p in figures.problems.values())
+    assert kept < 1024 * 1024
