@@ -279,12 +279,17 @@ def test_hostile_numbers_still_make_a_page(tmp_path: Path) -> None:
         {"line": 1, "elapsed_ms": -5, "attempts": 10**9},
         {"line": 2, "elapsed_ms": 10**15, "attempts": -3, "body_sha256": "f" * 64},
         {"line": 3, "finished_at": "1999-01-01T00:00:00+00:00", "body_sha256": "e" * 64},
-        {"line": 4, "finished_at": "not a time", "status": "weird", "body_sha256": "d" * 64})))
+        {"line": 4, "finished_at": "not a time", "status": "weird", "body_sha256": "d" * 64},
+        {"line": 5, "status": "s" * 100_000, "task_id": "\u202e" * 100, "body_sha256": "c" * 64},
+    )))
     html = render(gather([outcomes]))
     assert "20+" in html
     assert "1 records without a readable time" in html
-    assert 'id="chart-time"' in html
     assert "weird" in html
+    assert "</span>other " in html  # the time chart's series: the run's four, and "other"
+    assert "s" * 81 not in html
+    assert "\u202e" not in html
+    assert len(html) < 30_000
 
 
 def test_the_pages_figures_do_not_grow_with_the_lines() -> None:

@@ -26,11 +26,12 @@ from batchsms.commands.report.failed import atomic_output
 from batchsms.commands.report.figures import Figures, Summary, percentile
 from batchsms.commands.report.over_time import MAX_BUCKETS
 from batchsms.commands.report.svg import Column, column_chart, esc, share_bar
-from batchsms.transport.untrusted import cut
+from batchsms.transport.untrusted import safe_text
 
 ROWS = 25
 """Rows of a table at most; the rest is one line saying how many more (`--json` has all)."""
 MESSAGE_CHARS = 300
+NAME_CHARS = 80  # a task id, a ref, an error code or a status (a hand-made file has any length)
 ATTEMPT_COLUMNS = 20  # attempts 0..19, then one column for "20 or more"
 
 COLOURS = {"succeeded": "#2e9d5b", "failed": "#d64541", "invalid": "#e69a28",
@@ -93,6 +94,12 @@ def render(summary: Summary) -> str:
             f"script, no network.</p></main></body></html>\n")
 
 
+def shown(value: object, limit: int = NAME_CHARS) -> str:
+    """A value from the outcomes as the page shows it: cut to `limit`, controls and bidi
+    overrides made visible (transport/untrusted.py), escaped; None as nothing."""
+    return "" if value is None else esc(safe_text(str(value), limit))
+
+
 def _capped(count: int, shown: int, what: str) -> str:
     if count <= shown:
         return ""
@@ -135,7 +142,8 @@ def _more(count: int, shown: int, what: str) -> str:
 
 
 def _statuses(report: dict[str, Any]) -> Iterator[str]:
-    parts = [(str(s), n, COLOURS.get(str(s), _OTHER)) for s, n in report["by_status"].items()]
+    parts = [(safe_text(str(s), NAME_CHARS), n, COLOURS.get(str(s), _OTHER))
+             for s, n in report["by_status"].items()]
     if report["no_record"]:
         parts.append(("no record", report["no_record"], COLOURS["no record"]))
     yield "<section><h2>Lines by status</h2>"
@@ -154,8 +162,8 @@ def _problems(figures: Figures) -> Iterator[str]:
            '<th class="todo">what to do next</th><th>examples (lowest line numbers)</th></tr>')
     for code, problem in problems[:ROWS]:
         examples = problem.lowest()
-        statuses = ", ".join(f"{n:,} {esc(s)}" for s, n in problem.by_status.most_common())
-        yield (f'<tr><td class="code"><code>{esc(code if code is not None else "(none)")}'
+        statuses = ", ".join(f"{n:,} {shown(s)}" for s, n in problem.by_status.most_common())
+        yield (f'<tr><td class="code"><code>{shown(code if code is not None else "(none)")}'
                "</code></td>"
                f'<td class="n">{problem.count:,}<br><span class="meta">{statuses}</span></td>'
                f"<td>{_commands(advice(code, examples[0]['http_status'] if examples else None))}"
@@ -175,9 +183,9 @@ def _commands(text: str) -> str:
 def _example(example: dict[str, Any]) -> str:
     ref = example["ref"]
     msg = example["error_msg"]
-    return (f'<p class="ex">line {example["line"]:,} <code>{esc(example["task_id"])}</code>'
-            f"{f' ({esc(ref)})' if ref is not None else ''}: "
-            f'<span class="msg">{esc(cut(str(msg), MESSAGE_CHARS))}</span></p>')
+    return (f'<p class="ex">line {example["line"]:,} <code>{shown(example["task_id"])}</code>'
+            f"{f' ({shown(ref)})' if ref is not None else ''}: "
+            f'<span class="msg">{shown(msg, MESSAGE_CHARS)}</span></p>')
 
 
 def _when(second: int, fmt: str) -> str:
@@ -199,9 +207,13 @@ def _over_time(figures: Figures) -> Iterator[str]:
     if not columns:
         yield '<p class="meta">No record has a readable <code>finished_at</code>.</p></section>'
         return
-    statuses = [*COLOURS][:4]
-    others = sorted({s for _, c in columns for s in c} - set(statuses))
-    series = [(s, COLOURS[s]) for s in statuses] + [(s, _OTHER) for s in others[:ROWS]]
+    statuses = [*COLOURS][:4]  # the run's; any other status (a hand-made file) as one "other"
+    series = [(s, COLOURS[s]) for s in statuses]
+    if any(s not in COLOURS for _, c in columns for s in c):
+        series.append(("other", _OTHER))
+        columns = [(start, Counter({**{s: c[s] for s in statuses if s in c},
+                                    "other": sum(n for s, n in c.items() if s not in COLOURS)}))
+                   for start, c in columns]
     span = columns[-1][0] + over.width - columns[0][0]
     fmt = "%H:%M:%S" if span <= 3600 else "%H:%M" if span <= 86400 else "%m-%d %H:%M"
     every = max(1, len(columns) // 6)
@@ -287,8 +299,8 @@ def _slowest(report: dict[str, Any]) -> Iterator[str]:
     yield "<section><h2>Slowest lines</h2><table><tr><th>line</th><th>task</th><th>ref</th>"
     yield "<th>status</th><th>attempts</th><th>elapsed</th></tr>"
     for s in slowest[:ROWS]:
-        yield (f'<tr><td class="n">{s["line"]:,}</td><td><code>{esc(s["task_id"])}</code></td>'
-               f"<td>{esc(s['ref'] if s['ref'] is not None else '')}</td>"
-               f"<td>{esc(s['status'])}</td><td class=\"n\">{s['attempts']:,}</td>"
+        yield (f'<tr><td class="n">{s["line"]:,}</td><td><code>{shown(s["task_id"])}</code>'
+               f"</td><td>{shown(s['ref'])}</td><td>{shown(s['status'])}</td>"
+               f"<td class=\"n\">{s['attempts']:,}</td>"
                f'<td class="n">{_ms(s["elapsed_ms"])}</td></tr>')
     yield "</table></section>"
