@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import ssl
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
@@ -26,6 +25,7 @@ from batchsms.changes.guarded_put import Capture, line_handler
 from batchsms.changes.undo import RunUndo, check_reversible
 from batchsms.changes.undo import describe as describe_undo
 from batchsms.changes.undo_log import PreviousLog, journal_start
+from batchsms.client import open_sms
 from batchsms.commands import logs, progress
 from batchsms.commands.config import RunConfig
 from batchsms.commands.descriptors import ensure_descriptors
@@ -62,10 +62,7 @@ from batchsms.journal.outcomes import (
 from batchsms.journal.resume import ResumeIndex, ResumeRun
 from batchsms.lines.bodies import Planned, checked_lines
 from batchsms.lines.reader import InvalidLine
-from batchsms.simulator import endpoint_url
-from batchsms.transport.client import SmsClient
-from batchsms.transport.endpoint import resolve_endpoint, run_credentials, tls_context
-from batchsms.transport.signing import Authenticator
+from batchsms.transport.endpoint import Connection, resolve_connection
 
 log = structlog.get_logger("batchsms")
 
@@ -75,9 +72,7 @@ class RunContext:
 
     config: RunConfig
     env: Mapping[str, str]
-    endpoint: str | None  # None: start the simulator (--simulate)
-    auth: Authenticator | None
-    tls: ssl.SSLContext | bool
+    connection: Connection
     writer: OutcomeWriter
     lines: Iterator[Planned | InvalidLine]
     resume: ResumeRun | None  # None: not --resume
@@ -110,25 +105,22 @@ async def _watch_signals(pipeline: Pipeline, grace: float, tg: anyio.abc.TaskGro
 
 async def _run_async(ctx: RunContext) -> Pipeline:
     config = ctx.config
-    async with endpoint_url(ctx.env, ctx.endpoint) as url:
-        client = SmsClient(url, ctx.auth, concurrency=config.concurrency, timeout=config.timeout,
-                           tls=ctx.tls)
-        async with client:
-            sender = build_sender(client, EngineSettings(
-                concurrency=config.concurrency, rate=config.rate, burst=config.burst,
-                max_attempts=config.max_attempts, max_outage=config.max_outage,
-                deadline=config.deadline))
-            pipeline = Pipeline(
-                run_id=ctx.run_id, sender=sender, writer=ctx.writer, resume=ctx.resume,
-                options=SendOptions(concurrency=config.concurrency,
-                                    abort_failure_ratio=config.abort_failure_ratio,
-                                    deadline=config.deadline),
-                on_outcome=ctx.on_outcome,
-                handler=line_handler(ctx.run_id, config.checks, ctx.capture))
-            async with anyio.create_task_group() as tg:
-                await tg.start(_watch_signals, pipeline, config.grace, tg)
-                await pipeline.run(line_source(config.input, ctx.lines))
-                tg.cancel_scope.cancel()
+    async with open_sms(ctx.connection, ctx.env, config.engine) as client:
+        sender = build_sender(client, EngineSettings(
+            concurrency=config.concurrency, rate=config.rate, burst=config.burst,
+            max_attempts=config.max_attempts, max_outage=config.max_outage,
+            deadline=config.deadline))
+        pipeline = Pipeline(
+            run_id=ctx.run_id, sender=sender, writer=ctx.writer, resume=ctx.resume,
+            options=SendOptions(concurrency=config.concurrency,
+                                abort_failure_ratio=config.abort_failure_ratio,
+                                deadline=config.deadline),
+            on_outcome=ctx.on_outcome,
+            handler=line_handler(ctx.run_id, config.checks, ctx.capture))
+        async with anyio.create_task_group() as tg:
+            await tg.start(_watch_signals, pipeline, config.grace, tg)
+            await pipeline.run(line_source(config.input, ctx.lines))
+            tg.cancel_scope.cancel()
     return pipeline
 
 
@@ -164,9 +156,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
     # Everything that can refuse to start is checked before the lock and --out are touched.
     require_transport_features()
     check_run_outputs(config)
-    endpoint = None if config.simulate else resolve_endpoint(config.endpoint, config.region, env)
-    auth = run_credentials(env, config.token_file, simulate=config.simulate)
-    tls = tls_context(config.ca_bundle)
+    connection = resolve_connection(config.connection, env)
     ensure_descriptors(config.concurrency * (2 if config.simulate else 1))  # sim: both ends
     undo = None
     if config.undo_file is not None:
@@ -209,7 +199,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
                         bar = stack.enter_context(progress.progress_bar(config.input, stderr))
                         on_outcome = _chain(on_outcome, bar)
                     pipeline = anyio.run(_run_async, RunContext(
-                        config=config, env=env, endpoint=endpoint, auth=auth, tls=tls,
+                        config=config, env=env, connection=connection,
                         writer=writer, lines=lines, resume=resume, run_id=run_id,
                         on_outcome=on_outcome, capture=capture),
                         backend_options=_loop_options())
