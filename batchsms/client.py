@@ -1,13 +1,16 @@
 """The Python API (docs/reference.md §12): `Client`, `validate` and `run_sync`, the library over
 the engine.
 
-Where it sits: at the top, beside `commands/`. A `Client` opens what runs need once (the
-endpoint, or a simulator started in this event loop; the credentials; one HTTP connection pool)
-and drives the same engine as `batchsms run`: the planner (lines/bodies.py), the line handler
-(changes/guarded_put.py), the sender (engine/build.py) and the `Pipeline`. What stays in `commands/`
-and never happens here: signal handlers, process limits (RLIMIT_NOFILE), logging configuration,
-the progress bar, the journal file and its lock, exit codes. So a `Client` works inside a
-running event loop and in any thread.
+Where it sits: at the top, below `commands/`. A `Client` opens what runs need once (the
+connection resolved by transport/endpoint.py and opened by `open_sms`: the endpoint, or a
+simulator started in this event loop; the credentials; one HTTP connection pool) and assembles
+each run in one place, `Client.pipeline`: the line handler (changes/guarded_put.py) over a
+sender and `Pipeline` (engine/build.py). `batchsms run` is the same `Client` (`for_command`,
+over the connection the command resolved before touching a file) and the same `pipeline()`,
+writing to the journal instead of an iterator. What stays in `commands/` and never happens here:
+signal handlers, process limits (RLIMIT_NOFILE), logging configuration, the progress bar, the
+journal file and its lock, `--resume`, the undo side log, exit codes. So a `Client` works inside
+a running event loop and in any thread.
 
     updates (iterable or async iterable of dicts)
       -> _Updates: numbered from 1, read and planned as input lines
