@@ -1,13 +1,14 @@
 """`batchsms run`: the library's run (`Client.pipeline`) with what only the CLI adds around it.
 
     cli.py: inside `refusals` (starting.py: logs; a refusal is exit 2), the outputs checked
-            (`check_run_outputs`, once), then options -> RunConfig, then run()
+            (`check_run_outputs`, once), then options -> RunConfig (once), then run()
       run(): connection resolved, descriptors, --undo-file checked, --out locked
         _open_journal(): the resume index, the input (a whole-file mistake refused), the run's
                          marker in the side log, the writer                       -> _Journal
-        _send(): the `Client` over the connection, its pipeline writing to the journal, under
-                 signal handlers, with the progress bar                          -> the Stop
-      ending.py: the undo file, the exit code, the summary, the metrics (exit 4: journal broke)
+        _journaled(): _send(), the `Client` over the connection and its pipeline writing to
+                      the journal, under signal handlers, with the progress bar; then _end()
+      ending.py: the undo file, the exit code, the summary, the metrics (exit 4: journal broke,
+                 found in task groups' exception groups by `journal_failure` alone)
 
 Everything that can make a run fail to start (bad options, no credentials, unreadable input,
 a locked `--out`) is checked before the first request and raised as `UsageError` (exit 2).
@@ -23,7 +24,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
@@ -98,7 +99,8 @@ class RunContext:
     env: Mapping[str, str]
     connection: Connection
     journal: _Journal
-    stats: RunStats
+    undo: RunUndo | None  # None: not --undo-file
+    stats: RunStats  # the run's one count, read also when the journal broke
     on_outcome: Callable[[Outcome], None] | None
 
 
@@ -230,30 +232,35 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
             check_reversible(config.input, config.defaults)  # reads the input once: exit 2
         undo = RunUndo(config.undo_file)
     lock = lock_outcomes(config.out)  # the journal itself, by file: before it is read
-    journal: _Journal | None = None
     try:
         journal = _open_journal(config, undo)
-        stats = RunStats()  # the run's one count, read also when the journal broke
-        ctx = RunContext(config=config, env=env, connection=connection, journal=journal,
-                         stats=stats, on_outcome=on_outcome)
-        try:
-            stop = _send(ctx, stderr)
-        except (JournalError, BaseExceptionGroup) as exc:
-            return broken(config, journal.run_id, journal_failure(exc), stats, stderr)
-        return _end(config, journal, undo, stats, stop, stderr)
-    finally:
-        lock.close(unused=journal is None)  # refused before writing: no --out left
+    except BaseException:
+        lock.close(unused=True)  # refused before writing: no --out left
+        raise
+    with closing(lock):
+        return _journaled(RunContext(config=config, env=env, connection=connection,
+                                     journal=journal, undo=undo, stats=RunStats(),
+                                     on_outcome=on_outcome), stderr)
 
 
-def _end(config: RunConfig, journal: _Journal, undo: RunUndo | None, stats: RunStats,
-         stop: Stop, stderr: TextIO) -> ExitCode:
+def _journaled(ctx: RunContext, stderr: TextIO) -> ExitCode:
+    """The run once its journal is open: exit 4 when it broke, else how the run ended."""
+    try:
+        stop = _send(ctx, stderr)
+    except (JournalError, BaseExceptionGroup) as exc:
+        return broken(ctx.config, ctx.journal.run_id, journal_failure(exc), ctx.stats, stderr)
+    return _end(ctx, stop, stderr)
+
+
+def _end(ctx: RunContext, stop: Stop, stderr: TextIO) -> ExitCode:
     """After a run that kept its journal: the undo file, the summary, the metrics."""
+    config, journal, stats = ctx.config, ctx.journal, ctx.stats
     if journal.capture is not None and journal.capture.log.error is not None:
         return broken(config, journal.run_id, JournalError(
             f"the undo values could not be written: {journal.capture.log.error}"), stats,
             stderr)
-    if undo is not None:
-        print(describe_undo(undo.write(config.out)), file=stderr)
+    if ctx.undo is not None:
+        print(describe_undo(ctx.undo.write(config.out)), file=stderr)
     code = exit_code(stats, stop.stopped)
     log_summary(config, journal.run_id, stats, stop.message, code, stderr)
     final_metrics(config.metrics_file, stats, code)
