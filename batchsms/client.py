@@ -4,8 +4,8 @@ the engine.
 Where it sits: at the top, below `commands/`. A `Client` opens what runs need once (the
 connection resolved by transport/endpoint.py and opened by `open_sms`: the endpoint, or a
 simulator started in this event loop; the credentials; one HTTP connection pool) and assembles
-each run in one place, `Client.pipeline`: the line handler (changes/guarded_put.py) over a
-sender and `Pipeline` (engine/build.py). `batchsms run` is the same `Client` (`for_command`,
+each run in one place, `Client._pipeline`: the line handler (changes/guarded_put.py) over a
+sender and `Pipeline` (engine/build.py). `batchsms run` is the same `Client` (`_for_command`,
 over the connection the command resolved before touching a file) and the same `pipeline()`,
 writing to the journal instead of an iterator. What stays in `commands/` and never happens here:
 signal handlers, process limits (RLIMIT_NOFILE), logging configuration, the progress bar, the
@@ -287,10 +287,10 @@ class Client:
         self._tg: anyio.abc.TaskGroup | None = None
 
     @classmethod
-    def for_command(cls, connection: Connection, settings: EngineSettings,
-                    env: Mapping[str, str]) -> Client:
+    def _for_command(cls, connection: Connection, settings: EngineSettings,
+                     env: Mapping[str, str]) -> Client:
         """The commands' way in (`run`, `plan`): a connection they resolved before touching
-        any file, and settings their config checked. Not part of the public API."""
+        any file, and settings their config checked. Private: for `commands/`."""
         client = cls.__new__(cls)
         client._setup(ConnectionOptions(simulate=connection.endpoint is None), settings,
                       connection, env)
@@ -350,7 +350,7 @@ class Client:
         send, receive = anyio.create_memory_object_stream[Outcome](OUTCOME_BUFFER)
         sink = _Sink(send)
         source = _Updates(updates, sink)
-        pipeline = self.pipeline(sink, WriteChecks(skip_unchanged=skip_unchanged, verify=verify))
+        pipeline = self._pipeline(sink, WriteChecks(skip_unchanged=skip_unchanged, verify=verify))
         ending = _Ending()
         scope = anyio.CancelScope()
 
@@ -377,14 +377,14 @@ class Client:
             scope.cancel()  # a no-op once the run ended; else the caller left the loop
         _raise_ending(ending)
 
-    def pipeline(self, writer: OutcomeSink, checks: WriteChecks, *, run_id: str | None = None,
-                 stats: RunStats | None = None, resume: ResumeRun | None = None,
-                 capture: Capture | None = None,
-                 on_outcome: Callable[[Outcome], None] | None = None) -> Pipeline:
+    def _pipeline(self, writer: OutcomeSink, checks: WriteChecks, *, run_id: str | None = None,
+                  stats: RunStats | None = None, resume: ResumeRun | None = None,
+                  capture: Capture | None = None,
+                  on_outcome: Callable[[Outcome], None] | None = None) -> Pipeline:
         """One run over this client's connection, outcomes to `writer`: the assembly `run`
         and `batchsms run` share. The rest is the CLI's: `stats` counted where it can read them
         when the journal breaks, `resume` (`--resume`), `capture` (`--undo-file`),
-        `on_outcome` (progress). Not part of the public API."""
+        `on_outcome` (progress). Private: for `commands/`."""
         sms, _ = self._open()
         run_id = new_run_id() if run_id is None else run_id
         return build_pipeline(sms, self._settings, run_id=run_id, writer=writer,
@@ -397,7 +397,7 @@ class Client:
         object). Reads each task (ShowTask), writes nothing. Raises `AbortedError` after the
         last entry when reading was aborted (credentials rejected)."""
         _check_updates(updates)
-        reader = self.reader()
+        reader = self._reader()
         planner = Planner()
         items: Any
         if isinstance(updates, AsyncIterable):
@@ -409,22 +409,22 @@ class Client:
             items = planned()
         else:
             items = (_planned(planner, n, u) for n, u in enumerate(updates, 1))
-        async for entry in self.plan_lines(items, reader):
+        async for entry in self._plan_lines(items, reader):
             yield entry
         if reader.stopped is not None:
             raise AbortedError(f"plan stopped: {reader.stopped}")
 
-    def reader(self) -> SenderReader:
+    def _reader(self) -> SenderReader:
         """ShowTask through a sender of its own: this client's pace, retries and auth abort;
-        `.stopped` says why reading stopped early. Not part of the public API."""
+        `.stopped` says why reading stopped early. Private: for `commands/`."""
         sms, _ = self._open()
         return SenderReader(build_sender(sms, self._settings))
 
-    def plan_lines(self, items: Iterator[Planned | InvalidLine]
-                   | AsyncIterator[Planned | InvalidLine],
-                   reader: SenderReader) -> AsyncIterator[PlanEntry]:
+    def _plan_lines(self, items: Iterator[Planned | InvalidLine]
+                    | AsyncIterator[Planned | InvalidLine],
+                    reader: SenderReader) -> AsyncIterator[PlanEntry]:
         """`plan` over lines already read and planned (`batchsms plan` reads its input file)
-        through `reader`. Not part of the public API."""
+        through `reader`. Private: for `commands/`."""
         return plan_entries(items, reader, concurrency=self._settings.concurrency)
 
 

@@ -1,5 +1,5 @@
 """The one set-up of a connection (transport/endpoint.py `resolve_connection`, client.py
-`open_sms`) and the one assembly of a run (`Client.pipeline`) that `batchsms run` shares."""
+`open_sms`) and the one assembly of a run (`Client._pipeline`) that `batchsms run` shares."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class _Records:
 
 @pytest.mark.anyio
 async def test_the_commands_run_is_the_clients_pipeline() -> None:
-    """`Client.for_command` over a resolved connection, `pipeline()` writing to a sink of the
+    """`Client._for_command` over a resolved connection, `pipeline()` writing to a sink of the
     caller's with the caller's `RunStats` and callback: what `batchsms run` drives."""
     planner = Planner()
     lines: list[Planned | InvalidLine] = []
@@ -106,8 +106,8 @@ async def test_the_commands_run_is_the_clients_pipeline() -> None:
     seen: list[Outcome] = []
     async with running(log_size=0) as sim:
         connection = Connection(sim.url, None)
-        async with Client.for_command(connection, EngineSettings(rate=0), {}) as client:
-            pipeline = client.pipeline(records, WriteChecks(), run_id="r1", stats=stats,
+        async with Client._for_command(connection, EngineSettings(rate=0), {}) as client:
+            pipeline = client._pipeline(records, WriteChecks(), run_id="r1", stats=stats,
                                        on_outcome=seen.append)
             assert pipeline.stats is stats
             await pipeline.run(LoopLines(iter(lines)))

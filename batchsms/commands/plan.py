@@ -66,9 +66,9 @@ async def plan_async(config: RunConfig, items: Iterator[Planned | InvalidLine], 
 async def _plan(config: RunConfig, items: Iterator[Planned | InvalidLine],
                 connection: Connection, env: Mapping[str, str],
                 emit: Callable[[PlanEntry], None]) -> str | None:
-    async with Client.for_command(connection, config.engine, env) as client:
-        reader = client.reader()
-        async for entry in client.plan_lines(items, reader):
+    async with Client._for_command(connection, config.engine, env) as client:
+        reader = client._reader()
+        async for entry in client._plan_lines(items, reader):
             emit(entry)
         return reader.stopped
 

@@ -66,6 +66,12 @@ class TasksConfig:
             raise UsageError(f"--page-size must be 1 to 200, got {self.page_size}")
         check_sending(self.rate, self.max_attempts, self.timeout)
 
+    @property
+    def connection(self) -> ConnectionOptions:
+        """Where to send and as whom, as asked (resolved as `run` resolves it)."""
+        return ConnectionOptions(endpoint=self.endpoint, region=self.region,
+                                 ca_bundle=self.ca_bundle, token_file=self.token_file)
+
 
 async def iter_tasks(sender: Sender, config: TasksConfig) -> AsyncIterator[dict[str, Any]]:
     """Every task matching the filters, page by page; raises ListingFailed when a page fails."""
@@ -118,9 +124,7 @@ def main(config: TasksConfig, env: Mapping[str, str] | None = None,
     check_output("--out", config.out, [("--token-file", config.token_file),
                                        ("--ca-bundle", config.ca_bundle)])
     require_transport_features()
-    connection = resolve_connection(ConnectionOptions(
-        endpoint=config.endpoint, region=config.region, ca_bundle=config.ca_bundle,
-        token_file=config.token_file), env)
+    connection = resolve_connection(config.connection, env)
     ensure_descriptors(1)
     try:
         if config.out is None:

@@ -5,7 +5,7 @@ policy; `run`, `plan`, `tasks` and the library's `Client` all send through one, 
 ListTasks and a PUT of UpdateTask are paced and retried alike. `build_pipeline`: a run's
 `Pipeline` over such a sender, from the same `EngineSettings` (the deadline, the concurrency and
 the abort ratio are given once, here, and reach the sender and the pipeline from one value);
-`Client.run` and `batchsms run` both assemble their runs with it (client.py `Client.pipeline`).
+`Client.run` and `batchsms run` both assemble their runs with it (client.py `Client._pipeline`).
 """
 
 from __future__ import annotations

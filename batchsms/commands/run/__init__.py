@@ -1,4 +1,4 @@
-"""`batchsms run`: the library's run (`Client.pipeline`) with what only the CLI adds around it.
+"""`batchsms run`: the library's run (`Client._pipeline`) with what only the CLI adds around it.
 
     cli.py: inside `refusals` (starting.py: logs; a refusal is exit 2), the outputs checked
             (`check_run_outputs`, once), then options -> RunConfig (once), then run()
@@ -129,8 +129,8 @@ async def _watch_signals(pipeline: Pipeline, grace: float, tg: anyio.abc.TaskGro
 async def _run_async(ctx: RunContext) -> Stop:
     """The library's run, over the same `Client`, writing to the journal, under signals."""
     journal = ctx.journal
-    async with Client.for_command(ctx.connection, ctx.config.engine, ctx.env) as client:
-        pipeline = client.pipeline(journal.writer, ctx.config.checks, run_id=journal.run_id,
+    async with Client._for_command(ctx.connection, ctx.config.engine, ctx.env) as client:
+        pipeline = client._pipeline(journal.writer, ctx.config.checks, run_id=journal.run_id,
                                    stats=ctx.stats, resume=journal.resume,
                                    capture=journal.capture, on_outcome=ctx.on_outcome)
         async with anyio.create_task_group() as tg:
