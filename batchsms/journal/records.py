@@ -14,12 +14,14 @@ is made in one step.
 from __future__ import annotations
 
 import enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from batchsms.journal.outcomes import Outcome, Status, utc_now
 from batchsms.lines.bodies import Planned
 from batchsms.lines.reader import InvalidLine
-from batchsms.transport.client import Reply
+
+if TYPE_CHECKING:  # the HTTP stack is not imported for `validate`, which makes records too
+    from batchsms.transport.client import Reply
 
 
 class SendEnd(Protocol):
