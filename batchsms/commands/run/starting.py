@@ -58,8 +58,9 @@ def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> ExitCode:
 
 @dataclass(frozen=True, slots=True)
 class RunStart:
-    """What `run` is told before its options are checked: how to log, and where a refusal's
-    metrics go (`refusals`)."""
+    """What `run` is told before its options are checked (cli.py reads it off the arguments):
+    how to log, the files it reads and writes (checked once, `check_run_outputs`), and where a
+    refusal's metrics go (`refusals`)."""
 
     input: str
     out: Path
@@ -103,19 +104,19 @@ def refusals(start: RunStart) -> Iterator[str]:
                 start.out, refused)
 
 
-def check_run_outputs(config: RunStart) -> None:
+def check_run_outputs(start: RunStart) -> None:
     """The one check of `run`'s outputs: `--out`, `--metrics-file`, `--undo-file`, none an
     input (the input, `--patch`, `--token-file`, `--ca-bundle`) nor the file of another, all
     writable (docs/reference.md §4). First of all, before `--patch` is read (it may be named as
     an output too); `--dry-run` writes none."""
-    if config.dry_run:
+    if start.dry_run:
         return
-    inputs = run_inputs(config.input, config.token_file, config.ca_bundle, config.patch)
-    check_output("--out", config.out, inputs)
-    journal = journal_files(config.out)
-    check_output("--metrics-file", config.metrics_file, [*inputs, *journal])
-    check_output("--undo-file", config.undo_file,
-                 [*inputs, *journal, ("--metrics-file", config.metrics_file)])
+    inputs = run_inputs(start.input, start.token_file, start.ca_bundle, start.patch)
+    check_output("--out", start.out, inputs)
+    journal = journal_files(start.out)
+    check_output("--metrics-file", start.metrics_file, [*inputs, *journal])
+    check_output("--undo-file", start.undo_file,
+                 [*inputs, *journal, ("--metrics-file", start.metrics_file)])
 
 
 def run_inputs(source: str, token_file: Path | str | None,
