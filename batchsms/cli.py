@@ -250,13 +250,16 @@ def _validate(args: argparse.Namespace) -> ExitCode:
 
 
 def _run(args: argparse.Namespace) -> ExitCode:
-    from batchsms.commands.run import RunStart
-    from batchsms.commands.run import main as run
+    from batchsms.commands.run import RunStart, check_run_outputs, refusals, run
 
-    return run(RunStart(input=args.input, out=args.out, log_format=args.log_format,
-                        quiet=args.quiet, dry_run=args.dry_run, metrics_file=args.metrics_file,
-                        token_file=args.token_file, ca_bundle=args.ca_bundle, patch=args.patch),
-               lambda fmt: run_config(args, fmt))
+    start = RunStart(input=args.input, out=args.out, log_format=args.log_format,
+                     quiet=args.quiet, dry_run=args.dry_run, metrics_file=args.metrics_file,
+                     token_file=args.token_file, ca_bundle=args.ca_bundle, patch=args.patch,
+                     undo_file=args.undo_file)
+    with refusals(start) as log_format:
+        check_run_outputs(start)  # before --patch is read: it may be named as an output
+        return run(run_config(args, log_format))
+    return ExitCode.USAGE  # refused, and told as one JSON event (refusals)
 
 
 def _plan(args: argparse.Namespace) -> ExitCode:

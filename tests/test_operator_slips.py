@@ -313,6 +313,21 @@ def test_json_logs_refusal_is_one_json_event(tmp_path: Path, here: Here) -> None
     assert "missing.jsonl" in event["error"]
 
 
+def test_json_logs_refusal_of_a_bad_option_is_one_json_event(tmp_path: Path,
+                                                              here: Here) -> None:
+    """The config is built once logging is set up (commands/run `refusals`): a value refused
+    while building it is told as JSON too, and the metrics file is still written."""
+    metrics = tmp_path / "m.prom"
+    result = here("run", str(FLEET), "--simulate", "--out", str(tmp_path / "o.jsonl"),
+                  "--deadline", "garbage", "--log-format", "json", "--metrics-file", str(metrics))
+    assert result.returncode == 2
+    [event] = [orjson.loads(line) for line in result.stderr.splitlines()]
+    assert event["event"] == "run.refused"
+    assert "--deadline" in event["error"]
+    assert metric(metrics, "batchsms_run_exit_code") == 2
+    assert not (tmp_path / "o.jsonl").exists()
+
+
 def test_quiet_keeps_warnings_and_the_summary() -> None:
     stream = io.StringIO()
     logs.configure("json", stream, quiet=True)

@@ -20,11 +20,11 @@ from batchsms.journal.outcomes import (
     CheckStatus,
     Outcome,
     OutcomeWriter,
-    invalid_outcome,
     lock_outcomes,
     new_run_id,
     utc_now,
 )
+from batchsms.journal.records import invalid_outcome
 from batchsms.lines.bodies import checked_lines
 from batchsms.lines.reader import InvalidLine, format_problems
 

@@ -35,11 +35,17 @@ from batchsms.engine.bucket import Clock
 from batchsms.engine.events import log
 from batchsms.engine.feed import LineSource
 from batchsms.engine.ordering import TaskOrder
-from batchsms.engine.sender import Request, Result, Sender
+from batchsms.engine.sender import Request, Sender
 from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import StopReason
 from batchsms.errors import JournalError
-from batchsms.journal.outcomes import Outcome, Status, invalid_outcome, utc_now
+from batchsms.journal.outcomes import Outcome, Status
+from batchsms.journal.records import (
+    invalid_outcome,
+    not_sent_outcome,
+    resumed_outcome,
+    sent_outcome,
+)
 from batchsms.journal.resume import ResumeRun
 from batchsms.lines.bodies import Planned
 from batchsms.lines.reader import InvalidLine
@@ -73,42 +79,12 @@ class SendOptions:
     deadline: float | None = None  # time.time() after which no request starts
 
 
-def line_outcome(run_id: str, item: Planned, result: Result, now: float) -> Outcome:
-    """The outcome of a line whose request ended as `result` (`now`: the sender's clock)."""
-    elapsed = None if result.first_sent is None else int((now - result.first_sent) * 1000)
-    reply = result.reply
-    if result.succeeded:
-        assert reply is not None  # a success is an answer
-        return Outcome(run_id, item.number, item.task_id, item.ref, Status.SUCCEEDED,
-                       http_status=reply.status, attempts=result.attempts,
-                       request_id=reply.request_id, body_sha256=item.sha256,
-                       elapsed_ms=elapsed, finished_at=utc_now())
-    code: str | None
-    msg: str | None
-    if result.stopped is not None and result.attempts == 0 and not result.maybe_applied:
-        status, code = Status.SKIPPED, result.stopped.value
-        msg = f"not sent: {result.stop_message}"
-    elif result.stopped is not None:
-        status, code = Status.FAILED, result.stopped.value
-        msg = (f"stopped after {result.attempts} attempt(s) ({result.stop_message}); "
-               f"last: {result.error_msg}")
-    else:
-        status, code, msg = Status.FAILED, result.error_code, result.error_msg
-    return Outcome(run_id, item.number, item.task_id, item.ref, status,
-                   http_status=None if reply is None else reply.status,
-                   attempts=result.attempts, error_code=code, error_msg=msg,
-                   request_id=None if reply is None else reply.request_id,
-                   body_sha256=item.sha256,
-                   elapsed_ms=elapsed, finished_at=utc_now(),
-                   maybe_applied=result.maybe_applied)
-
-
 def put_line(run_id: str) -> LineHandler:
     """The default handler: PUT the line's body (UpdateTask), with retries."""
     async def handle(item: Planned, sender: Sender) -> Outcome:
         result = await sender.send(Request.put_task(item.task_id, item.body),
                                    {"line": item.number, "task_id": item.task_id})
-        return line_outcome(run_id, item, result, sender.clock())
+        return sent_outcome(run_id, item, result, sender.clock())
 
     return handle
 
@@ -254,10 +230,7 @@ class Pipeline:
                 if isinstance(item, InvalidLine):
                     self._record(invalid_outcome(self.run_id, item))
                 elif resume is not None and resume.skips(item):
-                    self._record(Outcome(self.run_id, item.number, item.task_id, item.ref,
-                                         Status.SKIPPED, error_code="already_succeeded",
-                                         error_msg="done in an earlier run (--resume)",
-                                         body_sha256=item.sha256, finished_at=utc_now()))
+                    self._record(resumed_outcome(self.run_id, item))
                 elif stop.stopped is not None:
                     self._record(self._not_sent(item))
                 elif order.admit(item):
@@ -271,9 +244,7 @@ class Pipeline:
     def _not_sent(self, item: Planned) -> Outcome:
         stopped = self.stop.stopped
         assert stopped is not None
-        return Outcome(self.run_id, item.number, item.task_id, item.ref, Status.SKIPPED,
-                       error_code=stopped.reason.value, error_msg=f"not sent: {stopped.message}",
-                       body_sha256=item.sha256, finished_at=utc_now())
+        return not_sent_outcome(self.run_id, item, stopped.reason, stopped.message)
 
     async def _worker(self, receive: MemoryObjectReceiveStream[Planned]) -> None:
         handler, sender, order = self._handler, self.sender, self._order
