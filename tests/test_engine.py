@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from batchsms.engine.pipeline import Pipeline, SendOptions
 from batchsms.engine.retry import RetryPolicy
 from batchsms.engine.sender import Parking, Request, Result, Sender
 from batchsms.engine.stats import RunStats
-from batchsms.engine.stopping import Stop, StopReason
+from batchsms.engine.stopping import Deadline, Stop, StopReason
 from batchsms.errors import ConnectError, JournalError, RequestTimeout, TlsError, TransportError
 from batchsms.journal.outcomes import Outcome
 from batchsms.lines.bodies import Planned
@@ -299,8 +300,7 @@ async def test_stop_during_backoff_returns_at_once_with_the_tries_made() -> None
 
 async def test_deadline_checked_before_each_send() -> None:
     e = engine()
-    e.sender._deadline = 100.0
-    e.sender._wall = lambda: 100.0
+    e.sender.deadline = Deadline(100.0, e.stop, wall=lambda: 100.0)
     result = await e.sender.send(PUT)
     assert result.attempts == 0
     assert result.stopped is StopReason.DEADLINE
@@ -737,3 +737,15 @@ def test_parking_is_heard_only_while_listening() -> None:
         parking.parked()
     parking.parked()
     assert heard == ["parked", "parked"]
+
+
+async def test_the_deadline_stops_a_run_whose_lines_all_wait() -> None:
+    """The deadline's timer stops the run at the moment itself, though no line asks (every one
+    waits in a backoff): what `Pipeline.run` starts beside the workers."""
+    e = engine()
+    began = time.monotonic()
+    e.sender.deadline = Deadline(10.0, e.stop, wall=lambda: 9.95 + time.monotonic() - began)
+    with anyio.fail_after(5):
+        await e.sender.deadline.watch()
+    assert e.stop.reason is StopReason.DEADLINE
+    assert Deadline(None, e.stop).reached() is False

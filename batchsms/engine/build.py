@@ -78,8 +78,7 @@ def build_pipeline(client: Client, settings: EngineSettings, *, run_id: str,
     return Pipeline(
         run_id=run_id, sender=build_sender(client, settings, stats=stats), writer=writer,
         options=SendOptions(concurrency=settings.concurrency,
-                            abort_failure_ratio=settings.abort_failure_ratio,
-                            deadline=settings.deadline),
+                            abort_failure_ratio=settings.abort_failure_ratio),
         resume=resume, handler=handler, on_outcome=on_outcome)
 
 

@@ -76,7 +76,6 @@ class SendOptions:
 
     concurrency: int = 16
     abort_failure_ratio: float = 0.5
-    deadline: float | None = None  # time.time() after which no request starts
 
 
 def put_line(run_id: str) -> LineHandler:
@@ -123,7 +122,7 @@ class Pipeline:
                  options: SendOptions, resume: ResumeRun | None = None,
                  handler: LineHandler | None = None,
                  on_outcome: Callable[[Outcome], None] | None = None,
-                 clock: Clock = time.monotonic, wall: Clock = time.time) -> None:
+                 clock: Clock = time.monotonic) -> None:
         self.run_id = run_id
         self.sender = sender
         self.stop = sender.stop
@@ -134,7 +133,6 @@ class Pipeline:
         self._handler = handler if handler is not None else put_line(run_id)
         self._on_outcome = on_outcome
         self._clock = clock
-        self._wall = wall
         self._order: TaskOrder[Planned] = TaskOrder()
         self._done_lines = 0
         self._failed_lines = 0
@@ -165,8 +163,7 @@ class Pipeline:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._flush_ticker)
-                if self._options.deadline is not None:
-                    tg.start_soon(self._deadline_timer, self._options.deadline)
+                tg.start_soon(self.sender.deadline.watch)
                 async with anyio.create_task_group() as pool, receive:
                     workers = _Workers(pool, self._worker, receive, concurrency)
                     with self.sender.parking.listening(workers.one_more):
@@ -191,10 +188,6 @@ class Pipeline:
         while True:
             await anyio.sleep(1.0)
             self._flush()
-
-    async def _deadline_timer(self, deadline: float) -> None:
-        await anyio.sleep(max(0.0, deadline - self._wall()))
-        self.stop.trigger(StopReason.DEADLINE, "the --deadline passed")
 
     def stop_reading(self) -> None:
         """Read no further input, whatever the stop (the end of an interrupt's grace period,

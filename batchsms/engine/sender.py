@@ -46,7 +46,7 @@ from batchsms.engine.outage import OutageGuard
 from batchsms.engine.pace import Pace
 from batchsms.engine.retry import RetryPolicy, decide, parse_retry_after
 from batchsms.engine.stats import RunStats
-from batchsms.engine.stopping import Stop, StopReason
+from batchsms.engine.stopping import Deadline, Stop, StopReason
 from batchsms.errors import TransportError
 from batchsms.transport.client import Reply, task_path
 
@@ -180,8 +180,7 @@ class Sender:
         self._policy = policy
         self._sleep = sleep
         self._rng = rng
-        self._deadline = deadline
-        self._wall = wall
+        self.deadline = Deadline(deadline, stop, wall)
         self._firsts_waiting = 0  # requests whose first try has not gone yet
 
     async def send(self, request: Request, about: Mapping[str, object] | None = None) -> Result:
@@ -196,8 +195,7 @@ class Sender:
         admission = self._admission
         # Past the deadline, `_try` says so in its order (admission, bucket, deadline); before
         # it, nothing is awaited from here to the send, so the order does not show.
-        ticket = (admission.try_enter()
-                  if self._deadline is None or self._wall() < self._deadline else None)
+        ticket = admission.try_enter() if not self.deadline.reached() else None
         if ticket is None:
             return await self._send(request, about)
         if not self.pace.try_acquire_nowait():
@@ -260,8 +258,7 @@ class Sender:
                         return End.STOPPED
                     if not admission.admits(ticket):
                         continue  # the gate closed (a 401/403) while this waited: queue again
-                    if self._deadline is not None and self._wall() >= self._deadline:
-                        stop.trigger(StopReason.DEADLINE, "the --deadline passed")
+                    if self.deadline.stops():
                         return End.STOPPED
                     self._budget.on_request(retry=not first)
                     sent_at = self.clock()
