@@ -313,21 +313,40 @@ def _not_found(task_id: str) -> web.Response:
     return _error(404, "SMS.1801", f"task {task_id!r} not found")
 
 
-async def update_task(request: web.Request) -> web.Response:
-    """UpdateTask: JSON only, validated with the project's schema, deep-merged into the task."""
+Validator = Callable[[object], tuple[dict[str, Any], list[Problem]]]
+
+
+async def _write_request(request: web.Request,
+                         check: Validator) -> tuple[str, dict[str, Any], web.Response | None]:
+    """A write's task id and checked body, or the answer refusing it (id too long, not JSON,
+    not the body `check` wants: every problem by path)."""
     task_id, problem = _task_id(request)
     if problem is not None:
-        return problem
+        return task_id, {}, problem
     if request.content_type != "application/json":
-        return _error(415, "SMS.0202", "Content-Type must be application/json, got "
-                      f"{request.headers.get('Content-Type', 'none')!r}")
+        return task_id, {}, _error(
+            415, "SMS.0202", "Content-Type must be application/json, got "
+            f"{request.headers.get('Content-Type', 'none')!r}")
     try:
-        data: Any = orjson.loads(await request.read())
+        data = orjson.loads(await request.read())
     except orjson.JSONDecodeError as exc:
-        return _error(400, "SMS.0201", f"request body is not valid JSON: {exc}")
-    clean, problems = validate(data)
-    if problems:
-        return _invalid_body(problems)
+        return task_id, {}, _error(400, "SMS.0201", f"request body is not valid JSON: {exc}")
+    clean, problems = check(data)
+    if not problems:
+        return task_id, clean, None
+    shown = problems[:ERROR_PARAM_MAX]
+    summary = "; ".join(f"{p.path}: {p.message}" for p in problems)
+    return task_id, {}, _error(
+        400, "SMS.0205", f"invalid request body: {summary}", error_param=[p.path for p in shown],
+        details=[{"error_code": "SMS.0205", "error_msg": f"{p.path}: {p.message}"}
+                 for p in shown])
+
+
+async def update_task(request: web.Request) -> web.Response:
+    """UpdateTask: JSON only, validated with the project's schema, deep-merged into the task."""
+    task_id, clean, refused = await _write_request(request, validate)
+    if refused is not None:
+        return refused
     state = request.app[STATE]
     refusal = state.fleet.refusal(task_id, clean)
     if refusal is not None:
@@ -341,32 +360,13 @@ async def update_task(request: web.Request) -> web.Response:
     return _json({"id": task_id})
 
 
-def _invalid_body(problems: list[Problem]) -> web.Response:
-    shown = problems[:ERROR_PARAM_MAX]
-    summary = "; ".join(f"{p.path}: {p.message}" for p in problems)
-    return _error(400, "SMS.0205", f"invalid request body: {summary}",
-                  error_param=[p.path for p in shown],
-                  details=[{"error_code": "SMS.0205", "error_msg": f"{p.path}: {p.message}"}
-                           for p in shown])
-
-
 async def update_speed(request: web.Request) -> web.Response:
     """UpdateSpeed: JSON only, validated as batchsms validates it (§11), then it replaces the
     task's rules (an empty list clears them). Answers 200 ``{}``: the SDK's
     ``UpdateSpeedResponse`` carries nothing but the raw body."""
-    task_id, problem = _task_id(request)
-    if problem is not None:
-        return problem
-    if request.content_type != "application/json":
-        return _error(415, "SMS.0202", "Content-Type must be application/json, got "
-                      f"{request.headers.get('Content-Type', 'none')!r}")
-    try:
-        data: Any = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        return _error(400, "SMS.0201", f"request body is not valid JSON: {exc}")
-    clean, problems = validate_speed_limit(data)
-    if problems:
-        return _invalid_body(problems)
+    task_id, clean, refused = await _write_request(request, validate_speed_limit)
+    if refused is not None:
+        return refused
     state = request.app[STATE]
     if not state.fleet.set_rules(task_id, clean["speed_limit"]):
         return _not_found(task_id)
