@@ -21,7 +21,12 @@ from huaweicloudsdksms.v3 import (
     UpdateSpeedRequest,
 )
 
+from batchsms.lines.bodies import canonical_json
+from batchsms.lines.speed_rules import rules_of_answer, same_rules
 from batchsms.simulator import ExpectedCredentials, FaultConfig, Fleet, SimulatorHandle, running
+from batchsms.transport.client import SmsClient, speed_limit_path
+from batchsms.transport.credentials import AkSkCredentials
+from batchsms.transport.signing import authenticator
 from tests.jsonl import write_jsonl
 from tests.sdk import AK, SK, sdk_client
 
@@ -274,3 +279,22 @@ async def test_sdk_sees_a_refusal_as_a_client_error() -> None:
                 UpdateSpeedRequest(task_id=TASK, body=body)))
         assert (caught.value.status_code, caught.value.error_code) == (400, "SMS.0205")
         assert "split into two rules" in caught.value.error_msg
+
+
+async def test_batchsms_transport_signs_update_speed() -> None:
+    """The project's own client, AK/SK-signed: POST and GET on speed_limit_path pass the
+    simulator's signature check, an id needing percent-encoding included; the GET's answer
+    reads back as the rules written."""
+    creds = AkSkCredentials(AK, SK, project_id="0123456789abcdef0123456789abcdef")
+    body = canonical_json({"speed_limit": RULES})
+    async with running(credentials=ExpectedCredentials(ak=AK, sk=SK)) as sim, \
+            SmsClient(sim.url, authenticator(creds), concurrency=1, timeout=5) as client:
+        for task_id in (TASK, "a b/中"):
+            wrote = await client.request("POST", speed_limit_path(task_id), body)
+            assert (wrote.status, wrote.json()) == (200, {})
+            read = await client.request("GET", speed_limit_path(task_id))
+            rules = rules_of_answer(read.json())
+            assert rules is not None
+            assert same_rules(rules, RULES)
+        assert sim.requests[0].path == f"/v3/tasks/{TASK}/speed-limit"
+        assert sim.requests[2].path == "/v3/tasks/a%20b%2F%E4%B8%AD/speed-limit"

@@ -16,8 +16,11 @@ from batchsms.lines.speed_rules import (
     SPEED_LIMIT_RULE,
     canonical_rules,
     parse_rules,
+    rules_change,
+    rules_of_answer,
     rules_option,
     same_rules,
+    undo_line,
     validate_speed_limit,
 )
 
@@ -313,3 +316,41 @@ def test_rules_round_trip_through_the_compact_form(
                     + (f"@{r['over_speed_threshold']}" if "over_speed_threshold" in r else "")
                     for r in rules)
     assert parse_rules(text) == rules
+
+
+# -- reading answers, plan's change, the undo line -----------------------------------------------
+
+@pytest.mark.parametrize(("answer", "rules"), [
+    ({"speed_limit": EXAMPLE}, EXAMPLE),
+    ({"speed_limit": [{**EXAMPLE[0], "over_speed_threshold": None}]}, EXAMPLE[:1]),
+    ({"speed_limit": []}, []),
+    ({"speed_limit": None}, []),
+    ({}, []),
+    ([], None),
+    ("x", None),
+    ({"speed_limit": {}}, None),
+    ({"speed_limit": [EXAMPLE[0], None]}, None),
+    ({"speed_limit": "00:00-01:00"}, None),
+])
+def test_rules_of_answer_trusts_only_the_shape(answer: object, rules: object) -> None:
+    """A ShowsSpeedLimits answer is the task's rules only when it has their shape; a broken
+    answer is never taken for a task without rules."""
+    assert rules_of_answer(answer) == rules
+
+
+def test_rules_change_is_one_field_shown_whole() -> None:
+    """plan's changes.speed_limit: from/to whole lists, nothing when they are the same."""
+    reordered = [EXAMPLE[1], EXAMPLE[0], {**EXAMPLE[2], "speed": 25.0}]
+    assert rules_change(EXAMPLE, reordered) is None
+    assert rules_change([], EXAMPLE) == {"from": [], "to": EXAMPLE}
+    assert rules_change(EXAMPLE, []) == {"from": EXAMPLE, "to": []}
+
+
+def test_undo_line_restores_the_whole_previous_list() -> None:
+    """The undo line: op speed-limit, the previous list (empty included) as body, the written
+    list as expect; it passes the checks a speed-limit line gets."""
+    line = undo_line("t1", "web-01", [], EXAMPLE)
+    assert line == {"task_id": "t1", "op": "speed-limit", "ref": "web-01",
+                    "body": {"speed_limit": []}, "expect": {"speed_limit": EXAMPLE}}
+    for part in ("body", "expect"):
+        assert validate_speed_limit(line[part])[1] == []

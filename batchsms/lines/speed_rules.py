@@ -9,7 +9,9 @@ UpdateTask. What the tables cannot say is a check on the object it belongs to: a
 window across midnight is two rules) and no two overlap (one may end where the next starts).
 
 `same_rules` compares two lists as the service means them: order-free, by window, numbers by value
-(20 == 20.0), absent == null. plan, `--skip-unchanged`, `--verify` and undo compare with it.
+(20 == 20.0), absent == null. plan, `--skip-unchanged`, `--verify` and undo compare with it;
+`rules_of_answer` reads a ShowsSpeedLimits answer (untrusted) into a list, `rules_change` is plan's
+``changes.speed_limit``, `undo_line` the line that puts a task's previous rules back.
 
 `parse_rules` reads the command line's compact form, ``00:00-07:59=1000,08:00-19:59=100@50``
 (``START-END=SPEED[@THRESHOLD]``, comma-separated; ``''`` is the empty list: clear every rule).
@@ -28,7 +30,8 @@ from batchsms.errors import UsageError
 from batchsms.lines.schema import Check, Field, Kind, ObjectSpec, Problem, Rule, validate
 
 __all__ = ["MAX_RULES", "SPEED_LIMIT", "SPEED_LIMIT_RULE", "canonical_rules", "parse_rules",
-           "rules_option", "same_rules", "validate_speed_limit"]
+           "rules_change", "rules_of_answer", "rules_option", "same_rules", "undo_line",
+           "validate_speed_limit"]
 
 MAX_RULES = 5  # §11: 0-5 rules
 _CLOCK_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
@@ -138,6 +141,36 @@ def canonical_rules(rules: Iterable[Mapping[str, Any]]) -> tuple[CanonicalRule, 
 def same_rules(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, Any]]) -> bool:
     """Whether two rule lists are the same, order-free and numbers by value."""
     return canonical_rules(a) == canonical_rules(b)
+
+
+def rules_of_answer(data: object) -> list[dict[str, Any]] | None:
+    """A ShowsSpeedLimits answer (parsed JSON) as the task's rule list, nulls dropped; None when
+    it is not ``{"speed_limit": [object, ...]}`` (a read that failed: never taken for "no
+    rules"). A missing or null ``speed_limit`` is the empty list: a task with no rules."""
+    if type(data) is not dict:
+        return None
+    rules = data.get("speed_limit")
+    if rules is None:
+        return []
+    if type(rules) is not list or not all(type(rule) is dict for rule in rules):
+        return None
+    return [{k: v for k, v in rule.items() if v is not None} for rule in rules]
+
+
+def rules_change(current: list[dict[str, Any]],
+                 wanted: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]] | None:
+    """plan's ``changes.speed_limit``: ``{"from": current, "to": wanted}``, or None when the
+    two lists are the same (`same_rules`): the rule list is one field, shown whole."""
+    return None if same_rules(current, wanted) else {"from": current, "to": wanted}
+
+
+def undo_line(task_id: str, ref: str | None, previous: list[dict[str, Any]],
+              written: list[dict[str, Any]]) -> dict[str, Any]:
+    """The input line that puts a task's rules back: the whole previous list (an empty one
+    clears them, so rules are always restorable), guarded by ``expect``, the list the run wrote
+    (docs/reference.md §1)."""
+    return {"task_id": task_id, "op": "speed-limit", "ref": ref,
+            "body": {"speed_limit": previous}, "expect": {"speed_limit": written}}
 
 
 # -- the --rules compact syntax -----------------------------------------------------------------
