@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from batchsms.errors import UsageError
+from batchsms.lines.bodies import canonical_json
 from batchsms.lines.schema import Field, Kind, ObjectSpec, validate
 from batchsms.lines.speed_rules import (
     SPEED_LIMIT,
@@ -23,6 +25,7 @@ from batchsms.lines.speed_rules import (
     undo_line,
     validate_speed_limit,
 )
+from tests.properties import BOUNDED, any_values, check_problems, from_spec, has_null
 
 EXAMPLE = [  # the reference page's example
     {"start": "00:00", "end": "08:00", "speed": 20},
@@ -180,6 +183,23 @@ def test_windows_agree_with_a_minute_by_minute_model(spans: list[tuple[int, int]
     minutes = [m for a, b in spans for m in range(a, b)]
     model_ok = forward and len(minutes) == len(set(minutes))
     assert (problems_of({"speed_limit": rules}) == []) == model_ok
+
+
+@BOUNDED
+@given(any_values | st.fixed_dictionaries({"speed_limit": st.lists(
+    from_spec(SPEED_LIMIT_RULE) | st.builds(rule, st.sampled_from(["00:00", "08:00", "9:00"]),
+                                            st.sampled_from(["08:00", "23:59", "24:00"]),
+                                            st.integers(-1, 1001)), max_size=6)}))
+def test_any_value_gets_problems_or_a_body_that_round_trips(body: object) -> None:
+    """Whatever it is given, the validator answers (never raises): problems under `body`, or a
+    body without nulls whose canonical bytes validate again to the same bytes."""
+    clean, problems = validate_speed_limit(body)
+    check_problems(problems, {"body"})
+    if not problems:
+        assert not has_null(clean)
+        data = canonical_json(clean)
+        again, problems_again = validate_speed_limit(orjson.loads(data))
+        assert (canonical_json(again), problems_again) == (data, [])
 
 
 def test_number_kind_and_required_on_a_synthetic_table() -> None:
