@@ -222,6 +222,8 @@ def test_same_rules_is_order_free_and_by_value() -> None:
     assert same_rules(EXAMPLE, shuffled)
     assert canonical_rules(EXAMPLE) == canonical_rules(shuffled)
     assert same_rules([], [])
+    assert not same_rules([{"start": "00:00", "end": "01:00", "speed": 1}],
+                          [{"start": "00:00", "end": "01:00", "speed": True}])
 
 
 @pytest.mark.parametrize("other", [
@@ -231,6 +233,7 @@ def test_same_rules_is_order_free_and_by_value() -> None:
     [EXAMPLE[0], EXAMPLE[1], {**EXAMPLE[2], "end": "23:58"}],
     [EXAMPLE[0], EXAMPLE[1], {**EXAMPLE[2], "over_speed_threshold": 50}],
     [*EXAMPLE, EXAMPLE[0]],
+    [EXAMPLE[0], EXAMPLE[1], {**EXAMPLE[2], "speed": "25"}],
 ])
 def test_different_rule_lists_differ(other: list[dict[str, Any]]) -> None:
     """A missing, extra, or changed rule (window, speed, threshold) is a difference."""

@@ -125,7 +125,9 @@ CanonicalRule = tuple[tuple[str, object], ...]
 
 def _canonical_value(value: object) -> object:
     if type(value) is int or type(value) is float:
-        return float(value)  # numbers by value: 20 == 20.0
+        return float(value)  # numbers by value: 20 == 20.0 (a rule's are at most 1000)
+    if type(value) is bool:
+        return ("boolean", value)  # Python's True == 1.0: an answer's `true` is no speed 1
     return value
 
 
