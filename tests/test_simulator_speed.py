@@ -5,6 +5,8 @@ official SDK's update_speed / shows_speed_limits against it."""
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,12 @@ from huaweicloudsdksms.v3 import (
 from batchsms.lines.bodies import canonical_json
 from batchsms.lines.speed_rules import rules_of_answer, same_rules
 from batchsms.simulator import ExpectedCredentials, FaultConfig, Fleet, SimulatorHandle, running
+from batchsms.simulator.cli import main as simulator_main
 from batchsms.transport.client import SmsClient, speed_limit_path
 from batchsms.transport.credentials import AkSkCredentials
 from batchsms.transport.signing import authenticator
 from tests.jsonl import write_jsonl
+from tests.processes import simulator_process
 from tests.sdk import AK, SK, sdk_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("loopback_only")]
@@ -298,3 +302,23 @@ async def test_batchsms_transport_signs_update_speed() -> None:
             assert same_rules(rules, RULES)
         assert sim.requests[0].path == f"/v3/tasks/{TASK}/speed-limit"
         assert sim.requests[2].path == "/v3/tasks/a%20b%2F%E4%B8%AD/speed-limit"
+
+
+def test_the_simulator_command_serves_a_fleet_files_rules(tmp_path: Path) -> None:
+    """`python -m batchsms.simulator --fleet FILE`: the file's rules are served."""
+    path = write_jsonl(tmp_path / "fleet.jsonl", [{"id": "t1", "speed_limit_rules": RULES}])
+    with simulator_process("--fleet", str(path), module="batchsms.simulator", text=True) as sim:
+        with urllib.request.urlopen(f"{sim.url}/v3/tasks/t1/speed-limit", timeout=5) as resp:
+            assert json.loads(resp.read()) == {"speed_limit": RULES}
+        sim.process.terminate()
+        sim.process.communicate(timeout=5)
+
+
+def test_the_simulator_command_refuses_a_fleet_with_bad_rules(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rules the service would refuse in a --fleet file: exit 2, the line and the path."""
+    path = write_jsonl(tmp_path / "fleet.jsonl", [
+        {"id": "t1", "speed_limit_rules": [{"start": "00:00", "end": "24:00", "speed": 1}]}])
+    assert simulator_main(["--port", "0", "--fleet", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "fleet.jsonl:1: speed_limit_rules[0].end: must be a time HH:MM" in err
