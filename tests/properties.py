@@ -72,6 +72,9 @@ def from_field(f: Field) -> st.SearchStrategy[Any]:
         wrong = st.sampled_from([f.maximum + 1, -1, True, 1.0, "1"])
     elif kind is Kind.BOOLEAN:
         fits, wrong = st.booleans(), st.sampled_from([0, "true"])
+    elif kind is Kind.NUMBER:
+        fits = st.integers(f.minimum, f.maximum) | st.floats(f.minimum, f.maximum)
+        wrong = st.sampled_from([f.maximum + 1, f.minimum - 0.5, True, "1"])
     else:
         assert f.spec is not None
         one = from_spec(f.spec)

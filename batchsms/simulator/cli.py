@@ -115,7 +115,8 @@ def add_simulator_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=_port, default=8080, help="port; 0 picks a free one [8080]")
     fleet = p.add_mutually_exclusive_group()
     fleet.add_argument("--fleet", type=Path, metavar="FILE",
-                       help="serve exactly the tasks of this JSONL file (one task object a line)")
+                       help="serve exactly the tasks of this JSONL file (one task object a "
+                       "line; its speed-limit rules, if any, under 'speed_limit_rules')")
     fleet.add_argument("--generate", type=_fleet_size, metavar="N",
                        help="serve exactly N generated tasks (ids drawn from --seed)")
     p.add_argument("--seed", type=int, default=0,

@@ -48,7 +48,8 @@ class SimulatorHandle:
     faults: FaultInjector  # faults.reconfigure(FaultConfig(...)) changes knobs while serving
 
     def counts(self, task_id: str) -> TaskCounts:
-        """PUTs received and applied for this task id (zeros if none arrived)."""
+        """Writes (PUT, UpdateSpeed POST) received and applied for this task id (zeros if none
+        arrived)."""
         return self.tasks.counts.get(task_id) or TaskCounts()
 
 
