@@ -189,6 +189,7 @@ def test_truncated_gzip_is_an_error_line(tmp_path: Path) -> None:
     assert isinstance(last, InvalidLine)
     assert last.number == len(items)
     assert only_errors(last)[0][1].startswith("input could not be read past line")
+    assert "the gzip stream is cut short" in only_errors(last)[0][1]
 
 
 def test_corrupt_gzip_is_an_error_line(tmp_path: Path) -> None:
@@ -198,6 +199,7 @@ def test_corrupt_gzip_is_an_error_line(tmp_path: Path) -> None:
     with open_input(str(path)) as stream:
         (item,) = list(read_lines(stream))
     assert only_errors(item)[0][0] == "line"
+    assert "the gzip stream is corrupt" in only_errors(item)[0][1]
 
 
 def test_empty_gz_file(tmp_path: Path) -> None:
