@@ -32,7 +32,7 @@ line 3: body.state: unknown field 'state' (not in PutTaskReq)
 line 4: body.speed_limit: must be an integer (Integer), got a string
 line 5: body.target_server.os_type: must be one of LINUX, WINDOWS; got 'linux'
 line 5: body.target_server.disks[0].partition_style: must be one of GPT, MBR; got 'gpt'
-line 7: line: not valid JSON: trailing comma is not allowed: line 1 column 81 (char 80)
+line 7: line: not valid JSON at column 81: trailing comma is not allowed
 7 lines: 1 valid, 6 invalid
 """
 
