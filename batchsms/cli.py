@@ -62,6 +62,12 @@ def _add_body_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patch", metavar="FILE", help="a JSON object merged into every body")
 
 
+def _add_log_options(p: argparse.ArgumentParser, *, quiet: str) -> None:
+    p.add_argument("--log-format", choices=("console", "json"),
+                   help="of what goes to stderr [console on a terminal, else json]")
+    p.add_argument("--quiet", "-q", action="store_true", help=quiet)
+
+
 def _add_connection_options(p: argparse.ArgumentParser, *, simulate: bool) -> None:
     target = p.add_mutually_exclusive_group()
     target.add_argument("--endpoint", help="SMS endpoint URL (or BATCHSMS_ENDPOINT)")
@@ -113,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check every line, no network")
     val.add_argument("input", help="JSONL file, '-' for stdin, may be gzip")
     val.add_argument("--out", type=Path, help="also write valid/invalid outcome records here")
+    val.add_argument("--json", action="store_true",
+                     help="one JSON object per invalid line (line, task_id, ref, errors), then "
+                     "one {\"summary\": {lines, valid, invalid}} object")
+    _add_log_options(val, quiet="print the summary only, not each problem")
     _add_body_options(val)
 
     run = sub.add_parser("run", help="validate, send, write outcomes")
@@ -245,8 +255,10 @@ def _validate(args: argparse.Namespace) -> ExitCode:
     from batchsms.commands.validate import ValidateConfig
     from batchsms.commands.validate import main as validate
 
-    return validate(ValidateConfig(input=args.input, out=args.out, patch=args.patch,
-                                   defaults=_defaults(args)))
+    return validate(lambda: ValidateConfig(
+        input=args.input, out=args.out, patch=args.patch, defaults=_defaults(args),
+        json=args.json, quiet=args.quiet, log_format=args.log_format),
+        log_format=args.log_format)
 
 
 def _run(args: argparse.Namespace) -> ExitCode:

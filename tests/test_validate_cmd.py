@@ -231,3 +231,50 @@ def test_validate_and_run_describe_an_invalid_line_the_same_way(tmp_path: Path,
     assert ran["error_msg"].startswith("body.speedlimit: unknown field")
     assert ran["error_msg"].endswith("(and 2 more)")
     assert valid["errors"] == ran["errors"]
+
+
+# -- machine-readable and quiet (issue 23) ------------------------------------------------------
+
+
+def test_json_prints_one_object_per_invalid_line_then_the_summary(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--json`: the problems of MISTAKES_OUTPUT as objects (the record's `errors`), then one
+    `{"summary": ...}` object; exit 1 as in text."""
+    code, out, err = run(capsys, INPUTS / "typical_mistakes.jsonl", "--json")
+    assert (code, err) == (1, "")
+    objects = [orjson.loads(line) for line in out.splitlines()]
+    assert objects[-1] == {"summary": {"lines": 7, "valid": 1, "invalid": 6}}
+    problems = objects[:-1]
+    assert [o["line"] for o in problems] == [1, 2, 3, 4, 5, 7]
+    assert all(set(o) == {"line", "task_id", "ref", "errors"} for o in problems)
+    as_text = [f"line {o['line']}: {e['path']}: {e['message']}" for o in problems
+               for e in o["errors"]]
+    assert as_text == MISTAKES_OUTPUT.splitlines()[:-1]
+    assert problems[-1]["task_id"] is None  # not JSON: no task id could be read
+
+
+def test_quiet_prints_the_summary_only(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, INPUTS / "typical_mistakes.jsonl", "--quiet") == (
+        1, "7 lines: 1 valid, 6 invalid\n", "")
+    code, out, _ = run(capsys, INPUTS / "typical_mistakes.jsonl", "-q", "--json")
+    assert (code, [orjson.loads(x) for x in out.splitlines()]) == (
+        1, [{"summary": {"lines": 7, "valid": 1, "invalid": 6}}])
+
+
+@pytest.mark.parametrize("args", [["MISSING"], ["SAMPLE", "--set", "speed_limit=5000"],
+                                  ["SAMPLE", "--out", "SAMPLE"]])
+def test_log_format_json_makes_a_refusal_one_event(capsys: pytest.CaptureFixture[str],
+                                                   tmp_path: Path, args: list[str]) -> None:
+    """With `--log-format json` given, stderr is JSON only: a refusal is a `validate.refused`
+    event (as `run.refused` is for run), exit 2; console: the usual one line."""
+    paths = {"MISSING": str(tmp_path / "missing.jsonl"),
+             "SAMPLE": str(INPUTS / "speed_limit_fleet.jsonl")}
+    argv = [paths.get(a, a) for a in args]
+    code, out, err = run(capsys, *argv, "--log-format", "json")
+    assert (code, out) == (2, "")
+    (event,) = [orjson.loads(line) for line in err.splitlines()]
+    assert (event["event"], event["level"], event["exit_code"]) == ("validate.refused", "error", 2)
+    code, out, err = run(capsys, *argv, "--log-format", "console")
+    assert (code, out) == (2, "")
+    assert err.startswith("batchsms: ")
+    assert err.count("\n") == 1
