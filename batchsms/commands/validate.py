@@ -7,8 +7,11 @@ does. Exit 0 when every line is valid, else 1.
 `--json` prints, instead, one JSON object per invalid line (`line`, `task_id`, `ref`, `errors`:
 the outcome record's `{path, message}` list) and last one `{"summary": {...}}` object (counts):
 a script reads the problems and the totals from one stream, and tells them apart by their key.
-`--quiet` leaves the problems out and prints the summary alone. `--log-format` is that of
-everything on stderr: a refusal to start, with `json` given, is one `validate.refused` event.
+`--quiet` leaves the problems out and prints the summary alone. Task ids on more than one
+line are a notice on stderr (`validate.repeated_task_ids`, a warning: how many, and the first
+examples with their lines; lines/repeats.py) and a count in the summary object.
+`--log-format` is that of everything on stderr: a refusal to start, with `json` given, is one
+`validate.refused` event.
 structlog (~0.2 s to import, with rich) is loaded only when such an event is logged: a
 validation that has nothing to say on stderr does not pay for it.
 """
@@ -37,6 +40,7 @@ from batchsms.journal.outcomes import (
 )
 from batchsms.lines.bodies import checked_lines
 from batchsms.lines.reader import InvalidLine, format_problems
+from batchsms.lines.repeats import RepeatedIds
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +68,7 @@ def main(config: ValidateConfig | Callable[[], ValidateConfig], *,
         check_output("--out", config.out, [("the input", config.input),
                                            ("--patch", config.patch)])
         return run_validate(config.input, config.out, config.defaults, as_json=config.json,
-                            quiet=config.quiet)
+                            quiet=config.quiet, log_format=config.log_format)
     except UsageError as exc:
         if log_format != "json":
             raise
@@ -88,10 +92,12 @@ def notice(log_format: str | None, level: str, event: str, *, quiet: bool = Fals
 
 def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
                  stdout: IO[str] | None = None, *, as_json: bool = False,
-                 quiet: bool = False) -> ExitCode:
+                 quiet: bool = False, log_format: str | None = None) -> ExitCode:
     if stdout is None:  # looked up now, not at import: sys.stdout may have been replaced
         stdout = sys.stdout
     show = _problem_printer(stdout, as_json=as_json, quiet=quiet)
+    repeats = RepeatedIds()
+    see = repeats.see
     valid = invalid = 0
     with ExitStack() as held:  # closed in reverse: the writer, then the lock
         writer: OutcomeWriter | None = None
@@ -110,16 +116,24 @@ def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
                 invalid += 1
                 show(item)
                 outcome = invalid_outcome(run_id, item)
+                if item.task_id is not None:
+                    see(item.task_id, item.number)
             else:
                 valid += 1
+                see(item.task_id, item.number)
                 outcome = Outcome(run_id, item.number, item.task_id, item.ref, CheckStatus.VALID,
                                   body_sha256=item.sha256, finished_at=utc_now())
             if writer is not None:
                 writer.write(outcome)
     total = valid + invalid
+    repeated = repeats.notice()
+    if repeated is not None:
+        stdout.flush()  # the problems first, where both go to one terminal
+        notice(log_format, "warning", "validate.repeated_task_ids", **repeated)
     if as_json:
-        stdout.write(orjson.dumps(
-            {"summary": {"lines": total, "valid": valid, "invalid": invalid}}).decode() + "\n")
+        stdout.write(orjson.dumps({"summary": {
+            "lines": total, "valid": valid, "invalid": invalid,
+            "repeated_task_ids": repeats.ids}}).decode() + "\n")
     else:
         stdout.write(f"{total} lines: {valid} valid, {invalid} invalid\n")
     stdout.flush()
