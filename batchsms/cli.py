@@ -5,7 +5,8 @@ simulator's options live in `simulator/cli.py`, mounted here, because `python -m
 batchsms.simulator` is an entry point of its own and must parse them identically. A command
 module (`commands/`) is imported only when its command runs, so that `validate` does not pay
 for the network stack at start-up (importing `commands/run` costs over a second on a loaded
-2-core box). Size (~310 lines): mostly the option tables, kept in one place on purpose.
+2-core box). Size (~370 lines): mostly the option tables and the epilog of `--help` (exit
+codes, credential variables), kept in one place on purpose.
 
 Every `UsageError` (bad option, unreadable input, missing credentials, locked `--out`, an output
 that is an input or cannot be written) becomes one line on stderr and exit code 2, never a
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--out", type=Path, help="also write valid/invalid outcome records here")
     val.add_argument("--json", action="store_true",
                      help="one JSON object per invalid line (line, task_id, ref, errors), then "
-                     "one {\"summary\": {lines, valid, invalid}} object")
+                     "one {\"summary\": {lines, valid, invalid, repeated_task_ids}} object")
     _add_log_options(val, quiet="print the summary only, not each problem")
     _add_body_options(val)
 

@@ -341,7 +341,7 @@ def test_quiet_keeps_warnings_and_the_summary() -> None:
     (b"task_id,speed_limit\nt1,100\nt2,200\n", (), "input must be JSON Lines"),
     # A corrupt or cut gzip stream was first called "not CSV" (issue 23).
     (b"\x1f\x8b\x08\x00" + bytes(range(256)) * 4, (), "the gzip stream is corrupt"),
-    (gzip.compress(b'{"task_id": "t1", "body": {"speed_limit": 1}}\n' * 500)[:40], (),
+    (gzip.compress(b'{"task_id": "t1", "body": {"speed_limit": 1}}\n' * 500, mtime=0)[:40], (),
      "the gzip stream is cut short"),
     (b'{"task_id": "t1"}\n{"task_id": "t2", "ref": "b"}\n', (),
      "no body and no --set/--patch"),
