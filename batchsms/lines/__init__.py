@@ -8,4 +8,5 @@
     expect.py    a line's `expect`: what the task must hold before it is written
     diff.py      a body against a task's view: what would change, what cannot be compared
     readable.py  where ShowTask shows each field of a body (the mapping diff reads)
+    repeats.py   task ids on more than one line, counted in bounded memory (`validate`'s notice)
 """

@@ -184,7 +184,30 @@ def iter_raw_lines(stream: IO[bytes], max_line: int = MAX_LINE_BYTES,
                     size -= 2 if tail == b"\r\n" else 1
             yield number, None, _too_long(size, max_line)
     except (OSError, EOFError, zlib.error) as exc:
-        yield number + 1, None, f"input could not be read past line {number}: {exc}"
+        yield number + 1, None, f"{_UNREADABLE} {number}: {_read_error(exc)}"
+
+
+_UNREADABLE = "input could not be read past line"
+
+
+def _read_error(exc: BaseException) -> str:
+    """Why reading stopped: a gzip stream that is corrupt or cut short is said to be one (its
+    library's words alone, "invalid bit length repeat", read like a mistake in the lines)."""
+    if isinstance(exc, EOFError):
+        return f"the gzip stream is cut short ({exc})"
+    if isinstance(exc, (zlib.error, gzip.BadGzipFile)):
+        return f"the gzip stream is corrupt ({exc})"
+    return str(exc)
+
+
+def read_failure(item: InvalidLine) -> str | None:
+    """Why the input could not be read further, when `item` is the line that says so (a
+    corrupt gzip stream, an I/O error), else None: that is no mistake in the lines."""
+    if item.task_id is None and len(item.errors) == 1:
+        message = item.errors[0].message
+        if message.startswith(_UNREADABLE):
+            return message.partition(": ")[2]
+    return None
 
 
 def _too_long(size: int, max_line: int) -> str:
@@ -232,7 +255,15 @@ def _json_error(raw: bytes, exc: orjson.JSONDecodeError) -> str:
         raw.decode("utf-8")
     except UnicodeDecodeError as bad:
         return f"not valid UTF-8 at byte {bad.start + 1}"
-    return f"not valid JSON: {exc}"
+    return f"not valid JSON {json_error_at(exc)}"
+
+
+def json_error_at(exc: orjson.JSONDecodeError) -> str:
+    """`at column N: what`, N counted in characters from 1 within the one line decoded.
+
+    orjson's own text ends in "line 1 column 5 (char 4)": the decoder's line, always 1 since it
+    is given one line at a time, which next to the input's line number read as a second one."""
+    return f"at column {exc.colno}: {exc.msg}"
 
 
 def _envelope_problems(data: dict[str, Any]) -> Iterator[Problem]:

@@ -51,7 +51,7 @@ from typing import Any
 
 import orjson
 
-from batchsms.lines.reader import MAX_TASK_ID
+from batchsms.lines.reader import MAX_TASK_ID, json_error_at
 from batchsms.lines.speed_rules import validate_speed_limit
 from batchsms.simulator.views import LIST_ITEM, SHOW_TASK, project
 
@@ -226,7 +226,8 @@ class Fleet:
                 try:
                     task = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from None
+                    raise ValueError(f"{path}:{number}: not valid JSON {json_error_at(exc)}"
+                                     ) from None
                 task_id = task.get("id") if isinstance(task, dict) else None
                 if not isinstance(task_id, str) or not 1 <= len(task_id) <= MAX_TASK_ID:
                     raise ValueError(f"{path}:{number}: a task object with a string 'id' of "

@@ -24,7 +24,7 @@ from batchsms.commands.run.ending import metrics_after_refusal
 from batchsms.errors import ExitCode, UsageError
 from batchsms.journal.outcomes import journal_files
 from batchsms.lines.bodies import Planned, checked_lines
-from batchsms.lines.reader import InvalidLine, format_problems
+from batchsms.lines.reader import InvalidLine, format_problems, read_failure
 from batchsms.transport.client import task_path
 from batchsms.transport.endpoint import resolve_endpoint
 
@@ -144,7 +144,9 @@ def refuse_whole_file_mistakes(
 
 def _likely_cause(head: list[InvalidLine]) -> str:
     # A first line that is not a JSON object: a JSON array (`[` alone, or the whole array on
-    # one line), a CSV header, a pretty-printed object...
+    # one line), a CSV header, a pretty-printed object... A corrupt gzip stream is none of those.
+    if (failure := read_failure(head[-1])) is not None:
+        return failure
     if head[0].errors[0].path == "line":
         return "input must be JSON Lines: one object per line (not a JSON array, not CSV)"
     if all(any(p.path == "body" and "no body" in p.message for p in item.errors)
