@@ -5,7 +5,8 @@ simulator's options live in `simulator/cli.py`, mounted here, because `python -m
 batchsms.simulator` is an entry point of its own and must parse them identically. A command
 module (`commands/`) is imported only when its command runs, so that `validate` does not pay
 for the network stack at start-up (importing `commands/run` costs over a second on a loaded
-2-core box). Size (~310 lines): mostly the option tables, kept in one place on purpose.
+2-core box). Size (~370 lines): mostly the option tables and the epilog of `--help` (exit
+codes, credential variables), kept in one place on purpose.
 
 Every `UsageError` (bad option, unreadable input, missing credentials, locked `--out`, an output
 that is an input or cannot be written) becomes one line on stderr and exit code 2, never a
@@ -34,12 +35,45 @@ if TYPE_CHECKING:
     from batchsms.commands.tasks import TasksConfig
 
 
+class _Help(argparse.HelpFormatter):
+    """Options wrapped as usual; the epilog (exit codes, credentials) kept as laid out."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n  " in text:  # a table: as written
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so every usage error takes one path."""
 
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("batchsms").strip()
         raise UsageError(f"{command}: {message}" if command else message)
+
+
+EXIT_CODES = """\
+exit codes (docs/reference.md §7):
+  0        every line succeeded or was already done; validate, --dry-run: every line valid
+  1        finished, and some lines failed, were invalid or were skipped: see `batchsms report`
+  2        could not start: bad options, no credentials, unreadable input, an output that is an
+           input or cannot be written, --out locked by another run
+  3        aborted: credentials rejected, more failures than --abort-failure-ratio, or the
+           service failing for longer than --max-outage
+  4        outcomes could not be written while running (disk full, I/O error)
+  130/143  interrupted by SIGINT/SIGTERM; outcomes complete: re-run with --resume"""
+
+CREDENTIALS = """\
+credentials, from the environment only (never options), the first found wins (reference §6):
+  1. --token-file FILE, else BATCHSMS_AUTH_TOKEN: sent as X-Auth-Token
+  2. HUAWEICLOUD_SDK_AK + HUAWEICLOUD_SDK_SK (else CLOUD_SDK_AK + CLOUD_SDK_SK), signed as the
+     SDKs sign; optional HUAWEICLOUD_SDK_PROJECT_ID, HUAWEICLOUD_SDK_DOMAIN_ID and
+     HUAWEICLOUD_SDK_SECURITY_TOKEN
+  3. HUAWEICLOUD_SDK_CREDENTIALS_FILE, else ~/.huaweicloud/credentials: [basic] or [global]
+  --simulate needs none; the simulator checks none unless BATCHSMS_SIMULATOR_TOKEN or
+  BATCHSMS_SIMULATOR_AK + BATCHSMS_SIMULATOR_SK are set in its environment.
+  BATCHSMS_ENDPOINT: the endpoint when neither --endpoint nor --region is given."""
+"""With EXIT_CODES, what `batchsms --help` and `run`/`plan`/`tasks --help` end with."""
 
 
 def _load_patch(path: str | None) -> dict[str, Any] | None:
@@ -60,6 +94,12 @@ def _add_body_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
                    help="set a (dotted) body field on every line; VALUE is JSON, else a string")
     p.add_argument("--patch", metavar="FILE", help="a JSON object merged into every body")
+
+
+def _add_log_options(p: argparse.ArgumentParser, *, quiet: str) -> None:
+    p.add_argument("--log-format", choices=("console", "json"),
+                   help="of what goes to stderr [console on a terminal, else json]")
+    p.add_argument("--quiet", "-q", action="store_true", help=quiet)
 
 
 def _add_connection_options(p: argparse.ArgumentParser, *, simulate: bool) -> None:
@@ -97,12 +137,16 @@ def _add_report_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--undo-to", type=Path, metavar="FILE",
                    help="write input lines restoring the values recorded before the writes "
                         "of runs with --undo-file (one line per task, the earliest value)")
+    p.add_argument("--html", type=Path, metavar="FILE",
+                   help="also write the report as one self-contained page (no network): "
+                        "charts, lines not done by error code, what to do next")
     _add_body_options(p)  # --input lines are planned as run plans them
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="batchsms", description="Apply UpdateTask to many Huawei Cloud SMS "
-                     "migration tasks from a JSONL file, safely and fast.")
+                     "migration tasks from a JSONL file, safely and fast.",
+                     epilog=f"{EXIT_CODES}\n\n{CREDENTIALS}", formatter_class=_Help)
     parser.add_argument("--version", action="version", version=f"batchsms {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
                                 metavar="COMMAND")
@@ -110,9 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check every line, no network")
     val.add_argument("input", help="JSONL file, '-' for stdin, may be gzip")
     val.add_argument("--out", type=Path, help="also write valid/invalid outcome records here")
+    val.add_argument("--json", action="store_true",
+                     help="one JSON object per invalid line (line, task_id, ref, errors), then "
+                     "one {\"summary\": {lines, valid, invalid, repeated_task_ids}} object")
+    _add_log_options(val, quiet="print the summary only, not each problem")
     _add_body_options(val)
 
-    run = sub.add_parser("run", help="validate, send, write outcomes")
+    run = sub.add_parser("run", help="validate, send, write outcomes", formatter_class=_Help,
+                         epilog=f"{EXIT_CODES}\n\n{CREDENTIALS}")
     run.add_argument("input", help="JSONL file, '-' for stdin, may be gzip")
     run.add_argument("--out", type=Path, default=Path("outcomes.jsonl"),
                      help="outcomes file, appended to [outcomes.jsonl]")
@@ -157,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_body_options(run)
 
     plan = sub.add_parser("plan", help="read each task (ShowTask) and show what run would "
-                          "change; never writes")
+                          "change; never writes", formatter_class=_Help,
+                          epilog=f"{EXIT_CODES}\n\n{CREDENTIALS}")
     plan.add_argument("input", help="JSONL file, '-' for stdin, may be gzip")
     _add_connection_options(plan, simulate=True)
     plan.add_argument("--concurrency", type=int, default=16, help="most reads in flight [16]")
@@ -171,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_simulator_parser(cast("argparse._SubParsersAction[argparse.ArgumentParser]", sub))
 
-    tasks = sub.add_parser("tasks", help="list tasks (ListTasks) as input lines for run")
+    tasks = sub.add_parser("tasks", help="list tasks (ListTasks) as input lines for run",
+                           formatter_class=_Help, epilog=f"{EXIT_CODES}\n\n{CREDENTIALS}")
     tasks.add_argument("--state", help="only tasks in this state, e.g. RUNNING")
     tasks.add_argument("--name", help="only tasks with this name")
     tasks.add_argument("--id", help="only the task with this id")
@@ -223,7 +274,8 @@ def report_config(args: argparse.Namespace) -> ReportConfig:
 
     return ReportConfig(
         outcomes=tuple(args.outcomes), json=args.json, top=args.top, failed_to=args.failed_to,
-        input=args.input, undo_to=args.undo_to, patch=args.patch, defaults=_defaults(args))
+        input=args.input, undo_to=args.undo_to, html=args.html, patch=args.patch,
+        defaults=_defaults(args))
 
 
 def tasks_config(args: argparse.Namespace) -> TasksConfig:
@@ -241,18 +293,23 @@ def _validate(args: argparse.Namespace) -> ExitCode:
     from batchsms.commands.validate import ValidateConfig
     from batchsms.commands.validate import main as validate
 
-    return validate(ValidateConfig(input=args.input, out=args.out, patch=args.patch,
-                                   defaults=_defaults(args)))
+    return validate(lambda: ValidateConfig(
+        input=args.input, out=args.out, patch=args.patch, defaults=_defaults(args),
+        json=args.json, quiet=args.quiet, log_format=args.log_format),
+        log_format=args.log_format)
 
 
 def _run(args: argparse.Namespace) -> ExitCode:
-    from batchsms.commands.run import RunStart
-    from batchsms.commands.run import main as run
+    from batchsms.commands.run import RunStart, check_run_outputs, refusals, run
 
-    return run(RunStart(input=args.input, out=args.out, log_format=args.log_format,
-                        quiet=args.quiet, dry_run=args.dry_run, metrics_file=args.metrics_file,
-                        token_file=args.token_file, ca_bundle=args.ca_bundle, patch=args.patch),
-               lambda fmt: run_config(args, fmt))
+    start = RunStart(input=args.input, out=args.out, log_format=args.log_format,
+                     quiet=args.quiet, dry_run=args.dry_run, metrics_file=args.metrics_file,
+                     token_file=args.token_file, ca_bundle=args.ca_bundle, patch=args.patch,
+                     undo_file=args.undo_file)
+    with refusals(start) as log_format:
+        check_run_outputs(start)  # before --patch is read: it may be named as an output
+        return run(run_config(args, log_format))
+    return ExitCode.USAGE  # refused, and told as one JSON event (refusals)
 
 
 def _plan(args: argparse.Namespace) -> ExitCode:

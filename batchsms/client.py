@@ -1,13 +1,16 @@
 """The Python API (docs/reference.md §12): `Client`, `validate` and `run_sync`, the library over
 the engine.
 
-Where it sits: at the top, beside `commands/`. A `Client` opens what runs need once (the
-endpoint, or a simulator started in this event loop; the credentials; one HTTP connection pool)
-and drives the same engine as `batchsms run`: the planner (lines/bodies.py), the line handler
-(changes/guarded_put.py), the sender (engine/build.py) and the `Pipeline`. What stays in `commands/`
-and never happens here: signal handlers, process limits (RLIMIT_NOFILE), logging configuration,
-the progress bar, the journal file and its lock, exit codes. So a `Client` works inside a
-running event loop and in any thread.
+Where it sits: at the top, below `commands/`. A `Client` opens what runs need once (the
+connection resolved by transport/endpoint.py and opened by `open_sms`: the endpoint, or a
+simulator started in this event loop; the credentials; one HTTP connection pool) and assembles
+each run in one place, `Client._pipeline`: the line handler (changes/guarded_put.py) over a
+sender and `Pipeline` (engine/build.py). `batchsms run` is the same `Client` (`_for_command`,
+over the connection the command resolved before touching a file) and the same `pipeline()`,
+writing to the journal instead of an iterator. What stays in `commands/` and never happens here:
+signal handlers, process limits (RLIMIT_NOFILE), logging configuration, the progress bar, the
+journal file and its lock, `--resume`, the undo side log, exit codes. So a `Client` works inside
+a running event loop and in any thread.
 
     updates (iterable or async iterable of dicts)
       -> _Updates: numbered from 1, read and planned as input lines
@@ -23,8 +26,16 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from itertools import islice
 from types import TracebackType
@@ -36,13 +47,19 @@ import anyio.lowlevel
 import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from batchsms.changes.guarded_put import WriteChecks, line_handler
+from batchsms.changes.guarded_put import Capture, WriteChecks, line_handler
 from batchsms.changes.preview import PlanEntry, SenderReader, plan_entries
-from batchsms.engine.build import EngineSettings, build_sender, require_transport_features
+from batchsms.engine.build import (
+    EngineSettings,
+    build_pipeline,
+    build_sender,
+    require_transport_features,
+)
 from batchsms.engine.feed import FEED_BATCH
 from batchsms.engine.numbers import check_number, check_sending
 from batchsms.engine.outage import DEFAULT_MAX_OUTAGE
-from batchsms.engine.pipeline import Pipeline, SendOptions
+from batchsms.engine.pipeline import OutcomeSink, Pipeline
+from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import Stopped
 from batchsms.errors import (
     AbortedError,
@@ -51,14 +68,14 @@ from batchsms.errors import (
     UsageError,
 )
 from batchsms.journal.outcomes import Outcome, new_run_id
+from batchsms.journal.resume import ResumeRun
 from batchsms.lines.bodies import Planned, Planner
 from batchsms.lines.reader import MAX_LINE_BYTES, InvalidLine, Line, parse_line
 from batchsms.lines.schema import Problem
 from batchsms.simulator import endpoint_url
 from batchsms.transport.client import SmsClient
 from batchsms.transport.credentials import AkSkCredentials, Credentials, TokenCredentials
-from batchsms.transport.endpoint import resolve_endpoint, run_credentials
-from batchsms.transport.signing import Authenticator, authenticator
+from batchsms.transport.endpoint import Connection, ConnectionOptions, resolve_connection
 
 __all__ = ["Client", "Update", "Updates", "run_sync", "validate"]
 
@@ -253,38 +270,46 @@ class Client:
                      0 <= abort_failure_ratio <= 1, "between 0 and 1")
         if credentials is not None:
             _check_credentials(credentials)
-        self._endpoint = endpoint
-        self._region = region
-        self._simulate = simulate
-        self._credentials = credentials
-        self._concurrency = concurrency
-        self._timeout = timeout
-        self._settings = EngineSettings(concurrency=concurrency, rate=rate, burst=burst,
-                                        max_attempts=max_attempts, max_outage=max_outage)
-        self._abort_failure_ratio = abort_failure_ratio
+        self._setup(ConnectionOptions(endpoint, region, simulate, credentials=credentials),
+                    EngineSettings(concurrency=concurrency, rate=rate, burst=burst,
+                                   max_attempts=max_attempts, max_outage=max_outage,
+                                   timeout=timeout, abort_failure_ratio=abort_failure_ratio))
+
+    def _setup(self, options: ConnectionOptions, settings: EngineSettings,
+               connection: Connection | None = None,
+               env: Mapping[str, str] | None = None) -> None:
+        self._options = options
+        self._settings = settings
+        self._connection = connection  # None: resolved from `options` when entered
+        self._env = env  # None: os.environ when entered
         self._stack: AsyncExitStack | None = None
         self._sms: SmsClient | None = None
         self._tg: anyio.abc.TaskGroup | None = None
 
+    @classmethod
+    def _for_command(cls, connection: Connection, settings: EngineSettings,
+                     env: Mapping[str, str]) -> Client:
+        """The commands' way in (`run`, `plan`): a connection they resolved before touching
+        any file, and settings their config checked. Private: for `commands/`."""
+        client = cls.__new__(cls)
+        client._setup(ConnectionOptions(simulate=connection.endpoint is None), settings,
+                      connection, env)
+        return client
+
     def __repr__(self) -> str:
-        where = "simulate=True" if self._simulate else f"endpoint={self._endpoint!r}"
-        return f"Client({where}, region={self._region!r}, credentials={self._credentials!r})"
+        options = self._options
+        where = "simulate=True" if options.simulate else f"endpoint={options.endpoint!r}"
+        return f"Client({where}, region={options.region!r}, credentials={options.credentials!r})"
 
     async def __aenter__(self) -> Client:
         if self._stack is not None:
             raise UsageError("this Client is already open")
         require_transport_features()
-        env = os.environ
-        endpoint = None if self._simulate else resolve_endpoint(self._endpoint, self._region, env)
-        auth: Authenticator | None
-        if self._credentials is not None:
-            auth = authenticator(self._credentials)
-        else:
-            auth = run_credentials(env, None, simulate=self._simulate)
+        env = os.environ if self._env is None else self._env
+        connection = self._connection or resolve_connection(self._options, env)
         async with AsyncExitStack() as opening:  # closes what opened if the rest fails
-            url = await opening.enter_async_context(endpoint_url(env, endpoint))
-            self._sms = await opening.enter_async_context(SmsClient(
-                url, auth, concurrency=self._concurrency, timeout=self._timeout))
+            self._sms = await opening.enter_async_context(
+                open_sms(connection, env, self._settings))
             self._tg = await opening.enter_async_context(anyio.create_task_group())
             self._stack = opening.pop_all()
         return self
@@ -321,17 +346,11 @@ class Client:
         """
         _check_op(op)
         _check_updates(updates)
-        sms, tg = self._open()
+        _, tg = self._open()
         send, receive = anyio.create_memory_object_stream[Outcome](OUTCOME_BUFFER)
         sink = _Sink(send)
         source = _Updates(updates, sink)
-        run_id = new_run_id()
-        pipeline = Pipeline(
-            run_id=run_id, sender=build_sender(sms, self._settings), writer=sink,
-            options=SendOptions(concurrency=self._concurrency,
-                                abort_failure_ratio=self._abort_failure_ratio),
-            handler=line_handler(run_id, WriteChecks(skip_unchanged=skip_unchanged,
-                                                     verify=verify)))
+        pipeline = self._pipeline(sink, WriteChecks(skip_unchanged=skip_unchanged, verify=verify))
         ending = _Ending()
         scope = anyio.CancelScope()
 
@@ -358,14 +377,27 @@ class Client:
             scope.cancel()  # a no-op once the run ended; else the caller left the loop
         _raise_ending(ending)
 
+    def _pipeline(self, writer: OutcomeSink, checks: WriteChecks, *, run_id: str | None = None,
+                  stats: RunStats | None = None, resume: ResumeRun | None = None,
+                  capture: Capture | None = None,
+                  on_outcome: Callable[[Outcome], None] | None = None) -> Pipeline:
+        """One run over this client's connection, outcomes to `writer`: the assembly `run`
+        and `batchsms run` share. The rest is the CLI's: `stats` counted where it can read them
+        when the journal breaks, `resume` (`--resume`), `capture` (`--undo-file`),
+        `on_outcome` (progress). Private: for `commands/`."""
+        sms, _ = self._open()
+        run_id = new_run_id() if run_id is None else run_id
+        return build_pipeline(sms, self._settings, run_id=run_id, writer=writer,
+                              handler=line_handler(run_id, checks, capture), stats=stats,
+                              resume=resume, on_outcome=on_outcome)
+
     async def plan(self, updates: Updates) -> AsyncGenerator[PlanEntry, None]:
         """What `run` would change, line by line, in input order (`batchsms plan`): each
         `PlanEntry` has `.verdict`, `.diff`, `.problems` and `.to_dict()` (`plan --json`'s
         object). Reads each task (ShowTask), writes nothing. Raises `AbortedError` after the
         last entry when reading was aborted (credentials rejected)."""
         _check_updates(updates)
-        sms, _ = self._open()
-        reader = SenderReader(build_sender(sms, self._settings))
+        reader = self._reader()
         planner = Planner()
         items: Any
         if isinstance(updates, AsyncIterable):
@@ -377,10 +409,36 @@ class Client:
             items = planned()
         else:
             items = (_planned(planner, n, u) for n, u in enumerate(updates, 1))
-        async for entry in plan_entries(items, reader, concurrency=self._concurrency):
+        async for entry in self._plan_lines(items, reader):
             yield entry
         if reader.stopped is not None:
             raise AbortedError(f"plan stopped: {reader.stopped}")
+
+    def _reader(self) -> SenderReader:
+        """ShowTask through a sender of its own: this client's pace, retries and auth abort;
+        `.stopped` says why reading stopped early. Private: for `commands/`."""
+        sms, _ = self._open()
+        return SenderReader(build_sender(sms, self._settings))
+
+    def _plan_lines(self, items: Iterator[Planned | InvalidLine]
+                    | AsyncIterator[Planned | InvalidLine],
+                    reader: SenderReader) -> AsyncIterator[PlanEntry]:
+        """`plan` over lines already read and planned (`batchsms plan` reads its input file)
+        through `reader`. Private: for `commands/`."""
+        return plan_entries(items, reader, concurrency=self._settings.concurrency)
+
+
+@asynccontextmanager
+async def open_sms(connection: Connection, env: Mapping[str, str],
+                   settings: EngineSettings) -> AsyncIterator[SmsClient]:
+    """The HTTP client of a resolved connection, after starting the simulator it names
+    (`--simulate`; `env` says which credentials that simulator expects, if any). Here, not in
+    transport/, because this is the stage that may start a simulator; `run`, `plan`, `tasks`
+    and `Client` all open their connection with it."""
+    async with endpoint_url(env, connection.endpoint) as url, SmsClient(
+            url, connection.auth, concurrency=settings.concurrency, timeout=settings.timeout,
+            tls=connection.tls) as sms:
+        yield sms
 
 
 def _raise_ending(ending: _Ending) -> None:

@@ -32,6 +32,7 @@ from batchsms.transport.signing import (
     canonical_uri,
     sign_headers,
 )
+from tests.properties import examples
 
 AK = "HPUAKEYEXAMPLE0000001"
 SK = "sEcReTkEy0123456789abcdefghijklmnopqrstu"
@@ -183,7 +184,7 @@ def test_fixed_signatures_match_official_sdk(req: dict[str, Any]) -> None:
     assert sign_headers(**req) == _sdk_sign(**req)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests())
 def test_signature_matches_official_sdk(req: dict[str, Any]) -> None:
     ours = sign_headers(**req)
@@ -193,7 +194,7 @@ def test_signature_matches_official_sdk(req: dict[str, Any]) -> None:
     assert ours == theirs  # same header set and wire values (all ASCII here)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(requests())
 def test_verify_accepts_our_signature_and_the_sdks(req: dict[str, Any]) -> None:
     creds: AkSkCredentials = req["creds"]

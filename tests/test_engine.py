@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import anyio.lowlevel
 import pytest
 from structlog.testing import capture_logs
 
-from batchsms.engine.admission import Admission, Gate
+from batchsms.engine.admission import Admission, Gate, _Trust
 from batchsms.engine.budget import RetryBudget
 from batchsms.engine.feed import LoopLines, ThreadLines
 from batchsms.engine.feedback import Answer
@@ -24,9 +25,9 @@ from batchsms.engine.outage import OutageGuard
 from batchsms.engine.pace import Pace
 from batchsms.engine.pipeline import Pipeline, SendOptions
 from batchsms.engine.retry import RetryPolicy
-from batchsms.engine.sender import Request, Result, Sender
+from batchsms.engine.sender import Parking, Request, Result, Sender
 from batchsms.engine.stats import RunStats
-from batchsms.engine.stopping import Stop, StopReason
+from batchsms.engine.stopping import Deadline, Stop, StopReason
 from batchsms.errors import ConnectError, JournalError, RequestTimeout, TlsError, TransportError
 from batchsms.journal.outcomes import Outcome
 from batchsms.lines.bodies import Planned
@@ -299,8 +300,7 @@ async def test_stop_during_backoff_returns_at_once_with_the_tries_made() -> None
 
 async def test_deadline_checked_before_each_send() -> None:
     e = engine()
-    e.sender._deadline = 100.0
-    e.sender._wall = lambda: 100.0
+    e.sender.deadline = Deadline(100.0, e.stop, wall=lambda: 100.0)
     result = await e.sender.send(PUT)
     assert result.attempts == 0
     assert result.stopped is StopReason.DEADLINE
@@ -707,3 +707,45 @@ async def test_abort_records_the_rest_of_a_file_as_skipped() -> None:
     assert await pipeline(e, writer).run(LoopLines(lines(500))) is StopReason.ABORTED
     assert sorted(o.line for o in writer.outcomes) == list(range(1, 501))
     assert len(e.client.sent) == 3
+
+
+def test_trust_reopens_only_on_an_answer_to_a_try_sent_after_the_closing() -> None:
+    """Admission's credentials state alone: a 401/403 closes the gate; an answer to a try that
+    entered before the closing neither reopens it nor moves the closing; one after it does."""
+    trust = _Trust()
+    trust.heard(1)
+    assert trust.opened
+    assert trust.rejected(2, next_ticket=5) == 1
+    assert not trust.opened
+    trust.heard(3)
+    assert not trust.opened
+    assert not trust.admits(4)
+    assert trust.admits(5)
+    assert trust.rejected(4, next_ticket=9) == 2  # counted, but the closing stays at 5
+    assert trust.closed_at_ticket == 5
+    trust.heard(5)
+    assert trust.opened
+    assert trust.rejections == 0
+
+
+def test_parking_is_heard_only_while_listening() -> None:
+    """The pipeline hears a line park only while it listens (while it feeds lines)."""
+    parking, heard = Parking(), []
+    parking.parked()
+    with parking.listening(lambda: heard.append("parked")):
+        parking.parked()
+        parking.parked()
+    parking.parked()
+    assert heard == ["parked", "parked"]
+
+
+async def test_the_deadline_stops_a_run_whose_lines_all_wait() -> None:
+    """The deadline's timer stops the run at the moment itself, though no line asks (every one
+    waits in a backoff): what `Pipeline.run` starts beside the workers."""
+    e = engine()
+    began = time.monotonic()
+    e.sender.deadline = Deadline(10.0, e.stop, wall=lambda: 9.95 + time.monotonic() - began)
+    with anyio.fail_after(5):
+        await e.sender.deadline.watch()
+    assert e.stop.reason is StopReason.DEADLINE
+    assert Deadline(None, e.stop).reached() is False

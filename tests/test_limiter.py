@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from batchsms.engine.bucket import RateLimiter, SendRateMeter, TokenBucket
 from tests.clocks import FakeClock
+from tests.properties import examples
 
 EPS = 1e-6
 
@@ -112,7 +113,7 @@ _events = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     initial=st.sampled_from([0.5, 1.0, 3.0, 10.0, 50.0]),
     burst=st.sampled_from([1.0, 1.5, 2.0, 5.0]),
@@ -154,7 +155,7 @@ def test_bucket_window_bound_holds_for_any_pattern(
             assert j - i + 1 <= allowed + EPS, (start, end, j - i + 1, allowed)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(rate=st.floats(min_value=0.1, max_value=500), burst=st.floats(min_value=1, max_value=20))
 def test_bucket_greedy_caller_gets_exactly_the_rate(rate: float, burst: float) -> None:
     """A caller that always waits as told gets burst + rate*t tokens, not fewer."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import resource
@@ -313,6 +314,21 @@ def test_json_logs_refusal_is_one_json_event(tmp_path: Path, here: Here) -> None
     assert "missing.jsonl" in event["error"]
 
 
+def test_json_logs_refusal_of_a_bad_option_is_one_json_event(tmp_path: Path,
+                                                              here: Here) -> None:
+    """The config is built once logging is set up (commands/run `refusals`): a value refused
+    while building it is told as JSON too, and the metrics file is still written."""
+    metrics = tmp_path / "m.prom"
+    result = here("run", str(FLEET), "--simulate", "--out", str(tmp_path / "o.jsonl"),
+                  "--deadline", "garbage", "--log-format", "json", "--metrics-file", str(metrics))
+    assert result.returncode == 2
+    [event] = [orjson.loads(line) for line in result.stderr.splitlines()]
+    assert event["event"] == "run.refused"
+    assert "--deadline" in event["error"]
+    assert metric(metrics, "batchsms_run_exit_code") == 2
+    assert not (tmp_path / "o.jsonl").exists()
+
+
 def test_quiet_keeps_warnings_and_the_summary() -> None:
     stream = io.StringIO()
     logs.configure("json", stream, quiet=True)
@@ -338,6 +354,10 @@ def test_quiet_keeps_warnings_and_the_summary() -> None:
     (b'[{"task_id": "t1", "body": {"speed_limit": 1}}]\n', (),
      "input must be JSON Lines: one object per line"),
     (b"task_id,speed_limit\nt1,100\nt2,200\n", (), "input must be JSON Lines"),
+    # A corrupt or cut gzip stream was first called "not CSV" (issue 23).
+    (b"\x1f\x8b\x08\x00" + bytes(range(256)) * 4, (), "the gzip stream is corrupt"),
+    (gzip.compress(b'{"task_id": "t1", "body": {"speed_limit": 1}}\n' * 500, mtime=0)[:40], (),
+     "the gzip stream is cut short"),
     (b'{"task_id": "t1"}\n{"task_id": "t2", "ref": "b"}\n', (),
      "no body and no --set/--patch"),
     (b"".join(b'{"task_id": "t%d", "body": {"speedlimit": 1}}\n' % i for i in range(150)),
@@ -351,7 +371,8 @@ def test_whole_file_mistake_refused_before_sending(tmp_path: Path, content: byte
     out = tmp_path / "o.jsonl"
     result = here("run", str(source), "--simulate", "--out", str(out), *extra)
     assert result.returncode == 2
-    one_line(result, cause, "nothing was sent")
+    refusal = one_line(result, cause, "nothing was sent")
+    assert "gzip" not in cause or "CSV" not in refusal
     assert not out.exists()
 
 

@@ -10,11 +10,18 @@ import pytest
 from batchsms.engine.bucket import SendRateMeter
 from batchsms.engine.controller import (
     BETA_MAX,
+    EXP_SAMPLES,
     GROWTH,
     HOLD,
     HOLD_GAIN,
+    MIN_SAMPLES,
     SETTLE,
+    YOUNG_SPAN,
     RateController,
+    _BaseShare,
+    _Judgement,
+    _ShareWindow,
+    _Verdict,
 )
 from batchsms.engine.feedback import Answer
 from batchsms.engine.pace import Pace
@@ -204,4 +211,38 @@ def test_ok_answers_kept_for_the_goodput_stay_bounded() -> None:
     """Memory stays flat on a long run without 429s: only the last WINDOW of OKs is kept."""
     ctrl = RateController(100.0, meter=FixedMeter(100.0))
     feed(ctrl, 0.0, 10_000, 0.01, lambda i: False)  # 100 s at 100/s, no 429
-    assert len(ctrl._oks) <= 101
+    assert len(ctrl._goodput.oks) <= 101
+
+
+def test_share_window_keeps_a_second_but_at_least_min_samples() -> None:
+    """Rule 1 alone: answers older than WINDOW leave, never below MIN_SAMPLES; the excess needs
+    MIN_SAMPLES answers and more than EXCESS above the base share (plus its noise)."""
+    window = _ShareWindow()
+    for i in range(MIN_SAMPLES):
+        window.add(float(i), i == 0)
+    assert (len(window.answers), window.throttled) == (MIN_SAMPLES, 1)  # old, but too few to drop
+    window.add(float(MIN_SAMPLES), False)
+    assert (len(window.answers), window.throttled) == (MIN_SAMPLES, 0)
+    window.clear()
+    for i in range(MIN_SAMPLES):
+        window.add(100.0, i < 2)
+    assert window.excess(0.0)  # 2 of 20 > 5%
+    assert not window.excess(0.1)  # 10% of them are the base share's
+    assert window.volley(100.0)
+    assert not window.volley(100.0 + 2 * YOUNG_SPAN)
+
+
+def test_a_cut_that_did_not_move_the_share_is_judged_not_ours() -> None:
+    """Rule 3 alone: after a cut from an excess share of 20%, EXP_SAMPLES answers with the same
+    share say the 429s are not ours to prevent, and the base share learns them; a guessed cut
+    (rule 4) is not judged at all."""
+    base, judgement = _BaseShare(), _Judgement()
+    judgement.start(0.0, 0.2, guess=False)
+    verdicts = [judgement.add(SETTLE + i * 0.01, i % 5 == 0, base) for i in range(EXP_SAMPLES)]
+    assert set(verdicts[:-1]) == {_Verdict.PENDING}
+    assert verdicts[-1] is _Verdict.NOT_OURS
+    assert base.share == 0.2
+    assert not judgement.active
+    judgement.start(10.0, 0.2, guess=True)
+    assert not judgement.active
+    assert judgement.settle_until == 10.0

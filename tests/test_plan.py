@@ -22,7 +22,7 @@ from batchsms.lines.bodies import (
 )
 from batchsms.lines.reader import InvalidLine, Line
 from batchsms.lines.schema import PUT_TASK_REQ, validate
-from tests.properties import BOUNDED, any_values, check_body, from_spec
+from tests.properties import BOUNDED, any_values, check_body, examples, from_spec
 
 TID = "ef3b9722-07a0-40ae-89b0-889ee96d0001"
 
@@ -66,7 +66,7 @@ def test_sha256_is_stable() -> None:
     assert plan({"speed_limit": 200}).sha256 == hashlib.sha256(b'{"speed_limit":200}').hexdigest()
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.dictionaries(st.sampled_from(["speed_limit", "name", "region_id", "use_ipv6"]),
                        st.none() | st.integers(0, 1000) | st.text(alphabet="ab中_", min_size=1,
                                                                    max_size=5) | st.booleans()))
@@ -243,7 +243,7 @@ def test_body_nested_deeper_than_orjson_writes_is_reported_not_raised() -> None:
     assert result.errors[0].path == "body.target_server.disks[0]"
 
 
-@settings(BOUNDED, max_examples=200)
+@settings(BOUNDED, max_examples=examples(200))
 @given(from_spec(PUT_TASK_REQ), from_spec(PUT_TASK_REQ) | any_values)
 def test_planner_sends_the_merged_body_canonically(defaults: dict[str, Any],
                                                    body: object) -> None:

@@ -30,7 +30,7 @@ from batchsms.lines.reader import (
     read_lines,
 )
 from batchsms.lines.schema import validate
-from tests.properties import BOUNDED, check_problems, json_values
+from tests.properties import BOUNDED, check_problems, examples, json_values
 
 TID = "ef3b9722-07a0-40ae-89b0-889ee96d0001"
 GOOD = b'{"task_id": "' + TID.encode() + b'", "body": {"speed_limit": 200}, "ref": "web-01"}'
@@ -100,7 +100,8 @@ def test_not_json(raw: bytes) -> None:
     (item,) = read(raw + b"\n")
     ((path, message),) = only_errors(item)
     assert path == "line"
-    assert message.startswith("not valid JSON")
+    assert message.startswith("not valid JSON at column ")
+    assert "(char " not in message  # the decoder's "line 1 column 5 (char 4)"
 
 
 @pytest.mark.parametrize(("raw", "kind"), [(b"[]", "an array"), (b"1", "an integer"),
@@ -189,6 +190,7 @@ def test_truncated_gzip_is_an_error_line(tmp_path: Path) -> None:
     assert isinstance(last, InvalidLine)
     assert last.number == len(items)
     assert only_errors(last)[0][1].startswith("input could not be read past line")
+    assert "the gzip stream is cut short" in only_errors(last)[0][1]
 
 
 def test_corrupt_gzip_is_an_error_line(tmp_path: Path) -> None:
@@ -198,6 +200,7 @@ def test_corrupt_gzip_is_an_error_line(tmp_path: Path) -> None:
     with open_input(str(path)) as stream:
         (item,) = list(read_lines(stream))
     assert only_errors(item)[0][0] == "line"
+    assert "the gzip stream is corrupt" in only_errors(item)[0][1]
 
 
 def test_empty_gz_file(tmp_path: Path) -> None:
@@ -406,7 +409,7 @@ def test_checked_lines_match_the_model_for_plain_files(data: bytes) -> None:
     assert [i.number for i in items] == [n for n, k in kinds.items() if k != "blank"]
 
 
-@settings(BOUNDED, max_examples=150)
+@settings(BOUNDED, max_examples=examples(150))
 @given(jsonl_bytes(), st.floats(0, 1), st.binary(max_size=8))
 def test_checked_lines_never_raise_on_gzip_cut_or_with_garbage(data: bytes, cut: float,
                                                                 garbage: bytes) -> None:
@@ -496,3 +499,14 @@ def test_atheris_reader_harness_bounded_run(tmp_path: Path, runs: int) -> None:
         capture_output=True, text=True, timeout=110, check=False, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     assert f"Done {runs} runs" in result.stderr
+
+
+def test_json_error_gives_the_column_within_the_line_in_characters() -> None:
+    """One line number (the input's, in the record), and the column in characters from 1:
+    after an `é` (two bytes) as after an `e`."""
+    items = read(b'{"task_id": "t1"}\n\n{"task_id": "\xc3\xa9", "body": x}\n'
+                 b'{"task_id": "e", "body": x}\n')
+    assert [item.number for item in items] == [1, 3, 4]
+    for item in items[1:]:
+        assert only_errors(item) == [("line", "not valid JSON at column 26: unexpected "
+                                      "character, expected a JSON value")]

@@ -437,3 +437,22 @@ def test_report_counts_an_invalid_line_whose_record_is_over_1_mib(tmp_path: Path
     assert figures["lines"] == 2, figures
     assert figures["not_done"] == 1, figures
     assert result.returncode == 1
+
+
+def test_input_totals_add_up_with_invalid_lines(tmp_path: Path) -> None:
+    """Issue 23 (5): with --input, an invalid line's record counts in the statuses, and an
+    invalid line without a record as "no record": the statuses and no_record add up to the
+    lines (they were 1 993 + 1 + 0 for 2 000 lines)."""
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join([*INPUT_LINES[:4], b"{not json"]) + b"\n")
+    journal = tmp_path / "o.jsonl"  # killed before lines 4 and 5 had a record
+    journal.write_bytes(rec("A", 1, "succeeded", attempts=1, elapsed=5)
+                        + rec("A", 2, "succeeded", attempts=1, elapsed=5)
+                        + rec("A", 3, "invalid", code="validation", msg="bad speed_limit"))
+    code, data = as_json(journal, "--input", source)
+    assert code == 1
+    assert data["lines"] == 5
+    assert data["by_status"] == {"succeeded": 2, "failed": 0, "invalid": 1, "skipped": 0}
+    assert data["no_record"] == 2
+    assert sum(data["by_status"].values()) + data["no_record"] == data["lines"]
+    assert data["done"] == 2

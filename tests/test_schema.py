@@ -22,7 +22,7 @@ from batchsms.lines.schema import (
     ObjectSpec,
     validate,
 )
-from tests.properties import BOUNDED, any_values, check_body, from_spec, json_values
+from tests.properties import BOUNDED, any_values, check_body, examples, from_spec, json_values
 
 # -- an independent transcription of Tables 3-12 (000_f58e3cbd141f1d2b.txt) --------------------
 # ("S", min, max) String length · ("E", values) enumeration · ("I", min, max) Integer ·
@@ -633,13 +633,13 @@ def test_validate_does_not_modify_its_input() -> None:
 # -- properties: any body gives problems under `body`, or round-trips ---------------------------
 
 
-@settings(BOUNDED, max_examples=400)
+@settings(BOUNDED, max_examples=examples(400))
 @given(from_spec(PUT_TASK_REQ) | any_values)
 def test_any_body_gives_problems_under_body_or_round_trips(body: object) -> None:
     check_body(body)
 
 
-@settings(BOUNDED, max_examples=300)
+@settings(BOUNDED, max_examples=examples(300))
 @given(from_spec(PUT_TASK_REQ))
 def test_bodies_from_the_tables_round_trip_when_accepted(body: dict[str, Any]) -> None:
     if check_body(body):  # the same body with its keys in another order: the same bytes
@@ -647,7 +647,7 @@ def test_bodies_from_the_tables_round_trip_when_accepted(body: dict[str, Any]) -
         assert canonical_json(validate(reordered)[0]) == canonical_json(validate(body)[0])
 
 
-@settings(BOUNDED, max_examples=150)
+@settings(BOUNDED, max_examples=examples(150))
 @given(json_values)
 def test_any_json_at_every_nested_place_gives_problems_there_or_round_trips(value: object) -> None:
     """Any JSON value where an object, an array or an array's item belongs."""

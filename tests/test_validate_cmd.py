@@ -32,7 +32,7 @@ line 3: body.state: unknown field 'state' (not in PutTaskReq)
 line 4: body.speed_limit: must be an integer (Integer), got a string
 line 5: body.target_server.os_type: must be one of LINUX, WINDOWS; got 'linux'
 line 5: body.target_server.disks[0].partition_style: must be one of GPT, MBR; got 'gpt'
-line 7: line: not valid JSON: trailing comma is not allowed: line 1 column 81 (char 80)
+line 7: line: not valid JSON at column 81: trailing comma is not allowed
 7 lines: 1 valid, 6 invalid
 """
 
@@ -231,3 +231,94 @@ def test_validate_and_run_describe_an_invalid_line_the_same_way(tmp_path: Path,
     assert ran["error_msg"].startswith("body.speedlimit: unknown field")
     assert ran["error_msg"].endswith("(and 2 more)")
     assert valid["errors"] == ran["errors"]
+
+
+# -- machine-readable and quiet (issue 23) ------------------------------------------------------
+
+
+def test_json_prints_one_object_per_invalid_line_then_the_summary(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--json`: the problems of MISTAKES_OUTPUT as objects (the record's `errors`), then one
+    `{"summary": ...}` object; exit 1 as in text."""
+    code, out, err = run(capsys, INPUTS / "typical_mistakes.jsonl", "--json")
+    assert (code, err) == (1, "")
+    objects = [orjson.loads(line) for line in out.splitlines()]
+    assert objects[-1] == {"summary": {"lines": 7, "valid": 1, "invalid": 6,
+                                       "repeated_task_ids": 0}}
+    problems = objects[:-1]
+    assert [o["line"] for o in problems] == [1, 2, 3, 4, 5, 7]
+    assert all(set(o) == {"line", "task_id", "ref", "errors"} for o in problems)
+    as_text = [f"line {o['line']}: {e['path']}: {e['message']}" for o in problems
+               for e in o["errors"]]
+    assert as_text == MISTAKES_OUTPUT.splitlines()[:-1]
+    assert problems[-1]["task_id"] is None  # not JSON: no task id could be read
+
+
+def test_quiet_prints_the_summary_only(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, INPUTS / "typical_mistakes.jsonl", "--quiet") == (
+        1, "7 lines: 1 valid, 6 invalid\n", "")
+    code, out, _ = run(capsys, INPUTS / "typical_mistakes.jsonl", "-q", "--json")
+    assert (code, [orjson.loads(x) for x in out.splitlines()]) == (
+        1, [{"summary": {"lines": 7, "valid": 1, "invalid": 6, "repeated_task_ids": 0}}])
+
+
+@pytest.mark.parametrize("args", [["MISSING"], ["SAMPLE", "--set", "speed_limit=5000"],
+                                  ["SAMPLE", "--out", "SAMPLE"]])
+def test_log_format_json_makes_a_refusal_one_event(capsys: pytest.CaptureFixture[str],
+                                                   tmp_path: Path, args: list[str]) -> None:
+    """With `--log-format json` given, stderr is JSON only: a refusal is a `validate.refused`
+    event (as `run.refused` is for run), exit 2; console: the usual one line."""
+    paths = {"MISSING": str(tmp_path / "missing.jsonl"),
+             "SAMPLE": str(INPUTS / "speed_limit_fleet.jsonl")}
+    argv = [paths.get(a, a) for a in args]
+    code, out, err = run(capsys, *argv, "--log-format", "json")
+    assert (code, out) == (2, "")
+    (event,) = [orjson.loads(line) for line in err.splitlines()]
+    assert (event["event"], event["level"], event["exit_code"]) == ("validate.refused", "error", 2)
+    code, out, err = run(capsys, *argv, "--log-format", "console")
+    assert (code, out) == (2, "")
+    assert err.startswith("batchsms: ")
+    assert err.count("\n") == 1
+
+
+# -- task ids on more than one line (issue 23) --------------------------------------------------
+
+
+def test_repeated_task_ids_are_a_notice_with_examples(capsys: pytest.CaptureFixture[str],
+                                                      tmp_path: Path) -> None:
+    """Two task ids come back (one on an invalid line too): a warning on stderr with the count
+    and the first lines of each, valid lines still valid (exit as without it)."""
+    source = write(tmp_path / "in.jsonl",
+                   {"task_id": "a", "body": {"speed_limit": 1}},
+                   {"task_id": "b", "body": {"speed_limit": 1}},
+                   {"task_id": "a", "body": {"speed_limit": 2}},
+                   {"task_id": "c", "body": {"speed_limit": 2}},
+                   {"task_id": "a", "body": {"speedlimit": 2}},
+                   {"task_id": "b", "body": {"speed_limit": 1}})
+    code, out, err = run(capsys, source, "--log-format", "json", "--json")
+    assert code == 1  # line 5's typo, not the repeats
+    (event,) = [orjson.loads(line) for line in err.splitlines()]
+    assert (event["event"], event["level"]) == ("validate.repeated_task_ids", "warning")
+    assert (event["task_ids"], event["repeating_lines"]) == (2, 3)
+    assert event["examples"] == ["a on lines 1, 3, 5", "b on lines 2, 6"]
+    assert orjson.loads(out.splitlines()[-1])["summary"]["repeated_task_ids"] == 2
+    code, out, err = run(capsys, source, "--log-format", "console", "--quiet")
+    assert (code, out) == (1, "6 lines: 5 valid, 1 invalid\n")  # a warning: --quiet shows it
+    assert "validate.repeated_task_ids" in err
+    assert "a on lines 1, 3, 5" in err
+
+
+def test_repeats_are_counted_in_bounded_memory() -> None:
+    """Past its limit of remembered ids, new ids are not remembered (a repeat of them is not
+    seen, and the notice says so); the ids remembered are still caught; five lines shown."""
+    from batchsms.lines.repeats import RepeatedIds
+
+    repeats = RepeatedIds(limit=2)
+    for number, task_id in enumerate("abcdcaaaaaa", start=1):
+        repeats.see(task_id, number)
+    notice = repeats.notice()
+    assert notice is not None
+    assert (notice["task_ids"], notice["repeating_lines"]) == (1, 6)  # "a"; not "c"
+    assert notice["examples"] == ["a on lines 1, 6, 7, 8, 9..."]
+    assert notice["looked_among_first_task_ids"] == 2
+    assert RepeatedIds().notice() is None

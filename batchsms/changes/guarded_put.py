@@ -43,10 +43,11 @@ import orjson
 
 from batchsms.changes.readback import read_of, verify_message
 from batchsms.changes.undo_log import PreviousLog
-from batchsms.engine.pipeline import LineHandler, line_outcome, put_line
+from batchsms.engine.pipeline import LineHandler, put_line
 from batchsms.engine.sender import Request, Result, Sender
 from batchsms.engine.stopping import StopReason
 from batchsms.journal.outcomes import Outcome, Status, utc_now
+from batchsms.journal.records import sent_outcome
 from batchsms.lines.bodies import Planned
 from batchsms.lines.diff import diff, previous, readable_part
 from batchsms.lines.expect import CONFLICT, conflict_message, conflicts
@@ -80,8 +81,8 @@ def _elapsed(first: float | None, now: float) -> int | None:
 
 
 def _read_failed(run_id: str, item: Planned, read: Result, now: float, when: str) -> Outcome:
-    """The outcome of a line whose read went wrong, as `line_outcome` words a failed request."""
-    outcome = line_outcome(run_id, item, read, now)
+    """The outcome of a line whose read went wrong, as `sent_outcome` words a failed request."""
+    outcome = sent_outcome(run_id, item, read, now)
     if outcome.status is Status.SUCCEEDED:  # a 2xx answer that is not a task view
         return outcome._replace(status=Status.FAILED, error_code="bad_answer",
                                 error_msg=f"{when}: ShowTask answered something that is not "
@@ -148,7 +149,7 @@ def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None
                                         StopReason.BROKEN.value, f"not sent: {why}")
         put = await sender.send(Request.put_task(item.task_id, item.body), about)
         first = first if first is not None else put.first_sent
-        outcome = line_outcome(run_id, item, put, sender.clock())._replace(
+        outcome = sent_outcome(run_id, item, put, sender.clock())._replace(
             previous=prior, attempts=read_attempts + put.attempts,
             elapsed_ms=_elapsed(first, sender.clock()))
         if not (checks.verify and put.succeeded):

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from batchsms.changes.guarded_put import WriteChecks
+from batchsms.engine.build import EngineSettings
 from batchsms.engine.numbers import check_number, check_sending
 from batchsms.engine.outage import DEFAULT_MAX_OUTAGE
 from batchsms.errors import UsageError
+from batchsms.transport.endpoint import ConnectionOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,21 @@ class RunConfig:
     undo_file: Path | None = None
     allow_irreversible: bool = False
     verify: bool = False
+
+    @property
+    def connection(self) -> ConnectionOptions:
+        """Where to send and as whom, as asked (resolved by `transport.endpoint`)."""
+        return ConnectionOptions(endpoint=self.endpoint, region=self.region,
+                                 simulate=self.simulate, ca_bundle=self.ca_bundle,
+                                 token_file=self.token_file)
+
+    @property
+    def engine(self) -> EngineSettings:
+        """The options that shape sending, the deadline among them (engine/build.py)."""
+        return EngineSettings(concurrency=self.concurrency, rate=self.rate, burst=self.burst,
+                              max_attempts=self.max_attempts, max_outage=self.max_outage,
+                              deadline=self.deadline, timeout=self.timeout,
+                              abort_failure_ratio=self.abort_failure_ratio)
 
     @property
     def checks(self) -> WriteChecks:

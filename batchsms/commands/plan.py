@@ -45,15 +45,13 @@ from typing import IO
 
 import anyio
 
-from batchsms.changes.preview import PlanEntry, PlanTotals, SenderReader, Verdict, plan_entries
+from batchsms.changes.preview import PlanEntry, PlanTotals, Verdict
+from batchsms.client import Client
 from batchsms.commands.config import RunConfig
-from batchsms.engine.build import EngineSettings, build_sender
 from batchsms.errors import ExitCode
 from batchsms.lines.bodies import Planned, checked_lines
 from batchsms.lines.reader import InvalidLine
-from batchsms.simulator import endpoint_url
-from batchsms.transport.client import SmsClient
-from batchsms.transport.endpoint import resolve_endpoint, run_credentials, tls_context
+from batchsms.transport.endpoint import Connection, resolve_connection
 from batchsms.transport.signing import Authenticator
 
 
@@ -62,13 +60,15 @@ async def plan_async(config: RunConfig, items: Iterator[Planned | InvalidLine], 
                      emit: Callable[[PlanEntry], None]) -> str | None:
     """Plan `items` (`config.input` checked) against the endpoint at `url`; `emit` each entry
     in input order. Returns why reading stopped early (credentials rejected), or None."""
-    client = SmsClient(url, auth, concurrency=config.concurrency, timeout=config.timeout,
-                       tls=tls)
-    async with client:
-        reader = SenderReader(build_sender(client, EngineSettings(
-            concurrency=config.concurrency, rate=config.rate, burst=config.burst,
-            max_attempts=config.max_attempts, max_outage=config.max_outage)))
-        async for entry in plan_entries(items, reader, concurrency=config.concurrency):
+    return await _plan(config, items, Connection(url, auth, tls), {}, emit)
+
+
+async def _plan(config: RunConfig, items: Iterator[Planned | InvalidLine],
+                connection: Connection, env: Mapping[str, str],
+                emit: Callable[[PlanEntry], None]) -> str | None:
+    async with Client._for_command(connection, config.engine, env) as client:
+        reader = client._reader()
+        async for entry in client._plan_lines(items, reader):
             emit(entry)
         return reader.stopped
 
@@ -79,9 +79,7 @@ def run_plan(config: RunConfig, *, as_json: bool, env: Mapping[str, str] | None 
     env = os.environ if env is None else env
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    endpoint = None if config.simulate else resolve_endpoint(config.endpoint, config.region, env)
-    auth = run_credentials(env, config.token_file, simulate=config.simulate)
-    tls = tls_context(config.ca_bundle)
+    connection = resolve_connection(config.connection, env)
     items = checked_lines(config.input, config.defaults)  # unreadable input: exit 2
     totals = PlanTotals()
 
@@ -89,11 +87,7 @@ def run_plan(config: RunConfig, *, as_json: bool, env: Mapping[str, str] | None 
         totals.by_verdict[entry.verdict] += 1
         out.write(entry.to_json().decode() if as_json else "\n".join(entry.text()) + "\n")
 
-    async def main() -> str | None:
-        async with endpoint_url(env, endpoint) as url:
-            return await plan_async(config, items, url, auth, tls, emit)
-
-    stopped = anyio.run(main)
+    stopped = anyio.run(_plan, config, items, connection, env, emit)
     out.flush()
     print(totals.line(), file=err if as_json else out)
     if stopped is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -21,6 +21,7 @@ from typing import IO, Any
 import anyio
 import orjson
 
+from batchsms.client import open_sms
 from batchsms.commands.descriptors import ensure_descriptors
 from batchsms.commands.outputs import check_output
 from batchsms.engine.build import EngineSettings, build_sender, require_transport_features
@@ -29,10 +30,7 @@ from batchsms.engine.numbers import check_sending
 from batchsms.engine.sender import Request, Sender
 from batchsms.engine.stopping import StopReason
 from batchsms.errors import ExitCode, UsageError
-from batchsms.transport.client import SmsClient
-from batchsms.transport.credentials import load_credentials
-from batchsms.transport.endpoint import resolve_endpoint, tls_context
-from batchsms.transport.signing import Authenticator, authenticator
+from batchsms.transport.endpoint import Connection, ConnectionOptions, resolve_connection
 
 LIST_PATH = "/v3/tasks"
 
@@ -68,6 +66,12 @@ class TasksConfig:
             raise UsageError(f"--page-size must be 1 to 200, got {self.page_size}")
         check_sending(self.rate, self.max_attempts, self.timeout)
 
+    @property
+    def connection(self) -> ConnectionOptions:
+        """Where to send and as whom, as asked (resolved as `run` resolves it)."""
+        return ConnectionOptions(endpoint=self.endpoint, region=self.region,
+                                 ca_bundle=self.ca_bundle, token_file=self.token_file)
+
 
 async def iter_tasks(sender: Sender, config: TasksConfig) -> AsyncIterator[dict[str, Any]]:
     """Every task matching the filters, page by page; raises ListingFailed when a page fails."""
@@ -98,48 +102,35 @@ async def iter_tasks(sender: Sender, config: TasksConfig) -> AsyncIterator[dict[
             return
 
 
-ClientFactory = Callable[[], SmsClient]
-
-
-async def _write(client_factory: ClientFactory, config: TasksConfig, sink: IO[bytes]) -> int:
+async def _write(connection: Connection, env: Mapping[str, str], config: TasksConfig,
+                 sink: IO[bytes]) -> int:
     written = 0
-    async with client_factory() as client:
-        # The same engine as `run`: pace, retries, outage guard, credentials gate.
-        sender = build_sender(client, EngineSettings(
-            concurrency=1, rate=config.rate, burst=1.0, max_attempts=config.max_attempts))
-        async for task in iter_tasks(sender, config):
+    # The same engine as `run`: pace, retries, outage guard, credentials gate.
+    settings = EngineSettings(concurrency=1, rate=config.rate, burst=1.0,
+                              max_attempts=config.max_attempts, timeout=config.timeout)
+    async with open_sms(connection, env, settings) as client:
+        async for task in iter_tasks(build_sender(client, settings), config):
             sink.write(orjson.dumps({"task_id": task.get("id"), "ref": task.get("name")})
                        + b"\n")
             written += 1
     return written
 
 
-def main(config: TasksConfig, env: Mapping[str, str] | None = None) -> ExitCode:
-    """`batchsms tasks`: check the outputs, find the endpoint and credentials, list."""
+def main(config: TasksConfig, env: Mapping[str, str] | None = None,
+         stdout: IO[bytes] | None = None, stderr: IO[str] | None = None) -> ExitCode:
+    """`batchsms tasks`: check the output, resolve the connection as `run` does, list."""
     env = os.environ if env is None else env
+    err = stderr or sys.stderr  # the one at call time (as `logs` does), not at import
     check_output("--out", config.out, [("--token-file", config.token_file),
                                        ("--ca-bundle", config.ca_bundle)])
-    endpoint = resolve_endpoint(config.endpoint, config.region, env)
-    auth = authenticator(load_credentials(env, token_file=config.token_file))
-    return run_tasks(config, endpoint, auth)
-
-
-def run_tasks(config: TasksConfig, endpoint: str, auth: Authenticator | None,
-              stdout: IO[bytes] | None = None, stderr: IO[str] | None = None) -> ExitCode:
-    err = stderr or sys.stderr  # the one at call time (as `logs` does), not at import
-
-    def client_factory() -> SmsClient:
-        return SmsClient(endpoint, auth, concurrency=1, timeout=config.timeout, tls=tls)
-
     require_transport_features()
-    tls = tls_context(config.ca_bundle)
+    connection = resolve_connection(config.connection, env)
     ensure_descriptors(1)
-
     try:
         if config.out is None:
-            written = anyio.run(_write, client_factory, config, stdout or sys.stdout.buffer)
+            written = anyio.run(_write, connection, env, config, stdout or sys.stdout.buffer)
         else:
-            written = _write_atomically(client_factory, config)
+            written = _write_atomically(connection, env, config)
     except ListingFailed as exc:
         print(f"batchsms: {exc}; no fleet file written" if config.out else f"batchsms: {exc}",
               file=err)
@@ -148,13 +139,14 @@ def run_tasks(config: TasksConfig, endpoint: str, auth: Authenticator | None,
     return ExitCode.OK
 
 
-def _write_atomically(client_factory: ClientFactory, config: TasksConfig) -> int:
+def _write_atomically(connection: Connection, env: Mapping[str, str],
+                      config: TasksConfig) -> int:
     assert config.out is not None
     directory = config.out.resolve().parent
     fd, tmp = tempfile.mkstemp(prefix=f".{config.out.name}.", dir=directory)
     try:
         with os.fdopen(fd, "wb") as sink:
-            written: int = anyio.run(_write, client_factory, config, sink)
+            written: int = anyio.run(_write, connection, env, config, sink)
         os.replace(tmp, config.out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

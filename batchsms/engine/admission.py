@@ -18,6 +18,11 @@ Each try that enters gets a ticket (a sequence number). An answer to a try that 
 the gate closed on a 401/403 cannot reopen it: only an answer to a try sent after the closing
 proves the key works again. So a revoked key costs at most 3 tries sent after the first
 rejection, besides those already in flight.
+
+The state is read from three sources, in this order, and nowhere else (`Admission.state`): the
+run's `Stop` (STOPPING), the `OutageGuard` (PROBING), and `_Trust`, what the answers said of the
+credentials (OPEN or SLOW_START). The fourth part is the places themselves: how many tries are
+in flight and who waits for one; a place is taken in `_take` and given back in `leave`, only.
 """
 
 from __future__ import annotations
@@ -50,6 +55,38 @@ class _Waiter:
         self.probe = False
 
 
+class _Trust:
+    """What the answers said of the credentials: open (up to --concurrency in flight) once an
+    answer that is not 401/403 came to a try sent since the last closing; a 401/403 closes it
+    (one in flight), and `rejections` in a row are counted for the abort."""
+
+    __slots__ = ("closed_at_ticket", "opened", "rejections")
+
+    def __init__(self) -> None:
+        self.opened = False
+        self.closed_at_ticket = 0  # tries with a lower ticket were sent before the closing
+        self.rejections = 0
+
+    def admits(self, ticket: int) -> bool:
+        """Open, or `ticket` entered after the closing."""
+        return self.opened or ticket >= self.closed_at_ticket
+
+    def heard(self, ticket: int) -> None:
+        """An HTTP answer that is not 401/403: the key works, if the try went after a closing."""
+        if ticket >= self.closed_at_ticket:
+            self.rejections = 0
+            self.opened = True
+
+    def rejected(self, ticket: int, next_ticket: int) -> int:
+        """A 401/403 (or an untrusted certificate): close, unless the try entered before the
+        gate closed already; the rejections in a row so far."""
+        self.rejections += 1
+        if self.admits(ticket):
+            self.opened = False  # back to one in flight
+            self.closed_at_ticket = next_ticket
+        return self.rejections
+
+
 class Gate(enum.Enum):
     SLOW_START = "slow_start"
     OPEN = "open"
@@ -67,16 +104,14 @@ class Admission:
         self._concurrency = concurrency
         self._outage = outage
         self._stop = stop
+        self._trust = _Trust()
         self._clock = clock
         self._sleep = sleep
-        self._opened = False  # an answer that is not 401/403 arrived (since the last closing)
-        self._in_flight = 0
+        self._in_flight = 0  # changed by `_take` and `leave` only
         self._tickets = 0
-        self._closed_at_ticket = 0  # tries with a lower ticket were sent before the closing
-        self._rejections = 0
         self._next_probe = 0.0
         self._waiters: deque[_Waiter] = deque()  # FIFO: one is woken per place freed
-        self._seen = Gate.SLOW_START
+        self._seen = Gate.SLOW_START  # the state the places were last handed out in
 
     @property
     def state(self) -> Gate:
@@ -84,7 +119,7 @@ class Admission:
             return Gate.STOPPING
         if self._outage.in_outage:
             return Gate.PROBING
-        return Gate.OPEN if self._opened else Gate.SLOW_START
+        return Gate.OPEN if self._trust.opened else Gate.SLOW_START
 
     @property
     def in_flight(self) -> int:
@@ -98,11 +133,9 @@ class Admission:
     def try_enter(self) -> int | None:
         """The common case, without waiting: a ticket when the gate is open, a place is free
         and nobody waits (no outage, no stop); None: `enter` decides."""
-        if (self._opened and self._in_flight < self._concurrency and not self._waiters
+        if (self._trust.opened and self._in_flight < self._concurrency and not self._waiters
                 and self._stop.stopped is None and not self._outage.in_outage):
-            self._in_flight += 1
-            self._tickets += 1
-            return self._tickets
+            return self._take()
         return None
 
     async def enter(self) -> int | None:
@@ -133,7 +166,7 @@ class Admission:
         if waiter.ticket is None:  # only a stop wakes a waiter without a place
             return None
         if not woken:
-            self._in_flight -= 1  # granted as the run stopped: give the place back
+            self.leave()  # granted as the run stopped: give the place back
             return None
         return waiter.ticket if not waiter.probe or await self._probe_time() else None
 
@@ -145,16 +178,17 @@ class Admission:
         # loaded machine) made it negative, and anyio.sleep raises ValueError on that.
         wait = max(0.0, self._next_probe - self._clock())
         if wait > 0 and not await self._stop.until(functools.partial(self._sleep, wait)):
-            self._in_flight -= 1
+            self.leave()
             return False
         self._check_outage()
         if self._stop.stopped is not None:
-            self._in_flight -= 1
+            self.leave()
             return False
         self._next_probe = self._clock() + self._outage.probe_delay()
         return True
 
     def _take(self) -> int:
+        """A place in flight, and its ticket."""
         self._in_flight += 1
         self._tickets += 1
         return self._tickets
@@ -162,10 +196,11 @@ class Admission:
     def admits(self, ticket: int) -> bool:
         """May the try holding `ticket` still go? Not if the gate closed on a 401/403 since it
         entered (it was waiting for the bucket): it must queue again, one at a time."""
-        return self._opened or ticket >= self._closed_at_ticket
+        return self._trust.admits(ticket)
 
     def leave(self) -> None:
-        """The try that entered is over (answered, failed, or never sent)."""
+        """The try that entered is over (answered, failed, or never sent): its place is free,
+        for the oldest waiter if the state allows (none once the run stopped)."""
         self._in_flight -= 1
         if self._waiters:
             self._grant()
@@ -188,25 +223,21 @@ class Admission:
         `heard` is False when no HTTP answer came back (timeout, connection error): that says
         nothing about the credentials, so it neither opens the gate nor resets the count.
         """
-        if answer is Answer.OK and self._seen is Gate.OPEN and ticket >= self._closed_at_ticket:
+        trust = self._trust
+        if answer is Answer.OK and self._seen is Gate.OPEN and ticket >= trust.closed_at_ticket:
             # The common case: open, and still open (an OK ends any outage, so no abort either).
-            self._rejections = 0
-            self._opened = True
+            trust.heard(ticket)
             if self._stop.stopped is None and not self._outage.in_outage:
                 return
         if answer is Answer.REJECTED:
-            self._rejections += 1
-            if self._opened or ticket >= self._closed_at_ticket:
-                self._opened = False  # back to one in flight
-                self._closed_at_ticket = self._tickets + 1
-            if self._rejections >= AUTH_ABORT_AFTER:
+            rejections = trust.rejected(ticket, next_ticket=self._tickets + 1)
+            if rejections >= AUTH_ABORT_AFTER:
                 self._stop.trigger(StopReason.ABORTED, (
                     f"the credentials were rejected ({what or 'HTTP 401/403'}) "
-                    f"{self._rejections} times in a row: check the credentials, the "
+                    f"{rejections} times in a row: check the credentials, the "
                     "endpoint and --ca-bundle"))
-        elif heard and ticket >= self._closed_at_ticket:
-            self._rejections = 0
-            self._opened = True
+        elif heard:
+            trust.heard(ticket)
         self._check_outage()
         state = self.state
         if state is not self._seen:  # the gate opened, closed, or an outage began or ended

@@ -1,7 +1,11 @@
 """The one place the engine's parts are put together (the way botocore wires `retries/`).
 
-`run` and `tasks` both call `build_sender`, so a GET of ListTasks and a PUT of UpdateTask pass
-the same pace, retry budget, outage guard, admission gate and retry policy.
+`build_sender`: the `Sender` with its pace, retry budget, outage guard, admission gate and retry
+policy; `run`, `plan`, `tasks` and the library's `Client` all send through one, so a GET of
+ListTasks and a PUT of UpdateTask are paced and retried alike. `build_pipeline`: a run's
+`Pipeline` over such a sender, from the same `EngineSettings` (the deadline, the concurrency and
+the abort ratio are given once, here, and reach the sender and the pipeline from one value);
+`Client.run` and `batchsms run` both assemble their runs with it (client.py `Client._pipeline`).
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from batchsms.engine.bucket import Clock, Sleep
 from batchsms.engine.budget import RetryBudget
 from batchsms.engine.outage import DEFAULT_MAX_OUTAGE, OutageGuard
 from batchsms.engine.pace import Pace
+from batchsms.engine.pipeline import LineHandler, OutcomeSink, Pipeline, SendOptions
 from batchsms.engine.retry import RetryPolicy
 from batchsms.engine.sender import Client, Sender
 from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import Stop
 from batchsms.errors import UsageError
+from batchsms.journal.outcomes import Outcome
+from batchsms.journal.resume import ResumeRun
 
 AIOHTTP_FLOOR = "3.12.11"
 """The oldest aiohttp batchsms runs on (pyproject.toml declares the same)."""
@@ -41,6 +48,8 @@ class EngineSettings:
     max_attempts: int = 5
     max_outage: float = DEFAULT_MAX_OUTAGE
     deadline: float | None = None  # time.time() after which no request starts
+    timeout: float = 30.0  # seconds per request (the transport's)
+    abort_failure_ratio: float = 0.5
 
 
 def build_sender(client: Client, settings: EngineSettings, *, stop: Stop | None = None,
@@ -58,6 +67,19 @@ def build_sender(client: Client, settings: EngineSettings, *, stop: Stop | None 
         policy=RetryPolicy(max_attempts=settings.max_attempts), stop=stop,
         stats=stats if stats is not None else RunStats(), clock=clock, sleep=sleep, rng=rng,
         deadline=settings.deadline)
+
+
+def build_pipeline(client: Client, settings: EngineSettings, *, run_id: str,
+                   writer: OutcomeSink, handler: LineHandler, stats: RunStats | None = None,
+                   resume: ResumeRun | None = None,
+                   on_outcome: Callable[[Outcome], None] | None = None) -> Pipeline:
+    """A run's `Pipeline`: its own `Sender` (and `Stop`), `handler` per line, outcomes to
+    `writer`. `resume` and `on_outcome` are the CLI's (`--resume`; progress, metrics)."""
+    return Pipeline(
+        run_id=run_id, sender=build_sender(client, settings, stats=stats), writer=writer,
+        options=SendOptions(concurrency=settings.concurrency,
+                            abort_failure_ratio=settings.abort_failure_ratio),
+        resume=resume, handler=handler, on_outcome=on_outcome)
 
 
 def require_transport_features() -> None:

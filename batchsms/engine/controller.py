@@ -3,9 +3,6 @@
 reads those). `Pace` (``engine/pace.py``) puts it in front of the token bucket
 (``batchsms.engine.bucket``), which enforces whatever rate it says.
 
-This module is longer than ~300 lines on purpose: it is one state machine, and every constant
-sits next to the reason for its value, which is most of its length.
-
 A service throttles in one of three ways, and the controller must
 hold the right rate against each: a gateway token-bucket quota (past the quota, goodput stays at
 the quota and the 429 share grows), a sliding window that counts every arrival (past the limit
@@ -47,11 +44,19 @@ ratchets to the floor under the third. So:
    in flight are all answered at once), is not held: the rate grows by ``STARTUP_GROWTH`` from it
    at once, and the next cut, on real spacing, sets it.
 
+Each rule is one small piece below, with its own few fields: `_ShareWindow` (rule 1),
+`_Goodput` and `_Climb` (rule 2: the measure a cut follows, then the hold and the climb),
+`_Judgement` and `_BaseShare` (rule 3), `_CutInFlight` (rule 4: the requests in flight at a
+guessed cut, which correct it). `RateController` only composes them: it owns the rate. They
+stay in this one module, longer than ~300 lines on purpose: the rules, their constants (each
+beside the reason for its value, most of the length) and the pieces applying them are one story.
+
 Time comes from outside (``now``, ``sent_at`` are passed in), so tests drive it exactly.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from collections import deque
 
@@ -135,12 +140,63 @@ BASE_HALF_LIFE = 60.0
 """Seconds in which the learnt base share halves, so that it fades when the background stops."""
 
 
-
 def _noise(share: float, n: int) -> float:
     """``Z`` standard deviations of a share ``share`` measured on ``n`` answers."""
     return Z * math.sqrt(share * (1 - share) / n)
 
 
+class _ShareWindow:
+    """Rule 1: the answers of the last ``WINDOW`` seconds (at least the last ``MIN_SAMPLES``),
+    and how many of them were 429s."""
+
+    __slots__ = ("answers", "throttled")
+
+    def __init__(self) -> None:
+        self.answers: deque[tuple[float, bool]] = deque()  # (time, throttled)
+        self.throttled = 0
+
+    def add(self, now: float, throttled: bool) -> None:
+        answers = self.answers
+        answers.append((now, throttled))
+        self.throttled += throttled
+        horizon = now - WINDOW
+        while len(answers) > MIN_SAMPLES and answers[0][0] < horizon:
+            self.throttled -= answers.popleft()[1]
+
+    def excess(self, p0: float) -> bool:
+        """The 429 share is significantly above the base share ``p0``."""
+        n = len(self.answers)
+        if n < MIN_SAMPLES:
+            return False
+        return self.throttled - n * p0 > n * EXCESS + Z * math.sqrt(n * p0 * (1 - p0))
+
+    def share(self) -> float:
+        return self.throttled / len(self.answers)
+
+    def volley(self, now: float) -> bool:
+        """Rule 4: the last ``MIN_SAMPLES`` answers came within ``YOUNG_SPAN``, all at once."""
+        return now - self.answers[-MIN_SAMPLES][0] < YOUNG_SPAN
+
+    def clear(self) -> None:
+        self.answers.clear()
+        self.throttled = 0
+
+
+class _BaseShare:
+    """Rule 3's lesson: the share of 429s that do not depend on our rate, fading with time."""
+
+    __slots__ = ("at", "share")
+
+    def __init__(self) -> None:
+        self.share = 0.0
+        self.at = 0.0
+
+    def now(self, now: float) -> float:
+        """The learnt share, faded to ``now``."""
+        return self.share * math.pow(0.5, max(0.0, now - self.at) / BASE_HALF_LIFE)
+
+    def learn(self, share: float, now: float) -> None:
+        self.share, self.at = share, now
 
 
 class _Spacing:
@@ -173,6 +229,171 @@ class _Spacing:
         return (self.count - 1) / span if self.count >= 2 and span > 0 else None
 
 
+class _Goodput:
+    """Rule 2's measure: the OK answers of the last ``WINDOW``, and the spacing of the OK
+    requests since the first fresh 429 of the current episode (None before it)."""
+
+    __slots__ = ("episode", "last_throttle_sent", "oks")
+
+    def __init__(self) -> None:
+        self.oks: deque[float] = deque()
+        self.episode: _Spacing | None = None
+        self.last_throttle_sent = -math.inf
+
+    def on_ok(self, now: float, sent: float) -> None:
+        oks = self.oks
+        oks.append(now)
+        if oks[0] < now - WINDOW:  # only the last WINDOW is read (`rate`): memory stays flat
+            self._drop_old(now)
+        if self.episode is not None:
+            self.episode.add(sent)
+
+    def on_throttle(self, sent: float) -> None:
+        # An episode is 429s no more than EPISODE_GAP apart: a stray 429 long before the quota
+        # was reached must not dilute the spacing with the OKs of a slower rate.
+        if self.episode is None or sent - self.last_throttle_sent > EPISODE_GAP:
+            self.episode = _Spacing(sent)
+        self.last_throttle_sent = sent
+
+    def _drop_old(self, now: float) -> None:
+        oks = self.oks
+        horizon = now - WINDOW
+        while oks and oks[0] < horizon:
+            oks.popleft()
+
+    def rate(self, now: float) -> float:
+        self._drop_old(now)
+        # While throttled, a quota lets requests through at its refill rate: the spacing of the
+        # OK requests' send times measures it at once, where the OKs of the last WINDOW are still
+        # diluted by the time before the 429s, or inflated by the quota's burst credit.
+        last_second = len(self.oks) / WINDOW
+        spacing = None if self.episode is None else self.episode.rate()
+        if spacing is None:
+            return last_second
+        # A gap or two is noisy (send times are quantised by the client's own pacing): then the
+        # last second's OKs are a floor under it.
+        return spacing if self.spacing_known() else max(spacing, last_second)
+
+    def spacing_known(self) -> bool:
+        return self.episode is not None and self.episode.known
+
+    def end_episode(self) -> _Spacing | None:
+        """A cut ends the episode; it is handed on, still fed by the requests in flight."""
+        episode, self.episode = self.episode, None
+        return episode
+
+
+class _Climb:
+    """Rule 2's second half: after a cut the rate holds until ``until``, then grows by
+    ``growth`` per second, compounded (``STARTUP_GROWTH`` after a guessed cut, rule 4)."""
+
+    __slots__ = ("growth", "last", "until")
+
+    def __init__(self) -> None:
+        self.until = -math.inf
+        self.last = -math.inf  # the last growth step
+        self.growth = GROWTH
+
+    def hold(self, now: float, *, guess: bool) -> None:
+        self.until = now if guess else now + HOLD
+        self.growth = STARTUP_GROWTH if guess else GROWTH
+
+    def grown(self, rate: float, now: float) -> float:
+        """``rate`` grown from the last step (or the end of the hold) to ``now``."""
+        start = max(self.last, self.until)
+        self.last = now
+        return rate * math.exp(self.growth * (now - start))
+
+
+class _Verdict(enum.Enum):
+    """What the answers after a cut said of it (rule 3)."""
+
+    PENDING = "pending"  # not yet judged
+    STANDS = "stands"  # the cut helped, or the answers cannot tell: it stays
+    NOT_OURS = "not_ours"  # the share did not move: the 429s do not come from our rate
+    BELOW_BASE = "below_base"  # the share fell below the base share: the base cannot be higher
+
+
+class _Judgement:
+    """Rule 3: the answers to requests sent ``SETTLE`` seconds after a cut judge it."""
+
+    __slots__ = ("active", "excess_before", "n", "settle_until", "throttled")
+
+    def __init__(self) -> None:
+        self.settle_until = -math.inf
+        self.active = False
+        self.excess_before = 0.0  # the excess 429 share before the cut
+        self.n = 0
+        self.throttled = 0
+
+    def start(self, now: float, excess_before: float, *, guess: bool) -> None:
+        """A cut at ``now``; a guessed one (rule 4) is not judged, nor settled."""
+        self.settle_until = now if guess else now + SETTLE
+        self.active = not guess
+        self.excess_before = excess_before
+        self.n = self.throttled = 0
+
+    def add(self, now: float, throttled: bool, base: _BaseShare) -> _Verdict:
+        """One answer since the cut (``active`` only)."""
+        self.n += 1
+        self.throttled += throttled
+        waited = now - self.settle_until >= EXP_MAX
+        if (self.n >= EXP_SAMPLES and (self._telling() or waited)) or (
+                self.n >= MIN_SAMPLES and waited):
+            return self._verdict(now, base)
+        if self.n >= MIN_SAMPLES and self._worse(base.now(now)):
+            self.active = False  # the cut was not deep enough: the next 429 cuts again
+        return _Verdict.PENDING
+
+    def _telling(self) -> bool:
+        """Enough answers since the cut to tell a share of half the excess before it from 0."""
+        low = INDEPENDENT * self.excess_before
+        return low - _noise(low, self.n) > 0
+
+    def _worse(self, base: float) -> bool:
+        """Since the cut the excess share is clearly above what it was before it."""
+        n, high = self.n, min(1.0, self.excess_before / INDEPENDENT)
+        return self.throttled / n - base > high + _noise(high, n)
+
+    def _verdict(self, now: float, base_share: _BaseShare) -> _Verdict:
+        self.active = False
+        n = self.n
+        share = self.throttled / n
+        base = base_share.now(now)
+        excess, before = share - base, self.excess_before
+        low, high = INDEPENDENT * before, min(1.0, before / INDEPENDENT)
+        # Too few answers to tell: keep the cut (the safe side; the next one will tell).
+        if self._telling() and low - _noise(low, n) <= excess <= high + _noise(high, n):
+            base_share.learn(share, now)
+            return _Verdict.NOT_OURS
+        if share + _noise(base, n) < base:
+            base_share.learn(share, now)
+            return _Verdict.BELOW_BASE
+        return _Verdict.STANDS
+
+
+class _CutInFlight:
+    """Rule 4's correction: the episode a cut ended, still fed by the OK requests in flight at
+    the cut (sent by ``at``), and the rate the cut was made from."""
+
+    __slots__ = ("at", "episode", "sent_rate")
+
+    def __init__(self, episode: _Spacing, at: float, sent_rate: float) -> None:
+        self.episode = episode
+        self.at = at
+        self.sent_rate = sent_rate
+
+    def corrected(self, sent: float, rate: float) -> float | None:
+        """One more OK request of the episode: the rate the cut should have set, if its spacing
+        now shows a goodput the cut fell well short of; else None."""
+        episode = self.episode
+        episode.add(sent)
+        spacing = episode.rate()
+        if episode.known and spacing is not None and HOLD_GAIN * spacing > rate / HOLD_GAIN:
+            return min(HOLD_GAIN * spacing, BETA_MAX * self.sent_rate)
+        return None
+
+
 class RateController:
     """The rate to send at, steered by the share of 429s and the goodput (module docstring).
 
@@ -190,31 +411,14 @@ class RateController:
         self._min_rate = min(min_rate, self._max_rate / 2) if self._max_rate else min_rate
         self._meter = meter if meter is not None else SendRateMeter()
         self._rate = self._max_rate
-        # Answers (time, throttled) to requests sent since the settle time; `_throttled` counts
-        # the True ones. OK answer times of any request, for the goodput.
-        self._answers: deque[tuple[float, bool]] = deque()
-        self._throttled = 0
-        self._oks: deque[float] = deque()
-        # The OK requests since the first fresh 429 (None before it); and the episode a cut
-        # ended, still fed by the requests in flight at the cut (sent before `_cut_at`).
-        self._episode: _Spacing | None = None
-        self._in_flight: _Spacing | None = None
-        self._cut_at = -math.inf
-        self._cut_from = 0.0
-        self._last_throttle_sent = -math.inf
-        self._settle_until = -math.inf
-        self._hold_until = -math.inf
-        self._last_growth = -math.inf
-        self._growth = GROWTH
-        self._base = 0.0
-        self._base_at = 0.0
         # The rate before the current run of cuts, restored if they prove useless.
         self._peak: float | None = None
-        # The judgement of the last cut: the excess share before it, and the counts after.
-        self._judging = False
-        self._excess_before = 0.0
-        self._judged = 0
-        self._judged_throttled = 0
+        self._window = _ShareWindow()
+        self._base = _BaseShare()
+        self._goodput = _Goodput()
+        self._climb = _Climb()
+        self._judgement = _Judgement()
+        self._cut_in_flight: _CutInFlight | None = None
 
     @property
     def rate(self) -> float:
@@ -228,19 +432,18 @@ class RateController:
 
     def base_share(self, now: float) -> float:
         """The learnt share of 429s that do not depend on our rate, faded to ``now``."""
-        return self._base * math.pow(0.5, max(0.0, now - self._base_at) / BASE_HALF_LIFE)
+        return self._base.now(now)
 
     def on_success(self, now: float, sent_at: float | None = None) -> float:
         """A request sent at ``sent_at`` succeeded. Returns the rate now in force."""
-        oks = self._oks
-        oks.append(now)
-        if oks[0] < now - WINDOW:  # only the last WINDOW is read (`_goodput`): memory stays flat
-            self._drop_old_oks(now)
         sent = now if sent_at is None else sent_at
-        if self._episode is not None:
-            self._episode.add(sent)
-        if self._in_flight is not None and sent <= self._cut_at:
-            self._correct(sent)
+        self._goodput.on_ok(now, sent)
+        cut = self._cut_in_flight
+        if cut is not None and sent <= cut.at:
+            corrected = cut.corrected(sent, self._rate)
+            if corrected is not None:
+                self._rate = corrected
+                self._cut_in_flight = None
         if self._record(now, sent_at, throttled=False) and self._rate:  # 0: nothing to grow
             self._grow(now)
         return self._rate
@@ -252,138 +455,52 @@ class RateController:
         """
         if not self._record(now, sent_at, throttled=True):
             return self._rate
-        sent = now if sent_at is None else sent_at
-        # An episode is 429s no more than EPISODE_GAP apart: a stray 429 long before the quota
-        # was reached must not dilute the spacing with the OKs of a slower rate.
-        if self._episode is None or sent - self._last_throttle_sent > EPISODE_GAP:
-            self._episode = _Spacing(sent)
-        self._last_throttle_sent = sent
-        if not self._judging and self._excess(now):
+        self._goodput.on_throttle(now if sent_at is None else sent_at)
+        if not self._judgement.active and self._window.excess(self._base.now(now)):
             self._cut(now)
         return self._rate
 
     def _record(self, now: float, sent_at: float | None, *, throttled: bool) -> bool:
-        """Add one answer to the share window; False if it answers a rate already given up."""
-        if sent_at is not None and sent_at <= self._settle_until:
+        """Add one answer to the share window (and to the judgement of the last cut); False if
+        it answers a rate already given up."""
+        judgement = self._judgement
+        if sent_at is not None and sent_at <= judgement.settle_until:
             return False
-        answers = self._answers
-        answers.append((now, throttled))
-        self._throttled += throttled
-        horizon = now - WINDOW
-        while len(answers) > MIN_SAMPLES and answers[0][0] < horizon:
-            self._throttled -= answers.popleft()[1]
-        if self._judging:
-            self._judged += 1
-            self._judged_throttled += throttled
-            waited = now - self._settle_until >= EXP_MAX
-            if (self._judged >= EXP_SAMPLES and (self._telling() or waited)) or (
-                    self._judged >= MIN_SAMPLES and waited):
-                self._judge(now)
-            elif self._judged >= MIN_SAMPLES and self._worse(now):
-                self._judging = False  # the cut was not deep enough: the next 429 cuts again
+        self._window.add(now, throttled)
+        if judgement.active:
+            verdict = judgement.add(now, throttled, self._base)
+            if verdict is _Verdict.NOT_OURS:  # backing off did not lower the share
+                if self._peak is not None:
+                    self._rate = self._peak
+                self._peak = None
+                self._climb.until = now
+                self._goodput.episode = None
         return True
 
-    def _telling(self) -> bool:
-        """Enough answers since the cut to tell a share of half the excess before it from 0."""
-        low = INDEPENDENT * self._excess_before
-        return low - _noise(low, self._judged) > 0
-
-    def _worse(self, now: float) -> bool:
-        """Since the cut the excess share is clearly above what it was before it."""
-        n, high = self._judged, min(1.0, self._excess_before / INDEPENDENT)
-        return self._judged_throttled / n - self.base_share(now) > high + _noise(high, n)
-
-    def _excess(self, now: float) -> bool:
-        n = len(self._answers)
-        if n < MIN_SAMPLES:
-            return False
-        p0 = self.base_share(now)
-        return self._throttled - n * p0 > n * EXCESS + Z * math.sqrt(n * p0 * (1 - p0))
-
-    def _drop_old_oks(self, now: float) -> None:
-        oks = self._oks
-        horizon = now - WINDOW
-        while oks and oks[0] < horizon:
-            oks.popleft()
-
-    def _goodput(self, now: float) -> float:
-        self._drop_old_oks(now)
-        oks = self._oks
-        # While throttled, a quota lets requests through at its refill rate: the spacing of the
-        # OK requests' send times measures it at once, where the OKs of the last WINDOW are still
-        # diluted by the time before the 429s, or inflated by the quota's burst credit.
-        last_second = len(oks) / WINDOW
-        spacing = None if self._episode is None else self._episode.rate()
-        if spacing is None:
-            return last_second
-        # A gap or two is noisy (send times are quantised by the client's own pacing): then the
-        # last second's OKs are a floor under it.
-        return spacing if self._spacing_known() else max(spacing, last_second)
-
-    def _spacing_known(self) -> bool:
-        return self._episode is not None and self._episode.known
-
-    def _correct(self, sent: float) -> None:
-        """An OK request that was in flight at the last cut: if the episode the cut ended now
-        shows, by its spacing, a goodput the cut fell well short of, raise the rate to it (a
-        first volley's OKs, all answered before its 429s, made the cut a guess)."""
-        episode = self._in_flight
-        assert episode is not None
-        episode.add(sent)
-        spacing = episode.rate()
-        if episode.known and spacing is not None and HOLD_GAIN * spacing > self._rate / HOLD_GAIN:
-            self._rate = min(HOLD_GAIN * spacing, BETA_MAX * self._cut_from)
-            self._in_flight = None
-
     def _cut(self, now: float) -> None:
+        """Rule 2: to just under the goodput, at most ``BETA_MAX`` times the rate sent at."""
         sent = self._rate or self._meter.rate(now)
-        new_rate = max(self._min_rate, min(BETA_MAX * sent, HOLD_GAIN * self._goodput(now)))
+        new_rate = max(self._min_rate, min(BETA_MAX * sent, HOLD_GAIN * self._goodput.rate(now)))
         if self._peak is None:
             self._peak = self._rate
-        self._excess_before = self._throttled / len(self._answers) - self.base_share(now)
-        # A first volley of requests, answered all at once, says nothing about a rate: with no
-        # spacing of OK requests to go by, the cut is a guess (a quota's 10-token burst read as
-        # 10 req/s). Then ramp up at once instead of holding, and let the next cut decide.
-        young = (not self._spacing_known()
-                 and now - self._answers[-MIN_SAMPLES][0] < YOUNG_SPAN)
+        window = self._window
+        excess_before = window.share() - self._base.now(now)
+        # Rule 4: a first volley of requests, answered all at once, says nothing about a rate:
+        # with no spacing of OK requests to go by, the cut is a guess (a quota's 10-token burst
+        # read as 10 req/s). Then ramp up at once instead of holding, and let the next cut decide.
+        guess = not self._goodput.spacing_known() and window.volley(now)
         self._rate = new_rate
-        self._settle_until = now if young else now + SETTLE
-        self._hold_until = now if young else now + HOLD
-        self._growth = STARTUP_GROWTH if young else GROWTH
-        self._answers.clear()
-        self._throttled = 0
-        self._in_flight, self._episode = self._episode, None
-        self._cut_at, self._cut_from = now, sent
-        self._judging = not young
-        self._judged = self._judged_throttled = 0
-
-    def _judge(self, now: float) -> None:
-        self._judging = False
-        n = self._judged
-        share = self._judged_throttled / n
-        base = self.base_share(now)
-        excess, before = share - base, self._excess_before
-        low, high = INDEPENDENT * before, min(1.0, before / INDEPENDENT)
-        # Too few answers to tell: keep the cut (the safe side; the next one will tell).
-        if self._telling() and low - _noise(low, n) <= excess <= high + _noise(high, n):
-            # Backing off did not lower the share: these 429s are not ours to prevent.
-            self._base, self._base_at = share, now
-            if self._peak is not None:
-                self._rate = self._peak
-            self._peak = None
-            self._hold_until = now
-            self._episode = None
-        elif share + _noise(base, n) < base:
-            # Backing off lowered the share below the base: the base cannot be higher.
-            self._base, self._base_at = share, now
+        self._judgement.start(now, excess_before, guess=guess)
+        self._climb.hold(now, guess=guess)
+        window.clear()
+        episode = self._goodput.end_episode()
+        self._cut_in_flight = None if episode is None else _CutInFlight(episode, now, sent)
 
     def _grow(self, now: float) -> None:
-        if self._rate == 0 or self._judging or now < self._hold_until:
+        if self._rate == 0 or self._judgement.active or now < self._climb.until:
             return
         self._peak = None
-        start = max(self._last_growth, self._hold_until)
-        self._last_growth = now
-        target = self._rate * math.exp(self._growth * (now - start))
+        target = self._climb.grown(self._rate, now)
         if self._max_rate:
             target = min(target, self._max_rate)
         else:

@@ -142,6 +142,6 @@ class ThreadLines(Generic[T]):
             self._cond.notify_all()
 
 
-def line_source(source: str, lines: Iterator[T]) -> LoopLines[T] | ThreadLines[T]:
-    """The right reader for the input `source`."""
-    return LoopLines(lines) if is_regular(source) else ThreadLines(lines)
+def line_source(lines: Iterator[T], *, regular: bool) -> LoopLines[T] | ThreadLines[T]:
+    """The right reader for lines of an input that is a `regular` file (`is_regular`) or not."""
+    return LoopLines(lines) if regular else ThreadLines(lines)

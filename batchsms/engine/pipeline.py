@@ -23,22 +23,29 @@ the write through the same `Sender`, sharing the pace, retries, task order and c
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
+from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchsms.engine.bucket import Clock
 from batchsms.engine.events import log
 from batchsms.engine.feed import LineSource
 from batchsms.engine.ordering import TaskOrder
-from batchsms.engine.sender import Request, Result, Sender
+from batchsms.engine.sender import Request, Sender
 from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import StopReason
 from batchsms.errors import JournalError
-from batchsms.journal.outcomes import Outcome, Status, invalid_outcome, utc_now
+from batchsms.journal.outcomes import Outcome, Status
+from batchsms.journal.records import (
+    invalid_outcome,
+    not_sent_outcome,
+    resumed_outcome,
+    sent_outcome,
+)
 from batchsms.journal.resume import ResumeRun
 from batchsms.lines.bodies import Planned
 from batchsms.lines.reader import InvalidLine
@@ -69,41 +76,6 @@ class SendOptions:
 
     concurrency: int = 16
     abort_failure_ratio: float = 0.5
-    deadline: float | None = None  # time.time() after which no request starts
-
-
-def _nothing() -> None:
-    pass
-
-
-def line_outcome(run_id: str, item: Planned, result: Result, now: float) -> Outcome:
-    """The outcome of a line whose request ended as `result` (`now`: the sender's clock)."""
-    elapsed = None if result.first_sent is None else int((now - result.first_sent) * 1000)
-    reply = result.reply
-    if result.succeeded:
-        assert reply is not None  # a success is an answer
-        return Outcome(run_id, item.number, item.task_id, item.ref, Status.SUCCEEDED,
-                       http_status=reply.status, attempts=result.attempts,
-                       request_id=reply.request_id, body_sha256=item.sha256,
-                       elapsed_ms=elapsed, finished_at=utc_now())
-    code: str | None
-    msg: str | None
-    if result.stopped is not None and result.attempts == 0 and not result.maybe_applied:
-        status, code = Status.SKIPPED, result.stopped.value
-        msg = f"not sent: {result.stop_message}"
-    elif result.stopped is not None:
-        status, code = Status.FAILED, result.stopped.value
-        msg = (f"stopped after {result.attempts} attempt(s) ({result.stop_message}); "
-               f"last: {result.error_msg}")
-    else:
-        status, code, msg = Status.FAILED, result.error_code, result.error_msg
-    return Outcome(run_id, item.number, item.task_id, item.ref, status,
-                   http_status=None if reply is None else reply.status,
-                   attempts=result.attempts, error_code=code, error_msg=msg,
-                   request_id=None if reply is None else reply.request_id,
-                   body_sha256=item.sha256,
-                   elapsed_ms=elapsed, finished_at=utc_now(),
-                   maybe_applied=result.maybe_applied)
 
 
 def put_line(run_id: str) -> LineHandler:
@@ -111,9 +83,36 @@ def put_line(run_id: str) -> LineHandler:
     async def handle(item: Planned, sender: Sender) -> Outcome:
         result = await sender.send(Request.put_task(item.task_id, item.body),
                                    {"line": item.number, "task_id": item.task_id})
-        return line_outcome(run_id, item, result, sender.clock())
+        return sent_outcome(run_id, item, result, sender.clock())
 
     return handle
+
+
+class _Workers:
+    """The run's workers: one per place in flight at first, and one more each time a line parks
+    (backoff, deferred retry) while the feed still sends lines (`one_more` listens to the
+    sender's `Parking` only meanwhile), up to `MAX_WORKERS_PER_PLACE` per place, so that parked
+    lines do not keep first attempts from going."""
+
+    def __init__(self, pool: TaskGroup,
+                 work: Callable[[MemoryObjectReceiveStream[Planned]], Coroutine[Any, Any, None]],
+                 receive: MemoryObjectReceiveStream[Planned], concurrency: int) -> None:
+        self._pool = pool
+        self._work = work
+        self._receive = receive
+        self._count = 0
+        self._most = concurrency * MAX_WORKERS_PER_PLACE
+        for _ in range(concurrency):
+            self._start()
+
+    def _start(self) -> None:
+        self._count += 1
+        self._pool.start_soon(self._work, self._receive.clone())
+
+    def one_more(self) -> None:
+        """A line parked: lend its place to one more worker, if the pool may still grow."""
+        if self._count < self._most:
+            self._start()
 
 
 class Pipeline:
@@ -123,7 +122,7 @@ class Pipeline:
                  options: SendOptions, resume: ResumeRun | None = None,
                  handler: LineHandler | None = None,
                  on_outcome: Callable[[Outcome], None] | None = None,
-                 clock: Clock = time.monotonic, wall: Clock = time.time) -> None:
+                 clock: Clock = time.monotonic) -> None:
         self.run_id = run_id
         self.sender = sender
         self.stop = sender.stop
@@ -134,7 +133,6 @@ class Pipeline:
         self._handler = handler if handler is not None else put_line(run_id)
         self._on_outcome = on_outcome
         self._clock = clock
-        self._wall = wall
         self._order: TaskOrder[Planned] = TaskOrder()
         self._done_lines = 0
         self._failed_lines = 0
@@ -165,26 +163,12 @@ class Pipeline:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._flush_ticker)
-                if self._options.deadline is not None:
-                    tg.start_soon(self._deadline_timer, self._options.deadline)
+                tg.start_soon(self.sender.deadline.watch)
                 async with anyio.create_task_group() as pool, receive:
-                    workers, feeding = concurrency, True
-                    for _ in range(workers):
-                        pool.start_soon(self._worker, receive.clone())
-
-                    def one_more_worker() -> None:
-                        nonlocal workers
-                        if feeding and workers < concurrency * MAX_WORKERS_PER_PLACE:
-                            workers += 1
-                            pool.start_soon(self._worker, receive.clone())
-
-                    self.sender.on_park = one_more_worker
-                    try:
+                    workers = _Workers(pool, self._worker, receive, concurrency)
+                    with self.sender.parking.listening(workers.one_more):
                         async with send:
                             await self._feed(source, send)
-                    finally:
-                        feeding = False
-                        self.sender.on_park = _nothing
                 tg.cancel_scope.cancel()
         finally:
             source.close()
@@ -204,10 +188,6 @@ class Pipeline:
         while True:
             await anyio.sleep(1.0)
             self._flush()
-
-    async def _deadline_timer(self, deadline: float) -> None:
-        await anyio.sleep(max(0.0, deadline - self._wall()))
-        self.stop.trigger(StopReason.DEADLINE, "the --deadline passed")
 
     def stop_reading(self) -> None:
         """Read no further input, whatever the stop (the end of an interrupt's grace period,
@@ -243,10 +223,7 @@ class Pipeline:
                 if isinstance(item, InvalidLine):
                     self._record(invalid_outcome(self.run_id, item))
                 elif resume is not None and resume.skips(item):
-                    self._record(Outcome(self.run_id, item.number, item.task_id, item.ref,
-                                         Status.SKIPPED, error_code="already_succeeded",
-                                         error_msg="done in an earlier run (--resume)",
-                                         body_sha256=item.sha256, finished_at=utc_now()))
+                    self._record(resumed_outcome(self.run_id, item))
                 elif stop.stopped is not None:
                     self._record(self._not_sent(item))
                 elif order.admit(item):
@@ -260,9 +237,7 @@ class Pipeline:
     def _not_sent(self, item: Planned) -> Outcome:
         stopped = self.stop.stopped
         assert stopped is not None
-        return Outcome(self.run_id, item.number, item.task_id, item.ref, Status.SKIPPED,
-                       error_code=stopped.reason.value, error_msg=f"not sent: {stopped.message}",
-                       body_sha256=item.sha256, finished_at=utc_now())
+        return not_sent_outcome(self.run_id, item, stopped.reason, stopped.message)
 
     async def _worker(self, receive: MemoryObjectReceiveStream[Planned]) -> None:
         handler, sender, order = self._handler, self.sender, self._order

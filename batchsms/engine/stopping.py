@@ -5,11 +5,15 @@ on no request starts, and every wait (the token bucket, admission, a backoff, a 
 the reader waiting for input) is woken at once, so each line still held gets its outcome and
 no loop of the engine runs without a point where it sees the stop. Requests already in flight
 are left to finish (an interrupt cancels them after its grace period, elsewhere).
+
+`Deadline` is the one place `--deadline` is enforced: the sender asks it right before each
+request, and its timer stops a run in which nothing is about to send (every line in a backoff).
 """
 
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -87,3 +91,35 @@ class Stop:
             finally:
                 self._waiting.discard(scope)
         return not scope.cancelled_caught and self.stopped is None
+
+
+class Deadline:
+    """`--deadline`: the wall-clock moment after which no request starts (None: no deadline).
+
+    `reached()` only tells; `stops()` stops the run once it is reached (the sender asks it right
+    before each request, so no request starts late); `watch()` stops the run at the moment
+    itself, for a run whose lines all wait (a backoff, an outage) and would not ask."""
+
+    MESSAGE = "the --deadline passed"
+
+    def __init__(self, at: float | None, stop: Stop, wall: Callable[[], float] = time.time) -> None:
+        self.at = at
+        self._stop = stop
+        self._wall = wall
+
+    def reached(self) -> bool:
+        return self.at is not None and self._wall() >= self.at
+
+    def stops(self) -> bool:
+        """True, with the run stopped, once the deadline is reached."""
+        if not self.reached():
+            return False
+        self._stop.trigger(StopReason.DEADLINE, self.MESSAGE)
+        return True
+
+    async def watch(self) -> None:
+        """Stop the run when the deadline comes (returns at once without one)."""
+        if self.at is None:
+            return
+        await anyio.sleep(max(0.0, self.at - self._wall()))
+        self.stops()

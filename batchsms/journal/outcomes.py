@@ -28,7 +28,6 @@ from typing import Any, NamedTuple, NoReturn
 import orjson
 
 from batchsms.errors import JournalError, LockedError, UsageError
-from batchsms.lines.reader import InvalidLine
 from batchsms.lines.schema import Problem
 from batchsms.transport import untrusted
 
@@ -135,15 +134,6 @@ def _encodes(value: object) -> bool:
     except (orjson.JSONEncodeError, TypeError):
         return False
     return True
-
-
-def invalid_outcome(run_id: str, item: InvalidLine) -> Outcome:
-    """The record of a line that was not sent: every problem, the first one in `error_msg`."""
-    first = item.errors[0]
-    more = f" (and {len(item.errors) - 1} more)" if len(item.errors) > 1 else ""
-    return Outcome(run_id, item.number, item.task_id, item.ref, Status.INVALID,
-                   error_code="validation", error_msg=f"{first.path}: {first.message}{more}",
-                   errors=item.errors, finished_at=utc_now())
 
 
 def utc_now() -> str:

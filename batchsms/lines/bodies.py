@@ -8,6 +8,12 @@ are what is hashed (`body_sha256`), signed and sent, so the same update always h
 A line's `expect` (expect.py) is checked here too, and kept as canonical JSON beside the body;
 it is not part of the hash (a line is its task and its body), and `--set`/`--patch` do not
 apply to it. A line with problems in both has all of them reported.
+
+A ``"op": "speed-limit"`` line (UpdateSpeed, docs/reference.md §11) is checked here by
+speed_rules.py's rules, body and `expect` alike (`--set`/`--patch` are PutTaskReq layers: they do
+not apply to it), with every problem reported. The engine does not send UpdateSpeed yet, so a
+speed-limit line that passes every check is still refused, with one problem at path ``op``:
+`Planned` carries no operation, and sending its body as an UpdateTask would be wrong.
 """
 
 from __future__ import annotations
@@ -21,8 +27,12 @@ import orjson
 
 from batchsms.errors import UsageError
 from batchsms.lines.expect import check_expect
-from batchsms.lines.reader import InvalidLine, Line, open_input, read_lines
+from batchsms.lines.reader import SPEED_LIMIT, InvalidLine, Line, open_input, read_lines
 from batchsms.lines.schema import Problem, validate
+from batchsms.lines.speed_rules import validate_speed_limit
+
+NOT_SENT_YET = ("'speed-limit' lines are checked but not sent yet: UpdateSpeed is not wired "
+                "into run and plan (docs/reference.md §11)")
 
 
 class Planned(NamedTuple):
@@ -109,7 +119,9 @@ class Planner:
 
     def plan(self, line: Line) -> Planned | InvalidLine:
         """The line's body layered on the defaults, checked, as the bytes to send."""
-        number, task_id, ref, line_body, line_expect = line
+        number, task_id, ref, line_body, line_expect, op = line
+        if op == SPEED_LIMIT:
+            return _speed_limit(line)
         if line_body is None:
             if not self._defaults:
                 return InvalidLine(number, task_id, ref, (Problem(
@@ -156,6 +168,34 @@ class Planner:
             return _Verdict(b"", "", tuple(problems))
         data = canonical_json(clean)
         return _Verdict(data, hashlib.sha256(data).hexdigest(), ())
+
+
+def check_speed_limit(line: Line) -> tuple[bytes, str, bytes | None, tuple[Problem, ...]]:
+    """A speed-limit line's canonical body bytes, their SHA-256, its canonical `expect` (or
+    None), and every problem of body and expect (when there is one, the rest is empty)."""
+    problems: list[Problem] = []
+    if line.body is None:
+        problems.append(Problem("body", 'required: a speed-limit line carries its body, '
+                                '{"speed_limit": [...]}'))
+        body: dict[str, Any] = {}
+    else:
+        body, found = validate_speed_limit(line.body)
+        problems += found
+    expect: dict[str, Any] | None = None
+    if line.expect is not None:
+        expect, found = validate_speed_limit(line.expect, path="expect")
+        problems += found
+    if problems:
+        return b"", "", None, tuple(problems)
+    data = canonical_json(body)
+    return (data, hashlib.sha256(data).hexdigest(),
+            None if expect is None else canonical_json(expect), ())
+
+
+def _speed_limit(line: Line) -> InvalidLine:
+    """Until the engine sends UpdateSpeed: every problem of the line, or the one saying so."""
+    problems = check_speed_limit(line)[3] or (Problem("op", NOT_SENT_YET),)
+    return InvalidLine(line.number, line.task_id, line.ref, problems)
 
 
 def checked_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[Planned | InvalidLine]:

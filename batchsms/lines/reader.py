@@ -5,6 +5,10 @@ nor one 10 MB line is ever held in memory whole. `-` is standard input; gzip is 
 its magic bytes (so `*.gz` and a piped `gzip -c` both work). A UTF-8 BOM at the start is ignored.
 Every problem of a line becomes an `InvalidLine` with a message and its path; nothing raises past
 this module except `UsageError` for an input that cannot be opened at all.
+
+A line may name its operation (docs/reference.md §1, §11): ``"op": "update"`` (UpdateTask) or
+``"speed-limit"`` (UpdateSpeed); `Line.op` is None when it names none (the run's default applies).
+Any other value is a problem at path ``op``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ MAX_REF = 256
 _BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
 _new_tuple = tuple.__new__
-_ENVELOPE_KEYS = frozenset({"task_id", "body", "ref", "expect"})
+_ENVELOPE_KEYS = frozenset({"task_id", "body", "ref", "expect", "op"})
+UPDATE = "update"  # UpdateTask: PUT /v3/tasks/{task_id}, body PutTaskReq
+SPEED_LIMIT = "speed-limit"  # UpdateSpeed: POST /v3/tasks/{task_id}/speed-limit, §11
+OPS = (UPDATE, SPEED_LIMIT)
 # Percent-encoding leaves them as they are, and a normalising gateway resolves `/v3/tasks/..`
 # to another resource: never a task id.
 _DOT_SEGMENTS = frozenset({".", ".."})
@@ -38,7 +45,8 @@ _DOT_SEGMENTS = frozenset({".", ".."})
 
 class Line(NamedTuple):
     """A line whose envelope is sound; `body` is None when the line carries none, `expect`
-    (the values the task must have before the write, docs/reference.md §1) when it carries none.
+    (the values the task must have before the write, docs/reference.md §1) when it carries none,
+    `op` (one of `OPS`) when it names none.
 
     A NamedTuple rather than a dataclass: one is built per input line, on the hot path.
     `Line(...)` builds one too; the reader uses `tuple.__new__` (see `parse_line`), which
@@ -50,6 +58,7 @@ class Line(NamedTuple):
     ref: str | None
     body: dict[str, Any] | None
     expect: dict[str, Any] | None = None
+    op: str | None = None
 
 
 class InvalidLine(NamedTuple):
@@ -175,7 +184,30 @@ def iter_raw_lines(stream: IO[bytes], max_line: int = MAX_LINE_BYTES,
                     size -= 2 if tail == b"\r\n" else 1
             yield number, None, _too_long(size, max_line)
     except (OSError, EOFError, zlib.error) as exc:
-        yield number + 1, None, f"input could not be read past line {number}: {exc}"
+        yield number + 1, None, f"{_UNREADABLE} {number}: {_read_error(exc)}"
+
+
+_UNREADABLE = "input could not be read past line"
+
+
+def _read_error(exc: BaseException) -> str:
+    """Why reading stopped: a gzip stream that is corrupt or cut short is said to be one (its
+    library's words alone, "invalid bit length repeat", read like a mistake in the lines)."""
+    if isinstance(exc, EOFError):
+        return f"the gzip stream is cut short ({exc})"
+    if isinstance(exc, (zlib.error, gzip.BadGzipFile)):
+        return f"the gzip stream is corrupt ({exc})"
+    return str(exc)
+
+
+def read_failure(item: InvalidLine) -> str | None:
+    """Why the input could not be read further, when `item` is the line that says so (a
+    corrupt gzip stream, an I/O error), else None: that is no mistake in the lines."""
+    if item.task_id is None and len(item.errors) == 1:
+        message = item.errors[0].message
+        if message.startswith(_UNREADABLE):
+            return message.partition(": ")[2]
+    return None
 
 
 def _too_long(size: int, max_line: int) -> str:
@@ -207,10 +239,13 @@ def parse_line(number: int, raw: bytes) -> Line | InvalidLine | None:
         # instead of 682 ns, on a per-line path of ~2.5 µs for small lines (bench_validate);
         # with Planned's, a fifth of it.
         if len(data) == 1 + (ref is not None) + (body is not None):
-            return _new_tuple(Line, (number, task_id, ref, body, None))
+            return _new_tuple(Line, (number, task_id, ref, body, None, None))
         expect = data.get("expect")
-        if (expect is None or type(expect) is dict) and _ENVELOPE_KEYS.issuperset(data):
-            return _new_tuple(Line, (number, task_id, ref, body, expect))
+        op = data.get("op")
+        if ((expect is None or type(expect) is dict)
+                and (op is None or (type(op) is str and op in OPS))
+                and _ENVELOPE_KEYS.issuperset(data)):
+            return _new_tuple(Line, (number, task_id, ref, body, expect, op))
     return InvalidLine(number, task_id if type(task_id) is str else None,
                        ref if type(ref) is str else None, tuple(_envelope_problems(data)))
 
@@ -220,7 +255,15 @@ def _json_error(raw: bytes, exc: orjson.JSONDecodeError) -> str:
         raw.decode("utf-8")
     except UnicodeDecodeError as bad:
         return f"not valid UTF-8 at byte {bad.start + 1}"
-    return f"not valid JSON: {exc}"
+    return f"not valid JSON {json_error_at(exc)}"
+
+
+def json_error_at(exc: orjson.JSONDecodeError) -> str:
+    """`at column N: what`, N counted in characters from 1 within the one line decoded.
+
+    orjson's own text ends in "line 1 column 5 (char 4)": the decoder's line, always 1 since it
+    is given one line at a time, which next to the input's line number read as a second one."""
+    return f"at column {exc.colno}: {exc.msg}"
 
 
 def _envelope_problems(data: dict[str, Any]) -> Iterator[Problem]:
@@ -239,9 +282,15 @@ def _envelope_problems(data: dict[str, Any]) -> Iterator[Problem]:
         yield Problem("ref", f"must be a string, got {describe(ref)}")
     elif ref is not None and len(ref) > MAX_REF:
         yield Problem("ref", f"must be at most {MAX_REF} characters, got {len(ref)}")
+    op = data.get("op")
+    if op is not None and (type(op) is not str or op not in OPS):
+        shown = repr(op) if type(op) is str else describe(op)
+        yield Problem("op", f"must be {UPDATE!r} (UpdateTask) or {SPEED_LIMIT!r} (UpdateSpeed), "
+                      f"got {shown}")
     body = data.get("body")
     if body is not None and type(body) is not dict:
-        yield Problem("body", f"must be an object (PutTaskReq), got {describe(body)}")
+        model = "SpeedLimit" if op == SPEED_LIMIT else "PutTaskReq"
+        yield Problem("body", f"must be an object ({model}), got {describe(body)}")
     expect = data.get("expect")
     if expect is not None and type(expect) is not dict:
         yield Problem("expect", "must be an object (the values the task must have before the "

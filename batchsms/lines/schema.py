@@ -41,6 +41,7 @@ class Kind(enum.Enum):
     INTEGER = "Integer"
     LONG = "Long"
     BOOLEAN = "Boolean"
+    NUMBER = "Number"  # a JSON number, integer or not (UpdateSpeed's over_speed_threshold)
     OBJECT = "object"
     ARRAY = "array"
 
@@ -50,7 +51,9 @@ class Field:
     """One row of a table: JSON type and limits. Arrays hold objects of `spec`.
 
     `min_len`/`max_len` bound a string's characters or an array's items; `minimum`/`maximum`
-    bound an Integer or Long. Limits that do not apply to the kind stay 0.
+    bound an Integer, Long or Number. Limits that do not apply to the kind stay 0. A `required`
+    field missing (or null) from its object is a problem; PutTaskReq has none (an update sets
+    what it names), UpdateSpeed's rules do (lines/speed_rules.py).
     """
 
     kind: Kind
@@ -60,6 +63,7 @@ class Field:
     maximum: int = 0
     choices: frozenset[str] | None = None
     spec: ObjectSpec | None = None
+    required: bool = False
 
 
 Check = Callable[[dict[str, Any], str, list[Problem]], None]
@@ -80,6 +84,12 @@ class ObjectSpec:
     name: str
     fields: Mapping[str, Field]
     checks: tuple[Rule, ...] = field(default=())
+    required: tuple[str, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        # kept beside the fields, so the walker's loop over a table with none costs nothing
+        object.__setattr__(self, "required",
+                           tuple(key for key, f in self.fields.items() if f.required))
 
 
 # -- table-building shorthands: each keeps a table row on one line ------------------------------
@@ -372,6 +382,12 @@ def _scalar_problem(f: Field, value: object) -> str | None:
         return f"must be {f.min_len} to {f.max_len} characters, got {len(value)}"
     if kind is Kind.BOOLEAN:
         return None if type(value) is bool else f"must be true or false, got {describe(value)}"
+    if kind is Kind.NUMBER:
+        if type(value) is not int and type(value) is not float:
+            return f"must be a number, got {describe(value)}"
+        if f.minimum <= value <= f.maximum:
+            return None
+        return f"must be between {f.minimum} and {f.maximum}, got {value}"
     # Integer or Long: `type(...) is int` keeps out booleans, floats such as 1.0, and strings
     if type(value) is not int:
         return f"must be an integer ({kind.value}), got {describe(value)}"
@@ -427,6 +443,9 @@ def _walk(spec: ObjectSpec, data: dict[str, Any], path: str,
             out[key] = value
         else:
             out[key] = _check_nested(f, value, f"{path}.{key}", problems)
+    if spec.required:
+        problems.extend(Problem(f"{path}.{key}", f"required in every {spec.name}")
+                        for key in spec.required if key not in out)
     for rule in spec.checks:
         if rule.key in out:
             rule.check(out, path, problems)

@@ -3,14 +3,16 @@ rehearsals.
 
 Where it sits: the far end of the flow. ``run --simulate`` and every test that crosses HTTP send
 their requests here instead of to Huawei Cloud; the official SDK cannot tell the difference for
-UpdateTask, ShowTask and ListTasks.
+UpdateTask, ShowTask, ListTasks, UpdateSpeed and ShowsSpeedLimits.
 
-    fleet.py    the task store (open, generated or from a file) and per-task PUT counts
+    fleet.py    the task store (open, generated or from a file), each task's speed-limit
+                rules, and per-task write counts
     faults.py   seeded fault injection: latency, resets, throttles (window, quota, random),
                 timed outages, 403s, 5xx, hangs, ignored fields
     views.py    ShowTask / ListTasks views: the official SDK's response models, field for field
     access.py   the credentials to expect, checked as the API gateway does
-    app.py      the aiohttp application: gateway middleware + the three routes, error codes
+    app.py      the aiohttp application: gateway middleware + the five routes (UpdateTask,
+                ShowTask, ListTasks, UpdateSpeed, ShowsSpeedLimits), error codes
     server.py   Simulator (start/stop) and running(), the async context manager
     cli.py      ``batchsms simulator`` options and main
 """

@@ -1,12 +1,15 @@
-"""The simulator's aiohttp application: a gateway middleware in front of three SMS routes.
+"""The simulator's aiohttp application: a gateway middleware in front of five SMS routes.
 
 Routes (the paths the official SDK's ``SmsClient`` uses)::
 
-    PUT /v3/tasks/{task_id}   UpdateTask: 200 {"id": task_id}
-    GET /v3/tasks/{task_id}   ShowTask: the task object
-    GET /v3/tasks             ListTasks: {"count": N, "tasks": [...]}
+    PUT  /v3/tasks/{task_id}              UpdateTask: 200 {"id": task_id}
+    GET  /v3/tasks/{task_id}              ShowTask: the task object
+    GET  /v3/tasks                        ListTasks: {"count": N, "tasks": [...]}
+    POST /v3/tasks/{task_id}/speed-limit  UpdateSpeed: replaces the task's rules; 200 {}
+    GET  /v3/tasks/{task_id}/speed-limit  ShowsSpeedLimits: {"speed_limit": [...]}
 
-The gateway (`_gateway`) does, for every request: count it (per task id for PUTs), draw its faults
+The gateway (`_gateway`) does, for every request: count it (per task id for writes: PUT and
+UpdateSpeed's POST), draw its faults
 (faults.py), wait the latency, maybe drop the connection, check credentials (access.py), throttle,
 maybe fail with a 5xx, maybe hang, then hand over to the route; after an update the route
 applied, maybe drop the answer or hold it back (``lose_rate``, ``late_rate``). Every answer
@@ -15,7 +18,8 @@ plus ``request_id`` from the gateway, ``error_param``/``details`` for validation
 
 Error codes (the simulator's own choice where the real service's are undocumented):
 
-    400 SMS.0201  body is not JSON            400 SMS.0205  body breaks the schema (every path)
+    400 SMS.0201  body is not JSON            400 SMS.0205  body breaks the schema (every path;
+                                                            UpdateTask's or UpdateSpeed's, §11)
     400 SMS.0203  bad ListTasks query         400 SMS.0204  task_id not 1-36 characters
     404 SMS.1801  task not in the fleet       413 SMS.0206  body too large
     400 SMS.1810  clone_server update in a source state Table 3 does not allow (fleet.py)
@@ -52,12 +56,13 @@ import orjson
 from aiohttp import web
 
 from batchsms.lines.reader import MAX_TASK_ID
-from batchsms.lines.schema import validate
+from batchsms.lines.schema import Problem, validate
+from batchsms.lines.speed_rules import validate_speed_limit
 from batchsms.simulator.access import ExpectedCredentials
 from batchsms.simulator.faults import FaultInjector, Injection, OutageKind
 from batchsms.simulator.fleet import STATES, Fleet
 
-__all__ = ["STATE", "Received", "SimulatorState", "Stats", "build_app"]
+__all__ = ["STATE", "WRITES", "Received", "SimulatorState", "Stats", "build_app"]
 
 MAX_BODY = 8 * 1024 * 1024
 ERROR_MSG_MAX = 255  # Table 14: error_msg is at most 255 characters
@@ -66,6 +71,7 @@ LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 100, 200  # ListTasks: limit 0-200, default
 LIST_OFFSET_MAX = 65535  # ListTasks: offset 0-65535
 LIST_FILTERS = ("state", "name", "id", "source_server_id", "enterprise_project_id")
 _REDACTED_HEADERS = frozenset({"x-auth-token", "x-security-token"})
+WRITES = frozenset({"PUT", "POST"})  # UpdateTask, UpdateSpeed: counted per task, lost or late
 
 _FAILURES = {
     500: ("SMS.9999", "Internal server error (injected fault)"),
@@ -191,7 +197,7 @@ async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse
     state.first_request.set()
     _track(state, request)
     task_id: str | None = request.match_info.get("task_id")
-    if task_id is not None and request.method == "PUT":
+    if task_id is not None and request.method in WRITES:
         state.fleet.received(task_id)
     decision = state.faults.decide()
     if decision.delay_s:
@@ -218,7 +224,7 @@ async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse
                 drop_transport(request.transport)
             raise _Drop
         response = await _admit_and_serve(state, request, handler, body, decision, request_id)
-        if request.method == "PUT" and response.status == 200:  # an update that was applied
+        if request.method in WRITES and response.status == 200:  # a write that was applied
             if decision.lose and request.transport is not None:
                 state.stats.resets += 1
                 _record(state, request, task_id, body, None, request_id, at)
@@ -307,26 +313,40 @@ def _not_found(task_id: str) -> web.Response:
     return _error(404, "SMS.1801", f"task {task_id!r} not found")
 
 
-async def update_task(request: web.Request) -> web.Response:
-    """UpdateTask: JSON only, validated with the project's schema, deep-merged into the task."""
+Validator = Callable[[object], tuple[dict[str, Any], list[Problem]]]
+
+
+async def _write_request(request: web.Request,
+                         check: Validator) -> tuple[str, dict[str, Any], web.Response | None]:
+    """A write's task id and checked body, or the answer refusing it (id too long, not JSON,
+    not the body `check` wants: every problem by path)."""
     task_id, problem = _task_id(request)
     if problem is not None:
-        return problem
+        return task_id, {}, problem
     if request.content_type != "application/json":
-        return _error(415, "SMS.0202", "Content-Type must be application/json, got "
-                      f"{request.headers.get('Content-Type', 'none')!r}")
+        return task_id, {}, _error(
+            415, "SMS.0202", "Content-Type must be application/json, got "
+            f"{request.headers.get('Content-Type', 'none')!r}")
     try:
-        data: Any = orjson.loads(await request.read())
+        data = orjson.loads(await request.read())
     except orjson.JSONDecodeError as exc:
-        return _error(400, "SMS.0201", f"request body is not valid JSON: {exc}")
-    clean, problems = validate(data)
-    if problems:
-        shown = problems[:ERROR_PARAM_MAX]
-        summary = "; ".join(f"{p.path}: {p.message}" for p in problems)
-        return _error(400, "SMS.0205", f"invalid request body: {summary}",
-                      error_param=[p.path for p in shown],
-                      details=[{"error_code": "SMS.0205", "error_msg": f"{p.path}: {p.message}"}
-                               for p in shown])
+        return task_id, {}, _error(400, "SMS.0201", f"request body is not valid JSON: {exc}")
+    clean, problems = check(data)
+    if not problems:
+        return task_id, clean, None
+    shown = problems[:ERROR_PARAM_MAX]
+    summary = "; ".join(f"{p.path}: {p.message}" for p in problems)
+    return task_id, {}, _error(
+        400, "SMS.0205", f"invalid request body: {summary}", error_param=[p.path for p in shown],
+        details=[{"error_code": "SMS.0205", "error_msg": f"{p.path}: {p.message}"}
+                 for p in shown])
+
+
+async def update_task(request: web.Request) -> web.Response:
+    """UpdateTask: JSON only, validated with the project's schema, deep-merged into the task."""
+    task_id, clean, refused = await _write_request(request, validate)
+    if refused is not None:
+        return refused
     state = request.app[STATE]
     refusal = state.fleet.refusal(task_id, clean)
     if refusal is not None:
@@ -338,6 +358,29 @@ async def update_task(request: web.Request) -> web.Response:
         return _not_found(task_id)
     state.stats.applied += 1
     return _json({"id": task_id})
+
+
+async def update_speed(request: web.Request) -> web.Response:
+    """UpdateSpeed: JSON only, validated as batchsms validates it (§11), then it replaces the
+    task's rules (an empty list clears them). Answers 200 ``{}``: the SDK's
+    ``UpdateSpeedResponse`` carries nothing but the raw body."""
+    task_id, clean, refused = await _write_request(request, validate_speed_limit)
+    if refused is not None:
+        return refused
+    state = request.app[STATE]
+    if not state.fleet.set_rules(task_id, clean["speed_limit"]):
+        return _not_found(task_id)
+    state.stats.applied += 1
+    return _json({})
+
+
+async def show_speed_limits(request: web.Request) -> web.Response:
+    """ShowsSpeedLimits: the task's rules, ``{"speed_limit": [...]}`` (empty when it has none)."""
+    task_id, problem = _task_id(request)
+    if problem is not None:
+        return problem
+    rules = request.app[STATE].fleet.rules(task_id)
+    return _not_found(task_id) if rules is None else _json({"speed_limit": rules})
 
 
 def _without(body: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
@@ -394,4 +437,6 @@ def build_app(state: SimulatorState) -> web.Application:
     app.router.add_put("/v3/tasks/{task_id}", update_task)
     app.router.add_get("/v3/tasks/{task_id}", show_task, allow_head=False)
     app.router.add_get("/v3/tasks", list_tasks, allow_head=False)
+    app.router.add_post("/v3/tasks/{task_id}/speed-limit", update_speed)
+    app.router.add_get("/v3/tasks/{task_id}/speed-limit", show_speed_limits, allow_head=False)
     return app

@@ -2,7 +2,10 @@
 
 Prints exactly ``listening on http://HOST:PORT`` on stdout (flushed) once connections are
 accepted, and a one-line summary on stderr when it stops. Credentials to expect come from the
-environment only (docs/reference.md §6, §8), never from options. Wired into ``batchsms.cli`` with
+environment only (docs/reference.md §6, §8), never from options. ``--seed`` drives the faults
+only and ``--fleet-seed`` the tasks, so that trying another run of faults on the same fleet
+keeps every task id a fleet file listed (one seed for both made ``--seed 3`` a fleet of other
+ids: every task 404). Wired into ``batchsms.cli`` with
 `add_simulator_parser` + `run_simulator`; ``python -m batchsms.simulator`` runs `main`.
 
 The only parser outside ``batchsms/cli.py``: the simulator is an entry point of its own
@@ -116,11 +119,16 @@ def add_simulator_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=_port, default=8080, help="port; 0 picks a free one [8080]")
     fleet = p.add_mutually_exclusive_group()
     fleet.add_argument("--fleet", type=Path, metavar="FILE",
-                       help="serve exactly the tasks of this JSONL file (one task object a line)")
+                       help="serve exactly the tasks of this JSONL file (one task object a "
+                       "line; its speed-limit rules, if any, under 'speed_limit_rules')")
     fleet.add_argument("--generate", type=_fleet_size, metavar="N",
-                       help="serve exactly N generated tasks (ids drawn from --seed)")
+                       help="serve exactly N generated tasks (ids drawn from --fleet-seed)")
     p.add_argument("--seed", type=int, default=0,
-                   help="seed for --generate and every fault: same seed, same answers [0]")
+                   help="seed of the faults only: same seed, same faults; the fleet does not "
+                   "change with it [0]")
+    p.add_argument("--fleet-seed", type=int, default=0, metavar="N",
+                   help="seed of the tasks: the ids --generate makes and the fields every "
+                   "task is given (state, name, speed limit...) [0]")
     p.add_argument("--fail-rate", type=_probability, default=0.0, metavar="P",
                    help="answer this share of requests 500/502/503/504 [0]")
     p.add_argument("--throttle-rate", type=_positive, metavar="R",
@@ -237,15 +245,15 @@ def _build(args: argparse.Namespace) -> Simulator:
         raise UsageError(str(exc)) from None
     if args.fleet is not None:
         try:
-            fleet = Fleet.from_jsonl(args.fleet, seed=args.seed)
+            fleet = Fleet.from_jsonl(args.fleet, seed=args.fleet_seed)
         except OSError as exc:
             raise UsageError(f"--fleet {str(args.fleet)!r}: {exc.strerror}") from None
         except ValueError as exc:
             raise UsageError(f"--fleet: {exc}") from None
     elif args.generate is not None:
-        fleet = Fleet.generate(args.generate, seed=args.seed)
+        fleet = Fleet.generate(args.generate, seed=args.fleet_seed)
     else:
-        fleet = Fleet.open(seed=args.seed)
+        fleet = Fleet.open(seed=args.fleet_seed)
     faults = fault_config(args)
     return Simulator(host=args.host, port=args.port, fleet=fleet, faults=faults,
                      credentials=credentials, log_size=0, metadata=metadata_state(args),

@@ -8,6 +8,13 @@ Three ways to get a fleet:
 - ``Fleet.from_jsonl(path)``: exactly the tasks of a JSONL file, one task object per line, each with
   a string ``id`` of 1-36 characters. Fields a line leaves out are filled in as below.
 
+A task's speed-limit rules (UpdateSpeed, docs/reference.md §11) are kept apart from its fields:
+ShowTask never shows them (its ``speed_limit`` is the flat integer), ShowsSpeedLimits and
+UpdateSpeed read and replace them. In a fleet file they are the task object's
+``speed_limit_rules`` key, a list checked as UpdateSpeed checks a body; ``Fleet.write_jsonl``
+writes a fleet back in the same format (fields as stored, rules included), so a rehearsal's end
+state can start the next one.
+
 Memory stays flat however large the fleet: a task is stored as its id plus the updates applied to
 it (``None`` until the first one). Everything else ShowTask returns is *synthesized* on demand from
 a hash of (seed, id), so a task always looks the same, and varies across the fleet (state, name,
@@ -24,9 +31,9 @@ finished or in error; the simulator reads those as the SDK's source-server state
 the task's state alone: an open fleet's task not yet shown or updated is judged as it will look
 once it is.
 
-`TaskCounts` record, per task id, how many PUTs reached the server (whatever happened to them:
-faulted, rejected, unknown id) and how many were applied, for tests to compare with a client's
-``attempts``.
+`TaskCounts` record, per task id, how many writes (UpdateTask's PUT, UpdateSpeed's POST) reached
+the server (whatever happened to them: faulted, rejected, unknown id) and how many were applied,
+for tests to compare with a client's ``attempts``.
 
 Size (~320 lines): one job, the store; a third of it is `_synthesize`, the table of what a task
 looks like, which only the store reads.
@@ -44,7 +51,8 @@ from typing import Any
 
 import orjson
 
-from batchsms.lines.reader import MAX_TASK_ID
+from batchsms.lines.reader import MAX_TASK_ID, json_error_at
+from batchsms.lines.speed_rules import validate_speed_limit
 from batchsms.simulator.views import LIST_ITEM, SHOW_TASK, project
 
 __all__ = ["CLONE_SERVER_STATES", "STATES", "Fleet", "TaskCounts", "merge_into"]
@@ -66,11 +74,14 @@ _ENTERPRISE_PROJECTS = ("0", "b7a1c0de-0000-4000-8000-00000000e001",
                         "b7a1c0de-0000-4000-8000-00000000e002")
 _EPOCH_MS = 1_598_435_778_000  # the reference page's example create_date
 _THREE_YEARS_MS = 3 * 365 * 24 * 3600 * 1000
+RULES_KEY = "speed_limit_rules"  # a fleet file's task: its UpdateSpeed rules
+Rules = list[dict[str, Any]]  # a name of its own: inside Fleet, `list` is Fleet.list
 
 
 @dataclass(slots=True)
 class TaskCounts:
-    """PUT requests for one task id: received (any outcome) and applied (answered 200)."""
+    """Writes (PUT, UpdateSpeed's POST) for one task id: received (any outcome) and applied
+    (answered 200)."""
 
     received: int = 0
     applied: int = 0
@@ -174,7 +185,7 @@ def _synthesize(task_id: str, seed: int, project_id: str) -> dict[str, Any]:
 class Fleet:
     """Tasks by id (in fleet order), the updates applied to them, and per-id PUT counts."""
 
-    __slots__ = ("_described", "_open", "_project_id", "_seed", "_updates", "counts")
+    __slots__ = ("_described", "_open", "_project_id", "_rules", "_seed", "_updates", "counts")
 
     def __init__(self, *, open_fleet: bool, seed: int = 0) -> None:
         self._open = open_fleet
@@ -182,6 +193,7 @@ class Fleet:
         self._project_id = hashlib.blake2b(f"project\0{seed}".encode(), digest_size=16).hexdigest()
         self._updates: dict[str, dict[str, Any] | None] = {}  # id -> applied updates
         self._described: dict[str, dict[str, Any]] = {}  # id -> object from --fleet
+        self._rules: dict[str, Rules] = {}  # id -> UpdateSpeed rules, when any
         self.counts: dict[str, TaskCounts] = {}
 
     # -- construction ---------------------------------------------------------------------------
@@ -214,7 +226,8 @@ class Fleet:
                 try:
                     task = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from None
+                    raise ValueError(f"{path}:{number}: not valid JSON {json_error_at(exc)}"
+                                     ) from None
                 task_id = task.get("id") if isinstance(task, dict) else None
                 if not isinstance(task_id, str) or not 1 <= len(task_id) <= MAX_TASK_ID:
                     raise ValueError(f"{path}:{number}: a task object with a string 'id' of "
@@ -222,6 +235,16 @@ class Fleet:
                 if task_id in fleet._updates:
                     raise ValueError(f"{path}:{number}: task id {task_id!r} appears twice")
                 fleet._updates[task_id] = None
+                rules = task.pop(RULES_KEY, None)
+                if rules is not None:
+                    clean, problems = validate_speed_limit({"speed_limit": rules}, RULES_KEY)
+                    if problems:
+                        shown = "; ".join(  # the file's own key, not the body's path
+                            p.path.replace(f"{RULES_KEY}.speed_limit", RULES_KEY, 1)
+                            + f": {p.message}" for p in problems)
+                        raise ValueError(f"{path}:{number}: {shown}")
+                    if clean["speed_limit"]:
+                        fleet._rules[task_id] = clean["speed_limit"]
                 fleet._described[task_id] = task
         return fleet
 
@@ -279,6 +302,24 @@ class Fleet:
             count, page = len(matching), matching[offset:offset + limit]
         return count, [project(view, LIST_ITEM) for view in page]
 
+    def rules(self, task_id: str) -> Rules | None:
+        """The task's speed-limit rules (a fresh list, [] when it has none); None when the task
+        does not exist."""
+        if not self.exists(task_id):
+            return None
+        return [dict(rule) for rule in self._rules.get(task_id, ())]  # rules are flat objects
+
+    def write_jsonl(self, path: Path) -> None:
+        """Write the fleet as a ``--fleet`` file: each task's stored fields and its rules (an
+        open fleet: the tasks used so far)."""
+        with path.open("wb") as fh:
+            for task_id in self._updates:
+                task = self._view(task_id)
+                rules = self._rules.get(task_id)
+                if rules:
+                    task[RULES_KEY] = rules
+                fh.write(orjson.dumps(task) + b"\n")
+
     # -- updates --------------------------------------------------------------------------------
 
     def received(self, task_id: str) -> TaskCounts:
@@ -313,11 +354,27 @@ class Fleet:
         project = body.get("enterprise_project")
         if isinstance(project, str):
             updates["enterprise_project_id"] = project
+        self._applied(task_id)
+        return True
+
+    def set_rules(self, task_id: str, rules: Rules) -> bool:
+        """Replace the task's speed-limit rules with validated ones ([] clears them); False
+        when the task does not exist."""
+        if not self.exists(task_id):
+            return False
+        self._updates.setdefault(task_id, None)  # an open fleet's task exists from now on
+        if rules:
+            self._rules[task_id] = [dict(rule) for rule in rules]  # never alias the caller's
+        else:
+            self._rules.pop(task_id, None)
+        self._applied(task_id)
+        return True
+
+    def _applied(self, task_id: str) -> None:
         counts = self.counts.get(task_id)
         if counts is None:
             counts = self.counts[task_id] = TaskCounts()
         counts.applied += 1
-        return True
 
 
 def _matches(view: Mapping[str, Any], filters: Mapping[str, str]) -> bool:

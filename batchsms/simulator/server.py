@@ -50,7 +50,8 @@ class SimulatorHandle:
     metadata_url: str | None = None  # the rehearsal endpoints of temporary credentials, if any
 
     def counts(self, task_id: str) -> TaskCounts:
-        """PUTs received and applied for this task id (zeros if none arrived)."""
+        """Writes (PUT, UpdateSpeed POST) received and applied for this task id (zeros if none
+        arrived)."""
         return self.tasks.counts.get(task_id) or TaskCounts()
 
 

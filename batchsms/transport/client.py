@@ -118,6 +118,11 @@ def task_path(task_id: str) -> str:
     return "/v3/tasks/" + quote(task_id, safe="")
 
 
+def speed_limit_path(task_id: str) -> str:
+    """UpdateSpeed's and ShowsSpeedLimits' wire path (docs/reference.md §11)."""
+    return task_path(task_id) + "/speed-limit"
+
+
 def _error_fields(body: bytes, redact: Redactor) -> tuple[str | None, str | None]:
     try:
         data = orjson.loads(body)

@@ -1,8 +1,11 @@
 """Where to send and as whom: the endpoint (`--endpoint`/`--region`/BATCHSMS_ENDPOINT), TLS
-trust (`--ca-bundle`), and credentials, as the commands that send resolve them.
+trust (`--ca-bundle`), and credentials, resolved once into a `Connection`.
 
-Shared by `run`, `plan`, `tasks` and the library's `Client`. With `--simulate`, credentials
-are optional and the endpoint is a simulator started in-process (`simulator.server.endpoint_url`).
+The one set-up of a connection: `run`, `plan`, `tasks` and the library's `Client` each say what
+they were asked (`ConnectionOptions`) and call `resolve_connection`, before anything is opened,
+so that a missing endpoint or credential is refused (exit 2) before a file is touched. With
+`--simulate`, credentials are optional and the endpoint is None: a simulator is started
+in-process when the connection is opened (client.py `open_sms`, the stage that may start one).
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from batchsms.errors import NoCredentialsError, UsageError
-from batchsms.transport.credentials import load_credentials
+from batchsms.transport.credentials import Credentials, load_credentials
 from batchsms.transport.signing import Authenticator, authenticator
 
 REGIONS: Mapping[str, str] = {  # as huaweicloudsdksms' SmsRegion lists them
@@ -90,3 +94,39 @@ def run_credentials(env: Mapping[str, str], token_file: Path | None, *,
         if simulate:  # a rehearsal needs none unless the simulator asks for them
             return None
         raise
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionOptions:
+    """Where to send and as whom, as asked: by a command's options or the `Client`'s
+    arguments. `credentials` given (the library's) are used as they are; else the sources of
+    docs/reference.md §6 are looked through, `token_file` first."""
+
+    endpoint: str | None = None
+    region: str | None = None
+    simulate: bool = False
+    ca_bundle: str | None = None
+    token_file: Path | None = None
+    credentials: Credentials | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Where to send and as whom, resolved: `endpoint` None is a simulator to start (the
+    rehearsal of `--simulate`), `auth` None sends unsigned (a rehearsal without credentials)."""
+
+    endpoint: str | None
+    auth: Authenticator | None
+    tls: ssl.SSLContext | bool = True
+
+
+def resolve_connection(options: ConnectionOptions, env: Mapping[str, str]) -> Connection:
+    """The endpoint, then the credentials, then the TLS trust: each refused as a `UsageError`
+    or `CredentialsError` naming what was wrong (exit 2), before anything is opened."""
+    endpoint = None if options.simulate else resolve_endpoint(options.endpoint, options.region,
+                                                              env)
+    if options.credentials is not None:
+        auth: Authenticator | None = authenticator(options.credentials)
+    else:
+        auth = run_credentials(env, options.token_file, simulate=options.simulate)
+    return Connection(endpoint, auth, tls_context(options.ca_bundle))

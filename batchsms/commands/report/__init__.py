@@ -1,8 +1,10 @@
 """`batchsms report`: what outcomes journals say about each line, across runs.
 
 The package: this module checks the options and prints; `index.py` is the first pass (each
-line's latest record), `figures.py` the second (the figures and the `--json` object), `text.py`
-the text output, `failed.py` `--input` judging and `--failed-to`; `--undo-to` is undo.py's.
+line's latest record), `figures.py` the second (the figures and the `--json` object, with
+`over_time.py`), `text.py` the text output, `html.py` the `--html` page (with `svg.py`, its
+charts, and `advice.py`, what to do next), `failed.py` `--input` judging and `--failed-to`;
+`--undo-to` is undo.py's.
 
 **What a line is.** A line is its task and its body, keyed by (`task_id`, `body_sha256`), not by
 its line number (`--resume` goes by the number too: batchsms/resume.py), so an input that changes
@@ -19,7 +21,9 @@ used), the lines are that file's non-blank lines: each is planned as `run` plans
 done only when the latest record of its (task, body) is; a line with no record at all (a crash,
 a kill, a disk full cut the run short) is not done, and neither is a line that is invalid. When
 not one line of the input has a record, the input (or its `--set`/`--patch`) is not the runs'
-one: refused. Without `--input`, the lines are the keys the journals hold.
+one: refused. Without `--input`, the lines are the keys the journals hold. An invalid line of
+the input is matched to its record by its number (and task id, when it has one), so that the
+statuses and `no_record` add up to the lines.
 
 **Memory.** Two streaming passes over the journals: the first finds each key's latest record
 (a dict of 16-byte keys: about 150 bytes per line), the second feeds only those records to the
@@ -52,6 +56,10 @@ lines), `attempts` (attempts as a string -> lines), `slowest` and `top_failures`
 `error_msg` (an example), `count`, `example_line`), and `failed_to` (null, or `path`, `source` =
 `input`|`envelopes`, `lines` written, `missing` = not-done lines that could not be copied).
 
+**`--html FILE`** writes the same figures as one self-contained page (no script, no network),
+with what `--json` does not hold: outcomes over time and the lines not done by error code with
+examples and what to do next (docs/reference.md §13; html.py).
+
 **`--undo-to FILE`** writes the way back from the side logs beside the journals (runs with
 `--undo-file`), every entry, files in the order given: one line per task, see undo.py for which
 entries count, the values chosen and what cannot be restored.
@@ -73,7 +81,8 @@ import orjson
 from batchsms.changes.undo import describe as describe_undo
 from batchsms.changes.undo import for_journals, write_undo
 from batchsms.commands.outputs import check_output
-from batchsms.commands.report.figures import summarize
+from batchsms.commands.report.figures import gather
+from batchsms.commands.report.html import write_page
 from batchsms.commands.report.text import format_text
 from batchsms.errors import ExitCode, UsageError
 from batchsms.journal.outcomes import beside
@@ -91,6 +100,7 @@ class ReportConfig:
     failed_to: Path | None = None
     input: str | None = None  # the runs' input, `--input ORIGINAL`
     undo_to: Path | None = None
+    html: Path | None = None  # `--html FILE`: the page (html.py)
     patch: str | None = None  # read by the CLI into `defaults`; named here to be checked
     defaults: Mapping[str, Any] = field(default_factory=dict)
 
@@ -112,6 +122,8 @@ def _checked(args: ReportConfig) -> list[Path]:
             and args.undo_to.resolve() == args.failed_to.resolve():
         raise UsageError("--failed-to and --undo-to must be different files")
     check_output("--undo-to", args.undo_to, [*inputs, ("--failed-to", args.failed_to)])
+    check_output("--html", args.html, [*inputs, ("--failed-to", args.failed_to),
+                                       ("--undo-to", args.undo_to)])
     return paths
 
 
@@ -121,12 +133,16 @@ def run_report(args: ReportConfig, *, stdout: IO[str] | None = None,
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     paths = _checked(args)
-    report = summarize(paths, top=args.top, failed_to=args.failed_to, source=args.input,
-                       defaults=args.defaults)
+    summary = gather(paths, top=args.top, failed_to=args.failed_to, source=args.input,
+                     defaults=args.defaults)
+    report = summary.report
     if args.json:
         stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         stdout.write("\n".join(format_text(report)) + "\n")
+    if args.html is not None:
+        size = write_page(summary, args.html)
+        print(f"wrote the report page to {args.html} ({size:,} bytes)", file=stderr)
     if args.undo_to is not None:
         print(describe_undo(write_undo(for_journals(paths), args.undo_to)), file=stderr)
     failed = report["failed_to"]

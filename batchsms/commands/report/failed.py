@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import orjson
 
-from batchsms.commands.report.index import Done, LineIndex
+from batchsms.commands.report.index import Done, LineIndex, line_key
 from batchsms.errors import UsageError
 from batchsms.journal.outcomes import resume_key
 from batchsms.lines.bodies import Planner
@@ -21,8 +21,8 @@ from batchsms.lines.reader import InvalidLine, iter_raw_lines, open_input, parse
 
 
 @contextmanager
-def atomic_output(path: Path) -> Iterator[IO[bytes]]:
-    """A file that appears at `path` whole, or not at all."""
+def atomic_output(path: Path, option: str = "--failed-to") -> Iterator[IO[bytes]]:
+    """A file that appears at `path` whole, or not at all; `option` names it in an error."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(3).hex()}.tmp")
     try:
         with tmp.open("xb") as handle:
@@ -31,7 +31,7 @@ def atomic_output(path: Path) -> Iterator[IO[bytes]]:
     except OSError as exc:
         with contextlib.suppress(OSError):  # a read-only directory refuses this too
             tmp.unlink(missing_ok=True)
-        raise UsageError(f"cannot write --failed-to {str(path)!r}: {exc.strerror or exc}") \
+        raise UsageError(f"cannot write {option} {str(path)!r}: {exc.strerror or exc}") \
             from None
     except BaseException:
         with contextlib.suppress(OSError):
@@ -39,26 +39,33 @@ def atomic_output(path: Path) -> Iterator[IO[bytes]]:
         raise
 
 
-def _input_lines(source: str, defaults: Mapping[str, Any]
-                 ) -> Iterator[tuple[int, bytes | None, bytes | None, int]]:
-    """(number, raw bytes or None if too long, key or None if invalid, the task's hash) per
-    non-blank line of `source`, planned as `run` plans it with the same defaults."""
+class InputLine(NamedTuple):
+    """A non-blank line of `--input` as `report` judges it."""
+
+    number: int
+    raw: bytes | None  # None when over the 1 MiB line limit
+    key: bytes  # as the index keys its records: (task, body); an invalid line by its number
+    task: int | None  # the task's hash; None for an invalid line (never sent, opens no task)
+
+
+def _input_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[InputLine]:
+    """Every non-blank line of `source`, planned as `run` plans it with the same defaults."""
     planner = Planner(defaults)
     stream = open_input(source)
     try:
         for number, raw, _error in iter_raw_lines(stream):
             if raw is None:
-                yield number, None, None, 0
+                yield InputLine(number, None, line_key(number, None), None)
                 continue
             parsed = parse_line(number, raw)
             if parsed is None:
                 continue
             planned = parsed if isinstance(parsed, InvalidLine) else planner.plan(parsed)
             if isinstance(planned, InvalidLine):
-                yield number, raw, None, 0
+                yield InputLine(number, raw, line_key(number, planned.task_id), None)
             else:
-                yield number, raw, resume_key(planned.task_id, planned.sha256), \
-                    hash(planned.task_id)
+                yield InputLine(number, raw, resume_key(planned.task_id, planned.sha256),
+                                hash(planned.task_id))
     finally:
         if source != "-":
             stream.close()
@@ -87,23 +94,24 @@ def judge_input(source: str, defaults: Mapping[str, Any], index: LineIndex,
     Invalid lines are never sent and open no task."""
     judged = Judged()
     opened: set[int] = set()  # tasks with a line not done so far
-    for _number, raw, key, task in _input_lines(source, defaults):
+    for line in _input_lines(source, defaults):
         judged.lines += 1
-        entry = None if key is None else index.get(key)
-        if key is not None and entry is not None:
-            wanted.add(key)
-            if entry.done is not Done.NOT_DONE and task not in opened:
+        entry = index.get(line.key)
+        if entry is None:
+            judged.no_record += 1
+        else:
+            wanted.add(line.key)  # an invalid line's record too: the statuses add up
+            if line.task is not None and entry.done is not Done.NOT_DONE \
+                    and line.task not in opened:
                 judged.done += 1
                 continue
-        elif key is not None:
-            judged.no_record += 1
-        if key is not None:
-            opened.add(task)
+        if line.task is not None:
+            opened.add(line.task)
         if out is not None:
-            if raw is None:
+            if line.raw is None:
                 judged.missing += 1
             else:
-                out.write(raw.rstrip(b"\r\n") + b"\n")
+                out.write(line.raw.rstrip(b"\r\n") + b"\n")
                 judged.written += 1
     if judged.lines and not wanted and index.lines:
         raise UsageError(f"no line of --input {source!r} has a record in these outcomes: is "

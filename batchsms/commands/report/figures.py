@@ -1,5 +1,7 @@
 """`report`'s figures, fed with each line's latest record, and the `--json` object they make
-(the keys are listed in the package docstring)."""
+(the keys are listed in the package docstring). `gather` returns both: `--html` draws from the
+figures what the object does not hold (outcomes over time, the lines not done by code with
+examples), from the same second pass."""
 
 from __future__ import annotations
 
@@ -17,16 +19,46 @@ from batchsms.commands.report.failed import (
     judge_input,
     no_output,
 )
-from batchsms.commands.report.index import Done, Journals, LineIndex, Retirement
+from batchsms.commands.report.index import Done, Journals, LineIndex, Retirement, done_of
+from batchsms.commands.report.over_time import OverTime
 from batchsms.errors import UsageError
 from batchsms.journal.outcomes import Status
 
 _RUN_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.INVALID, Status.SKIPPED)
 _FAILURES = frozenset({Status.FAILED.value, Status.INVALID.value})
+EXAMPLES = 3
+"""Example lines kept per error code of the lines not done: the lowest-numbered."""
 
 
 @dataclass
-class _Figures:
+class Problem:
+    """The lines not done with one error code: how many, by status, and a few examples."""
+
+    count: int = 0
+    by_status: Counter[str] = field(default_factory=Counter)
+    # (-line, order, example): a max-heap on the line number, at most EXAMPLES long
+    examples: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
+
+    def add(self, line: int, status: str, record: dict[str, Any], order: int) -> None:
+        self.count += 1
+        self.by_status[status] += 1
+        full = len(self.examples) >= EXAMPLES
+        if full and (-line, -order) <= self.examples[0][:2]:
+            return
+        item = (-line, -order, {"line": line, "task_id": record.get("task_id"),
+                                "ref": record.get("ref"), "status": status,
+                                "http_status": record.get("http_status"),
+                                "error_msg": record.get("error_msg")})
+        (heapq.heapreplace if full else heapq.heappush)(self.examples, item)
+
+    def lowest(self) -> list[dict[str, Any]]:
+        """The examples, lowest line first."""
+        return [example for *_, example in sorted(self.examples, key=lambda t: t[:2],
+                                                  reverse=True)]
+
+
+@dataclass
+class Figures:
     """Everything the report shows, fed with each line's latest record."""
 
     top: int
@@ -37,11 +69,14 @@ class _Figures:
     slowest: list[tuple[int, int, int, dict[str, Any]]] = field(default_factory=list)
     # error_code -> [count, example line, example message]
     failures: dict[str | None, list[Any]] = field(default_factory=dict)
+    over_time: OverTime = field(default_factory=OverTime)
+    problems: dict[str | None, Problem] = field(default_factory=dict)  # not done, by code
 
     def add(self, record: dict[str, Any]) -> None:
         line = record["line"]
         status = str(record.get("status"))
         self.by_status[status] += 1
+        self.over_time.add(record.get("finished_at"), status)
         code, msg = record.get("error_code"), record.get("error_msg")
         if isinstance(code, str):
             self.by_error[code] += 1
@@ -58,6 +93,9 @@ class _Figures:
                 heapq.heappush(self.slowest, item)
             elif self.top and item[:3] > self.slowest[0][:3]:
                 heapq.heapreplace(self.slowest, item)
+        if done_of(record) is Done.NOT_DONE:
+            self.problems.setdefault(code if isinstance(code, str) else None, Problem()).add(
+                line, status, record, self.attempts.total())
         if status in _FAILURES:
             seen = self.failures.setdefault(code if isinstance(code, str) else None,
                                             [0, line, None])
@@ -85,17 +123,31 @@ def percentile(histogram: Counter[int], p: int) -> int | None:
     raise AssertionError("unreachable: ranks never exceed the total")
 
 
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The report as the `--json` object, and the figures it was made from."""
+
+    report: dict[str, Any]
+    figures: Figures
+
+
 def summarize(paths: Sequence[Path], *, top: int = 10, failed_to: Path | None = None,
               source: str | None = None,
               defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Read the journals (two passes) and return the report as the `--json` object."""
+    return gather(paths, top=top, failed_to=failed_to, source=source, defaults=defaults).report
+
+
+def gather(paths: Sequence[Path], *, top: int = 10, failed_to: Path | None = None,
+           source: str | None = None, defaults: Mapping[str, Any] | None = None) -> Summary:
+    """Read the journals (two passes): the `--json` object and the figures behind it."""
     journals = Journals(list(paths))
     index = LineIndex()
     Retirement.index(journals, index)
     if index.records == 0 and journals.scan.cut_lines + journals.garbled:
         names = ", ".join(map(str, paths))
         raise UsageError(f"no whole outcome record in {names}: is it an outcomes file?")
-    figures = _Figures(top)
+    figures = Figures(top)
     judged = Judged()
     with atomic_output(failed_to) if failed_to is not None else no_output() as out:
         wanted: set[bytes] | None = None
@@ -119,7 +171,7 @@ def summarize(paths: Sequence[Path], *, top: int = 10, failed_to: Path | None = 
         "path": str(failed_to), "source": "envelopes" if source is None else "input",
         "lines": judged.written, "missing": judged.missing}
     histogram = figures.latency
-    return {
+    return Summary(figures=figures, report={
         "files": [str(p) for p in paths],
         "records": index.records,
         "cut_lines": journals.scan.cut_lines + journals.garbled,
@@ -141,4 +193,4 @@ def summarize(paths: Sequence[Path], *, top: int = 10, failed_to: Path | None = 
             for code, (n, example, msg) in sorted(
                 figures.failures.items(), key=lambda kv: (-kv[1][0], kv[1][1]))[:top]],
         "failed_to": failed,
-    }
+    })

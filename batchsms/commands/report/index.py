@@ -36,7 +36,7 @@ class Latest(NamedTuple):
     done: Done
 
 
-def _flag(record: dict[str, Any]) -> Done:
+def done_of(record: dict[str, Any]) -> Done:
     status = record.get("status")
     if status == Status.SUCCEEDED:
         return Done.SUCCEEDED
@@ -54,6 +54,11 @@ def record_key(record: dict[str, Any]) -> bytes | None:
     line = record.get("line")
     if type(line) is not int or line < 1:
         return None
+    return line_key(line, task_id)
+
+
+def line_key(line: int, task_id: object) -> bytes:
+    """The key of a line with no body (invalid): its number and its task id, if it has one."""
     return b"line\0%d\0" % line + (task_id.encode() if isinstance(task_id, str) else b"")
 
 
@@ -76,7 +81,7 @@ class LineIndex:
         """Take `record` (the journals' `ordinal`-th) as the key's latest, unless the rule of
         the module docstring keeps an earlier `succeeded`."""
         self.records += 1
-        flag = _flag(record)
+        flag = done_of(record)
         old = self._entries.get(key)
         if flag is Done.RESUMED and old is not None and old & _FLAG_MASK == Done.SUCCEEDED:
             return

@@ -1,8 +1,20 @@
-"""`batchsms run`: wire config, credentials, client, engine and journal into one pipeline run.
+"""`batchsms run`: the library's run (`Client._pipeline`) with what only the CLI adds around it.
+
+    cli.py: inside `refusals` (starting.py: logs; a refusal is exit 2), the outputs checked
+            (`check_run_outputs`, once), then options -> RunConfig (once), then run()
+      run(): connection resolved, descriptors, --undo-file checked, --out locked
+        _open_journal(): the resume index, the input (a whole-file mistake refused), the run's
+                         marker in the side log, the writer                       -> _Journal
+        _journaled(): _send(), the `Client` over the connection and its pipeline writing to
+                      the journal, under signal handlers, with the progress bar; then _end()
+      ending.py: the undo file, the exit code, the summary, the metrics (exit 4: journal broke,
+                 found in task groups' exception groups by `journal_failure` alone)
 
 Everything that can make a run fail to start (bad options, no credentials, unreadable input,
-a locked `--out`) is checked here, before the first request, and raised as `UsageError`.
-Exit codes follow docs/reference.md §7.
+a locked `--out`) is checked before the first request and raised as `UsageError` (exit 2).
+What the CLI adds and the library never does: signal handlers, RLIMIT_NOFILE, the journal file
+and its lock, `--resume`, the undo side log, progress, metrics and exit codes
+(docs/reference.md §7, §12).
 """
 
 from __future__ import annotations
@@ -10,11 +22,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import ssl
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, closing, nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -22,52 +33,63 @@ import anyio
 import anyio.abc
 import structlog
 
-from batchsms.changes.guarded_put import Capture, line_handler
+from batchsms.changes.guarded_put import Capture
 from batchsms.changes.undo import RunUndo, check_reversible
 from batchsms.changes.undo import describe as describe_undo
 from batchsms.changes.undo_log import PreviousLog, journal_start
-from batchsms.commands import logs, progress
+from batchsms.client import Client
+from batchsms.commands import progress
 from batchsms.commands.config import RunConfig
 from batchsms.commands.descriptors import ensure_descriptors
-from batchsms.commands.outputs import check_output
 from batchsms.commands.run.ending import (
     broken,
     exit_code,
     final_metrics,
     journal_failure,
     log_summary,
-    metrics_after_refusal,
-    tally,
 )
 from batchsms.commands.run.starting import (
+    RunStart,
     check_run_outputs,
     dry_run,
     log_deadline,
+    refusals,
     refuse_whole_file_mistakes,
-    run_inputs,
 )
-from batchsms.engine.build import EngineSettings, build_sender, require_transport_features
-from batchsms.engine.feed import is_regular, line_source
-from batchsms.engine.pipeline import Pipeline, SendOptions
+from batchsms.engine.build import require_transport_features
+from batchsms.engine.feed import LineSource, is_regular, line_source
+from batchsms.engine.pipeline import Pipeline
 from batchsms.engine.stats import RunStats
-from batchsms.engine.stopping import StopReason
-from batchsms.errors import ExitCode, JournalError, UsageError
-from batchsms.journal.outcomes import (
-    JournalScan,
-    Outcome,
-    OutcomeWriter,
-    lock_outcomes,
-    new_run_id,
-)
+from batchsms.engine.stopping import Stop, StopReason
+from batchsms.errors import ExitCode, JournalError
+from batchsms.journal.outcomes import JournalScan, Outcome, OutcomeWriter, lock_outcomes, new_run_id
 from batchsms.journal.resume import ResumeIndex, ResumeRun
 from batchsms.lines.bodies import Planned, checked_lines
 from batchsms.lines.reader import InvalidLine
-from batchsms.simulator import endpoint_url
-from batchsms.transport.client import SmsClient
-from batchsms.transport.endpoint import resolve_endpoint, run_credentials, tls_context
-from batchsms.transport.signing import Authenticator
+from batchsms.transport.endpoint import Connection, resolve_connection
+
+__all__ = ["RunStart", "check_run_outputs", "refusals", "run"]
 
 log = structlog.get_logger("batchsms")
+
+
+@dataclass(frozen=True, slots=True)
+class _Journal:
+    """What the run writes and reads, opened once `--out` is locked; closed when it ends."""
+
+    run_id: str
+    source: LineSource[Planned | InvalidLine]
+    resume: ResumeRun | None  # None: not --resume
+    side: PreviousLog
+    writer: OutcomeWriter
+    capture: Capture | None  # None: not --undo-file
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.side.close()
+
 
 @dataclass(frozen=True, slots=True)
 class RunContext:
@@ -75,15 +97,11 @@ class RunContext:
 
     config: RunConfig
     env: Mapping[str, str]
-    endpoint: str | None  # None: start the simulator (--simulate)
-    auth: Authenticator | None
-    tls: ssl.SSLContext | bool
-    writer: OutcomeWriter
-    lines: Iterator[Planned | InvalidLine]
-    resume: ResumeRun | None  # None: not --resume
-    run_id: str
+    connection: Connection
+    journal: _Journal
+    undo: RunUndo | None  # None: not --undo-file
+    stats: RunStats  # the run's one count, read also when the journal broke
     on_outcome: Callable[[Outcome], None] | None
-    capture: Capture | None = None
 
 
 async def _watch_signals(pipeline: Pipeline, grace: float, tg: anyio.abc.TaskGroup, *,
@@ -108,28 +126,18 @@ async def _watch_signals(pipeline: Pipeline, grace: float, tg: anyio.abc.TaskGro
             tg.start_soon(after_grace)
 
 
-async def _run_async(ctx: RunContext) -> Pipeline:
-    config = ctx.config
-    async with endpoint_url(ctx.env, ctx.endpoint) as url:
-        client = SmsClient(url, ctx.auth, concurrency=config.concurrency, timeout=config.timeout,
-                           tls=ctx.tls)
-        async with client:
-            sender = build_sender(client, EngineSettings(
-                concurrency=config.concurrency, rate=config.rate, burst=config.burst,
-                max_attempts=config.max_attempts, max_outage=config.max_outage,
-                deadline=config.deadline))
-            pipeline = Pipeline(
-                run_id=ctx.run_id, sender=sender, writer=ctx.writer, resume=ctx.resume,
-                options=SendOptions(concurrency=config.concurrency,
-                                    abort_failure_ratio=config.abort_failure_ratio,
-                                    deadline=config.deadline),
-                on_outcome=ctx.on_outcome,
-                handler=line_handler(ctx.run_id, config.checks, ctx.capture))
-            async with anyio.create_task_group() as tg:
-                await tg.start(_watch_signals, pipeline, config.grace, tg)
-                await pipeline.run(line_source(config.input, ctx.lines))
-                tg.cancel_scope.cancel()
-    return pipeline
+async def _run_async(ctx: RunContext) -> Stop:
+    """The library's run, over the same `Client`, writing to the journal, under signals."""
+    journal = ctx.journal
+    async with Client._for_command(ctx.connection, ctx.config.engine, ctx.env) as client:
+        pipeline = client._pipeline(journal.writer, ctx.config.checks, run_id=journal.run_id,
+                                   stats=ctx.stats, resume=journal.resume,
+                                   capture=journal.capture, on_outcome=ctx.on_outcome)
+        async with anyio.create_task_group() as tg:
+            await tg.start(_watch_signals, pipeline, ctx.config.grace, tg)
+            await pipeline.run(journal.source)
+            tg.cancel_scope.cancel()
+    return pipeline.stop
 
 
 def _loop_options() -> dict[str, bool]:
@@ -144,29 +152,79 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _chain(*callbacks: Callable[[Outcome], None] | None) -> Callable[[Outcome], None]:
-    live = [c for c in callbacks if c is not None]
+def _open_journal(config: RunConfig, undo: RunUndo | None) -> _Journal:
+    """Read what `--out` says (`--resume`), open the input, mark the run's start in the side
+    log and open the writer; `--out` is locked. Refusals (exit 2) leave nothing open."""
+    scan = JournalScan()
+    resume = ResumeIndex.load(config.out, scan, journal_start(config.out)).run() \
+        if config.resume else None
+    if scan.cut_lines:
+        log.warning("journal.cut_lines", path=str(config.out), count=scan.cut_lines,
+                    note="records cut off by a crash were skipped")
+    # Unreadable input or a whole-file mistake: exit 2, no --out. A stream (stdin, FIFO) is
+    # not read ahead: its producer may pause, and nothing is read before the signal handlers
+    # are in place (its lines are then judged one by one, as they come).
+    lines: Iterator[Planned | InvalidLine] = checked_lines(config.input, config.defaults)
+    regular = is_regular(config.input)
+    if regular:
+        lines = refuse_whole_file_mistakes(lines)
+    log_deadline(config.deadline)
+    run_id = new_run_id()
+    # The marker opens the run (and, without --resume, a sequence): before anything is sent
+    side = PreviousLog(config.out)
+    try:
+        side.mark_run(run_id, resume=config.resume, capture=undo is not None,
+                      journal_offset=_size(config.out))
+    except BaseException:
+        side.close()
+        raise
+    return _Journal(run_id=run_id, source=line_source(lines, regular=regular), resume=resume,
+                    side=side, writer=OutcomeWriter(config.out),
+                    capture=None if undo is None else Capture(side))
 
-    def call(outcome: Outcome) -> None:
+
+def _progress(config: RunConfig, stderr: TextIO) -> AbstractContextManager[
+        Callable[[Outcome], None] | None]:
+    if progress.wanted(config.progress, stderr):
+        return progress.progress_bar(config.input, stderr)
+    return nullcontext()
+
+
+def _chain(*callbacks: Callable[[Outcome], None] | None) -> Callable[[Outcome], None] | None:
+    """One callback calling each of `callbacks` given (None: none was)."""
+    live = [c for c in callbacks if c is not None]
+    if len(live) <= 1:
+        return live[0] if live else None
+
+    def each(outcome: Outcome) -> None:
         for callback in live:
             callback(outcome)
 
-    return call
+    return each
+
+
+def _send(ctx: RunContext, stderr: TextIO) -> Stop:
+    """The run on its event loop, the bar drawn meanwhile; the journal closed after it."""
+    try:
+        with _progress(ctx.config, stderr) as bar:
+            shown = replace(ctx, on_outcome=_chain(ctx.on_outcome, bar))
+            return anyio.run(_run_async, shown, backend_options=_loop_options())
+    finally:
+        ctx.journal.close()
 
 
 def run(config: RunConfig, env: Mapping[str, str] | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
         stderr: TextIO | None = None) -> ExitCode:
+    """`batchsms run` with `config`, its outputs checked (`check_run_outputs`); the exit code
+    (docs/reference.md §7)."""
     env = os.environ if env is None else env
     stderr = stderr or sys.stderr  # the one at call time (as `logs` does), not at import
     if config.dry_run:
         return dry_run(config, sys.stdout, stderr)
     # Everything that can refuse to start is checked before the lock and --out are touched.
     require_transport_features()
-    check_run_outputs(config)
-    endpoint = None if config.simulate else resolve_endpoint(config.endpoint, config.region, env)
-    auth = run_credentials(env, config.token_file, simulate=config.simulate)
-    tls = tls_context(config.ca_bundle)
+    connection = resolve_connection(config.connection, env)
     ensure_descriptors(config.concurrency * (2 if config.simulate else 1))  # sim: both ends
     undo = None
     if config.undo_file is not None:
@@ -174,111 +232,36 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
             check_reversible(config.input, config.defaults)  # reads the input once: exit 2
         undo = RunUndo(config.undo_file)
     lock = lock_outcomes(config.out)  # the journal itself, by file: before it is read
-    writer: OutcomeWriter | None = None
     try:
-        scan = JournalScan()
-        resume = ResumeIndex.load(config.out, scan, journal_start(config.out)).run() \
-            if config.resume else None
-        if scan.cut_lines:
-            log.warning("journal.cut_lines", path=str(config.out), count=scan.cut_lines,
-                        note="records cut off by a crash were skipped")
-        # unreadable input or a whole-file mistake: exit 2, no --out. A stream (stdin, FIFO) is
-        # not read ahead: its producer may pause, and nothing is read before the signal
-        # handlers are in place (its lines are then judged one by one, as they come).
-        lines = checked_lines(config.input, config.defaults)
-        if is_regular(config.input):
-            lines = refuse_whole_file_mistakes(lines)
-        log_deadline(config.deadline)
-        run_id = new_run_id()
-        # The marker opens the run (and, without --resume, a sequence): before anything is sent
-        side = PreviousLog(config.out)
-        try:
-            side.mark_run(run_id, resume=config.resume, capture=undo is not None,
-                          journal_offset=_size(config.out))
-        except UsageError:
-            side.close()
-            raise
-        capture = None if undo is None else Capture(side)
-        writer = OutcomeWriter(config.out)
-        written = RunStats()
-        on_outcome = _chain(on_outcome, tally(written))
-        try:
-            try:
-                with ExitStack() as stack:
-                    if progress.wanted(config.progress, stderr):
-                        bar = stack.enter_context(progress.progress_bar(config.input, stderr))
-                        on_outcome = _chain(on_outcome, bar)
-                    pipeline = anyio.run(_run_async, RunContext(
-                        config=config, env=env, endpoint=endpoint, auth=auth, tls=tls,
-                        writer=writer, lines=lines, resume=resume, run_id=run_id,
-                        on_outcome=on_outcome, capture=capture),
-                        backend_options=_loop_options())
-            finally:
-                writer.close()
-                side.close()
-        except (JournalError, BaseExceptionGroup) as exc:
-            error = journal_failure(exc)
-            if error is None:
-                raise
-            return broken(config, run_id, error, written, stderr)
-        stats = pipeline.stats
-        if capture is not None and capture.log.error is not None:
-            return broken(config, run_id, JournalError(
-                f"the undo values could not be written: {capture.log.error}"), stats, stderr)
-        if undo is not None:
-            print(describe_undo(undo.write(config.out)), file=stderr)
-        code = exit_code(stats, pipeline.stop.stopped)
-        log_summary(config, run_id, stats, pipeline.stop_message, code, stderr)
-        final_metrics(config.metrics_file, stats, code)
-        return code
-    finally:
-        lock.close(unused=writer is None)  # refused before writing: no --out left
-
-
-@dataclass(frozen=True, slots=True)
-class RunStart:
-    """What `run` is told before its options are checked: how to log, and where a refusal's
-    metrics go. The `RunConfig` is built after logging is set up, so that a bad option is
-    logged in the format asked for."""
-
-    input: str
-    out: Path
-    log_format: str | None  # as asked; None: console on a terminal, else json
-    quiet: bool = False
-    dry_run: bool = False
-    metrics_file: Path | None = None
-    token_file: Path | None = None
-    ca_bundle: str | None = None
-    patch: str | None = None
-
-
-def main(start: RunStart, config: Callable[[str], RunConfig]) -> ExitCode:
-    """`batchsms run`: `config(log format chosen)` is the checked config; the exit code."""
-    fmt = logs.configure(start.log_format, quiet=start.quiet)
-    refused: ExitCode | None = None
-    try:
-        for option, output in (("--out", start.out), ("--metrics-file", start.metrics_file)):
-            # run() checks the rest; the --patch file is known only here (--dry-run writes
-            # neither)
-            if not start.dry_run:
-                check_output(option, output, [("--patch", start.patch)])
-        return run(config(fmt))
-    except UsageError as exc:
-        refused = ExitCode.USAGE
-        if start.log_format != "json":  # asked for, not just chosen because not a terminal
-            raise
-        # json logs stay JSON: the refusal is one event, not a line of text
-        log.error("run.refused", error=str(exc), exit_code=int(refused))  # noqa: TRY400 - no trace
-        return refused
-    except KeyboardInterrupt:  # before the run's own signal handling was in place
-        refused = ExitCode.SIGINT
+        journal = _open_journal(config, undo)
+    except BaseException:
+        lock.close(unused=True)  # refused before writing: no --out left
         raise
-    finally:
-        if refused is not None and not start.dry_run:
-            # the run did not get as far as writing it: an alert must still see this exit
-            metrics_after_refusal(
-                start.metrics_file,
-                run_inputs(start.input, start.token_file, start.ca_bundle, start.patch),
-                start.out, refused)
+    with closing(lock):
+        return _journaled(RunContext(config=config, env=env, connection=connection,
+                                     journal=journal, undo=undo, stats=RunStats(),
+                                     on_outcome=on_outcome), stderr)
 
 
+def _journaled(ctx: RunContext, stderr: TextIO) -> ExitCode:
+    """The run once its journal is open: exit 4 when it broke, else how the run ended."""
+    try:
+        stop = _send(ctx, stderr)
+    except (JournalError, BaseExceptionGroup) as exc:
+        return broken(ctx.config, ctx.journal.run_id, journal_failure(exc), ctx.stats, stderr)
+    return _end(ctx, stop, stderr)
+
+
+def _end(ctx: RunContext, stop: Stop, stderr: TextIO) -> ExitCode:
+    """After a run that kept its journal: the undo file, the summary, the metrics."""
+    config, journal, stats = ctx.config, ctx.journal, ctx.stats
+    if journal.capture is not None and journal.capture.log.error is not None:
+        return broken(config, journal.run_id, JournalError(
+            f"the undo values could not be written: {journal.capture.log.error}"), stats,
+            stderr)
+    if ctx.undo is not None:
+        print(describe_undo(ctx.undo.write(config.out)), file=stderr)
+    code = exit_code(stats, stop.stopped)
+    log_summary(config, journal.run_id, stats, stop.message, code, stderr)
+    final_metrics(config.metrics_file, stats, code)
+    return code

@@ -4,7 +4,7 @@ file (also after a refusal), and exit 4 when the journal broke."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -16,7 +16,7 @@ from batchsms.commands.outputs import check_output
 from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import Stopped, StopReason
 from batchsms.errors import ExitCode, JournalError, UsageError
-from batchsms.journal.outcomes import DONE_SKIP_CODES, Outcome, Status, journal_files
+from batchsms.journal.outcomes import DONE_SKIP_CODES, Status, journal_files
 
 log = structlog.get_logger("batchsms")
 
@@ -31,29 +31,24 @@ def exit_code(stats: RunStats, stopped: Stopped | None) -> ExitCode:
     return ExitCode.OK if bad == done_skips else ExitCode.SOME_FAILED
 
 
-def journal_failure(exc: BaseException) -> JournalError | None:
-    """The JournalError in `exc`, also when a task group wrapped it (in groups, at any depth)."""
+def journal_failure(exc: BaseException) -> JournalError:
+    """The JournalError in `exc`, also when task groups wrapped it (at any depth); `exc`
+    itself is raised again when it holds none. The one place a run digs into groups."""
+    found = _journal_error(exc)
+    if found is None:
+        raise exc
+    return found
+
+
+def _journal_error(exc: BaseException) -> JournalError | None:
     if isinstance(exc, JournalError):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = journal_failure(inner)
+            found = _journal_error(inner)
             if found is not None:
                 return found
     return None
-
-
-def tally(stats: RunStats) -> Callable[[Outcome], None]:
-    """Counts the records written into `stats`: the figures left when the pipeline broke."""
-    def count(outcome: Outcome) -> None:
-        stats.by_status[outcome.status.value] += 1
-        if outcome.error_code:
-            stats.by_error[outcome.error_code] += 1
-        if outcome.http_status is not None:
-            stats.by_http[outcome.http_status] += 1
-        stats.requests += outcome.attempts
-        stats.retries += max(0, outcome.attempts - 1)
-    return count
 
 
 def final_metrics(path: Path | None, stats: RunStats, code: int) -> None:

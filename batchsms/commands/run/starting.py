@@ -1,5 +1,6 @@
-"""`run` before its first request: what `--dry-run` prints, the checks of its outputs, and the
-refusal of an input that is wrong as a whole."""
+"""`run` before its first request: how a refusal to start is told (`refusals`), what
+`--dry-run` prints, the one check of its outputs, and the refusal of an input that is wrong as a
+whole."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import itertools
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO
@@ -14,12 +17,14 @@ from typing import IO
 import orjson
 import structlog
 
+from batchsms.commands import logs
 from batchsms.commands.config import RunConfig
 from batchsms.commands.outputs import check_output
+from batchsms.commands.run.ending import metrics_after_refusal
 from batchsms.errors import ExitCode, UsageError
 from batchsms.journal.outcomes import journal_files
 from batchsms.lines.bodies import Planned, checked_lines
-from batchsms.lines.reader import InvalidLine, format_problems
+from batchsms.lines.reader import InvalidLine, format_problems, read_failure
 from batchsms.transport.client import task_path
 from batchsms.transport.endpoint import resolve_endpoint
 
@@ -51,15 +56,67 @@ def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> ExitCode:
     return ExitCode.OK if invalid == 0 else ExitCode.SOME_FAILED
 
 
-def check_run_outputs(config: RunConfig) -> None:
-    """`--out` and `--metrics-file`: not an input, writable (docs/reference.md §4), before
-    anything."""
-    inputs = run_inputs(config.input, config.token_file, config.ca_bundle)
-    check_output("--out", config.out, inputs)
-    journal = journal_files(config.out)
-    check_output("--metrics-file", config.metrics_file, [*inputs, *journal])
-    check_output("--undo-file", config.undo_file,
-                 [*inputs, *journal, ("--metrics-file", config.metrics_file)])
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """What `run` is told before its options are checked (cli.py reads it off the arguments):
+    how to log, the files it reads and writes (checked once, `check_run_outputs`), and where a
+    refusal's metrics go (`refusals`)."""
+
+    input: str
+    out: Path
+    log_format: str | None  # as asked; None: console on a terminal, else json
+    quiet: bool = False
+    dry_run: bool = False
+    metrics_file: Path | None = None
+    token_file: Path | None = None
+    ca_bundle: str | None = None
+    patch: str | None = None
+    undo_file: Path | None = None
+
+
+@contextmanager
+def refusals(start: RunStart) -> Iterator[str]:
+    """Around building the `RunConfig` and the run: logging set up as asked first (yields the
+    format chosen, which the config records), so that a bad option is told in that format.
+
+    A refusal to start (`UsageError`, exit 2) is raised on, for cli.py to print as one line,
+    unless JSON logs were asked for: then it is one `run.refused` event, and swallowed (the
+    caller returns exit 2). Either way, and after Ctrl-C at start-up (130), the metrics file is
+    still written, so that an exit-code alert sees the run that did not start."""
+    fmt = logs.configure(start.log_format, quiet=start.quiet)
+    refused: ExitCode | None = None
+    try:
+        yield fmt
+    except UsageError as exc:
+        refused = ExitCode.USAGE
+        if start.log_format != "json":  # asked for, not just chosen because not a terminal
+            raise
+        # json logs stay JSON: the refusal is one event, not a line of text
+        log.error("run.refused", error=str(exc), exit_code=int(refused))  # noqa: TRY400 - no trace
+    except KeyboardInterrupt:  # before the run's own signal handling was in place
+        refused = ExitCode.SIGINT
+        raise
+    finally:
+        if refused is not None and not start.dry_run:
+            metrics_after_refusal(
+                start.metrics_file,
+                run_inputs(start.input, start.token_file, start.ca_bundle, start.patch),
+                start.out, refused)
+
+
+def check_run_outputs(start: RunStart) -> None:
+    """The one check of `run`'s outputs: `--out`, `--metrics-file`, `--undo-file`, none an
+    input (the input, `--patch`, `--token-file`, `--ca-bundle`) nor the file of another, all
+    writable (docs/reference.md §4). First of all, before `--patch` is read (it may be named as
+    an output too); `--dry-run` writes none."""
+    if start.dry_run:
+        return
+    inputs = run_inputs(start.input, start.token_file, start.ca_bundle, start.patch)
+    check_output("--out", start.out, inputs)
+    journal = journal_files(start.out)
+    check_output("--metrics-file", start.metrics_file, [*inputs, *journal])
+    check_output("--undo-file", start.undo_file,
+                 [*inputs, *journal, ("--metrics-file", start.metrics_file)])
 
 
 def run_inputs(source: str, token_file: Path | str | None,
@@ -87,7 +144,9 @@ def refuse_whole_file_mistakes(
 
 def _likely_cause(head: list[InvalidLine]) -> str:
     # A first line that is not a JSON object: a JSON array (`[` alone, or the whole array on
-    # one line), a CSV header, a pretty-printed object...
+    # one line), a CSV header, a pretty-printed object... A corrupt gzip stream is none of those.
+    if (failure := read_failure(head[-1])) is not None:
+        return failure
     if head[0].errors[0].path == "line":
         return "input must be JSON Lines: one object per line (not a JSON array, not CSV)"
     if all(any(p.path == "body" and "no body" in p.message for p in item.errors)
