@@ -507,6 +507,8 @@ def test_json_error_gives_the_column_within_the_line_in_characters() -> None:
     items = read(b'{"task_id": "t1"}\n\n{"task_id": "\xc3\xa9", "body": x}\n'
                  b'{"task_id": "e", "body": x}\n')
     assert [item.number for item in items] == [1, 3, 4]
-    for item in items[1:]:
-        assert only_errors(item) == [("line", "not valid JSON at column 26: unexpected "
-                                      "character, expected a JSON value")]
+    for item in items[1:]:  # the decoder's own words differ between orjson releases
+        [(path, message)] = only_errors(item)
+        assert path == "line"
+        assert message.startswith("not valid JSON at column 26: unexpected character")
+        assert "line 1" not in message
