@@ -51,7 +51,8 @@ def _check_example(sim: SimThread, results: dict[str, list[batchsms.Outcome]]) -
     assert len({o.run_id for o in listed}) == 1
     assert {o.run_id for o in listed}.isdisjoint({o.run_id for o in generated})
     record = listed[0].to_dict()
-    assert list(record)[:6] == ["run_id", "line", "task_id", "ref", "status", "http_status"]
+    assert list(record)[:7] == ["run_id", "line", "task_id", "op", "ref", "status",
+                                "http_status"]
     assert record["status"] == "succeeded"
     assert record["errors"] == []
 

@@ -22,6 +22,11 @@ task (per-task order), so what is read before a write is what that write changes
       differs                      -> failed, `verify_mismatch`, the difference in `error_msg`
       cannot be read back          -> failed as the read did, `maybe_applied` (the write took)
 
+A speed-limit line (docs/reference.md §11) goes the same way through `checked_speed`: its reads
+are ShowsSpeedLimits (`GET .../speed-limit`), its write UpdateSpeed (`POST`), and the rule list is
+compared whole with speed_rules.same_rules (order-free, numbers by value) for `expect`,
+`--skip-unchanged` and `--verify`; `previous` is ``{"speed_limit": [...]}``, the whole list.
+
 `line_handler` picks the handler of a run: with no check asked for, a line without `expect`
 goes straight to the plain PUT (`put_line`), at no cost; a line with one, here.
 
@@ -41,7 +46,13 @@ from typing import Any
 
 import orjson
 
-from batchsms.changes.readback import read_of, verify_message
+from batchsms.changes.readback import (
+    BAD_RULES,
+    VERIFY_MSG_MAX,
+    read_of,
+    read_rules_of,
+    verify_message,
+)
 from batchsms.changes.undo_log import PreviousLog
 from batchsms.engine.pipeline import LineHandler, put_line
 from batchsms.engine.sender import Request, Result, Sender
@@ -51,6 +62,8 @@ from batchsms.journal.records import sent_outcome
 from batchsms.lines.bodies import Planned
 from batchsms.lines.diff import diff, previous, readable_part
 from batchsms.lines.expect import CONFLICT, conflict_message, conflicts
+from batchsms.lines.reader import SPEED_LIMIT
+from batchsms.lines.speed_rules import same_rules
 
 UNCHANGED_MSG_MAX = 512
 
@@ -80,13 +93,14 @@ def _elapsed(first: float | None, now: float) -> int | None:
     return None if first is None else int((now - first) * 1000)
 
 
-def _read_failed(run_id: str, item: Planned, read: Result, now: float, when: str) -> Outcome:
-    """The outcome of a line whose read went wrong, as `sent_outcome` words a failed request."""
+def _read_failed(run_id: str, item: Planned, read: Result, now: float, when: str,
+                 bad: str = "ShowTask answered something that is not a JSON object") -> Outcome:
+    """The outcome of a line whose read went wrong, as `sent_outcome` words a failed request;
+    a 2xx answer that is not what was asked for is `bad_answer`, `bad` its message."""
     outcome = sent_outcome(run_id, item, read, now)
     if outcome.status is Status.SUCCEEDED:  # a 2xx answer that is not a task view
         return outcome._replace(status=Status.FAILED, error_code="bad_answer",
-                                error_msg=f"{when}: ShowTask answered something that is not "
-                                "a JSON object", maybe_applied=False)
+                                error_msg=f"{when}: {bad}", maybe_applied=False)
     return outcome._replace(error_msg=f"{when}: {outcome.error_msg}", maybe_applied=False)
 
 
@@ -104,7 +118,8 @@ def _not_written(run_id: str, item: Planned, before: Result, now: float, code: s
     return Outcome(run_id, item.number, item.task_id, item.ref, Status.SKIPPED,
                    http_status=before.http_status, attempts=before.attempts, error_code=code,
                    error_msg=msg, request_id=before.request_id, body_sha256=item.sha256,
-                   elapsed_ms=_elapsed(before.first_sent, now), finished_at=utc_now())
+                   elapsed_ms=_elapsed(before.first_sent, now), finished_at=utc_now(),
+                   op=item.op)
 
 
 def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None) -> LineHandler:
@@ -112,7 +127,11 @@ def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None
     `capture` is required when `checks.capture`."""
     assert capture is not None or not checks.capture
 
+    speed = checked_speed(run_id, checks, capture)
+
     async def handle(item: Planned, sender: Sender) -> Outcome:
+        if item.op == SPEED_LIMIT:
+            return await speed(item, sender)
         about = {"line": item.number, "task_id": item.task_id}
         body = orjson.loads(item.body)
         first: float | None = None
@@ -175,6 +194,90 @@ def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None
             return checked
         return checked._replace(status=Status.FAILED, error_code="verify_mismatch",
                                 error_msg=verify_message(found))
+
+    return handle
+
+
+def _rules(result: Result) -> list[dict[str, Any]] | None:
+    view = read_rules_of(result).view
+    return None if view is None else list(view["speed_limit"])
+
+
+def _shown(rules: list[dict[str, Any]]) -> str:
+    return orjson.dumps(rules).decode()
+
+
+def checked_speed(run_id: str, checks: WriteChecks, capture: Capture | None = None,
+                  ) -> LineHandler:
+    """`checked_put` for a speed-limit line (docs/reference.md §11): the rules are read with
+    ShowsSpeedLimits (`GET .../speed-limit`) and compared whole with `same_rules` (order-free,
+    numbers by value); the write is UpdateSpeed (`POST .../speed-limit`)."""
+
+    async def handle(item: Planned, sender: Sender) -> Outcome:
+        about = {"line": item.number, "task_id": item.task_id}
+        wanted: list[dict[str, Any]] = orjson.loads(item.body)["speed_limit"]
+        first: float | None = None
+        read_attempts = 0
+        prior: dict[str, Any] | None = None
+        if checks.read_before or item.expect is not None:
+            before = await sender.send(Request.get_speed(item.task_id), about)
+            current = _rules(before)
+            if current is None:
+                return _read_failed(run_id, item, before, sender.clock(),
+                                    "reading the task's speed-limit rules before the write",
+                                    BAD_RULES)
+            first, read_attempts = before.first_sent, before.attempts
+            as_wanted = same_rules(current, wanted)
+            if item.expect is not None:
+                expected = orjson.loads(item.expect)["speed_limit"]
+                if not same_rules(current, expected):
+                    if as_wanted:
+                        return _not_written(run_id, item, before, sender.clock(), "unchanged",
+                                            "already as wanted (so `expect` is not in the "
+                                            "way): speed_limit")
+                    return _not_written(
+                        run_id, item, before, sender.clock(), CONFLICT,
+                        (f"speed_limit: expected {_shown(expected)}, the task has "
+                         f"{_shown(current)}")[:UNCHANGED_MSG_MAX])
+            if checks.skip_unchanged and as_wanted:
+                return _not_written(run_id, item, before, sender.clock(), "unchanged",
+                                    "already as wanted: speed_limit")
+            if capture is not None:
+                prior = {"speed_limit": current}
+                if not capture.log.append(run_id, item, prior, {"speed_limit": wanted}):
+                    why = f"the undo values could not be written: {capture.log.error}"
+                    sender.stop.trigger(StopReason.BROKEN, why)
+                    return _not_written(run_id, item, before, sender.clock(),
+                                        StopReason.BROKEN.value, f"not sent: {why}")
+        post = await sender.send(Request.update_speed(item.task_id, item.body), about)
+        first = first if first is not None else post.first_sent
+        outcome = sent_outcome(run_id, item, post, sender.clock())._replace(
+            previous=prior, attempts=read_attempts + post.attempts,
+            elapsed_ms=_elapsed(first, sender.clock()))
+        if not (checks.verify and post.succeeded):
+            return outcome
+        after = await sender.send(Request.get_speed(item.task_id), about)
+        now = sender.clock()
+        attempts = outcome.attempts + after.attempts
+        back = _rules(after)
+        if back is None:
+            failed = _read_failed(run_id, item, after, now,
+                                  "written, but reading the rules back failed", BAD_RULES)
+            return failed._replace(attempts=attempts, previous=prior,
+                                   elapsed_ms=_elapsed(first, now), maybe_applied=True,
+                                   status=Status.FAILED,
+                                   http_status=failed.http_status or outcome.http_status,
+                                   request_id=failed.request_id or outcome.request_id)
+        checked = outcome._replace(attempts=attempts, http_status=after.http_status,
+                                   request_id=after.request_id, elapsed_ms=_elapsed(first, now))
+        if same_rules(back, wanted):
+            return checked
+        text = (f"read back after the write differs: speed_limit: sent {_shown(wanted)}, "
+                f"read back {_shown(back)}")
+        if len(text) > VERIFY_MSG_MAX:
+            text = text[:VERIFY_MSG_MAX - 3] + "..."
+        return checked._replace(status=Status.FAILED, error_code="verify_mismatch",
+                                error_msg=text)
 
     return handle
 

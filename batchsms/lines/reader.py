@@ -68,6 +68,7 @@ class InvalidLine(NamedTuple):
     task_id: str | None
     ref: str | None
     errors: tuple[Problem, ...]
+    op: str | None = None  # the line's operation when known (the planner's), for its outcome
 
 
 def open_input(source: str) -> IO[bytes]:
@@ -297,8 +298,8 @@ def _envelope_problems(data: dict[str, Any]) -> Iterator[Problem]:
                       f"write, shaped like the body), got {describe(expect)}")
     for key in data:
         if key not in _ENVELOPE_KEYS:
-            yield Problem(key, f"unknown key {key!r}: a line holds only task_id, body, ref "
-                          "and expect")
+            yield Problem(key, f"unknown key {key!r}: a line holds only task_id, op, body, "
+                          "ref and expect")
 
 
 def read_lines(stream: IO[bytes],

@@ -64,8 +64,8 @@ def _input_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[InputLine
             if isinstance(planned, InvalidLine):
                 yield InputLine(number, raw, line_key(number, planned.task_id), None)
             else:
-                yield InputLine(number, raw, resume_key(planned.task_id, planned.sha256),
-                                hash(planned.task_id))
+                key = resume_key(planned.task_id, planned.sha256, planned.op)
+                yield InputLine(number, raw, key, hash(planned.task_id))
     finally:
         if source != "-":
             stream.close()
