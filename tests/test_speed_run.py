@@ -267,3 +267,74 @@ def test_resume_after_sigkill_with_mixed_ops(tmp_path: Path) -> None:
             view = thread.call(lambda i=i: fleet.show(f"t{i}"))
             assert view is not None
             assert view["speed_limit"] == 500 + i
+
+
+def test_plan_shows_the_rules_as_one_field(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`plan --op speed-limit --rules`: ShowsSpeedLimits per task, `changes.speed_limit =
+    {from, to}` for the tasks with no or other rules, already as wanted for the target rules
+    in another order; a later line for the same task is judged against the list the earlier
+    one leaves (the whole list replaced); an update line of the task is judged apart; a
+    conflicting `expect` is a conflict. Nothing is written."""
+    n = 3
+    fleet = fleet_of(tmp_path, n)
+    rows: list[dict[str, Any]] = [{"task_id": f"t{i}"} for i in range(n)]
+    rows.append({"task_id": "t0", "op": "speed-limit", "body": {"speed_limit": OTHER}})
+    rows.append({"task_id": "t0", "op": "update", "body": {"speed_limit": 10}})
+    rows.append({"task_id": "t2", "op": "speed-limit", "body": {"speed_limit": []},
+                 "expect": {"speed_limit": []}})
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    with simulator_thread(fleet=fleet, log_size=100) as thread:
+        code = main(["plan", str(source), "--endpoint", thread.handle.url, "--json",
+                     "--rate", "0", "--op", "speed-limit", "--rules", NIGHT])
+        methods = thread.call(lambda: {r.method for r in thread.handle.requests})
+    assert code == 1  # the conflict
+    assert methods == {"GET"}
+    entries = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["verdict"] for e in entries] == [
+        "would change", "already as wanted", "would change", "would change",
+        "already as wanted", "conflict"]
+    assert entries[0]["changes"] == {"speed_limit": {"from": [], "to": TARGET}}
+    assert entries[2]["changes"] == {"speed_limit": {"from": OTHER, "to": TARGET}}
+    assert entries[3]["changes"] == {"speed_limit": {"from": TARGET, "to": OTHER}}
+    assert entries[4]["unchanged"] == ["speed_limit"]
+    # t2's rules as line 3 leaves them (the projection), not as expected
+    assert entries[5]["conflicts"]["speed_limit"] == {"expected": [], "found": TARGET}
+
+
+def test_checked_speed_reports_bad_reads_conflicts_and_mismatches(tmp_path: Path) -> None:
+    """The speed-limit handler on its own: an answer that is not a rule list fails the line
+    (`bad_answer`, no write); a conflicting `expect` writes nothing; a read-back that differs
+    is `verify_mismatch`."""
+    import anyio
+
+    from batchsms.changes.guarded_put import WriteChecks, checked_put
+    from batchsms.engine.build import EngineSettings, build_sender
+    from batchsms.journal.outcomes import Outcome
+    from batchsms.lines.bodies import Planned, Planner
+    from batchsms.lines.reader import Line
+    from tests.servers import Answer, scripted_server
+
+    def planned(body: Any, expect: Any = None) -> Planned:
+        item = Planner().plan(Line(1, "t0", None, body, expect, "speed-limit"))
+        assert isinstance(item, Planned)
+        return item
+
+    async def handle(url: str, checks: WriteChecks, item: Planned) -> Outcome:
+        from batchsms.transport.client import SmsClient
+        async with SmsClient(url, None, concurrency=1, timeout=5) as client:
+            sender = build_sender(client, EngineSettings(rate=0, concurrency=1, max_attempts=1))
+            return await checked_put("r1", checks, None)(item, sender)
+
+    target = {"speed_limit": TARGET}
+    with scripted_server(Answer(200, body={"speed_limit": "no"})) as server:
+        out = anyio.run(handle, server.url, WriteChecks(skip_unchanged=True), planned(target))
+        assert (out.status, out.error_code, out.attempts) == ("failed", "bad_answer", 1)
+        assert [r.method for r in server.received] == ["GET"]
+    with scripted_server(Answer(200, body={"speed_limit": OTHER})) as server:
+        out = anyio.run(handle, server.url, WriteChecks(), planned(target, {"speed_limit": []}))
+        assert (out.status, out.error_code) == ("skipped", "conflict")
+        assert [r.method for r in server.received] == ["GET"]
+        out = anyio.run(handle, server.url, WriteChecks(verify=True), planned(target))
+        assert (out.status, out.error_code, out.attempts) == ("failed", "verify_mismatch", 2)
+        assert "speed_limit: sent" in (out.error_msg or "")

@@ -48,9 +48,9 @@ import orjson
 
 from batchsms.changes.readback import (
     BAD_RULES,
-    VERIFY_MSG_MAX,
     read_of,
     read_rules_of,
+    rules_diff,
     verify_message,
 )
 from batchsms.changes.undo_log import PreviousLog
@@ -203,10 +203,6 @@ def _rules(result: Result) -> list[dict[str, Any]] | None:
     return None if view is None else list(view["speed_limit"])
 
 
-def _shown(rules: list[dict[str, Any]]) -> str:
-    return orjson.dumps(rules).decode()
-
-
 def checked_speed(run_id: str, checks: WriteChecks, capture: Capture | None = None,
                   ) -> LineHandler:
     """`checked_put` for a speed-limit line (docs/reference.md §11): the rules are read with
@@ -235,10 +231,8 @@ def checked_speed(run_id: str, checks: WriteChecks, capture: Capture | None = No
                         return _not_written(run_id, item, before, sender.clock(), "unchanged",
                                             "already as wanted (so `expect` is not in the "
                                             "way): speed_limit")
-                    return _not_written(
-                        run_id, item, before, sender.clock(), CONFLICT,
-                        (f"speed_limit: expected {_shown(expected)}, the task has "
-                         f"{_shown(current)}")[:UNCHANGED_MSG_MAX])
+                    return _not_written(run_id, item, before, sender.clock(), CONFLICT,
+                                        conflict_message(rules_diff(current, expected)))
             if checks.skip_unchanged and as_wanted:
                 return _not_written(run_id, item, before, sender.clock(), "unchanged",
                                     "already as wanted: speed_limit")
@@ -270,14 +264,11 @@ def checked_speed(run_id: str, checks: WriteChecks, capture: Capture | None = No
                                    request_id=failed.request_id or outcome.request_id)
         checked = outcome._replace(attempts=attempts, http_status=after.http_status,
                                    request_id=after.request_id, elapsed_ms=_elapsed(first, now))
-        if same_rules(back, wanted):
+        found = rules_diff(back, wanted)
+        if not found.changes:
             return checked
-        text = (f"read back after the write differs: speed_limit: sent {_shown(wanted)}, "
-                f"read back {_shown(back)}")
-        if len(text) > VERIFY_MSG_MAX:
-            text = text[:VERIFY_MSG_MAX - 3] + "..."
         return checked._replace(status=Status.FAILED, error_code="verify_mismatch",
-                                error_msg=text)
+                                error_msg=verify_message(found))
 
     return handle
 

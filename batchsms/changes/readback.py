@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchsms.engine.sender import Result
-from batchsms.lines.diff import Diff, show
-from batchsms.lines.speed_rules import rules_of_answer
+from batchsms.lines.diff import Change, Diff, show
+from batchsms.lines.speed_rules import rules_change, rules_of_answer
 from batchsms.transport.client import Reply
 
 VERIFY_MSG_MAX = 1024  # characters of `error_msg` a verify mismatch spends on the difference
@@ -89,6 +89,16 @@ def read_rules_of(result: Result) -> Read:
         return Read(None, read.attempts, read.http_status, read.request_id, "bad_answer",
                     BAD_RULES)
     return Read({"speed_limit": rules}, read.attempts, read.http_status, read.request_id)
+
+
+def rules_diff(current: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> Diff:
+    """A rule list against the task's as a `Diff` of one field, ``speed_limit``, shown whole:
+    one change from the current list to the wanted one, or unchanged (speed_rules.same_rules:
+    order-free, numbers by value). `expect` conflicts use it too (`wanted`: the expected list).
+    """
+    if rules_change(current, wanted) is None:
+        return Diff(unchanged=("speed_limit",))
+    return Diff(changes=(Change("speed_limit", current, wanted),))
 
 
 def verify_message(found: Diff) -> str:
