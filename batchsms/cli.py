@@ -250,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--source-server-id", help="only tasks of this source server")
     tasks.add_argument("--out", type=Path, help="write here (atomically) instead of stdout")
     tasks.add_argument("--page-size", type=int, default=100, help="tasks per page [100]")
+    tasks.add_argument("--op", choices=("update", "speed-limit"),
+                       help="write this op into each line (docs/reference.md §11)")
+    tasks.add_argument("--rules", metavar="RULES",
+                       help="with --op speed-limit: each line's rules, e.g. "
+                            "'00:00-07:59=1000,08:00-19:59=100@50,20:00-23:59=1000'")
+    tasks.add_argument("--set", dest="sets", action="append", default=[],
+                       metavar="FIELD=VALUE",
+                       help="write this body field into each line (speed-limit: "
+                            "speed_limit=[...])")
     _add_connection_options(tasks, simulate=False)
     return parser
 
@@ -299,9 +308,10 @@ def report_config(args: argparse.Namespace) -> ReportConfig:
 
 
 def tasks_config(args: argparse.Namespace) -> TasksConfig:
-    from batchsms.commands.tasks import TasksConfig
+    from batchsms.commands.tasks import TasksConfig, line_body
 
     return TasksConfig(
+        op=args.op, body=line_body(args.op, args.rules, args.sets),
         filters={name: value for name in _TASK_FILTERS
                  if (value := getattr(args, name)) is not None},
         endpoint=args.endpoint, region=args.region, out=args.out, page_size=args.page_size,

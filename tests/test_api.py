@@ -296,7 +296,7 @@ async def test_usage_errors_and_secrets_kept_out_of_repr() -> None:
         await anext(client.run([]))
     async with batchsms.Client(simulate=True) as opened:
         with pytest.raises(batchsms.UsageError, match="op="):
-            await anext(opened.run([], op="speed-limit"))
+            await anext(opened.run([], op="speed_limit"))
         one = {"task_id": "t1", "body": {"speed_limit": 1}}
         for wrong in (one, '{"task_id": "t1"}\n'):
             with pytest.raises(batchsms.UsageError, match="iterable or async iterable"):

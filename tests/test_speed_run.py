@@ -338,3 +338,22 @@ def test_checked_speed_reports_bad_reads_conflicts_and_mismatches(tmp_path: Path
         out = anyio.run(handle, server.url, WriteChecks(verify=True), planned(target))
         assert (out.status, out.error_code, out.attempts) == ("failed", "verify_mismatch", 2)
         assert "speed_limit: sent" in (out.error_msg or "")
+
+
+def test_the_library_runs_speed_limit_updates() -> None:
+    """`Client.run(updates, op="speed-limit")`: updates without op are UpdateSpeed; one that
+    names op update stays an UpdateTask (docs/reference.md §12)."""
+    import anyio
+
+    import batchsms
+
+    async def go() -> list[batchsms.Outcome]:
+        async with batchsms.Client(simulate=True, rate=0) as client:
+            updates = [{"task_id": "t1", "body": rules_option(NIGHT)},
+                       {"task_id": "t2", "op": "update", "body": {"speed_limit": 5}},
+                       {"task_id": "t3", "body": {"speed_limit": 5}}]
+            return [o async for o in client.run(updates, op="speed-limit")]
+
+    outcomes = sorted(anyio.run(go), key=lambda o: o.line)
+    assert [(o.op, o.status) for o in outcomes] == [
+        ("speed-limit", "succeeded"), ("update", "succeeded"), ("speed-limit", "invalid")]
