@@ -5,11 +5,6 @@ mixed ops, and per-task order across ops."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,6 +18,7 @@ from batchsms.simulator import Fleet
 from batchsms.simulator.faults import FaultConfig
 from batchsms.simulator.threaded import SimThread, simulator_thread
 from tests.jsonl import read_jsonl, write_jsonl
+from tests.processes import batchsms, kill_when
 
 read = partial(read_jsonl, skip_cut=True)
 pytestmark = pytest.mark.usefixtures("loopback_only")
@@ -237,23 +233,16 @@ def test_resume_after_sigkill_with_mixed_ops(tmp_path: Path) -> None:
     with simulator_thread(fleet=fleet) as thread:
         sim = thread.handle
         thread.call(lambda: sim.faults.reconfigure(FaultConfig(latency_ms=(20.0, 40.0), seed=5)))
-        args = [sys.executable, "-m", "batchsms", "run", str(source), "--endpoint", sim.url,
-                "--out", str(out), "--rate", "0", "--concurrency", "8", "--log-format", "json"]
-        env = {**os.environ, "BATCHSMS_AUTH_TOKEN": TOKEN}
-        first = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while (not out.exists() or len(read(out)) < n // 2) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        args = ["run", str(source), "--endpoint", sim.url, "--out", str(out), "--rate", "0",
+                "--concurrency", "8", "--log-format", "json"]
+        kill_when(lambda: out.exists() and len(read(out)) >= n // 2, *args,
+                  env={"BATCHSMS_AUTH_TOKEN": TOKEN})
         done_first = {r["line"] for r in read(out) if r["status"] == "succeeded"}
         assert 0 < len(done_first) < 2 * n, "the kill must land half-way"
         assert {r["op"] for r in read(out)} <= {"update", "speed-limit"}
         thread.call(lambda: sim.faults.reconfigure(FaultConfig()))
-        second = subprocess.run([*args, "--resume"], env=env, capture_output=True, check=False,
-                                timeout=120)
-        assert second.returncode == 0, second.stderr.decode()
+        second = batchsms(*args, "--resume", env={"BATCHSMS_AUTH_TOKEN": TOKEN})
+        assert second.returncode == 0, second.stderr
         latest = {r["line"]: r for r in read(out)}
         assert len(latest) == 2 * n
         resumed = {line for line, r in latest.items() if r["error_code"] == "already_succeeded"}
