@@ -171,3 +171,20 @@ def test_run_sends_the_sample(tmp_path: Path, here: Here) -> None:
     records = sorted(read_jsonl(out), key=lambda r: r["line"])
     assert [(r["status"], r["attempts"], r["op"]) for r in records] == [
         ("succeeded", 1, "speed-limit")] * 6 + [("succeeded", 1, "update")]
+
+
+def test_an_invalid_line_keeps_its_op_for_its_outcome() -> None:
+    """The outcome's `op` (§3) of an invalid line: the op it names, the planner's for a body
+    that fails, None only when the envelope is refused and names no valid op."""
+    refused = parse_line(1, orjson.dumps({"task_id": 12, "op": "speed-limit"}))
+    assert isinstance(refused, InvalidLine)
+    assert refused.op == "speed-limit"
+    bad = parse_line(1, orjson.dumps({"task_id": 12, "op": "nope"}))
+    assert isinstance(bad, InvalidLine)
+    assert bad.op is None
+    body = planned(op="speed-limit", body={"speed_limit": 5})
+    assert isinstance(body, InvalidLine)
+    assert body.op == "speed-limit"
+    update = planned(body={"speed_limit": 5000})
+    assert isinstance(update, InvalidLine)
+    assert update.op == "update"

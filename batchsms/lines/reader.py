@@ -247,8 +247,10 @@ def parse_line(number: int, raw: bytes) -> Line | InvalidLine | None:
                 and (op is None or (type(op) is str and op in OPS))
                 and _ENVELOPE_KEYS.issuperset(data)):
             return _new_tuple(Line, (number, task_id, ref, body, expect, op))
+    named = data.get("op")
     return InvalidLine(number, task_id if type(task_id) is str else None,
-                       ref if type(ref) is str else None, tuple(_envelope_problems(data)))
+                       ref if type(ref) is str else None, tuple(_envelope_problems(data)),
+                       named if type(named) is str and named in OPS else None)
 
 
 def _json_error(raw: bytes, exc: orjson.JSONDecodeError) -> str:
