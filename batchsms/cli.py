@@ -158,6 +158,7 @@ def _add_report_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
                    help="also write the report as one self-contained page (no network): "
                         "charts, lines not done by error code, what to do next")
     _add_body_options(p)  # --input lines are planned as run plans them
+    _add_op_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,7 +305,7 @@ def report_config(args: argparse.Namespace) -> ReportConfig:
     return ReportConfig(
         outcomes=tuple(args.outcomes), json=args.json, top=args.top, failed_to=args.failed_to,
         input=args.input, undo_to=args.undo_to, html=args.html, patch=args.patch,
-        defaults=_defaults(args))
+        defaults=_defaults(args), **_line_options(args))
 
 
 def tasks_config(args: argparse.Namespace) -> TasksConfig:

@@ -153,6 +153,10 @@ def test_fleet_run_skip_unchanged_verify_and_undo_restore_every_task(tmp_path: P
             else:  # GET, POST, GET
                 assert (record["status"], record["attempts"]) == ("succeeded", 3), record
                 assert record["previous"] == {"speed_limit": before[f"t{i}"]}
+        # report --input judges the fleet file's lines as the run planned them
+        assert main(["report", str(out), "--input", str(source), "--op", "speed-limit",
+                     "--rules", NIGHT]) == 0
+        assert main(["report", str(out), "--input", str(source)]) == 2  # update lines, no body
         lines = {r["task_id"]: r for r in read_jsonl(undo)}
         assert len(lines) == n - n // 3
         assert lines["t0"] == {"task_id": "t0", "op": "speed-limit", "ref": "r0",
