@@ -141,6 +141,20 @@ def test_systemd_exec_start_runs_as_written(home: Path, simulator: str) -> None:
     assert "Persistent" not in settings  # see the README: a catch-up run at boot, by day
 
 
+def run_script(script: str, tmp_path: Path, work: Path) -> subprocess.CompletedProcess[str]:
+    """`script` under `sh -e` in `work` (made here), with `batchsms` (this interpreter's) on
+    the PATH and nothing else in the environment."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    launcher = bin_dir / "batchsms"
+    launcher.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m batchsms "$@"\n')
+    launcher.chmod(0o755)
+    work.mkdir()
+    return subprocess.run(["env", "-i", f"PATH={bin_dir}:/usr/bin:/bin", "sh", "-c",
+                           "set -e\n" + script], cwd=work, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
 def test_simulator_walk_through_runs_as_written(tmp_path: Path) -> None:
     """Terminal 1's command starts the simulator (on a free port, not 8080); terminal 2's lines
     run as one `sh` script with `batchsms` on the PATH and nothing else in the environment: no
@@ -151,18 +165,9 @@ def test_simulator_walk_through_runs_as_written(tmp_path: Path) -> None:
     words = shlex.split(serve)
     assert words[:4] == ["batchsms", "simulator", "--port", "8080"]
     assert SIMULATOR_URL in second
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    launcher = bin_dir / "batchsms"
-    launcher.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m batchsms "$@"\n')
-    launcher.chmod(0o755)
     work = tmp_path / "work"
-    work.mkdir()
     with simulator_process(*words[4:]) as sim:
-        script = "set -e\n" + second.replace(SIMULATOR_URL, sim.url)
-        result = subprocess.run(["env", "-i", f"PATH={bin_dir}:/usr/bin:/bin", "sh", "-c", script],
-                                cwd=work, capture_output=True, text=True, timeout=300,
-                                check=False)
+        result = run_script(second.replace(SIMULATOR_URL, sim.url), tmp_path, work)
     assert result.returncode == 0, result.stderr[-3000:]
     fleet = [orjson.loads(x) for x in (work / "fleet.jsonl").read_bytes().splitlines()]
     assert len(fleet) == 100  # --generate 100
@@ -183,19 +188,10 @@ def test_night_time_full_speed_runs_as_written(tmp_path: Path) -> None:
     words = shlex.split(serve.partition("#")[0].rstrip(" &"))
     assert words[:2] == ["batchsms", "simulator"]
     assert SIMULATOR_URL in block
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    launcher = bin_dir / "batchsms"
-    launcher.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m batchsms "$@"\n')
-    launcher.chmod(0o755)
     work = tmp_path / "work"
-    work.mkdir()
     rest = block.replace(serve + "\n", "").replace("--endpoint $E", "--endpoint $E --rate 0")
     with simulator_process(*[w for w in words[2:] if w not in ("--port", "8080")]) as sim:
-        script = "set -e\n" + rest.replace(SIMULATOR_URL, sim.url)
-        result = subprocess.run(["env", "-i", f"PATH={bin_dir}:/usr/bin:/bin", "sh", "-c", script],
-                                cwd=work, capture_output=True, text=True, timeout=300,
-                                check=False)
+        result = run_script(rest.replace(SIMULATOR_URL, sim.url), tmp_path, work)
     assert result.returncode == 0, result.stderr[-3000:]
     records = [orjson.loads(x) for x in (work / "night-out.jsonl").read_bytes().splitlines()]
     assert len(records) == 120
