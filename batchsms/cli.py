@@ -96,6 +96,23 @@ def _add_body_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patch", metavar="FILE", help="a JSON object merged into every body")
 
 
+def _add_op_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--op", choices=("update", "speed-limit"), default="update",
+                   help="the operation of lines that name no \"op\": UpdateTask or UpdateSpeed "
+                        "(time-window rules, docs/reference.md §11) [update]")
+    p.add_argument("--rules", metavar="RULES",
+                   help="speed-limit lines without a body set these rules, e.g. "
+                        "'00:00-07:59=1000,08:00-19:59=100@50,20:00-23:59=1000' "
+                        "(START-END=SPEED[@THRESHOLD]; '' clears the rules)")
+
+
+def _line_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`--op` and `--rules` as RunConfig/ValidateConfig fields (a bad --rules: exit 2)."""
+    from batchsms.lines.speed_rules import rules_option
+
+    return {"op": args.op, "rules": None if args.rules is None else rules_option(args.rules)}
+
+
 def _add_log_options(p: argparse.ArgumentParser, *, quiet: str) -> None:
     p.add_argument("--log-format", choices=("console", "json"),
                    help="of what goes to stderr [console on a terminal, else json]")
@@ -141,6 +158,7 @@ def _add_report_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
                    help="also write the report as one self-contained page (no network): "
                         "charts, lines not done by error code, what to do next")
     _add_body_options(p)  # --input lines are planned as run plans them
+    _add_op_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "one {\"summary\": {lines, valid, invalid, repeated_task_ids}} object")
     _add_log_options(val, quiet="print the summary only, not each problem")
     _add_body_options(val)
+    _add_op_options(val)
 
     run = sub.add_parser("run", help="validate, send, write outcomes", formatter_class=_Help,
                          epilog=f"{EXIT_CODES}\n\n{CREDENTIALS}")
@@ -204,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verify", action="store_true",
                      help="read each task back after its write; a difference fails the line")
     _add_body_options(run)
+    _add_op_options(run)
 
     plan = sub.add_parser("plan", help="read each task (ShowTask) and show what run would "
                           "change; never writes", formatter_class=_Help,
@@ -214,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--burst", type=float, default=1.0, help="token-bucket burst [1]")
     plan.add_argument("--json", action="store_true", help="one JSON object per input line")
     _add_body_options(plan)
+    _add_op_options(plan)
 
     _add_report_parser(sub)
 
@@ -230,6 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--source-server-id", help="only tasks of this source server")
     tasks.add_argument("--out", type=Path, help="write here (atomically) instead of stdout")
     tasks.add_argument("--page-size", type=int, default=100, help="tasks per page [100]")
+    tasks.add_argument("--op", choices=("update", "speed-limit"),
+                       help="write this op into each line (docs/reference.md §11)")
+    tasks.add_argument("--rules", metavar="RULES",
+                       help="with --op speed-limit: each line's rules, e.g. "
+                            "'00:00-07:59=1000,08:00-19:59=100@50,20:00-23:59=1000'")
+    tasks.add_argument("--set", dest="sets", action="append", default=[],
+                       metavar="FIELD=VALUE",
+                       help="write this body field into each line (speed-limit: "
+                            "speed_limit=[...])")
     _add_connection_options(tasks, simulate=False)
     return parser
 
@@ -253,7 +283,7 @@ def run_config(args: argparse.Namespace, log_format: str) -> RunConfig:
         progress=args.progress, metrics_file=args.metrics_file, log_format=log_format,
         max_outage=parse_duration(args.max_outage, "--max-outage"), grace=args.grace,
         skip_unchanged=args.skip_unchanged, undo_file=args.undo_file,
-        allow_irreversible=args.allow_irreversible, verify=args.verify,
+        allow_irreversible=args.allow_irreversible, verify=args.verify, **_line_options(args),
         deadline=None if args.deadline is None else
         parse_deadline(args.deadline, datetime.now().astimezone()))
 
@@ -266,7 +296,7 @@ def plan_config(args: argparse.Namespace) -> RunConfig:
         input=args.input, endpoint=args.endpoint, region=args.region, simulate=args.simulate,
         concurrency=args.concurrency, rate=args.rate, burst=args.burst,
         max_attempts=args.max_attempts, timeout=args.timeout, ca_bundle=args.ca_bundle,
-        defaults=_defaults(args), token_file=args.token_file)
+        defaults=_defaults(args), token_file=args.token_file, **_line_options(args))
 
 
 def report_config(args: argparse.Namespace) -> ReportConfig:
@@ -275,13 +305,14 @@ def report_config(args: argparse.Namespace) -> ReportConfig:
     return ReportConfig(
         outcomes=tuple(args.outcomes), json=args.json, top=args.top, failed_to=args.failed_to,
         input=args.input, undo_to=args.undo_to, html=args.html, patch=args.patch,
-        defaults=_defaults(args))
+        defaults=_defaults(args), **_line_options(args))
 
 
 def tasks_config(args: argparse.Namespace) -> TasksConfig:
-    from batchsms.commands.tasks import TasksConfig
+    from batchsms.commands.tasks import TasksConfig, line_body
 
     return TasksConfig(
+        op=args.op, body=line_body(args.op, args.rules, args.sets),
         filters={name: value for name in _TASK_FILTERS
                  if (value := getattr(args, name)) is not None},
         endpoint=args.endpoint, region=args.region, out=args.out, page_size=args.page_size,
@@ -295,7 +326,7 @@ def _validate(args: argparse.Namespace) -> ExitCode:
 
     return validate(lambda: ValidateConfig(
         input=args.input, out=args.out, patch=args.patch, defaults=_defaults(args),
-        json=args.json, quiet=args.quiet, log_format=args.log_format),
+        json=args.json, quiet=args.quiet, log_format=args.log_format, **_line_options(args)),
         log_format=args.log_format)
 
 

@@ -70,7 +70,7 @@ from batchsms.errors import (
 from batchsms.journal.outcomes import Outcome, new_run_id
 from batchsms.journal.resume import ResumeRun
 from batchsms.lines.bodies import Planned, Planner
-from batchsms.lines.reader import MAX_LINE_BYTES, InvalidLine, Line, parse_line
+from batchsms.lines.reader import MAX_LINE_BYTES, OPS, UPDATE, InvalidLine, Line, parse_line
 from batchsms.lines.schema import Problem
 from batchsms.simulator import endpoint_url
 from batchsms.transport.client import SmsClient
@@ -174,8 +174,8 @@ class _Updates:
 
     regular = True
 
-    def __init__(self, updates: Updates, sink: _Sink) -> None:
-        self._planner = Planner()
+    def __init__(self, updates: Updates, sink: _Sink, op: str | None = None) -> None:
+        self._planner = Planner(default_op=op or UPDATE)
         self._sink = sink
         self._number = 0
         self._sync = None if isinstance(updates, AsyncIterable) else iter(updates)
@@ -338,7 +338,9 @@ class Client:
         """Send every update; yield each one's `Outcome` as it finishes (completion order).
 
         `updates`: input-line dicts, `line` being the 1-based position. An invalid one yields
-        an `invalid` outcome with its problems; nothing is sent for it. `skip_unchanged` and
+        an `invalid` outcome with its problems; nothing is sent for it. `op` is `run --op`: the
+        operation of updates that name none, "update" (None: the default) or "speed-limit"
+        (UpdateSpeed, body ``{"speed_limit": [...]}``, docs/reference.md §11). `skip_unchanged` and
         `verify` are `run --skip-unchanged` and `run --verify`. Raises `AbortedError` after the
         last outcome when the run was aborted; an exception raised by `updates` ends the run
         and is raised as it is. Leaving the loop early stops the run (at once with
@@ -349,7 +351,7 @@ class Client:
         _, tg = self._open()
         send, receive = anyio.create_memory_object_stream[Outcome](OUTCOME_BUFFER)
         sink = _Sink(send)
-        source = _Updates(updates, sink)
+        source = _Updates(updates, sink, op)
         pipeline = self._pipeline(sink, WriteChecks(skip_unchanged=skip_unchanged, verify=verify))
         ending = _Ending()
         scope = anyio.CancelScope()
@@ -458,8 +460,9 @@ def _check_updates(updates: object) -> None:
 
 
 def _check_op(op: str | None) -> None:
-    if op not in (None, "update"):
-        raise UsageError(f"op={op!r}: this version sends UpdateTask only (op='update')")
+    if op is not None and op not in OPS:
+        raise UsageError(f"op={op!r}: must be 'update' (UpdateTask) or 'speed-limit' "
+                         "(UpdateSpeed)")
 
 
 def _check_credentials(credentials: object) -> None:

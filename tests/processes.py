@@ -4,7 +4,8 @@
 HUAWEICLOUD_SDK_*, CLOUD_SDK_* or SSL_CERT_* variable (a developer's own credentials or CA must
 never leak into a test), HOME pointing nowhere (no ~/.batchsms file is found by accident), then
 `extra`. `batchsms(*args)` runs a command to its end; `start_batchsms(*args)` starts one (for
-signals, kills and streams); `simulator_process(*args)` serves the simulator from a child, for
+signals, kills and streams), `kill_when(ready, *args)` SIGKILLs one once `ready()` holds;
+`simulator_process(*args)` serves the simulator from a child, for
 tests that need it to read its expected credentials from its own environment, as a user's
 simulator would. `InProcess` (the `cli` and `here` fixtures) has `batchsms()`'s shape but calls
 `batchsms.cli.main` in the test process: for the tests where the process boundary is not the
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,6 +94,20 @@ def start_batchsms(*args: str, env: Mapping[str, str] | None = None,
     kwargs.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.Popen([*BATCHSMS, *args], env=clean_env(env), stdout=stdout,
                             stderr=stderr, **kwargs)
+
+
+def kill_when(ready: Callable[[], bool], *args: str, env: Mapping[str, str] | None = None,
+              timeout: float = 60.0) -> None:
+    """Start `batchsms ARGS` and SIGKILL it as soon as `ready()` holds (or after `timeout`
+    seconds): a run cut off half-way, with no chance to write a last record."""
+    child = start_batchsms(*args, env=env)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready() and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.01)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
 
 
 @dataclass

@@ -144,6 +144,7 @@ class ScriptedServer:
     async def serving(self, port: int = 0) -> AsyncIterator[ScriptedServer]:
         app = web.Application()
         app.router.add_route("*", "/v3/tasks/{task_id}", self.handle)
+        app.router.add_route("*", "/v3/tasks/{task_id}/speed-limit", self.handle)
         async with serving(app, port=port) as self.url:
             yield self
 

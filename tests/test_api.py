@@ -51,7 +51,8 @@ def _check_example(sim: SimThread, results: dict[str, list[batchsms.Outcome]]) -
     assert len({o.run_id for o in listed}) == 1
     assert {o.run_id for o in listed}.isdisjoint({o.run_id for o in generated})
     record = listed[0].to_dict()
-    assert list(record)[:6] == ["run_id", "line", "task_id", "ref", "status", "http_status"]
+    assert list(record)[:7] == ["run_id", "line", "task_id", "op", "ref", "status",
+                                "http_status"]
     assert record["status"] == "succeeded"
     assert record["errors"] == []
 
@@ -295,7 +296,7 @@ async def test_usage_errors_and_secrets_kept_out_of_repr() -> None:
         await anext(client.run([]))
     async with batchsms.Client(simulate=True) as opened:
         with pytest.raises(batchsms.UsageError, match="op="):
-            await anext(opened.run([], op="speed-limit"))
+            await anext(opened.run([], op="speed_limit"))
         one = {"task_id": "t1", "body": {"speed_limit": 1}}
         for wrong in (one, '{"task_id": "t1"}\n'):
             with pytest.raises(batchsms.UsageError, match="iterable or async iterable"):

@@ -64,7 +64,8 @@ def test_client_errors_are_not_retried(tmp_path: Path, scripted: ScriptedServer)
     outcomes = by_line(records)
     assert code == 1
     assert outcomes[1] | {"finished_at": None, "run_id": None, "elapsed_ms": None} == {
-        "run_id": None, "line": 1, "task_id": "bad", "ref": None, "status": "failed",
+        "run_id": None, "line": 1, "task_id": "bad", "op": "update", "ref": None,
+        "status": "failed",
         "http_status": 400, "attempts": 1, "error_code": "SMS.0201", "error_msg": "bad",
         "errors": [], "request_id": "req-1", "elapsed_ms": None, "finished_at": None,
         "body_sha256": outcomes[1]["body_sha256"], "maybe_applied": False}

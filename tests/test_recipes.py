@@ -141,28 +141,33 @@ def test_systemd_exec_start_runs_as_written(home: Path, simulator: str) -> None:
     assert "Persistent" not in settings  # see the README: a catch-up run at boot, by day
 
 
-def test_simulator_walk_through_runs_as_written(tmp_path: Path) -> None:
-    """Terminal 1's command starts the simulator (on a free port, not 8080); terminal 2's lines
-    run as one `sh` script with `batchsms` on the PATH and nothing else in the environment: no
-    credentials but the dummy token the walk-through exports."""
-    block = fenced("sh", "batchsms simulator")
-    first, _, second = block.partition("# terminal 2")
-    [serve] = [x for x in first.splitlines() if x.startswith("batchsms simulator")]
-    words = shlex.split(serve)
-    assert words[:4] == ["batchsms", "simulator", "--port", "8080"]
-    assert SIMULATOR_URL in second
+def run_script(script: str, tmp_path: Path, work: Path) -> subprocess.CompletedProcess[str]:
+    """`script` under `sh -e` in `work` (made here), with `batchsms` (this interpreter's) on
+    the PATH and nothing else in the environment."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     launcher = bin_dir / "batchsms"
     launcher.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m batchsms "$@"\n')
     launcher.chmod(0o755)
-    work = tmp_path / "work"
     work.mkdir()
+    return subprocess.run(["env", "-i", f"PATH={bin_dir}:/usr/bin:/bin", "sh", "-c",
+                           "set -e\n" + script], cwd=work, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_simulator_walk_through_runs_as_written(tmp_path: Path) -> None:
+    """Terminal 1's command starts the simulator (on a free port, not 8080); terminal 2's lines
+    run as one `sh` script with `batchsms` on the PATH and nothing else in the environment: no
+    credentials but the dummy token the walk-through exports."""
+    block = fenced("sh", "# terminal 2")
+    first, _, second = block.partition("# terminal 2")
+    [serve] = [x for x in first.splitlines() if x.startswith("batchsms simulator")]
+    words = shlex.split(serve)
+    assert words[:4] == ["batchsms", "simulator", "--port", "8080"]
+    assert SIMULATOR_URL in second
+    work = tmp_path / "work"
     with simulator_process(*words[4:]) as sim:
-        script = "set -e\n" + second.replace(SIMULATOR_URL, sim.url)
-        result = subprocess.run(["env", "-i", f"PATH={bin_dir}:/usr/bin:/bin", "sh", "-c", script],
-                                cwd=work, capture_output=True, text=True, timeout=300,
-                                check=False)
+        result = run_script(second.replace(SIMULATOR_URL, sim.url), tmp_path, work)
     assert result.returncode == 0, result.stderr[-3000:]
     fleet = [orjson.loads(x) for x in (work / "fleet.jsonl").read_bytes().splitlines()]
     assert len(fleet) == 100  # --generate 100
@@ -170,4 +175,30 @@ def test_simulator_walk_through_runs_as_written(tmp_path: Path) -> None:
     assert sorted(r["task_id"] for r in records) == sorted(f["task_id"] for f in fleet)
     assert {r["status"] for r in records} == {"succeeded"}
     assert "100 succeeded" in result.stdout  # the report
+    ignored_by_the_repository(work)
+
+
+def test_night_time_full_speed_runs_as_written(tmp_path: Path) -> None:
+    """README, "Night-time full speed for a fleet": the simulator line is served from here (a
+    free port), the rest runs as one `sh` script with `batchsms` on the PATH, `--rate 0` added
+    to each command that sends (the recipe's own pace is for the service): the fleet gets the
+    rules, the second plan finds every task as wanted, and the undo clears them again."""
+    block = fenced("sh", "--op speed-limit")
+    [serve] = [x for x in block.splitlines() if x.startswith("batchsms simulator")]
+    words = shlex.split(serve.partition("#")[0].rstrip(" &"))
+    assert words[:2] == ["batchsms", "simulator"]
+    assert SIMULATOR_URL in block
+    work = tmp_path / "work"
+    rest = block.replace(serve + "\n", "").replace("--endpoint $E", "--endpoint $E --rate 0")
+    with simulator_process(*[w for w in words[2:] if w not in ("--port", "8080")]) as sim:
+        result = run_script(rest.replace(SIMULATOR_URL, sim.url), tmp_path, work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [orjson.loads(x) for x in (work / "night-out.jsonl").read_bytes().splitlines()]
+    assert len(records) == 120
+    assert {(r["status"], r["op"]) for r in records} == {("succeeded", "speed-limit")}
+    assert "120 lines: 120 would change" in result.stdout  # the first plan
+    assert "120 lines: 0 would change, 120 already as wanted" in result.stdout  # the second
+    undone = [orjson.loads(x) for x in (work / "undo-out.jsonl").read_bytes().splitlines()]
+    assert {r["status"] for r in undone} == {"succeeded"}
+    assert len(undone) == 120
     ignored_by_the_repository(work)

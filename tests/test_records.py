@@ -250,12 +250,12 @@ def line(**fields: Any) -> bytes:
     ({"task_id": TID, "body": []}, [("body", "must be an object (PutTaskReq), got an array")]),
     ({"task_id": TID, "body": "x"}, [("body", "must be an object (PutTaskReq), got a string")]),
     ({"task_id": TID, "Body": {}}, [
-        ("Body", "unknown key 'Body': a line holds only task_id, body, ref and expect")]),
+        ("Body", "unknown key 'Body': a line holds only task_id, op, body, ref and expect")]),
     ({"taskid": TID, "ref": 1, "x": None}, [
         ("task_id", "required: a string of 1 to 36 characters"),
         ("ref", "must be a string, got an integer"),
-        ("taskid", "unknown key 'taskid': a line holds only task_id, body, ref and expect"),
-        ("x", "unknown key 'x': a line holds only task_id, body, ref and expect")]),
+        ("taskid", "unknown key 'taskid': a line holds only task_id, op, body, ref and expect"),
+        ("x", "unknown key 'x': a line holds only task_id, op, body, ref and expect")]),
 ])
 def test_envelope_errors(data: dict[str, Any], expected: list[tuple[str, str]]) -> None:
     """Every envelope problem of a line is reported, with its key as path."""

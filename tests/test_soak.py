@@ -80,9 +80,9 @@ PHASES: list[tuple[int, str, FaultConfig]] = [  # (from the n-th request receive
     (3_400, "base", replace(BASE, seed=SEED + 4)),
 ]
 
-FIELDS = ("run_id", "line", "task_id", "ref", "status", "http_status", "attempts", "error_code",
-          "error_msg", "errors", "request_id", "body_sha256", "elapsed_ms", "finished_at",
-          "maybe_applied")
+FIELDS = ("run_id", "line", "task_id", "op", "ref", "status", "http_status", "attempts",
+          "error_code", "error_msg", "errors", "request_id", "body_sha256", "elapsed_ms",
+          "finished_at", "maybe_applied")
 FINISHED_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 # What a line may fail with here: injected 5xx, throttling, resets, timeouts.
 FAULT_CODES = {"SMS.9999", "APIG.0201", "SMS.9998", "APIG.0202", "APIG.0308", "timeout",

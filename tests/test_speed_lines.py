@@ -1,7 +1,6 @@
 """`op` on input lines (docs/reference.md §1, §11) as far as reading and checking go: `update`
 plans exactly as a line without `op`; other values are refused at path `op`; a speed-limit line
-gets every problem of its body and expect, and, until the engine sends UpdateSpeed, one problem
-saying it is not sent."""
+gets every problem of its body and expect, and is planned with its op when it has none."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import orjson
 import pytest
 
 import batchsms
-from batchsms.lines.bodies import NOT_SENT_YET, Planned, Planner, check_speed_limit, checked_lines
+from batchsms.lines.bodies import Planned, Planner, check_speed_limit, checked_lines
 from batchsms.lines.reader import InvalidLine, Line, parse_line
 from batchsms.lines.speed_rules import rules_option, validate_speed_limit
 from tests.jsonl import read_jsonl
@@ -65,11 +64,40 @@ def test_any_other_op_is_refused_at_path_op(op: object, shown: str) -> None:
                                              ("op", OP_MUST + shown)]
 
 
-def test_a_valid_speed_limit_line_is_not_sent_yet() -> None:
-    """Every check passes: still invalid, with the one problem saying why (nothing would send
-    it as UpdateSpeed, and it must never go out as an UpdateTask)."""
-    assert errors(planned(op="speed-limit", body=RULES)) == [("op", NOT_SENT_YET)]
-    assert errors(planned(op="speed-limit", body={"speed_limit": []})) == [("op", NOT_SENT_YET)]
+def test_a_valid_speed_limit_line_is_planned_with_its_op() -> None:
+    """Every check passes: Planned with op speed-limit, the canonical rules as its body (the
+    empty list too: it clears the rules)."""
+    item = planned(op="speed-limit", body=RULES)
+    assert isinstance(item, Planned)
+    assert item.op == "speed-limit"
+    assert item.body == orjson.dumps(RULES, option=orjson.OPT_SORT_KEYS)
+    assert item.sha256 == hashlib.sha256(item.body).hexdigest()
+    empty = planned(op="speed-limit", body={"speed_limit": []}, expect={"speed_limit": []})
+    assert isinstance(empty, Planned)
+    assert (empty.body, empty.expect, empty.op) == (
+        b'{"speed_limit":[]}', b'{"speed_limit":[]}', "speed-limit")
+    update = planned(body={"speed_limit": 5})
+    assert isinstance(update, Planned)
+    assert update.op == "update"
+
+
+def test_the_run_default_op_and_rules() -> None:
+    """A line without op takes the planner's default op; a speed-limit line without a body
+    takes `--rules`; a line naming op update stays an update."""
+    planner = Planner({"speed_limit": 100}, default_op="speed-limit", rules=RULES)
+    bare = parse_line(1, orjson.dumps({"task_id": TID}))
+    assert isinstance(bare, Line)
+    item = planner.plan(bare)
+    assert isinstance(item, Planned)
+    assert (item.op, orjson.loads(item.body)) == ("speed-limit", RULES)
+    own = parse_line(2, orjson.dumps({"task_id": TID, "body": {"speed_limit": []}}))
+    assert isinstance(own, Line)
+    assert orjson.loads(planner.plan(own).body) == {"speed_limit": []}  # type: ignore[union-attr]
+    upd = parse_line(3, orjson.dumps({"task_id": TID, "op": "update"}))
+    assert isinstance(upd, Line)
+    item = planner.plan(upd)
+    assert isinstance(item, Planned)
+    assert (item.op, item.body) == ("update", b'{"speed_limit":100}')
 
 
 def test_a_speed_limit_line_gets_every_problem_of_body_and_expect() -> None:
@@ -118,29 +146,45 @@ def test_the_api_validate_names_op_problems() -> None:
 
 
 def test_the_sample_file_is_a_fleet_wide_rules_change() -> None:
-    """inputs/night_full_speed.jsonl: every line a speed-limit line whose only problem is that
-    it is not sent yet, each body the --rules example."""
+    """inputs/night_full_speed.jsonl: every line a valid speed-limit line, each body the
+    --rules example."""
     items = list(checked_lines(str(SAMPLE), {}))
     assert len(items) == 6
     for item in items:
-        assert errors(item) == [("op", NOT_SENT_YET)]
+        assert isinstance(item, Planned)
+        assert item.op == "speed-limit"
     for raw in SAMPLE.read_bytes().splitlines():
         line = orjson.loads(raw)
         assert line["op"] == "speed-limit"
         assert validate_speed_limit(line["body"]) == (RULES, [])
 
 
-def test_run_sends_no_speed_limit_line_yet(tmp_path: Path, here: Here) -> None:
-    """`run --simulate` on the sample: every line invalid with the `op` problem, no attempt (a
-    speed-limit body must never go out as an UpdateTask); an `op: update` line beside them is
-    sent as usual."""
+def test_run_sends_the_sample(tmp_path: Path, here: Here) -> None:
+    """`run --simulate` on the sample: every speed-limit line is sent (one attempt each, `op`
+    in its record), and an `op: update` line beside them as usual."""
     source = tmp_path / "in.jsonl"
     source.write_bytes(SAMPLE.read_bytes() + orjson.dumps(
         {"task_id": TID, "op": "update", "body": {"speed_limit": 7}}) + b"\n")
     out = tmp_path / "out.jsonl"
     result = here("run", str(source), "--simulate", "--out", str(out), "--rate", "0")
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 0, result.stderr
     records = sorted(read_jsonl(out), key=lambda r: r["line"])
-    assert [(r["status"], r["attempts"]) for r in records] == [("invalid", 0)] * 6 + [
-        ("succeeded", 1)]
-    assert records[0]["errors"] == [{"path": "op", "message": NOT_SENT_YET}]
+    assert [(r["status"], r["attempts"], r["op"]) for r in records] == [
+        ("succeeded", 1, "speed-limit")] * 6 + [("succeeded", 1, "update")]
+
+
+def test_an_invalid_line_keeps_its_op_for_its_outcome() -> None:
+    """The outcome's `op` (§3) of an invalid line: the op it names, the planner's for a body
+    that fails, None only when the envelope is refused and names no valid op."""
+    refused = parse_line(1, orjson.dumps({"task_id": 12, "op": "speed-limit"}))
+    assert isinstance(refused, InvalidLine)
+    assert refused.op == "speed-limit"
+    bad = parse_line(1, orjson.dumps({"task_id": 12, "op": "nope"}))
+    assert isinstance(bad, InvalidLine)
+    assert bad.op is None
+    body = planned(op="speed-limit", body={"speed_limit": 5})
+    assert isinstance(body, InvalidLine)
+    assert body.op == "speed-limit"
+    update = planned(body={"speed_limit": 5000})
+    assert isinstance(update, InvalidLine)
+    assert update.op == "update"

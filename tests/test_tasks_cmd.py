@@ -90,3 +90,45 @@ def test_source_server_id_filter(simulator: str, cli: InProcess) -> None:
     listed = [orjson.loads(line)["task_id"] for line in result.stdout.splitlines()]
     assert task["id"] in listed
     assert 0 < len(listed) < 450
+
+
+NIGHT = "00:00-07:59=1000,08:00-19:59=100@50,20:00-23:59=1000"
+
+
+def test_tasks_writes_speed_limit_lines_for_the_fleet(simulator: str, tmp_path: Path,
+                                                      cli: InProcess) -> None:
+    """`tasks --op speed-limit --rules` (or `--set speed_limit=[...]`): each listed task a
+    speed-limit line with the rules as its body; the file runs as it is."""
+    from batchsms.lines.speed_rules import rules_option
+
+    fleet = tmp_path / "fleet.jsonl"
+    result = batchsms(cli, "tasks", "--endpoint", simulator, "--state", "RUNNING", "--out",
+                      str(fleet), "--rate", "0", "--op", "speed-limit", "--rules", NIGHT)
+    assert result.returncode == 0, result.stderr
+    lines = [orjson.loads(line) for line in fleet.read_bytes().splitlines()]
+    assert lines
+    assert all(list(line) == ["task_id", "op", "ref", "body"] for line in lines)
+    assert {orjson.dumps(line["body"]) for line in lines} == {orjson.dumps(rules_option(NIGHT))}
+    same = batchsms(cli, "tasks", "--endpoint", simulator, "--state", "RUNNING", "--rate", "0",
+                    "--op", "speed-limit", "--set",
+                    "speed_limit=" + orjson.dumps(rules_option(NIGHT)["speed_limit"]).decode())
+    assert [orjson.loads(line) for line in same.stdout.splitlines()] == lines
+    out = tmp_path / "out.jsonl"
+    ran = batchsms(cli, "run", str(fleet), "--endpoint", simulator, "--out", str(out),
+                   "--rate", "0", "--log-format", "json", "--verify")
+    assert ran.returncode == 0, ran.stderr
+    records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert {(r["status"], r["op"]) for r in records} == {("succeeded", "speed-limit")}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--op", "speed-limit"], "give the rules"),
+    (["--rules", NIGHT], "add --op speed-limit"),
+    (["--op", "speed-limit", "--rules", "00:00-07:59"], "at character 12"),
+    (["--op", "speed-limit", "--set", "speed_limit=5"], "invalid speed-limit body"),
+])
+def test_tasks_refuses_a_fleet_without_sendable_rules(args: list[str], message: str,
+                                                      cli: InProcess) -> None:
+    result = batchsms(cli, "tasks", "--endpoint", "http://127.0.0.1:9", *args)
+    assert result.returncode == 2
+    assert message in result.stderr.decode()

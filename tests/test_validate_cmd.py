@@ -20,7 +20,7 @@ from tests.processes import InProcess
 ROOT = Path(__file__).resolve().parent.parent
 INPUTS = ROOT / "inputs"
 TID = "ef3b9722-07a0-40ae-89b0-889ee96d00"
-OUTCOME_FIELDS = ["run_id", "line", "task_id", "ref", "status", "http_status", "attempts",
+OUTCOME_FIELDS = ["run_id", "line", "task_id", "op", "ref", "status", "http_status", "attempts",
                   "error_code", "error_msg", "errors", "request_id", "body_sha256", "elapsed_ms",
                   "finished_at", "maybe_applied"]
 RFC3339_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

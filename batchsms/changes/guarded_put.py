@@ -22,6 +22,12 @@ task (per-task order), so what is read before a write is what that write changes
       differs                      -> failed, `verify_mismatch`, the difference in `error_msg`
       cannot be read back          -> failed as the read did, `maybe_applied` (the write took)
 
+A speed-limit line (docs/reference.md §11) goes the same way (`_Op`: how a line of each operation
+is read, compared and written): its reads are ShowsSpeedLimits (`GET .../speed-limit`), its write
+UpdateSpeed (`POST`), and the rule list is compared whole (readback.rules_diff: order-free,
+numbers by value) for `expect`, `--skip-unchanged` and `--verify`; `previous` is
+``{"speed_limit": [...]}``, the whole list.
+
 `line_handler` picks the handler of a run: with no check asked for, a line without `expect`
 goes straight to the plain PUT (`put_line`), at no cost; a line with one, here.
 
@@ -35,13 +41,19 @@ request of the line.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
-from batchsms.changes.readback import read_of, verify_message
+from batchsms.changes.readback import (
+    BAD_RULES,
+    read_of,
+    read_rules_of,
+    rules_diff,
+    verify_message,
+)
 from batchsms.changes.undo_log import PreviousLog
 from batchsms.engine.pipeline import LineHandler, put_line
 from batchsms.engine.sender import Request, Result, Sender
@@ -49,8 +61,9 @@ from batchsms.engine.stopping import StopReason
 from batchsms.journal.outcomes import Outcome, Status, utc_now
 from batchsms.journal.records import sent_outcome
 from batchsms.lines.bodies import Planned
-from batchsms.lines.diff import diff, previous, readable_part
-from batchsms.lines.expect import CONFLICT, conflict_message, conflicts
+from batchsms.lines.diff import Diff, diff, previous, readable_part
+from batchsms.lines.expect import CONFLICT, conflict_message
+from batchsms.lines.reader import SPEED_LIMIT
 
 UNCHANGED_MSG_MAX = 512
 
@@ -80,13 +93,17 @@ def _elapsed(first: float | None, now: float) -> int | None:
     return None if first is None else int((now - first) * 1000)
 
 
-def _read_failed(run_id: str, item: Planned, read: Result, now: float, when: str) -> Outcome:
-    """The outcome of a line whose read went wrong, as `sent_outcome` words a failed request."""
+SHOW_TASK_BAD = "ShowTask answered something that is not a JSON object"
+
+
+def _read_failed(run_id: str, item: Planned, read: Result, now: float, when: str,
+                 bad: str = SHOW_TASK_BAD) -> Outcome:
+    """The outcome of a line whose read went wrong, as `sent_outcome` words a failed request;
+    a 2xx answer that is not what was asked for is `bad_answer`, `bad` its message."""
     outcome = sent_outcome(run_id, item, read, now)
     if outcome.status is Status.SUCCEEDED:  # a 2xx answer that is not a task view
         return outcome._replace(status=Status.FAILED, error_code="bad_answer",
-                                error_msg=f"{when}: ShowTask answered something that is not "
-                                "a JSON object", maybe_applied=False)
+                                error_msg=f"{when}: {bad}", maybe_applied=False)
     return outcome._replace(error_msg=f"{when}: {outcome.error_msg}", maybe_applied=False)
 
 
@@ -104,7 +121,32 @@ def _not_written(run_id: str, item: Planned, before: Result, now: float, code: s
     return Outcome(run_id, item.number, item.task_id, item.ref, Status.SKIPPED,
                    http_status=before.http_status, attempts=before.attempts, error_code=code,
                    error_msg=msg, request_id=before.request_id, body_sha256=item.sha256,
-                   elapsed_ms=_elapsed(before.first_sent, now), finished_at=utc_now())
+                   elapsed_ms=_elapsed(before.first_sent, now), finished_at=utc_now(),
+                   op=item.op)
+
+
+class _Op(NamedTuple):
+    """How a line of one operation is read, compared and written (`checked_put`)."""
+
+    read: Callable[[str], Request]  # the read of its task: ShowTask, ShowsSpeedLimits
+    view: Callable[[Result], dict[str, Any] | None]  # what a read gave, None: it failed
+    bad: str  # `error_msg` of a 2xx read that is not what was asked for
+    diff: Callable[[dict[str, Any], dict[str, Any]], Diff]  # (body or expect, view)
+    previous: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]  # (body, view)
+    wrote: Callable[[dict[str, Any]], dict[str, Any]]  # what the task shows after the write
+
+
+def _rules_view(result: Result) -> dict[str, Any] | None:
+    return read_rules_of(result).view
+
+
+def _rules_diff(body: dict[str, Any], view: dict[str, Any]) -> Diff:
+    return rules_diff(view["speed_limit"], body["speed_limit"])
+
+
+_UPDATE = _Op(Request.get_task, _view, SHOW_TASK_BAD, diff, previous, readable_part)
+_SPEED = _Op(Request.get_speed, _rules_view, BAD_RULES, _rules_diff,
+             lambda body, view: {"speed_limit": view["speed_limit"]}, lambda body: body)
 
 
 def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None) -> LineHandler:
@@ -114,20 +156,21 @@ def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None
 
     async def handle(item: Planned, sender: Sender) -> Outcome:
         about = {"line": item.number, "task_id": item.task_id}
+        op = _SPEED if item.op == SPEED_LIMIT else _UPDATE
         body = orjson.loads(item.body)
         first: float | None = None
         read_attempts = 0
         prior: dict[str, Any] | None = None
         if checks.read_before or item.expect is not None:
-            before = await sender.send(Request.get_task(item.task_id), about)
-            view = _view(before)
+            before = await sender.send(op.read(item.task_id), about)
+            view = op.view(before)
             if view is None:
                 return _read_failed(run_id, item, before, sender.clock(),
-                                    "reading the task before the write")
+                                    "reading the task before the write", op.bad)
             first, read_attempts = before.first_sent, before.attempts
-            found = diff(body, view)
+            found = op.diff(body, view)
             if item.expect is not None:
-                differs = conflicts(orjson.loads(item.expect), view)
+                differs = op.diff(orjson.loads(item.expect), view)
                 if differs.changes:
                     if found.as_wanted:  # nothing to write: no one's change is at stake
                         return _not_written(
@@ -141,26 +184,26 @@ def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None
                 return _not_written(run_id, item, before, sender.clock(), "unchanged",
                                     text[:UNCHANGED_MSG_MAX])
             if capture is not None:
-                prior = previous(body, view)
-                if not capture.log.append(run_id, item, prior, readable_part(body)):
+                prior = op.previous(body, view)
+                if not capture.log.append(run_id, item, prior, op.wrote(body)):
                     why = f"the undo values could not be written: {capture.log.error}"
                     sender.stop.trigger(StopReason.BROKEN, why)
                     return _not_written(run_id, item, before, sender.clock(),
                                         StopReason.BROKEN.value, f"not sent: {why}")
-        put = await sender.send(Request.put_task(item.task_id, item.body), about)
+        put = await sender.send(Request.write(item.op, item.task_id, item.body), about)
         first = first if first is not None else put.first_sent
         outcome = sent_outcome(run_id, item, put, sender.clock())._replace(
             previous=prior, attempts=read_attempts + put.attempts,
             elapsed_ms=_elapsed(first, sender.clock()))
         if not (checks.verify and put.succeeded):
             return outcome
-        after = await sender.send(Request.get_task(item.task_id), about)
+        after = await sender.send(op.read(item.task_id), about)
         now = sender.clock()
         attempts = outcome.attempts + after.attempts
-        view = _view(after)
+        view = op.view(after)
         if view is None:
             failed = _read_failed(run_id, item, after, now,
-                                  "written, but reading it back failed")
+                                  "written, but reading it back failed", op.bad)
             return failed._replace(attempts=attempts, previous=prior,
                                    elapsed_ms=_elapsed(first, now), maybe_applied=True,
                                    status=Status.FAILED,
@@ -168,7 +211,7 @@ def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None
                                    # (docs/reference.md §10)
                                    http_status=failed.http_status or outcome.http_status,
                                    request_id=failed.request_id or outcome.request_id)
-        found = diff(body, view)
+        found = op.diff(body, view)
         checked = outcome._replace(attempts=attempts, http_status=after.http_status,
                                    request_id=after.request_id, elapsed_ms=_elapsed(first, now))
         if not found.changes:

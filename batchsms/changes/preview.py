@@ -9,6 +9,12 @@ line for line. The projected views of the last `PROJECTED_TASKS` tasks are kept 
 the batch being judged); a task seen again after that is read again, and judged as it is (the one
 place `plan` and `run --skip-unchanged` can differ: memory stays flat).
 
+A speed-limit line (docs/reference.md §11) is judged against the task's rules as read with
+ShowsSpeedLimits (`Reader.read_rules`), kept apart from the task's fields (its own projection
+key): the rule list is one field, ``changes.speed_limit = {"from": [...], "to": [...]}``, compared
+order-free and numbers by value (readback.rules_diff); a later line for the same task replaces
+the whole list in the projection.
+
 Used by `batchsms plan` (commands/plan.py) and the library's `Client.plan`.
 """
 
@@ -24,13 +30,13 @@ from typing import Any, Protocol
 import anyio
 import orjson
 
-from batchsms.changes.readback import Read, read_of
+from batchsms.changes.readback import Read, read_of, read_rules_of, rules_diff
 from batchsms.engine.sender import Request, Sender
 from batchsms.lines.bodies import Planned
 from batchsms.lines.diff import Diff, applied, diff
 from batchsms.lines.expect import conflicts, conflicts_json
 from batchsms.lines.expect import describe as describe_conflicts
-from batchsms.lines.reader import InvalidLine
+from batchsms.lines.reader import SPEED_LIMIT, InvalidLine
 from batchsms.lines.schema import Problem
 
 PROJECTED_TASKS = 4096
@@ -129,6 +135,8 @@ class Reader(Protocol):
 
     async def read(self, task_id: str) -> Read: ...
 
+    async def read_rules(self, task_id: str) -> Read: ...
+
 
 @dataclass
 class PlanTotals:
@@ -159,7 +167,7 @@ async def plan_entries(items: Iterator[Planned | InvalidLine]
         window = await _window(items, concurrency * 2)
         if not window:
             return
-        needed = {item.task_id for item in window if isinstance(item, Planned)}
+        needed = {_key(item) for item in window if isinstance(item, Planned)}
         states: dict[str, dict[str, Any] | Read] = {
             task_id: projected.pop(task_id) for task_id in needed if task_id in projected}
         states.update(await _read_all(reader, needed - states.keys(), concurrency))
@@ -167,24 +175,29 @@ async def plan_entries(items: Iterator[Planned | InvalidLine]
             if isinstance(item, InvalidLine):
                 yield PlanEntry(item.number, item.task_id, item.ref, problems=item.errors)
                 continue
-            state = states[item.task_id]
+            key = _key(item)
+            state = states[key]
             if isinstance(state, Read):
                 if not state.ok:
                     yield PlanEntry(item.number, item.task_id, item.ref, read=state)
                     continue
                 state = state.view or {}
-                states[item.task_id] = state
+                states[key] = state
             body = orjson.loads(item.body)
-            found = diff(body, state)
+            rules = item.op == SPEED_LIMIT
+            found = rules_diff(state["speed_limit"], body["speed_limit"]) if rules \
+                else diff(body, state)
             if item.expect is not None and not found.as_wanted:
                 # `run` writes nothing when it does not hold (and a task already as wanted
                 # needs no write, whatever its expect)
-                differs = conflicts(orjson.loads(item.expect), state)
+                expect = orjson.loads(item.expect)
+                differs = rules_diff(state["speed_limit"], expect["speed_limit"]) if rules \
+                    else conflicts(expect, state)
                 if differs.changes:  # the projection stays as it is
                     yield PlanEntry(item.number, item.task_id, item.ref, conflict=differs)
                     continue
             yield PlanEntry(item.number, item.task_id, item.ref, diff=found)
-            states[item.task_id] = applied(state, body)
+            states[key] = body if rules else applied(state, body)
         for task_id in sorted(states, key=_last_use(window)):
             projected[task_id] = states[task_id]
         while len(projected) > keep:
@@ -207,21 +220,32 @@ async def _window(items: Iterator[Planned | InvalidLine] | AsyncIterator[Planned
 
 def _last_use(window: list[Planned | InvalidLine]) -> Callable[[str], int]:
     """Sort key: where a task's last line in `window` is (so the cache keeps file order)."""
-    last = {item.task_id: i for i, item in enumerate(window) if isinstance(item, Planned)}
+    last = {_key(item): i for i, item in enumerate(window) if isinstance(item, Planned)}
     return last.__getitem__
 
 
-async def _read_all(reader: Reader, task_ids: set[str], concurrency: int) -> dict[str, Read]:
+_RULES_KEY = "\0" + SPEED_LIMIT
+
+
+def _key(item: Planned) -> str:
+    """What a line is judged against: its task's fields, or its task's rules (speed-limit)."""
+    return item.task_id + _RULES_KEY if item.op == SPEED_LIMIT else item.task_id
+
+
+async def _read_all(reader: Reader, keys: set[str], concurrency: int) -> dict[str, Read]:
     found: dict[str, Read] = {}
     limit = anyio.CapacityLimiter(concurrency)
 
-    async def one(task_id: str) -> None:
+    async def one(key: str) -> None:
         async with limit:
-            found[task_id] = await reader.read(task_id)
+            if key.endswith(_RULES_KEY):
+                found[key] = await reader.read_rules(key[:-len(_RULES_KEY)])
+            else:
+                found[key] = await reader.read(key)
 
     async with anyio.create_task_group() as tg:
-        for task_id in sorted(task_ids):
-            tg.start_soon(one, task_id)
+        for key in sorted(keys):
+            tg.start_soon(one, key)
     return found
 
 
@@ -239,3 +263,8 @@ class SenderReader:
     async def read(self, task_id: str) -> Read:
         result = await self._sender.send(Request.get_task(task_id), {"task_id": task_id})
         return read_of(result)
+
+    async def read_rules(self, task_id: str) -> Read:
+        """ShowsSpeedLimits: the task's rules as ``{"speed_limit": [...]}``."""
+        result = await self._sender.send(Request.get_speed(task_id), {"task_id": task_id})
+        return read_rules_of(result)

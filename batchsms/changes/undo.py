@@ -29,6 +29,10 @@ from the side log, as ordinary input for `batchsms run`.
   collects a hash per entry's task (8 bytes each) to find the tasks with several entries; the
   journal pass keeps a byte per line of the runs in scope (does its entry count); the last pass
   writes each task seen once at once and merges only the tasks with several entries.
+- **Speed-limit rules** (docs/reference.md §11): the entries of speed-limit lines (``"op":
+  "speed-limit"``) fold apart from the task's fields (`TaskRules`): the earliest `previous` list,
+  the last `wrote` list, and the undo line is speed_rules.undo_line: the whole previous list (an
+  empty one too: it clears the rules, so rules are always restorable), `expect` the list written.
 - **Without a side log** (a journal written before side logs existed, or copied without it),
   the records that hold `previous` stand in for entries (no `expect`: they lack `wrote`).
 
@@ -61,8 +65,9 @@ from batchsms.errors import UsageError
 from batchsms.journal.outcomes import Status, iter_journal
 from batchsms.lines.bodies import MEMO_SIZE, checked_lines
 from batchsms.lines.diff import READABLE_TREE, Tree, unreadable_paths
-from batchsms.lines.reader import InvalidLine
+from batchsms.lines.reader import SPEED_LIMIT, InvalidLine
 from batchsms.lines.schema import validate
+from batchsms.lines.speed_rules import undo_line, validate_speed_limit
 
 SHOWN_TASKS = 5  # tasks named in the summary
 SORT_SLICE = 1 << 16  # task hashes sorted at once
@@ -199,6 +204,52 @@ class TaskUndo:
         return orjson.dumps(line, option=orjson.OPT_SORT_KEYS) + b"\n", "; ".join(why) or None
 
 
+class TaskRules:
+    """One task's speed-limit entries folded: the earliest rule list captured, and the list the
+    last write set (None when an entry did not say)."""
+
+    __slots__ = ("after", "before", "ref", "task_id")
+
+    def __init__(self, task_id: str, ref: str | None) -> None:
+        self.task_id = task_id
+        self.ref = ref
+        self.before: list[dict[str, Any]] | None = None
+        self.after: list[dict[str, Any]] | None = None
+
+    def add(self, entry: Mapping[str, Any]) -> None:
+        rules = entry["previous"].get("speed_limit")
+        if self.before is None and isinstance(rules, list):
+            self.before = rules
+        wrote = entry.get("wrote")
+        written = wrote.get("speed_limit") if isinstance(wrote, dict) else None
+        self.after = written if isinstance(written, list) else None
+
+    def line(self) -> tuple[bytes | None, str | None]:
+        """The undo line: the whole previous list, guarded by the list written when known."""
+        if self.before is None:
+            return None, "its speed-limit rules were not captured as a list"
+        line = undo_line(self.task_id, self.ref, self.before, self.after or [])
+        if self.after is None:
+            del line["expect"]
+        for name in ("body", "expect"):
+            if name in line:
+                _, problems = validate_speed_limit(line[name], name)
+                if problems:
+                    refused = "; ".join(f"{p.path}: {p.message}" for p in problems)
+                    return None, f"the undo line's rules are refused: {refused}"
+        return orjson.dumps(line, option=orjson.OPT_SORT_KEYS) + b"\n", None
+
+
+def _is_rules(entry: Mapping[str, Any]) -> bool:
+    return entry.get("op") == SPEED_LIMIT
+
+
+def _task_key(entry: Mapping[str, Any]) -> str:
+    """Entries fold by task, and a task's rules apart from its fields."""
+    task_id: str = entry["task_id"]
+    return f"{task_id}\0{SPEED_LIMIT}" if _is_rules(entry) else task_id
+
+
 def _ipv6(body: Mapping[str, Any]) -> bool:
     ip = body.get("migration_ip")
     return isinstance(ip, str) and ":" in ip
@@ -254,7 +305,7 @@ def _several(sources: Sequence[Source]) -> tuple[set[int], list[set[str]]]:
     for source in sources:
         mine: set[str] = set()
         for entry in _captures(source):
-            hashes.append(hash(entry["task_id"]))
+            hashes.append(hash(_task_key(entry)))
             mine.add(entry["run_id"])
         runs.append(mine)
     # sorted in slices then merged: a sorted list of them all would be 40 bytes per entry
@@ -273,12 +324,12 @@ def _several(sources: Sequence[Source]) -> tuple[set[int], list[set[str]]]:
 def undo_lines(sources: Sequence[Source], handle: IO[bytes]) -> UndoSummary:
     """Write the undo lines of `sources` to `handle`; the summary (its path left empty)."""
     several, runs = _several(sources)
-    merged: dict[str, TaskUndo] = {}
+    merged: dict[str, TaskUndo | TaskRules] = {}
     lines = 0
     unrestorable: list[Unrestorable] = []
     count = 0
 
-    def emit(task: TaskUndo) -> None:
+    def emit(task: TaskUndo | TaskRules) -> None:
         nonlocal lines, count
         line, why = task.line()
         if line is not None:
@@ -294,14 +345,15 @@ def undo_lines(sources: Sequence[Source], handle: IO[bytes]) -> UndoSummary:
         for entry in _captures(source):
             if not _counts(entry, verdicts):
                 continue
-            task_id = entry["task_id"]
+            task_id, key = entry["task_id"], _task_key(entry)
             ref = entry.get("ref") if isinstance(entry.get("ref"), str) else None
-            if hash(task_id) not in several:
-                task = TaskUndo(task_id, ref)
+            fold = TaskRules if _is_rules(entry) else TaskUndo
+            if hash(key) not in several:
+                task: TaskUndo | TaskRules = fold(task_id, ref)
                 task.add(entry)
                 emit(task)
                 continue
-            task = merged.get(task_id) or merged.setdefault(task_id, TaskUndo(task_id, ref))
+            task = merged.get(key) or merged.setdefault(key, fold(task_id, ref))
             task.add(entry)
     for task in merged.values():
         emit(task)
@@ -339,8 +391,8 @@ def check_reversible(source: str, defaults: Mapping[str, Any]) -> None:
     seen: dict[bytes, tuple[str, ...]] = {}  # a fleet-wide change repeats one body
     lines: dict[str, list[int]] = {}
     for item in checked_lines(source, defaults):
-        if isinstance(item, InvalidLine):
-            continue  # it will not be sent
+        if isinstance(item, InvalidLine) or item.op == SPEED_LIMIT:
+            continue  # it will not be sent; a task's rules are always read back whole
         paths = seen.get(item.body)
         if paths is None:
             if len(seen) >= MEMO_SIZE:

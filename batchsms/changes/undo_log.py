@@ -10,7 +10,10 @@ appended (written through) to a side log beside the resolved outcomes file, `.NA
 `previous` is what the task had, read just before the write, of every readable field the line
 sets (`diff.previous`: body-shaped, arrays whole, null where the task had no value); `wrote` is
 the line's body limited to the same fields (`diff.readable_part`): what the task shows after the
-write. At the start of every run (with capture or not), one marker entry
+write. The entry of a speed-limit line (docs/reference.md §11) also has ``"op": "speed-limit"``,
+and its `previous` and `wrote` are ``{"speed_limit": [...]}``, the whole rule lists.
+
+At the start of every run (with capture or not), one marker entry
 `{"run_id", "run": true, "resume": <bool>, "capture": <bool>, "journal_offset": <bytes>}` says
 where a run, and a sequence of runs, begins: in this log, and in the journal (its size when the
 run started). A run started without `--resume` opens a sequence; `--resume` reads the journal
@@ -33,6 +36,7 @@ import orjson
 from batchsms.errors import UsageError
 from batchsms.journal.outcomes import beside, ends_cut
 from batchsms.lines.bodies import Planned
+from batchsms.lines.reader import UPDATE
 
 
 def previous_log_path(out: Path) -> Path:
@@ -62,9 +66,12 @@ class PreviousLog:
     def append(self, run_id: str, item: Planned, previous: Mapping[str, Any],
                wrote: Mapping[str, Any]) -> bool:
         """Write the entry through; False (and `error` set) when it could not be written."""
-        return self._write({"run_id": run_id, "line": item.number, "task_id": item.task_id,
-                            "ref": item.ref, "body_sha256": item.sha256, "previous": previous,
-                            "wrote": wrote})
+        entry = {"run_id": run_id, "line": item.number, "task_id": item.task_id,
+                 "ref": item.ref, "body_sha256": item.sha256, "previous": previous,
+                 "wrote": wrote}
+        if item.op != UPDATE:
+            entry["op"] = item.op
+        return self._write(entry)
 
     def _write(self, data: Mapping[str, Any]) -> bool:
         entry = orjson.dumps(data) + b"\n"

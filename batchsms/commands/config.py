@@ -52,6 +52,8 @@ class RunConfig:
     undo_file: Path | None = None
     allow_irreversible: bool = False
     verify: bool = False
+    op: str = "update"  # `--op`: the operation of lines that name none (docs/reference.md §11)
+    rules: Mapping[str, Any] | None = None  # `--rules`: a speed-limit line's default body
 
     @property
     def connection(self) -> ConnectionOptions:

@@ -80,7 +80,8 @@ def run_plan(config: RunConfig, *, as_json: bool, env: Mapping[str, str] | None 
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     connection = resolve_connection(config.connection, env)
-    items = checked_lines(config.input, config.defaults)  # unreadable input: exit 2
+    items = checked_lines(config.input, config.defaults, default_op=config.op,
+                          rules=config.rules)  # unreadable input: exit 2
     totals = PlanTotals()
 
     def emit(entry: PlanEntry) -> None:

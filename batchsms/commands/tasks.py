@@ -3,7 +3,10 @@
 Pages through `GET /v3/tasks` (`limit`/`offset`, filters `state`, `name`, `id`,
 `enterprise_project_id`) through the same `Sender` as `run` (pace, retries, outage guard,
 credentials gate: an untrusted certificate or three 401/403 exit 3),
-and writes one `{"task_id": ..., "ref": <task name>}` per task. A listing that fails half-way must
+and writes one `{"task_id": ..., "ref": <task name>}` per task. With `--op` each line names its
+operation, and with `--rules` (speed-limit) or `--set` each carries that body: `tasks --op
+speed-limit --rules '00:00-07:59=1000,...'` writes the speed-limit lines of a fleet-wide rules
+change (`line_body` checks the body as `run` would). A listing that fails half-way must
 never look like a smaller fleet: the command then exits non-zero, and `--out` is written to a
 temporary file that replaces the target only when every page arrived.
 """
@@ -30,6 +33,9 @@ from batchsms.engine.numbers import check_sending
 from batchsms.engine.sender import Request, Sender
 from batchsms.engine.stopping import StopReason
 from batchsms.errors import ExitCode, UsageError
+from batchsms.lines.bodies import build_defaults, deep_merge, parse_set
+from batchsms.lines.reader import SPEED_LIMIT
+from batchsms.lines.speed_rules import rules_option, validate_speed_limit
 from batchsms.transport.endpoint import Connection, ConnectionOptions, resolve_connection
 
 LIST_PATH = "/v3/tasks"
@@ -57,6 +63,8 @@ class TasksConfig:
     timeout: float = 30.0
     ca_bundle: str | None = None
     token_file: Path | None = None
+    op: str | None = None  # written into each line when given
+    body: Mapping[str, Any] | None = None  # written into each line when given (checked)
 
     def __post_init__(self) -> None:
         for name, value in self.filters.items():
@@ -110,10 +118,41 @@ async def _write(connection: Connection, env: Mapping[str, str], config: TasksCo
                               max_attempts=config.max_attempts, timeout=config.timeout)
     async with open_sms(connection, env, settings) as client:
         async for task in iter_tasks(build_sender(client, settings), config):
-            sink.write(orjson.dumps({"task_id": task.get("id"), "ref": task.get("name")})
-                       + b"\n")
+            line: dict[str, Any] = {"task_id": task.get("id")}
+            if config.op is not None:
+                line["op"] = config.op
+            line["ref"] = task.get("name")
+            if config.body is not None:
+                line["body"] = config.body
+            sink.write(orjson.dumps(line) + b"\n")
             written += 1
     return written
+
+
+def line_body(op: str | None, rules: str | None,
+              sets: list[str]) -> Mapping[str, Any] | None:
+    """The body `tasks` writes into each line: `--rules` (speed-limit lines only) or `--set`,
+    checked as `run` checks a line of that op; None when neither is given. UsageError (exit 2)
+    for a body that could never be sent, or a speed-limit fleet without one."""
+    if rules is not None and sets:
+        raise UsageError("tasks: give --rules or --set, not both")
+    if rules is not None:
+        if op != SPEED_LIMIT:
+            raise UsageError("tasks: --rules writes speed-limit lines: add --op speed-limit")
+        return rules_option(rules)
+    if op == SPEED_LIMIT:
+        if not sets:
+            raise UsageError("tasks --op speed-limit: give the rules, --rules "
+                             "'00:00-07:59=1000,...' or --set 'speed_limit=[...]'")
+        body: dict[str, Any] = {}
+        for assignment in sets:
+            body = deep_merge(body, parse_set(assignment))
+        clean, problems = validate_speed_limit(body)
+        if problems:
+            detail = "; ".join(f"{p.path}: {p.message}" for p in problems)
+            raise UsageError(f"--set gives an invalid speed-limit body: {detail}")
+        return clean
+    return build_defaults(None, sets) or None
 
 
 def main(config: TasksConfig, env: Mapping[str, str] | None = None,

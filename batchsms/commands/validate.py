@@ -54,6 +54,8 @@ class ValidateConfig:
     json: bool = False  # one object per invalid line, then a summary object
     quiet: bool = False  # the summary only (and warnings on stderr)
     log_format: str | None = None  # of stderr: "console", "json", None (console on a terminal)
+    op: str = "update"  # `--op`: the operation of lines that name none
+    rules: Mapping[str, Any] | None = None  # `--rules`: a speed-limit line's default body
 
 
 def main(config: ValidateConfig | Callable[[], ValidateConfig], *,
@@ -68,7 +70,8 @@ def main(config: ValidateConfig | Callable[[], ValidateConfig], *,
         check_output("--out", config.out, [("the input", config.input),
                                            ("--patch", config.patch)])
         return run_validate(config.input, config.out, config.defaults, as_json=config.json,
-                            quiet=config.quiet, log_format=config.log_format)
+                            quiet=config.quiet, log_format=config.log_format, op=config.op,
+                            rules=config.rules)
     except UsageError as exc:
         if log_format != "json":
             raise
@@ -92,7 +95,8 @@ def notice(log_format: str | None, level: str, event: str, *, quiet: bool = Fals
 
 def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
                  stdout: IO[str] | None = None, *, as_json: bool = False,
-                 quiet: bool = False, log_format: str | None = None) -> ExitCode:
+                 quiet: bool = False, log_format: str | None = None, op: str = "update",
+                 rules: Mapping[str, Any] | None = None) -> ExitCode:
     if stdout is None:  # looked up now, not at import: sys.stdout may have been replaced
         stdout = sys.stdout
     show = _problem_printer(stdout, as_json=as_json, quiet=quiet)
@@ -106,7 +110,7 @@ def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
             lock = lock_outcomes(out)
             # an unreadable input refuses (exit 2) before a record: no --out is left behind
             held.callback(lambda: lock.close(unused=writer is None))
-        items = checked_lines(source, defaults)
+        items = checked_lines(source, defaults, default_op=op, rules=rules)
         if out is not None:
             writer = OutcomeWriter(out)
             held.callback(writer.close)
@@ -122,7 +126,7 @@ def run_validate(source: str, out: Path | None, defaults: Mapping[str, Any],
                 valid += 1
                 see(item.task_id, item.number)
                 outcome = Outcome(run_id, item.number, item.task_id, item.ref, CheckStatus.VALID,
-                                  body_sha256=item.sha256, finished_at=utc_now())
+                                  body_sha256=item.sha256, finished_at=utc_now(), op=item.op)
             if writer is not None:
                 writer.write(outcome)
     total = valid + invalid

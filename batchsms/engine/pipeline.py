@@ -16,8 +16,9 @@
   answer not worth retrying), not lines cut short by a stop;
 - a journal write that fails (`JournalError`) stops the run at once and is raised by `run()`.
 
-The handler is a seam: `run` PUTs the body (`put_line`); other commands may read before and after
-the write through the same `Sender`, sharing the pace, retries, task order and credentials.
+The handler is a seam: `run` sends the body by the line's op (`put_line`); other commands may
+read before and after the write through the same `Sender`, sharing the pace, retries, task
+order and credentials.
 """
 
 from __future__ import annotations
@@ -79,9 +80,10 @@ class SendOptions:
 
 
 def put_line(run_id: str) -> LineHandler:
-    """The default handler: PUT the line's body (UpdateTask), with retries."""
+    """The default handler: send the line's body with retries, by its op: PUT (UpdateTask) or
+    POST .../speed-limit (UpdateSpeed)."""
     async def handle(item: Planned, sender: Sender) -> Outcome:
-        result = await sender.send(Request.put_task(item.task_id, item.body),
+        result = await sender.send(Request.write(item.op, item.task_id, item.body),
                                    {"line": item.number, "task_id": item.task_id})
         return sent_outcome(run_id, item, result, sender.clock())
 

@@ -1,7 +1,7 @@
 """One request with its retries -> a frozen `Result`: the only send loop of batchsms.
 
-`run` (PUT per line), `tasks` (GET per page) and the line handlers of later commands all send
-through a `Sender`, so every try, whatever it is for:
+`run` (PUT or POST per line, by its op), `tasks` (GET per page) and the line handlers of later
+commands all send through a `Sender`, so every try, whatever it is for:
 
 1. if it is a retry, asks the `RetryBudget`: a denied retry waits (deferred, first attempts go
    first) and asks again after `wait_hint()`; it is never dropped;
@@ -48,7 +48,8 @@ from batchsms.engine.retry import RetryPolicy, decide, parse_retry_after
 from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import Deadline, Stop, StopReason
 from batchsms.errors import TransportError
-from batchsms.transport.client import Reply, task_path
+from batchsms.lines.reader import SPEED_LIMIT
+from batchsms.transport.client import Reply, speed_limit_path, task_path
 
 MIN_DEFER = 0.01
 """Shortest wait of a deferred retry before it asks the budget again (a hint of 0 would spin)."""
@@ -81,6 +82,23 @@ class Request(NamedTuple):
     def get_task(cls, task_id: str) -> Request:
         """ShowTask: `GET /v3/tasks/{task_id}`."""
         return cls("GET", task_path(task_id))
+
+    @classmethod
+    def update_speed(cls, task_id: str, body: bytes) -> Request:
+        """UpdateSpeed: `POST /v3/tasks/{task_id}/speed-limit` (replaces the task's rules)."""
+        return cls("POST", speed_limit_path(task_id), body)
+
+    @classmethod
+    def get_speed(cls, task_id: str) -> Request:
+        """ShowsSpeedLimits: `GET /v3/tasks/{task_id}/speed-limit`."""
+        return cls("GET", speed_limit_path(task_id))
+
+    @classmethod
+    def write(cls, op: str, task_id: str, body: bytes) -> Request:
+        """The write of a line of operation `op` (lines/reader.py's UPDATE or SPEED_LIMIT)."""
+        if op == SPEED_LIMIT:
+            return cls.update_speed(task_id, body)
+        return cls.put_task(task_id, body)
 
 
 class Result(NamedTuple):

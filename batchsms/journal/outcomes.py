@@ -80,6 +80,9 @@ class Outcome(NamedTuple):
     # With undo capture (`--undo-file`): the task's values, read just before the write, of the
     # readable fields the line sets (diff.previous); serialised only when set.
     previous: Mapping[str, Any] | None = None
+    # The line's operation (docs/reference.md §1, §11): `update` or `speed-limit`; None only
+    # for a line too broken to say (its `op` unreadable).
+    op: str | None = None
 
     def to_json(self) -> bytes:
         """The record as one JSON line. Never raises: one record must not stop a run.
@@ -98,7 +101,8 @@ class Outcome(NamedTuple):
     def to_dict(self) -> dict[str, Any]:
         """The record as a dict: the JSON object `to_json` writes (docs/reference.md §3)."""
         data = {
-            "run_id": self.run_id, "line": self.line, "task_id": self.task_id, "ref": self.ref,
+            "run_id": self.run_id, "line": self.line, "task_id": self.task_id, "op": self.op,
+            "ref": self.ref,
             "status": self.status.value, "http_status": self.http_status,
             "attempts": self.attempts, "error_code": self.error_code,
             "error_msg": self.error_msg, "errors": [p.as_dict() for p in self.errors],
@@ -413,8 +417,10 @@ def iter_journal(path: Path, scan: JournalScan | None = None,
             yield record
 
 
-def resume_key(task_id: str, body_sha256: str) -> bytes:
-    """16 bytes per (task, body): how `report` (and the undo of a `--resume` run) key a line.
+def resume_key(task_id: str, body_sha256: str, op: str | None = None) -> bytes:
+    """16 bytes per (task, op, body): how `report` (and the undo of a `--resume` run) key a
+    line (`op` None or `update`: the same key as a record written before `op` existed).
     `--resume` itself identifies a line by its number too (batchsms/resume.py)."""
-    return hashlib.blake2b(f"{task_id}\0{body_sha256}".encode(), digest_size=16).digest()
+    tail = "" if op is None or op == "update" else f"\0{op}"
+    return hashlib.blake2b(f"{task_id}\0{body_sha256}{tail}".encode(), digest_size=16).digest()
 

@@ -61,21 +61,21 @@ def invalid_outcome(run_id: str, item: InvalidLine) -> Outcome:
     more = f" (and {len(item.errors) - 1} more)" if len(item.errors) > 1 else ""
     return Outcome(run_id, item.number, item.task_id, item.ref, Status.INVALID,
                    error_code="validation", error_msg=f"{first.path}: {first.message}{more}",
-                   errors=item.errors, finished_at=utc_now())
+                   errors=item.errors, finished_at=utc_now(), op=item.op)
 
 
 def resumed_outcome(run_id: str, item: Planned) -> Outcome:
     """A line `--resume` finds done in an earlier run: skipped, not sent again."""
     return Outcome(run_id, item.number, item.task_id, item.ref, Status.SKIPPED,
                    error_code="already_succeeded", error_msg="done in an earlier run (--resume)",
-                   body_sha256=item.sha256, finished_at=utc_now())
+                   body_sha256=item.sha256, finished_at=utc_now(), op=item.op)
 
 
 def not_sent_outcome(run_id: str, item: Planned, reason: enum.StrEnum, message: str) -> Outcome:
     """A line read after the run stopped for `reason` (its value is the `error_code`)."""
     return Outcome(run_id, item.number, item.task_id, item.ref, Status.SKIPPED,
                    error_code=reason.value, error_msg=f"not sent: {message}",
-                   body_sha256=item.sha256, finished_at=utc_now())
+                   body_sha256=item.sha256, finished_at=utc_now(), op=item.op)
 
 
 def sent_outcome(run_id: str, item: Planned, result: SendEnd, now: float) -> Outcome:
@@ -87,7 +87,7 @@ def sent_outcome(run_id: str, item: Planned, result: SendEnd, now: float) -> Out
         return Outcome(run_id, item.number, item.task_id, item.ref, Status.SUCCEEDED,
                        http_status=reply.status, attempts=result.attempts,
                        request_id=reply.request_id, body_sha256=item.sha256,
-                       elapsed_ms=elapsed, finished_at=utc_now())
+                       elapsed_ms=elapsed, finished_at=utc_now(), op=item.op)
     code: str | None
     msg: str | None
     if result.stopped is not None and result.attempts == 0 and not result.maybe_applied:
@@ -105,4 +105,4 @@ def sent_outcome(run_id: str, item: Planned, result: SendEnd, now: float) -> Out
                    request_id=None if reply is None else reply.request_id,
                    body_sha256=item.sha256,
                    elapsed_ms=elapsed, finished_at=utc_now(),
-                   maybe_applied=result.maybe_applied)
+                   maybe_applied=result.maybe_applied, op=item.op)

@@ -4,7 +4,8 @@ The feed asks `ResumeRun.skips(item)` for every valid line, in file order; a ski
 `skipped`/`already_succeeded` record instead of being sent. The rule (README, "Resume and the
 lock"):
 
-- a line is (line number, task_id, body_sha256), what every record carries;
+- a line is (line number, task_id, op, body_sha256), what every record carries (a record
+  without `op`, from before it existed, is an `update`'s);
 - only the records of this run's *sequence* count: those written since the last run on this
   `--out` that started without `--resume` began (its marker in the side log holds the journal's
   size then: `changes.undo_log.journal_start`). A run without `--resume` sends every line, so what
@@ -24,7 +25,7 @@ lock"):
   lines are never sent and do not open a task.
 
 Memory is flat per line: `ResumeIndex` is built by one streaming pass over the journal and
-keeps, per line number, an 8-byte hash of the (task, body) of a done line (0: not done), plus a
+keeps, per line number, an 8-byte hash of the (task, op, body) of a done line (0: not done), plus a
 Bloom filter (2 bytes per done line) of the tasks that have done lines; the per-run set of opened
 tasks holds only tasks the filter lets through. Every inexactness (a hash collision, a filter
 false positive) costs memory or a line sent again, never a line skipped wrongly -- except a
@@ -47,8 +48,9 @@ make the index allocate gigabytes; such a line is not done, and is sent again.""
 _BITS_PER_TASK = 16  # Bloom filter bits per done line; 2 probes: ~1.4 % false positives
 
 
-def _pair(task_id: str, body_sha256: str) -> int:
-    return hash((task_id, body_sha256))
+def _pair(task_id: str, body_sha256: str, op: object = None) -> int:
+    # a record without `op` (written before it existed) is an update's
+    return hash((task_id, body_sha256, "update" if op is None else op))
 
 
 class ResumeIndex:
@@ -95,7 +97,7 @@ class ResumeIndex:
                     lines.frombytes(grow)
                     tasks.frombytes(grow)
                     order.frombytes(grow)
-                lines[number] = _pair(task_id, sha)
+                lines[number] = _pair(task_id, sha, record.get("op"))
                 tasks[number] = hash(task_id)
                 order[number] = ordinal
             elif number < len(lines):  # the latest record of this line says: not done
@@ -103,13 +105,13 @@ class ResumeIndex:
                 tasks[number] = 0
         return cls(lines, tasks, order)
 
-    def done(self, number: int, task_id: str, body_sha256: str) -> bool:
-        """Whether line `number` of (task_id, body) is done, by the journal."""
+    def done(self, number: int, task_id: str, body_sha256: str, op: str = "update") -> bool:
+        """Whether line `number` of (task_id, op, body) is done, by the journal."""
         lines = self._lines
         if number >= len(lines) or number < 1:
             return False
         slot = lines[number]
-        return slot != 0 and slot == _pair(task_id, body_sha256)
+        return slot != 0 and slot == _pair(task_id, body_sha256, op)
 
     def may_have_done_lines(self, task_hash: int) -> bool:
         """False only if no line of the task (by `hash(task_id)`) is done."""
@@ -180,7 +182,7 @@ class ResumeRun:
         index = self._index
         if not index.may_have_done_lines(task) or task in self._opened:
             return False
-        if index.done(item.number, item.task_id, item.sha256):
+        if index.done(item.number, item.task_id, item.sha256, item.op):
             return True
         self._opened.add(task)
         return False

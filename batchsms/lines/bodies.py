@@ -10,10 +10,10 @@ it is not part of the hash (a line is its task and its body), and `--set`/`--pat
 apply to it. A line with problems in both has all of them reported.
 
 A ``"op": "speed-limit"`` line (UpdateSpeed, docs/reference.md §11) is checked here by
-speed_rules.py's rules, body and `expect` alike (`--set`/`--patch` are PutTaskReq layers: they do
-not apply to it), with every problem reported. The engine does not send UpdateSpeed yet, so a
-speed-limit line that passes every check is still refused, with one problem at path ``op``:
-`Planned` carries no operation, and sending its body as an UpdateTask would be wrong.
+speed_rules.py's rules, body and `expect` alike, with every problem reported. `--set`/`--patch`
+are PutTaskReq layers and do not apply to it; its default body is `--rules` (`rules`), used when
+the line has none. A line without an ``op`` takes the run's (`run --op`, `default_op`). `Planned`
+carries the operation (`op`), which the engine's handlers send by.
 """
 
 from __future__ import annotations
@@ -27,17 +27,15 @@ import orjson
 
 from batchsms.errors import UsageError
 from batchsms.lines.expect import check_expect
-from batchsms.lines.reader import SPEED_LIMIT, InvalidLine, Line, open_input, read_lines
+from batchsms.lines.reader import SPEED_LIMIT, UPDATE, InvalidLine, Line, open_input, read_lines
 from batchsms.lines.schema import Problem, validate
 from batchsms.lines.speed_rules import validate_speed_limit
 
-NOT_SENT_YET = ("'speed-limit' lines are checked but not sent yet: UpdateSpeed is not wired "
-                "into run and plan (docs/reference.md §11)")
-
 
 class Planned(NamedTuple):
-    """A line ready to send: its canonical body bytes and their SHA-256 (hex), and its
-    `expect` as canonical bytes (None when the line has none: no read before the write)."""
+    """A line ready to send: its canonical body bytes and their SHA-256 (hex), its
+    `expect` as canonical bytes (None when the line has none: no read before the write), and
+    its operation (`op`: reader.UPDATE or reader.SPEED_LIMIT)."""
 
     number: int
     task_id: str
@@ -45,6 +43,7 @@ class Planned(NamedTuple):
     body: bytes
     sha256: str
     expect: bytes | None = None
+    op: str = UPDATE
 
 
 def canonical_json(value: Any) -> bytes:
@@ -113,19 +112,23 @@ class Planner:
     one body once, not once per line.
     """
 
-    def __init__(self, defaults: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, defaults: Mapping[str, Any] | None = None, *,
+                 default_op: str = UPDATE, rules: Mapping[str, Any] | None = None) -> None:
         self._defaults = dict(defaults or {})
         self._memo: dict[bytes, _Verdict] = {}
+        self._default_op = default_op
+        self._rules = None if rules is None else dict(rules)
 
     def plan(self, line: Line) -> Planned | InvalidLine:
         """The line's body layered on the defaults, checked, as the bytes to send."""
         number, task_id, ref, line_body, line_expect, op = line
-        if op == SPEED_LIMIT:
-            return _speed_limit(line)
+        if op == SPEED_LIMIT or (op is None and self._default_op == SPEED_LIMIT):
+            return self._speed_limit(line)
         if line_body is None:
             if not self._defaults:
                 return InvalidLine(number, task_id, ref, (Problem(
-                    "body", "required: the line has no body and no --set/--patch supplies one"),))
+                    "body", "required: the line has no body and no --set/--patch supplies one"),),
+                    UPDATE)
             body: dict[str, Any] = self._defaults
         elif self._defaults:
             body = deep_merge(self._defaults, line_body)
@@ -140,10 +143,20 @@ class Planner:
         if line_expect is not None:
             return self._with_expect(line, verdict, line_expect)
         if verdict.problems:
-            return InvalidLine(number, task_id, ref, verdict.problems)
+            return InvalidLine(number, task_id, ref, verdict.problems, UPDATE)
         # Built without the NamedTuple's Python-level __new__ (as its own _make does): 191 ns
         # instead of 423 ns, on a per-line path of ~2.5 µs for small lines (bench_validate).
-        return _new_tuple(Planned, (number, task_id, ref, verdict.data, verdict.sha256, None))
+        return _new_tuple(Planned, (number, task_id, ref, verdict.data, verdict.sha256, None,
+                                    UPDATE))
+
+    def _speed_limit(self, line: Line) -> Planned | InvalidLine:
+        """A speed-limit line (its own body, else `--rules`) checked by speed_rules.py."""
+        if line.body is None and self._rules is not None:
+            line = line._replace(body=self._rules)
+        data, sha256, expect, problems = check_speed_limit(line)
+        if problems:
+            return InvalidLine(line.number, line.task_id, line.ref, problems, SPEED_LIMIT)
+        return Planned(line.number, line.task_id, line.ref, data, sha256, expect, SPEED_LIMIT)
 
     @staticmethod
     def _with_expect(line: Line, verdict: _Verdict,
@@ -151,9 +164,9 @@ class Planner:
         clean, problems = check_expect(expect)
         if verdict.problems or problems:
             return InvalidLine(line.number, line.task_id, line.ref,
-                               verdict.problems + problems)
+                               verdict.problems + problems, UPDATE)
         return Planned(line.number, line.task_id, line.ref, verdict.data, verdict.sha256,
-                       canonical_json(clean))
+                       canonical_json(clean), UPDATE)
 
     def _remember(self, key: bytes, verdict: _Verdict) -> _Verdict:
         if len(self._memo) >= MEMO_SIZE:
@@ -192,13 +205,8 @@ def check_speed_limit(line: Line) -> tuple[bytes, str, bytes | None, tuple[Probl
             None if expect is None else canonical_json(expect), ())
 
 
-def _speed_limit(line: Line) -> InvalidLine:
-    """Until the engine sends UpdateSpeed: every problem of the line, or the one saying so."""
-    problems = check_speed_limit(line)[3] or (Problem("op", NOT_SENT_YET),)
-    return InvalidLine(line.number, line.task_id, line.ref, problems)
-
-
-def checked_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[Planned | InvalidLine]:
+def checked_lines(source: str, defaults: Mapping[str, Any], *, default_op: str = UPDATE,
+                  rules: Mapping[str, Any] | None = None) -> Iterator[Planned | InvalidLine]:
     """Every non-blank line of `source`, read and planned: ready to send, or invalid with its
     problems. What `validate`, `run`, `plan` and `--undo-file` all read.
 
@@ -207,7 +215,7 @@ def checked_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[Planned 
     """
     stream = open_input(source)
     # `-` is read through a duplicate of its descriptor (reader.open_input): close that one.
-    return _planned(stream, Planner(defaults),
+    return _planned(stream, Planner(defaults, default_op=default_op, rules=rules),
                     close=stream is not getattr(sys.stdin, "buffer", None))
 
 

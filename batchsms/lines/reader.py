@@ -68,6 +68,7 @@ class InvalidLine(NamedTuple):
     task_id: str | None
     ref: str | None
     errors: tuple[Problem, ...]
+    op: str | None = None  # the line's operation when known (the planner's), for its outcome
 
 
 def open_input(source: str) -> IO[bytes]:
@@ -246,8 +247,10 @@ def parse_line(number: int, raw: bytes) -> Line | InvalidLine | None:
                 and (op is None or (type(op) is str and op in OPS))
                 and _ENVELOPE_KEYS.issuperset(data)):
             return _new_tuple(Line, (number, task_id, ref, body, expect, op))
+    named = data.get("op")
     return InvalidLine(number, task_id if type(task_id) is str else None,
-                       ref if type(ref) is str else None, tuple(_envelope_problems(data)))
+                       ref if type(ref) is str else None, tuple(_envelope_problems(data)),
+                       named if type(named) is str and named in OPS else None)
 
 
 def _json_error(raw: bytes, exc: orjson.JSONDecodeError) -> str:
@@ -297,8 +300,8 @@ def _envelope_problems(data: dict[str, Any]) -> Iterator[Problem]:
                       f"write, shaped like the body), got {describe(expect)}")
     for key in data:
         if key not in _ENVELOPE_KEYS:
-            yield Problem(key, f"unknown key {key!r}: a line holds only task_id, body, ref "
-                          "and expect")
+            yield Problem(key, f"unknown key {key!r}: a line holds only task_id, op, body, "
+                          "ref and expect")
 
 
 def read_lines(stream: IO[bytes],

@@ -103,6 +103,8 @@ class ReportConfig:
     html: Path | None = None  # `--html FILE`: the page (html.py)
     patch: str | None = None  # read by the CLI into `defaults`; named here to be checked
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    op: str = "update"  # `--op`: the runs' default op, to plan `--input` as they did
+    rules: Mapping[str, Any] | None = None  # `--rules`: the runs' speed-limit default body
 
 
 def _checked(args: ReportConfig) -> list[Path]:
@@ -134,7 +136,7 @@ def run_report(args: ReportConfig, *, stdout: IO[str] | None = None,
     stderr = stderr or sys.stderr
     paths = _checked(args)
     summary = gather(paths, top=args.top, failed_to=args.failed_to, source=args.input,
-                     defaults=args.defaults)
+                     defaults=args.defaults, op=args.op, rules=args.rules)
     report = summary.report
     if args.json:
         stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")

@@ -48,9 +48,11 @@ class InputLine(NamedTuple):
     task: int | None  # the task's hash; None for an invalid line (never sent, opens no task)
 
 
-def _input_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[InputLine]:
-    """Every non-blank line of `source`, planned as `run` plans it with the same defaults."""
-    planner = Planner(defaults)
+def _input_lines(source: str, defaults: Mapping[str, Any], op: str = "update",
+                 rules: Mapping[str, Any] | None = None) -> Iterator[InputLine]:
+    """Every non-blank line of `source`, planned as `run` plans it with the same defaults
+    (`--set`/`--patch`, `--op`, `--rules`)."""
+    planner = Planner(defaults, default_op=op, rules=rules)
     stream = open_input(source)
     try:
         for number, raw, _error in iter_raw_lines(stream):
@@ -64,8 +66,8 @@ def _input_lines(source: str, defaults: Mapping[str, Any]) -> Iterator[InputLine
             if isinstance(planned, InvalidLine):
                 yield InputLine(number, raw, line_key(number, planned.task_id), None)
             else:
-                yield InputLine(number, raw, resume_key(planned.task_id, planned.sha256),
-                                hash(planned.task_id))
+                key = resume_key(planned.task_id, planned.sha256, planned.op)
+                yield InputLine(number, raw, key, hash(planned.task_id))
     finally:
         if source != "-":
             stream.close()
@@ -83,7 +85,8 @@ class Judged:
 
 
 def judge_input(source: str, defaults: Mapping[str, Any], index: LineIndex,
-                 out: IO[bytes] | None, wanted: set[bytes]) -> Judged:
+                 out: IO[bytes] | None, wanted: set[bytes], *, op: str = "update",
+                 rules: Mapping[str, Any] | None = None) -> Judged:
     """Judge every line of `--input`; copy the not-done ones to `out`; fill `wanted` with the
     keys whose latest records the figures show.
 
@@ -94,7 +97,7 @@ def judge_input(source: str, defaults: Mapping[str, Any], index: LineIndex,
     Invalid lines are never sent and open no task."""
     judged = Judged()
     opened: set[int] = set()  # tasks with a line not done so far
-    for line in _input_lines(source, defaults):
+    for line in _input_lines(source, defaults, op, rules):
         judged.lines += 1
         entry = index.get(line.key)
         if entry is None:

@@ -139,8 +139,10 @@ def summarize(paths: Sequence[Path], *, top: int = 10, failed_to: Path | None = 
 
 
 def gather(paths: Sequence[Path], *, top: int = 10, failed_to: Path | None = None,
-           source: str | None = None, defaults: Mapping[str, Any] | None = None) -> Summary:
-    """Read the journals (two passes): the `--json` object and the figures behind it."""
+           source: str | None = None, defaults: Mapping[str, Any] | None = None,
+           op: str = "update", rules: Mapping[str, Any] | None = None) -> Summary:
+    """Read the journals (two passes): the `--json` object and the figures behind it; `--input`
+    lines are planned with `defaults`, `op` and `rules` as the runs planned them."""
     journals = Journals(list(paths))
     index = LineIndex()
     Retirement.index(journals, index)
@@ -153,7 +155,8 @@ def gather(paths: Sequence[Path], *, top: int = 10, failed_to: Path | None = Non
         wanted: set[bytes] | None = None
         if source is not None:
             wanted = set()
-            judged = judge_input(source, defaults or {}, index, out, wanted)
+            judged = judge_input(source, defaults or {}, index, out, wanted, op=op,
+                                 rules=rules)
         else:
             judged.lines = index.lines
             judged.done = index.done()

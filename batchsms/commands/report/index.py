@@ -46,11 +46,12 @@ def done_of(record: dict[str, Any]) -> Done:
 
 
 def record_key(record: dict[str, Any]) -> bytes | None:
-    """What line a record is of: (task_id, body_sha256) as `--resume` keys it; a record with no
+    """What line a record is of: (task_id, op, body_sha256) as `--resume` keys it; a record with no
     body hash (invalid) by its line number and task id; None when it has neither."""
     task_id, sha = record.get("task_id"), record.get("body_sha256")
     if isinstance(task_id, str) and isinstance(sha, str):
-        return resume_key(task_id, sha)
+        op = record.get("op")
+        return resume_key(task_id, sha, op if isinstance(op, str) else None)
     line = record.get("line")
     if type(line) is not int or line < 1:
         return None

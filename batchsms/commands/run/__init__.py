@@ -164,7 +164,9 @@ def _open_journal(config: RunConfig, undo: RunUndo | None) -> _Journal:
     # Unreadable input or a whole-file mistake: exit 2, no --out. A stream (stdin, FIFO) is
     # not read ahead: its producer may pause, and nothing is read before the signal handlers
     # are in place (its lines are then judged one by one, as they come).
-    lines: Iterator[Planned | InvalidLine] = checked_lines(config.input, config.defaults)
+    lines: Iterator[Planned | InvalidLine] = checked_lines(config.input, config.defaults,
+                                                                default_op=config.op,
+                                                                rules=config.rules)
     regular = is_regular(config.input)
     if regular:
         lines = refuse_whole_file_mistakes(lines)

@@ -21,11 +21,11 @@ from batchsms.commands import logs
 from batchsms.commands.config import RunConfig
 from batchsms.commands.outputs import check_output
 from batchsms.commands.run.ending import metrics_after_refusal
+from batchsms.engine.sender import Request
 from batchsms.errors import ExitCode, UsageError
 from batchsms.journal.outcomes import journal_files
 from batchsms.lines.bodies import Planned, checked_lines
 from batchsms.lines.reader import InvalidLine, format_problems, read_failure
-from batchsms.transport.client import task_path
 from batchsms.transport.endpoint import resolve_endpoint
 
 log = structlog.get_logger("batchsms")
@@ -41,13 +41,15 @@ def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> ExitCode:
     except UsageError:
         base = "https://{endpoint}"
     invalid = 0
-    for item in checked_lines(config.input, config.defaults):
+    for item in checked_lines(config.input, config.defaults, default_op=config.op,
+                              rules=config.rules):
         if isinstance(item, InvalidLine):
             invalid += 1
             stderr.write("\n".join(format_problems(item)) + "\n")
             continue
+        request = Request.write(item.op, item.task_id, item.body)
         shown = {
-            "line": item.number, "method": "PUT", "url": base + task_path(item.task_id),
+            "line": item.number, "method": request.method, "url": base + request.path,
             "ref": item.ref, "body_sha256": item.sha256, "body": orjson.Fragment(item.body)}
         if item.expect is not None:  # the run reads the task first, and writes only if it holds
             shown["expect"] = orjson.Fragment(item.expect)
