@@ -327,8 +327,10 @@ def _report(args: argparse.Namespace) -> ExitCode:
 
 
 def _tasks(args: argparse.Namespace) -> ExitCode:
+    from batchsms.commands import logs
     from batchsms.commands.tasks import main as tasks
 
+    logs.configure(None)  # the engine's events (a stop) go to stderr, never into the fleet
     return tasks(tasks_config(args))
 
 

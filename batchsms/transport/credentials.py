@@ -29,6 +29,7 @@ __all__ = [
     "AkSkCredentials",
     "Credentials",
     "TokenCredentials",
+    "credential_source",
     "load_credentials",
 ]
 
@@ -121,6 +122,22 @@ def load_credentials(
         f"ak + sk in section [basic] or [global] of {path} (set {CREDENTIALS_FILE_ENV} to use "
         "another file)"
     )
+
+
+def credential_source(env: Mapping[str, str], token_file: Path | None = None,
+                      home: Path | None = None) -> str:
+    """Where `load_credentials` finds them, named for a log (`run.started`), never a secret:
+    the same order, after it succeeded."""
+    if token_file is not None:
+        return f"--token-file {token_file}"
+    if _env(env, CLIENT_TOKEN_ENV) is not None:
+        return CLIENT_TOKEN_ENV
+    for ak_name, sk_name in AKSK_ENVS:
+        if _env(env, ak_name) is not None or _env(env, sk_name) is not None:
+            return f"{ak_name} + {sk_name}"
+    explicit = _env(env, CREDENTIALS_FILE_ENV)
+    path = Path(explicit) if explicit else (home or Path.home()) / ".huaweicloud" / "credentials"
+    return f"credentials file {path}"
 
 
 def _read_token_file(path: Path) -> str:

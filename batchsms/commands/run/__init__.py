@@ -66,6 +66,7 @@ from batchsms.journal.outcomes import JournalScan, Outcome, OutcomeWriter, lock_
 from batchsms.journal.resume import ResumeIndex, ResumeRun
 from batchsms.lines.bodies import Planned, checked_lines
 from batchsms.lines.reader import InvalidLine
+from batchsms.transport.credentials import credential_source
 from batchsms.transport.endpoint import Connection, resolve_connection
 
 __all__ = ["RunStart", "check_run_outputs", "refusals", "run"]
@@ -135,9 +136,23 @@ async def _run_async(ctx: RunContext) -> Stop:
                                    capture=journal.capture, on_outcome=ctx.on_outcome)
         async with anyio.create_task_group() as tg:
             await tg.start(_watch_signals, pipeline, ctx.config.grace, tg)
-            await pipeline.run(journal.source)
+            await pipeline.run(journal.source, _about(ctx))
             tg.cancel_scope.cancel()
     return pipeline.stop
+
+
+def _about(ctx: RunContext) -> dict[str, object]:
+    """What `run.started` says of the run beyond the engine: where it sends, what it reads and
+    writes, and whose credentials (their source, never a secret)."""
+    config, connection = ctx.config, ctx.connection
+    if connection.auth is None:
+        source = "none (a rehearsal)"
+    elif config.connection.credentials is not None:
+        source = "given"
+    else:
+        source = credential_source(ctx.env, config.connection.token_file)
+    return {"endpoint": connection.endpoint or "the built-in simulator (--simulate)",
+            "input": str(config.input), "out": str(config.out), "credentials": source}
 
 
 def _loop_options() -> dict[str, bool]:

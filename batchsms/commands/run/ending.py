@@ -24,6 +24,8 @@ log = structlog.get_logger("batchsms")
 def exit_code(stats: RunStats, stopped: Stopped | None) -> ExitCode:
     if stopped is not None and stopped.signum is not None:
         return ExitCode.interrupted_by(stopped.signum)
+    if stopped is not None and stopped.unreachable:
+        return ExitCode.USAGE  # the endpoint was never reached: the configuration (§7)
     if stopped is not None and stopped.reason is StopReason.ABORTED:
         return ExitCode.ABORTED
     bad = sum(n for s, n in stats.by_status.items() if s != Status.SUCCEEDED)
