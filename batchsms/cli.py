@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --undo-file: accept fields that cannot be read back")
     run.add_argument("--verify", action="store_true",
                      help="read each task back after its write; a difference fails the line")
+    run.add_argument("--allow-empty", action="store_true",
+                     help="an input with no lines is a success (exit 0); without it, exit 2")
     _add_body_options(run)
 
     plan = sub.add_parser("plan", help="read each task (ShowTask) and show what run would "
@@ -254,7 +256,7 @@ def run_config(args: argparse.Namespace, log_format: str) -> RunConfig:
         max_outage=parse_duration(args.max_outage, "--max-outage"), grace=args.grace,
         skip_unchanged=args.skip_unchanged, undo_file=args.undo_file,
         allow_irreversible=args.allow_irreversible, verify=args.verify,
-        deadline=None if args.deadline is None else
+        allow_empty=args.allow_empty, deadline=None if args.deadline is None else
         parse_deadline(args.deadline, datetime.now().astimezone()))
 
 

@@ -52,6 +52,7 @@ class RunConfig:
     undo_file: Path | None = None
     allow_irreversible: bool = False
     verify: bool = False
+    allow_empty: bool = False  # an input with no lines is a success, not a refusal (exit 2)
 
     @property
     def connection(self) -> ConnectionOptions:

@@ -49,6 +49,7 @@ from batchsms.commands.run.ending import (
     log_summary,
 )
 from batchsms.commands.run.starting import (
+    EMPTY_INPUT,
     RunStart,
     check_run_outputs,
     dry_run,
@@ -182,7 +183,7 @@ def _open_journal(config: RunConfig, undo: RunUndo | None) -> _Journal:
     lines: Iterator[Planned | InvalidLine] = checked_lines(config.input, config.defaults)
     regular = is_regular(config.input)
     if regular:
-        lines = refuse_whole_file_mistakes(lines)
+        lines = refuse_whole_file_mistakes(lines, allow_empty=config.allow_empty)
     log_deadline(config.deadline)
     run_id = new_run_id()
     # The marker opens the run (and, without --resume, a sequence): before anything is sent
@@ -267,6 +268,16 @@ def _journaled(ctx: RunContext, stderr: TextIO) -> ExitCode:
     return _end(ctx, stop, stderr)
 
 
+def refuse_empty(config: RunConfig, stderr: TextIO) -> ExitCode:
+    """A stream (stdin, a FIFO) that ended without a line, and no --allow-empty: exit 2, told
+    as a refusal to start is (a regular file is refused before the run: starting.py)."""
+    if config.log_format == "json":
+        log.error("run.refused", error=EMPTY_INPUT, exit_code=int(ExitCode.USAGE))
+    else:
+        print(f"batchsms: {EMPTY_INPUT}", file=stderr)
+    return ExitCode.USAGE
+
+
 def _end(ctx: RunContext, stop: Stop, stderr: TextIO) -> ExitCode:
     """After a run that kept its journal: the undo file, the summary, the metrics."""
     config, journal, stats = ctx.config, ctx.journal, ctx.stats
@@ -277,6 +288,8 @@ def _end(ctx: RunContext, stop: Stop, stderr: TextIO) -> ExitCode:
     if ctx.undo is not None:
         print(describe_undo(ctx.undo.write(config.out)), file=stderr)
     code = exit_code(stats, stop.stopped)
+    if not sum(stats.by_status.values()) and stop.stopped is None and not config.allow_empty:
+        code = refuse_empty(config, stderr)  # a stream that brought no line (a file: at start)
     log_summary(config, journal.run_id, stats, stop.message, code, stderr)
     final_metrics(config.metrics_file, stats, code)
     return code

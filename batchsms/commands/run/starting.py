@@ -127,12 +127,20 @@ def run_inputs(source: str, token_file: Path | str | None,
             ("--ca-bundle", ca_bundle)]
 
 
+EMPTY_INPUT = ("the input has no lines: nothing to do, and a nightly job whose input came out "
+               "empty must not look healthy; pass --allow-empty if an empty input is fine")
+
+
 def refuse_whole_file_mistakes(
-        lines: Iterator[Planned | InvalidLine]) -> Iterator[Planned | InvalidLine]:
+        lines: Iterator[Planned | InvalidLine], *,
+        allow_empty: bool = False) -> Iterator[Planned | InvalidLine]:
     """The same stream, after reading ahead up to `LOOK_AHEAD` lines: when every one of them is
     invalid, the file (or the options) is wrong as a whole, and the run refuses to start
-    (exit 2) instead of writing a record per line. At most those lines are held."""
+    (exit 2) instead of writing a record per line. An input with no line at all is refused
+    too, unless `allow_empty`. At most those lines are held."""
     head = list(itertools.islice(lines, LOOK_AHEAD))
+    if not head and not allow_empty:
+        raise UsageError(EMPTY_INPUT)
     if not head or not all(isinstance(item, InvalidLine) for item in head):
         return itertools.chain(head, lines)
     invalid = [item for item in head if isinstance(item, InvalidLine)]
