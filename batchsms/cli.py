@@ -188,8 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="[console on a terminal, else json]")
     run.add_argument("--quiet", "-q", action="store_true",
                      help="log warnings and the final summary only (retries are not shown)")
+    run.add_argument("--verbose", "-v", action="store_true",
+                     help="log debug events too: each invalid line (task.invalid)")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="progress bar [on a terminal only]")
+    run.add_argument("--progress-interval", type=float, default=60.0, metavar="S",
+                     help="with json logs, a run.progress event (counts, rate, ETA) every S "
+                          "seconds; 0: none [60]")
     run.add_argument("--metrics-file", type=Path, metavar="PATH",
                      help="write Prometheus text format here when the run ends, whatever "
                           "its exit code (node_exporter textfile collector: name it *.prom)")
@@ -252,7 +257,8 @@ def run_config(args: argparse.Namespace, log_format: str) -> RunConfig:
         max_attempts=args.max_attempts, timeout=args.timeout, ca_bundle=args.ca_bundle,
         dry_run=args.dry_run, resume=args.resume, defaults=_defaults(args),
         abort_failure_ratio=args.abort_failure_ratio, token_file=args.token_file,
-        progress=args.progress, metrics_file=args.metrics_file, log_format=log_format,
+        progress=args.progress, progress_interval=args.progress_interval,
+        metrics_file=args.metrics_file, log_format=log_format,
         max_outage=parse_duration(args.max_outage, "--max-outage"), grace=args.grace,
         skip_unchanged=args.skip_unchanged, undo_file=args.undo_file,
         allow_irreversible=args.allow_irreversible, verify=args.verify,
@@ -305,7 +311,8 @@ def _run(args: argparse.Namespace) -> ExitCode:
     from batchsms.commands.run import RunStart, check_run_outputs, refusals, run
 
     start = RunStart(input=args.input, out=args.out, log_format=args.log_format,
-                     quiet=args.quiet, dry_run=args.dry_run, metrics_file=args.metrics_file,
+                     quiet=args.quiet, verbose=args.verbose, dry_run=args.dry_run,
+                     metrics_file=args.metrics_file,
                      token_file=args.token_file, ca_bundle=args.ca_bundle, patch=args.patch,
                      undo_file=args.undo_file)
     with refusals(start) as log_format:

@@ -57,6 +57,7 @@ from batchsms.commands.run.starting import (
     refusals,
     refuse_whole_file_mistakes,
 )
+from batchsms.commands.run.story import progress_events, tell_repeats, watched
 from batchsms.engine.build import require_transport_features
 from batchsms.engine.feed import LineSource, is_regular, line_source
 from batchsms.engine.pipeline import Pipeline
@@ -67,6 +68,7 @@ from batchsms.journal.outcomes import JournalScan, Outcome, OutcomeWriter, lock_
 from batchsms.journal.resume import ResumeIndex, ResumeRun
 from batchsms.lines.bodies import Planned, checked_lines
 from batchsms.lines.reader import InvalidLine
+from batchsms.lines.repeats import RepeatedIds
 from batchsms.transport.credentials import credential_source
 from batchsms.transport.endpoint import Connection, resolve_connection
 
@@ -85,6 +87,7 @@ class _Journal:
     side: PreviousLog
     writer: OutcomeWriter
     capture: Capture | None  # None: not --undo-file
+    repeats: RepeatedIds  # task ids seen on more than one line, told at the end (story.py)
 
     def close(self) -> None:
         try:
@@ -137,6 +140,10 @@ async def _run_async(ctx: RunContext) -> Stop:
                                    capture=journal.capture, on_outcome=ctx.on_outcome)
         async with anyio.create_task_group() as tg:
             await tg.start(_watch_signals, pipeline, ctx.config.grace, tg)
+            config = ctx.config
+            if config.log_format == "json" and config.progress_interval > 0:
+                tg.start_soon(progress_events, ctx.stats, progress.count_lines(config.input),
+                              config.progress_interval)
             await pipeline.run(journal.source, _about(ctx))
             tg.cancel_scope.cancel()
     return pipeline.stop
@@ -180,7 +187,9 @@ def _open_journal(config: RunConfig, undo: RunUndo | None) -> _Journal:
     # Unreadable input or a whole-file mistake: exit 2, no --out. A stream (stdin, FIFO) is
     # not read ahead: its producer may pause, and nothing is read before the signal handlers
     # are in place (its lines are then judged one by one, as they come).
-    lines: Iterator[Planned | InvalidLine] = checked_lines(config.input, config.defaults)
+    repeats = RepeatedIds()
+    lines: Iterator[Planned | InvalidLine] = watched(
+        checked_lines(config.input, config.defaults), repeats)
     regular = is_regular(config.input)
     if regular:
         lines = refuse_whole_file_mistakes(lines, allow_empty=config.allow_empty)
@@ -196,7 +205,7 @@ def _open_journal(config: RunConfig, undo: RunUndo | None) -> _Journal:
         raise
     return _Journal(run_id=run_id, source=line_source(lines, regular=regular), resume=resume,
                     side=side, writer=OutcomeWriter(config.out),
-                    capture=None if undo is None else Capture(side))
+                    capture=None if undo is None else Capture(side), repeats=repeats)
 
 
 def _progress(config: RunConfig, stderr: TextIO) -> AbstractContextManager[
@@ -287,6 +296,7 @@ def _end(ctx: RunContext, stop: Stop, stderr: TextIO) -> ExitCode:
             stderr)
     if ctx.undo is not None:
         print(describe_undo(ctx.undo.write(config.out)), file=stderr)
+    tell_repeats(journal.repeats)
     code = exit_code(stats, stop.stopped)
     if not sum(stats.by_status.values()) and stop.stopped is None and not config.allow_empty:
         code = refuse_empty(config, stderr)  # a stream that brought no line (a file: at start)

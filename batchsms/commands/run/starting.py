@@ -5,6 +5,7 @@ whole."""
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -66,6 +67,7 @@ class RunStart:
     out: Path
     log_format: str | None  # as asked; None: console on a terminal, else json
     quiet: bool = False
+    verbose: bool = False  # debug events too (task.invalid)
     dry_run: bool = False
     metrics_file: Path | None = None
     token_file: Path | None = None
@@ -83,7 +85,8 @@ def refusals(start: RunStart) -> Iterator[str]:
     unless JSON logs were asked for: then it is one `run.refused` event, and swallowed (the
     caller returns exit 2). Either way, and after Ctrl-C at start-up (130), the metrics file is
     still written, so that an exit-code alert sees the run that did not start."""
-    fmt = logs.configure(start.log_format, quiet=start.quiet)
+    fmt = logs.configure(start.log_format, quiet=start.quiet,
+                         level=logging.DEBUG if start.verbose else logging.INFO)
     refused: ExitCode | None = None
     try:
         yield fmt
