@@ -24,7 +24,7 @@ def test_an_empty_file_is_refused_with_exit_2(content: str, here: Here, tmp_path
     assert result.stderr.count("\n") == 1, result.stderr
     assert "--allow-empty" in result.stderr
     assert not (tmp_path / "out.jsonl").exists()
-    assert "batchsms_run_exit_code 2.0" in metrics.read_text()
+    assert 'batchsms_run_exit_code{batch="batchsms"} 2.0' in metrics.read_text()
     assert not previous_last_success(metrics)
 
 
