@@ -80,6 +80,9 @@ class Outcome(NamedTuple):
     # With undo capture (`--undo-file`): the task's values, read just before the write, of the
     # readable fields the line sets (diff.previous); serialised only when set.
     previous: Mapping[str, Any] | None = None
+    # Reads of the line (ShowTask before the write, or after it with --verify), apart from
+    # `attempts`, its writes; serialised only when there were some (docs/reference.md §3).
+    reads: int = 0
 
     def to_json(self) -> bytes:
         """The record as one JSON line. Never raises: one record must not stop a run.
@@ -106,6 +109,8 @@ class Outcome(NamedTuple):
             "elapsed_ms": self.elapsed_ms, "finished_at": self.finished_at or utc_now(),
             "maybe_applied": self.maybe_applied,
         }
+        if self.reads:
+            data["reads"] = self.reads
         if self.previous is not None:
             data["previous"] = self.previous
         return data
