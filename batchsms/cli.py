@@ -220,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--concurrency", type=int, default=16, help="most reads in flight [16]")
     plan.add_argument("--burst", type=float, default=1.0, help="token-bucket burst [1]")
     plan.add_argument("--json", action="store_true", help="one JSON object per input line")
+    _add_log_options(plan, quiet="log warnings and errors only: no plan.progress lines")
     _add_body_options(plan)
 
     _add_report_parser(sub)
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--source-server-id", help="only tasks of this source server")
     tasks.add_argument("--out", type=Path, help="write here (atomically) instead of stdout")
     tasks.add_argument("--page-size", type=int, default=100, help="tasks per page [100]")
+    _add_log_options(tasks, quiet="log warnings and errors only: not the count at the end")
     _add_connection_options(tasks, simulate=False)
     return parser
 
@@ -325,7 +327,7 @@ def _plan(args: argparse.Namespace) -> ExitCode:
     from batchsms.commands import logs
     from batchsms.commands.plan import run_plan
 
-    logs.configure(None)
+    logs.configure(args.log_format, quiet=args.quiet)
     return run_plan(plan_config(args), as_json=args.json)
 
 
@@ -339,8 +341,9 @@ def _tasks(args: argparse.Namespace) -> ExitCode:
     from batchsms.commands import logs
     from batchsms.commands.tasks import main as tasks
 
-    logs.configure(None)  # the engine's events (a stop) go to stderr, never into the fleet
-    return tasks(tasks_config(args))
+    # the engine's events (a stop) go to stderr, never into the fleet
+    fmt = logs.configure(args.log_format, quiet=args.quiet)
+    return tasks(tasks_config(args), log_format=fmt, quiet=args.quiet)
 
 
 def _simulator(args: argparse.Namespace) -> ExitCode:
