@@ -208,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --undo-file: accept fields that cannot be read back")
     run.add_argument("--verify", action="store_true",
                      help="read each task back after its write; a difference fails the line")
+    run.add_argument("--timeline", type=Path, metavar="FILE",
+                     help="write one JSON object per second: requests sent, answers by class, "
+                          "in flight, the pace in force, outage state (report --html "
+                          "--timeline charts it)")
     run.add_argument("--allow-empty", action="store_true",
                      help="an input with no lines is a success (exit 0); without it, exit 2")
     _add_body_options(run)
@@ -264,7 +268,8 @@ def run_config(args: argparse.Namespace, log_format: str) -> RunConfig:
         max_outage=parse_duration(args.max_outage, "--max-outage"), grace=args.grace,
         skip_unchanged=args.skip_unchanged, undo_file=args.undo_file,
         allow_irreversible=args.allow_irreversible, verify=args.verify,
-        allow_empty=args.allow_empty, deadline=None if args.deadline is None else
+        allow_empty=args.allow_empty, timeline=args.timeline,
+        deadline=None if args.deadline is None else
         parse_deadline(args.deadline, datetime.now().astimezone()))
 
 
@@ -316,7 +321,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
                      quiet=args.quiet, verbose=args.verbose, dry_run=args.dry_run,
                      metrics_file=args.metrics_file,
                      token_file=args.token_file, ca_bundle=args.ca_bundle, patch=args.patch,
-                     undo_file=args.undo_file)
+                     undo_file=args.undo_file, timeline=args.timeline)
     with refusals(start) as log_format:
         check_run_outputs(start)  # before --patch is read: it may be named as an output
         return run(run_config(args, log_format))

@@ -54,6 +54,7 @@ class RunConfig:
     verify: bool = False
     allow_empty: bool = False  # an input with no lines is a success, not a refusal (exit 2)
     progress_interval: float = 60.0  # seconds between run.progress events (json logs); 0: none
+    timeline: Path | None = None  # --timeline: one JSON object per second of the run
 
     @property
     def connection(self) -> ConnectionOptions:

@@ -183,6 +183,16 @@ class Sender:
         self.deadline = Deadline(deadline, stop, wall)
         self._firsts_waiting = 0  # requests whose first try has not gone yet
 
+    @property
+    def in_flight(self) -> int:
+        """Tries holding a place in flight now (for `run --timeline`)."""
+        return self._admission.in_flight
+
+    @property
+    def in_outage(self) -> bool:
+        """Only probes go now: most recent tries failed (for `run --timeline`)."""
+        return self._outage.in_outage
+
     async def send(self, request: Request, about: Mapping[str, object] | None = None) -> Result:
         """Send `request` until it succeeds, cannot, or the run stops. `about` goes in logs.
 

@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, closing, nullcontext
+from contextlib import AbstractContextManager, ExitStack, closing, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
@@ -58,6 +58,7 @@ from batchsms.commands.run.starting import (
     refuse_whole_file_mistakes,
 )
 from batchsms.commands.run.story import progress_events, tell_repeats, watched
+from batchsms.commands.run.timeline import Timeline, open_timeline
 from batchsms.engine.build import require_transport_features
 from batchsms.engine.feed import LineSource, is_regular, line_source
 from batchsms.engine.pipeline import Pipeline
@@ -134,6 +135,12 @@ async def _watch_signals(pipeline: Pipeline, grace: float, tg: anyio.abc.TaskGro
 async def _run_async(ctx: RunContext) -> Stop:
     """The library's run, over the same `Client`, writing to the journal, under signals."""
     journal = ctx.journal
+    with ExitStack() as stack:
+        return await _run_in(ctx, journal, stack)
+
+
+async def _run_in(ctx: RunContext, journal: _Journal, stack: ExitStack) -> Stop:
+    """`_run_async` with `stack` holding what closes after the run (the timeline file)."""
     async with Client._for_command(ctx.connection, ctx.config.engine, ctx.env) as client:
         pipeline = client._pipeline(journal.writer, ctx.config.checks, run_id=journal.run_id,
                                    stats=ctx.stats, resume=journal.resume,
@@ -141,6 +148,9 @@ async def _run_async(ctx: RunContext) -> Stop:
         async with anyio.create_task_group() as tg:
             await tg.start(_watch_signals, pipeline, ctx.config.grace, tg)
             config = ctx.config
+            if config.timeline is not None:
+                sink = stack.enter_context(open_timeline(config.timeline))
+                tg.start_soon(Timeline(pipeline.sender, sink).record)
             if config.log_format == "json" and config.progress_interval > 0:
                 tg.start_soon(progress_events, ctx.stats, progress.count_lines(config.input),
                               config.progress_interval)

@@ -74,6 +74,7 @@ class RunStart:
     ca_bundle: str | None = None
     patch: str | None = None
     undo_file: Path | None = None
+    timeline: Path | None = None
 
 
 @contextmanager
@@ -120,6 +121,9 @@ def check_run_outputs(start: RunStart) -> None:
     check_output("--metrics-file", start.metrics_file, [*inputs, *journal])
     check_output("--undo-file", start.undo_file,
                  [*inputs, *journal, ("--metrics-file", start.metrics_file)])
+    check_output("--timeline", start.timeline,
+                 [*inputs, *journal, ("--metrics-file", start.metrics_file),
+                  ("--undo-file", start.undo_file)])
 
 
 def run_inputs(source: str, token_file: Path | str | None,
