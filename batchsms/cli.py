@@ -140,6 +140,9 @@ def _add_report_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--html", type=Path, metavar="FILE",
                    help="also write the report as one self-contained page (no network): "
                         "charts, lines not done by error code, what to do next")
+    p.add_argument("--timeline", type=Path, metavar="FILE",
+                   help="with --html: chart run --timeline's FILE, the pace against the "
+                        "service's answers")
     _add_body_options(p)  # --input lines are planned as run plans them
 
 
@@ -289,8 +292,8 @@ def report_config(args: argparse.Namespace) -> ReportConfig:
 
     return ReportConfig(
         outcomes=tuple(args.outcomes), json=args.json, top=args.top, failed_to=args.failed_to,
-        input=args.input, undo_to=args.undo_to, html=args.html, patch=args.patch,
-        defaults=_defaults(args))
+        input=args.input, undo_to=args.undo_to, html=args.html, timeline=args.timeline,
+        patch=args.patch, defaults=_defaults(args))
 
 
 def tasks_config(args: argparse.Namespace) -> TasksConfig:

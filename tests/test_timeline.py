@@ -33,3 +33,25 @@ def test_the_timeline_may_not_be_an_input(here: Here, tmp_path: Path) -> None:
                   "--timeline", str(source), cwd=tmp_path)
     assert result.returncode == 2
     assert "--timeline" in result.stderr
+
+
+def test_report_html_charts_the_timeline(here: Here, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", ({"task_id": f"t{i}", "body": {"speed_limit": 1}}
+                                                 for i in range(30)))
+    out, timeline, page = tmp_path / "out.jsonl", tmp_path / "tl.jsonl", tmp_path / "r.html"
+    assert here("run", str(source), "--simulate", "--out", str(out), "--rate", "20",
+                "--timeline", str(timeline), cwd=tmp_path).returncode == 0
+    with timeline.open("ab") as f:
+        f.write(b"not json\n")  # a damaged line is counted, not fatal
+    result = here("report", str(out), "--html", str(page), "--timeline", str(timeline),
+                  cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = page.read_text()
+    assert 'id="chart-answers"' in text
+    assert 'id="chart-pace"' in text
+    assert "20 requests/s in force" in text
+    assert "1 unreadable lines left out" in text
+    assert "<script" not in text
+    alone = here("report", str(out), "--timeline", str(timeline), cwd=tmp_path)
+    assert alone.returncode == 2
+    assert "--html" in alone.stderr
