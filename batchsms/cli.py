@@ -157,6 +157,9 @@ def _add_report_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--html", type=Path, metavar="FILE",
                    help="also write the report as one self-contained page (no network): "
                         "charts, lines not done by error code, what to do next")
+    p.add_argument("--timeline", type=Path, metavar="FILE",
+                   help="with --html: chart run --timeline's FILE, the pace against the "
+                        "service's answers")
     _add_body_options(p)  # --input lines are planned as run plans them
     _add_op_options(p)
 
@@ -207,8 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="[console on a terminal, else json]")
     run.add_argument("--quiet", "-q", action="store_true",
                      help="log warnings and the final summary only (retries are not shown)")
+    run.add_argument("--verbose", "-v", action="store_true",
+                     help="log debug events too: each invalid line (task.invalid)")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="progress bar [on a terminal only]")
+    run.add_argument("--progress-interval", type=float, default=60.0, metavar="S",
+                     help="with json logs, a run.progress event (counts, rate, ETA) every S "
+                          "seconds; 0: none [60]")
     run.add_argument("--metrics-file", type=Path, metavar="PATH",
                      help="write Prometheus text format here when the run ends, whatever "
                           "its exit code (node_exporter textfile collector: name it *.prom)")
@@ -222,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --undo-file: accept fields that cannot be read back")
     run.add_argument("--verify", action="store_true",
                      help="read each task back after its write; a difference fails the line")
+    run.add_argument("--timeline", type=Path, metavar="FILE",
+                     help="write one JSON object per second: requests sent, answers by class, "
+                          "in flight, the pace in force, outage state (report --html "
+                          "--timeline charts it)")
+    run.add_argument("--allow-empty", action="store_true",
+                     help="an input with no lines is a success (exit 0); without it, exit 2")
     _add_body_options(run)
     _add_op_options(run)
 
@@ -233,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--concurrency", type=int, default=16, help="most reads in flight [16]")
     plan.add_argument("--burst", type=float, default=1.0, help="token-bucket burst [1]")
     plan.add_argument("--json", action="store_true", help="one JSON object per input line")
+    _add_log_options(plan, quiet="log warnings and errors only: no plan.progress lines")
     _add_body_options(plan)
     _add_op_options(plan)
 
@@ -260,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="FIELD=VALUE",
                        help="write this body field into each line (speed-limit: "
                             "speed_limit=[...])")
+    _add_log_options(tasks, quiet="log warnings and errors only: not the count at the end")
     _add_connection_options(tasks, simulate=False)
     return parser
 
@@ -280,10 +296,12 @@ def run_config(args: argparse.Namespace, log_format: str) -> RunConfig:
         max_attempts=args.max_attempts, timeout=args.timeout, ca_bundle=args.ca_bundle,
         dry_run=args.dry_run, resume=args.resume, defaults=_defaults(args),
         abort_failure_ratio=args.abort_failure_ratio, token_file=args.token_file,
-        progress=args.progress, metrics_file=args.metrics_file, log_format=log_format,
+        progress=args.progress, progress_interval=args.progress_interval,
+        metrics_file=args.metrics_file, log_format=log_format,
         max_outage=parse_duration(args.max_outage, "--max-outage"), grace=args.grace,
         skip_unchanged=args.skip_unchanged, undo_file=args.undo_file,
-        allow_irreversible=args.allow_irreversible, verify=args.verify, **_line_options(args),
+        allow_irreversible=args.allow_irreversible, verify=args.verify,
+        allow_empty=args.allow_empty, timeline=args.timeline, **_line_options(args),
         deadline=None if args.deadline is None else
         parse_deadline(args.deadline, datetime.now().astimezone()))
 
@@ -304,8 +322,8 @@ def report_config(args: argparse.Namespace) -> ReportConfig:
 
     return ReportConfig(
         outcomes=tuple(args.outcomes), json=args.json, top=args.top, failed_to=args.failed_to,
-        input=args.input, undo_to=args.undo_to, html=args.html, patch=args.patch,
-        defaults=_defaults(args), **_line_options(args))
+        input=args.input, undo_to=args.undo_to, html=args.html, timeline=args.timeline,
+        patch=args.patch, defaults=_defaults(args), **_line_options(args))
 
 
 def tasks_config(args: argparse.Namespace) -> TasksConfig:
@@ -334,9 +352,10 @@ def _run(args: argparse.Namespace) -> ExitCode:
     from batchsms.commands.run import RunStart, check_run_outputs, refusals, run
 
     start = RunStart(input=args.input, out=args.out, log_format=args.log_format,
-                     quiet=args.quiet, dry_run=args.dry_run, metrics_file=args.metrics_file,
+                     quiet=args.quiet, verbose=args.verbose, dry_run=args.dry_run,
+                     metrics_file=args.metrics_file,
                      token_file=args.token_file, ca_bundle=args.ca_bundle, patch=args.patch,
-                     undo_file=args.undo_file)
+                     undo_file=args.undo_file, timeline=args.timeline)
     with refusals(start) as log_format:
         check_run_outputs(start)  # before --patch is read: it may be named as an output
         return run(run_config(args, log_format))
@@ -347,7 +366,7 @@ def _plan(args: argparse.Namespace) -> ExitCode:
     from batchsms.commands import logs
     from batchsms.commands.plan import run_plan
 
-    logs.configure(None)
+    logs.configure(args.log_format, quiet=args.quiet)
     return run_plan(plan_config(args), as_json=args.json)
 
 
@@ -358,9 +377,12 @@ def _report(args: argparse.Namespace) -> ExitCode:
 
 
 def _tasks(args: argparse.Namespace) -> ExitCode:
+    from batchsms.commands import logs
     from batchsms.commands.tasks import main as tasks
 
-    return tasks(tasks_config(args))
+    # the engine's events (a stop) go to stderr, never into the fleet
+    fmt = logs.configure(args.log_format, quiet=args.quiet)
+    return tasks(tasks_config(args), log_format=fmt, quiet=args.quiet)
 
 
 def _simulator(args: argparse.Namespace) -> ExitCode:

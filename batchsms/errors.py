@@ -90,14 +90,19 @@ class TransportError(BatchSmsError):
     ``sent`` says whether the request may have reached the server: False only when it certainly
     never left the process (connection refused, no file descriptor, name not resolved), so
     the service cannot have applied it. Such a try is not counted in ``attempts``.
+
+    ``unreachable``: the endpoint itself could not be reached (its name does not resolve, the
+    connection was refused, the TLS handshake or certificate failed). Before any answer came in
+    a run, that is the configuration, not an outage: the run stops at once (exit 2).
     """
 
     code = "connection"
     retryable = True
 
-    def __init__(self, message: str, *, sent: bool = True) -> None:
+    def __init__(self, message: str, *, sent: bool = True, unreachable: bool = False) -> None:
         super().__init__(message)
         self.sent = sent
+        self.unreachable = unreachable
 
 
 class ConnectError(TransportError):

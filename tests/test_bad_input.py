@@ -152,7 +152,7 @@ def command(kind: str, source: Path, out: Path) -> list[str]:
     if kind == "validate":
         return ["validate", str(source), "--out", str(out)]
     return ["run", str(source), "--simulate", "--out", str(out), "--rate", "0",
-            "--log-format", "json", "--no-progress"]
+            "--log-format", "json", "--no-progress", "--allow-empty"]  # test_empty_input.py
 
 
 REAL_CLI_RUN = "mixed_encodings"

@@ -54,7 +54,8 @@ async def test_skip_unchanged_reads_and_does_not_write(tmp_path: Path) -> None:
         out = await handle(sim, WriteChecks(skip_unchanged=True),
                            planned(1, "a", {"speed_limit": 100, "name": "web-01"}))
         assert methods(sim) == ["GET a"]
-    assert (out.status, out.error_code, out.attempts) == (Status.SKIPPED, "unchanged", 1)
+    assert (out.status, out.error_code, out.attempts, out.reads) == (
+        Status.SKIPPED, "unchanged", 0, 1)
     assert out.error_msg == "already as wanted: name, speed_limit"
 
 
@@ -66,7 +67,7 @@ async def test_skip_unchanged_sends_a_change_and_an_uncomparable_line(tmp_path: 
         blind = await handle(sim, WriteChecks(skip_unchanged=True),
                              planned(2, "b", {"speed_limit": 200, "use_ipv6": False}))
         assert methods(sim) == ["GET a", "PUT a", "GET b", "PUT b"]
-    assert (changed.status, changed.attempts) == (Status.SUCCEEDED, 2)
+    assert (changed.status, changed.attempts, changed.reads) == (Status.SUCCEEDED, 1, 1)
     assert blind.status is Status.SUCCEEDED
 
 
@@ -102,11 +103,12 @@ async def test_read_before_that_fails_writes_nothing(tmp_path: Path) -> None:
 
 
 async def test_verify_passes_when_the_write_took(tmp_path: Path) -> None:
-    """--verify: PUT then GET; equal, so the line succeeds with both requests counted."""
+    """--verify: PUT then GET; equal, so the line succeeds: 1 attempt (the write), 1 read."""
     async with running(fleet=fleet(tmp_path)) as sim:
         out = await handle(sim, WriteChecks(verify=True), planned(1, "a", {"speed_limit": 7}))
         assert methods(sim) == ["PUT a", "GET a"]
-    assert (out.status, out.attempts, out.error_code) == (Status.SUCCEEDED, 2, None)
+    assert (out.status, out.attempts, out.reads, out.error_code) == (
+        Status.SUCCEEDED, 1, 1, None)
 
 
 async def test_verify_catches_a_service_that_ignores_a_field(tmp_path: Path) -> None:

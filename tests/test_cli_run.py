@@ -143,6 +143,9 @@ def test_signal_stops_run_and_every_line_gets_an_outcome(tmp_path: Path, signum:
         events = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
         [interrupted] = [e for e in events if e["event"] == "run.interrupted"]
         assert interrupted["grace_s"] == 1  # --grace reaches the signal watcher
+        [finished] = [e for e in events if e["event"] == "run.finished"]
+        assert "--resume" in finished["next"]  # how to finish, and how to see what was done
+        assert f"batchsms report {out}" in finished["next"]
 
 
 def test_simulate_runs_the_sample_fleet(tmp_path: Path, here: Here) -> None:

@@ -749,3 +749,32 @@ async def test_the_deadline_stops_a_run_whose_lines_all_wait() -> None:
         await e.sender.deadline.watch()
     assert e.stop.reason is StopReason.DEADLINE
     assert Deadline(None, e.stop).reached() is False
+
+
+async def test_an_unreachable_endpoint_before_any_answer_stops_at_once() -> None:
+    """Refused, not resolved, TLS: before any answer came, the configuration (exit 2), no
+    retries and no --max-outage to wait out; the line ends failed with the cause."""
+    e = engine()
+    e.client.default = ConnectError("cannot connect to 127.0.0.1:9: Connection refused; "
+                                    "the request was not sent", sent=False, unreachable=True)
+    result = await e.sender.send(PUT)
+    assert result.final
+    assert not result.succeeded
+    assert (result.error_code, result.attempts) == ("connection", 0)
+    assert e.stop.stopped is not None
+    assert e.stop.stopped.unreachable
+    assert e.stop.reason is StopReason.ABORTED
+    assert "127.0.0.1:9" in (e.stop.message or "")
+    assert "not an outage" in (e.stop.message or "")
+    assert len(e.client.sent) == 1
+
+
+async def test_an_unreachable_endpoint_after_an_answer_is_an_outage_as_before() -> None:
+    e = engine(max_attempts=1)
+    refused = [ConnectError("refused", sent=False, unreachable=True) for _ in range(3)]
+    e.client.script(PATH, reply(200), *refused, reply(200))
+    assert (await e.sender.send(PUT)).succeeded
+    result = await e.sender.send(PUT)
+    assert e.stop.stopped is None
+    assert result.succeeded  # retried as before: unsent tries do not use attempts up
+    assert len(e.client.sent) == 5

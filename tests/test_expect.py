@@ -160,13 +160,14 @@ async def test_checked_put_reads_first_and_skips_a_conflict(tmp_path: Path) -> N
         written = await handle(sim, right)
         assert [r.method for r in sim.requests] == ["GET", "GET", "PUT"]
         assert speed(sim, "a") == 50
-    assert (skipped.status.value, skipped.error_code, skipped.attempts, skipped.http_status) == (
-        "skipped", "conflict", 1, 200)
+    assert (skipped.status.value, skipped.error_code, skipped.attempts, skipped.reads,
+            skipped.http_status) == ("skipped", "conflict", 0, 1, 200)
     assert skipped.error_msg == ('the task is not as expected (nothing written): speed_limit: '
                                  'expected 321, found 100; target_server.name: expected "other", '
                                  'found "a-t"')
     assert skipped.body_sha256 == wrong.sha256
-    assert (written.status.value, written.error_code, written.attempts) == ("succeeded", None, 2)
+    assert (written.status.value, written.error_code, written.attempts, written.reads) == (
+        "succeeded", None, 1, 1)
 
 
 def outside_put(sim: SimulatorHandle, task_id: str, body: dict[str, Any]) -> None:
@@ -206,11 +207,13 @@ def test_plain_run_skips_a_conflict_after_an_outside_write(tmp_path: Path, here:
     assert result.returncode == 1, result.stderr
     assert seen == ["GET a", "GET c", "PUT b", "PUT c"]
     records = {r["line"]: r for r in read_jsonl(out) if r["run_id"] != read_jsonl(out)[0]["run_id"]}
-    assert (records[1]["status"], records[1]["error_code"], records[1]["attempts"]) == (
-        "skipped", "conflict", 1)
+    assert (records[1]["status"], records[1]["error_code"], records[1]["attempts"],
+            records[1]["reads"]) == ("skipped", "conflict", 0, 1)
     assert "speed_limit: expected 321, found 999" in records[1]["error_msg"]
     assert (records[2]["status"], records[2]["attempts"]) == ("succeeded", 1)
-    assert (records[3]["status"], records[3]["attempts"]) == ("succeeded", 2)
+    assert "reads" not in records[2]  # a line that read nothing has no `reads`
+    assert (records[3]["status"], records[3]["attempts"], records[3]["reads"]) == (
+        "succeeded", 1, 1)
     report = here("report", str(out), "--input", str(undo), "--json")
     assert report.returncode == 1
     figures = orjson.loads(report.stdout)

@@ -307,30 +307,21 @@ def free_port() -> int:
     return port
 
 
-def test_refused_connections_are_not_attempts(tmp_path: Path) -> None:
-    """Nothing listens for ~0.7 s (the first try and the one 0.5 s later are refused): the
-    refused tries neither count nor use --max-attempts 1."""
-    import contextlib
-    import threading
-
-    port = free_port()
-    source = write_jsonl(tmp_path / "in.jsonl", [speed("t")])
+def test_refused_connections_before_any_answer_stop_the_run(tmp_path: Path) -> None:
+    """Nothing listens: before any answer came, a refused connection is the configuration,
+    not an outage (issue 23): the run stops at once, exit 2, the try not counted as an attempt.
+    (After an answer, refused tries are retried and not counted: test_engine.py.)"""
+    source = write_jsonl(tmp_path / "in.jsonl", [speed("t"), speed("u")])
     out = tmp_path / "o.jsonl"
-    servers: list[ScriptedServer] = []
-    with contextlib.ExitStack() as stack:
-        late = threading.Timer(0.7, lambda: servers.append(
-            stack.enter_context(scripted_server(port=port))))
-        late.start()
-        with capture_logs():
-            code = run(RunConfig(input=str(source), out=out, rate=0, max_attempts=1,
-                                 endpoint=f"http://127.0.0.1:{port}", progress=False),
-                       env=TOKEN_ENV, stderr=io.StringIO())
-        late.join()
-        assert code == 0
-        record = orjson.loads(out.read_bytes())
-        assert record["status"] == "succeeded"
-        assert record["attempts"] == 1 == servers[0].count("t")
-        assert record["maybe_applied"] is False
+    with capture_logs():
+        code = run(RunConfig(input=str(source), out=out, rate=0, max_attempts=1,
+                             endpoint=f"http://127.0.0.1:{free_port()}", progress=False),
+                   env=TOKEN_ENV, stderr=io.StringIO())
+    assert code == 2
+    first, second = (orjson.loads(x) for x in out.read_bytes().splitlines())
+    assert (first["status"], first["error_code"], first["attempts"]) == ("failed", "connection", 0)
+    assert first["maybe_applied"] is False
+    assert (second["status"], second["error_code"]) == ("skipped", "aborted")
 
 
 def test_a_request_dropped_after_sending_counts_and_may_be_applied(

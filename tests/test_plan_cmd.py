@@ -17,6 +17,7 @@ from batchsms.changes import preview
 from batchsms.changes.preview import PROJECTED_TASKS, PlanEntry, Verdict
 from batchsms.changes.readback import Read
 from batchsms.cli import main
+from batchsms.commands import plan as plan_module
 from batchsms.commands.config import RunConfig
 from batchsms.commands.plan import plan_async
 from batchsms.lines.bodies import checked_lines
@@ -24,6 +25,7 @@ from batchsms.simulator import ExpectedCredentials, Fleet, running
 from batchsms.transport.credentials import load_credentials
 from batchsms.transport.signing import authenticator
 from tests.jsonl import write_jsonl
+from tests.processes import Here
 
 FLEET = [
     {"id": "a", "name": "web-01", "speed_limit": 100,
@@ -237,3 +239,22 @@ def test_a_small_cache_judges_every_line_as_an_unbounded_one(
     assert [small[i] for i in firsts.values()] == [large[i] for i in firsts.values()]
     assert fewest == len(firsts)
     assert reads >= fewest
+
+
+def test_plan_tells_its_progress_on_stderr_unless_quiet(tmp_path: Path, here: Here,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23: a long plan piped to a file is not silent: `plan.progress` on stderr (lines
+    done of the total, rate, ETA), as JSON with `--log-format json`; `--quiet` drops it."""
+    monkeypatch.setattr(plan_module, "PROGRESS_EVERY", 0.0)
+    source = write_jsonl(tmp_path / "in.jsonl", [{"task_id": f"t{i}", "body": {"speed_limit": i}}
+                                                 for i in range(5)])
+    told = here("plan", str(source), "--simulate", "--rate", "0", "--json",
+                "--log-format", "json")
+    assert told.returncode == 0, told.stderr
+    events = [orjson.loads(x) for x in told.stderr.splitlines() if x.startswith("{")]
+    progress = [e for e in events if e["event"] == "plan.progress"]
+    assert [e["done"] for e in progress] == [1, 2, 3, 4, 5]
+    assert progress[-1]["total"] == 5
+    assert len(told.stdout.splitlines()) == 5  # stdout is the plan alone
+    quiet = here("plan", str(source), "--simulate", "--rate", "0", "--json", "--quiet")
+    assert "plan.progress" not in quiet.stderr

@@ -148,10 +148,11 @@ def test_fleet_run_skip_unchanged_verify_and_undo_restore_every_task(tmp_path: P
         for i in range(n):
             record = records[f"t{i}"]
             if i % 3 == 1:
-                assert (record["status"], record["error_code"], record["attempts"]) == (
-                    "skipped", "unchanged", 1)
+                assert (record["status"], record["error_code"], record["attempts"],
+                        record["reads"]) == ("skipped", "unchanged", 0, 1)
             else:  # GET, POST, GET
-                assert (record["status"], record["attempts"]) == ("succeeded", 3), record
+                assert (record["status"], record["attempts"], record["reads"]) == (
+                    "succeeded", 1, 2), record
                 assert record["previous"] == {"speed_limit": before[f"t{i}"]}
         # report --input judges the fleet file's lines as the run planned them
         assert main(["report", str(out), "--input", str(source), "--op", "speed-limit",
@@ -183,8 +184,8 @@ def test_verify_fails_a_write_the_task_does_not_show(tmp_path: Path) -> None:
                    "--verify")
         assert code == 0
         [record] = read(tmp_path / "out.jsonl")
-        assert (record["status"], record["attempts"], record["op"]) == (
-            "succeeded", 2, "speed-limit")
+        assert (record["status"], record["attempts"], record["reads"], record["op"]) == (
+            "succeeded", 1, 1, "speed-limit")
         assert thread.call(lambda: fleet.rules("t0")) == OTHER
 
 
@@ -322,14 +323,16 @@ def test_checked_speed_reports_bad_reads_conflicts_and_mismatches(tmp_path: Path
     target = {"speed_limit": TARGET}
     with scripted_server(Answer(200, body={"speed_limit": "no"})) as server:
         out = anyio.run(handle, server.url, WriteChecks(skip_unchanged=True), planned(target))
-        assert (out.status, out.error_code, out.attempts) == ("failed", "bad_answer", 1)
+        assert (out.status, out.error_code, out.attempts, out.reads) == (
+            "failed", "bad_answer", 0, 1)
         assert [r.method for r in server.received] == ["GET"]
     with scripted_server(Answer(200, body={"speed_limit": OTHER})) as server:
         out = anyio.run(handle, server.url, WriteChecks(), planned(target, {"speed_limit": []}))
         assert (out.status, out.error_code) == ("skipped", "conflict")
         assert [r.method for r in server.received] == ["GET"]
         out = anyio.run(handle, server.url, WriteChecks(verify=True), planned(target))
-        assert (out.status, out.error_code, out.attempts) == ("failed", "verify_mismatch", 2)
+        assert (out.status, out.error_code, out.attempts, out.reads) == (
+            "failed", "verify_mismatch", 1, 1)
         assert "speed_limit: sent" in (out.error_msg or "")
 
 

@@ -132,3 +132,26 @@ def test_tasks_refuses_a_fleet_without_sendable_rules(args: list[str], message: 
     result = batchsms(cli, "tasks", "--endpoint", "http://127.0.0.1:9", *args)
     assert result.returncode == 2
     assert message in result.stderr.decode()
+
+
+def test_log_format_json_and_quiet(simulator: str, cli: InProcess) -> None:
+    """Issue 23: `tasks --log-format json` ends with a `tasks.finished` event, not text;
+    `--quiet` drops the count; the listing on stdout is the same."""
+    as_json = batchsms(cli, "tasks", "--endpoint", simulator, "--rate", "0",
+                       "--log-format", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    [event] = [orjson.loads(x) for x in as_json.stderr.splitlines()]
+    assert (event["event"], event["tasks"]) == ("tasks.finished", 450)
+    quiet = batchsms(cli, "tasks", "--endpoint", simulator, "--rate", "0", "--quiet")
+    assert quiet.returncode == 0
+    assert quiet.stderr == b""
+    assert quiet.stdout == as_json.stdout
+
+
+def test_a_failed_listing_is_one_json_event(simulator: str, cli: InProcess) -> None:
+    result = batchsms(cli, "tasks", "--endpoint", simulator, "--rate", "0", "--log-format",
+                      "json", token="wrong-token")
+    assert result.returncode == 3
+    events = [orjson.loads(x) for x in result.stderr.splitlines()]
+    assert events[-1]["event"] == "tasks.failed"
+    assert "batchsms:" not in result.stderr.decode()

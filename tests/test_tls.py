@@ -4,7 +4,9 @@ A CA and a server certificate for 127.0.0.1/localhost come from `trustme`. Witho
 `--ca-bundle` the server is refused: the line fails with `error_code` `connection` and a
 certificate error in `error_msg`, and no request reaches the handler. With `--ca-bundle CA.pem`
 the same line succeeds. A certificate from the trusted CA for another host name is still
-refused, and an unusable `--ca-bundle` is exit 2 with one line. `tasks` likewise.
+refused, and an unusable `--ca-bundle` is exit 2 with one line. `tasks` likewise. A refused
+certificate before any answer came stops `run` at once with exit 2 (the configuration, not an
+outage: test_unreachable.py).
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def test_self_signed_server_is_refused_by_default(ca: Any, tmp_path: Path) -> No
     with https_server(ca.issue_cert("127.0.0.1", "localhost")) as server:
         result, records = run(tmp_path, server.url)
         handled = list(server.handled)
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr  # never reached: the configuration (§7)
     assert len(records) == 1
     record = records[0]
     assert record["status"] == "failed"
@@ -141,7 +143,7 @@ def test_trusted_ca_but_wrong_host_name_is_refused(ca: Any, ca_pem: Path,
     with https_server(ca.issue_cert("sms.example.org")) as server:
         result, records = run(tmp_path, server.url, "--ca-bundle", str(ca_pem), via=tls_cli)
         handled = list(server.handled)
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr
     assert [(r["status"], r["error_code"]) for r in records] == [("failed", "connection")]
     msg = records[0]["error_msg"].lower()
     assert "certificate" in msg or "hostname" in msg, msg
@@ -154,7 +156,7 @@ def test_another_ca_is_not_trusted(ca: Any, tmp_path: Path, tls_cli: Here) -> No
     with https_server(ca.issue_cert("127.0.0.1")) as server:
         result, records = run(tmp_path, server.url, "--ca-bundle", str(other), via=tls_cli)
         handled = list(server.handled)
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr
     assert [(r["status"], r["error_code"]) for r in records] == [("failed", "connection")]
     assert "certificate" in records[0]["error_msg"].lower()
     assert handled == []
@@ -201,7 +203,7 @@ def test_tasks_refuses_then_accepts_with_the_ca_bundle(ca: Any, ca_pem: Path,
     assert handled == ["GET /v3/tasks"]
 
 
-def test_untrusted_certificate_is_not_retried_and_aborts_the_run(
+def test_untrusted_certificate_is_not_retried_and_stops_the_run(
         ca: Any, tmp_path: Path, tls_cli: Here) -> None:
     source = tmp_path / "many.jsonl"
     source.write_bytes(b"".join(orjson.dumps({"task_id": f"t{i}", "body": {"speed_limit": 1}})
@@ -210,11 +212,11 @@ def test_untrusted_certificate_is_not_retried_and_aborts_the_run(
     with https_server(ca.issue_cert("127.0.0.1", "localhost")) as server:
         result = tls_cli("run", str(source), "--endpoint", server.url, "--out", str(out),
                           "--rate", "0", "--log-format", "json", cwd=tmp_path)
-    assert result.returncode == 3, result.stderr
+    assert result.returncode == 2, result.stderr  # before any answer: the configuration
     records = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     assert len(records) == 20
     tried = [r for r in records if r["status"] == "failed"]
-    assert len(tried) == 3  # a certificate does not fix itself: one try each, not retried
+    assert len(tried) == 1  # a certificate does not fix itself: the run stops at once
     # The handshake failed: no request left, so none is counted as an attempt (CONTRACT §10).
     assert {(r["attempts"], r["error_code"], r["maybe_applied"]) for r in tried} == \
         {(0, "connection", False)}

@@ -158,7 +158,7 @@ def test_verify_catches_a_simulator_that_ignores_a_field(tmp_path: Path) -> None
     records = read(out)
     assert {r["error_code"] for r in records} == {"verify_mismatch"}
     assert all("speed_limit: sent 999, read back" in r["error_msg"] for r in records)
-    assert all(r["attempts"] == 2 for r in records)
+    assert all((r["attempts"], r["reads"]) == (1, 1) for r in records)  # writes, reads apart
 
 
 def test_undo_refuses_irreversible_lines_before_sending(
@@ -183,3 +183,18 @@ def test_undo_refuses_irreversible_lines_before_sending(
                   ) == [0, 37]
     assert run(source, "--endpoint", "http://127.0.0.1:9", "--out", out, "--undo-file",
                source, "--allow-irreversible") == 2
+
+
+def test_undo_file_and_verify_count_writes_and_reads_apart(tmp_path: Path) -> None:
+    """Issue 23: a line read before, written and read back is 1 attempt and 2 reads, not
+    "3 attempts"; `report` counts it under 1 attempt."""
+    fleet = Fleet.from_jsonl(fleet_file(tmp_path, 2))
+    rows = [{"task_id": f"t{i}", "body": {"speed_limit": 700 + i}} for i in range(2)]
+    out = tmp_path / "out.jsonl"
+    with simulator_in_thread(FaultConfig(), fleet=fleet) as sim:
+        code = run(write_jsonl(tmp_path / "in.jsonl", rows), "--endpoint", sim.url, "--out",
+                   out, "--undo-file", tmp_path / "undo.jsonl", "--verify")
+    assert code == 0
+    records = read(out)
+    assert [(r["status"], r["attempts"], r["reads"]) for r in records] == [
+        ("succeeded", 1, 2), ("succeeded", 1, 2)]

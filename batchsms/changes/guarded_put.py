@@ -34,7 +34,8 @@ goes straight to the plain PUT (`put_line`), at no cost; a line with one, here.
 Only lines that are already as wanted *and* set nothing unreadable are skipped: a line that
 sets a field ShowTask does not return may change something, so it is sent.
 
-`attempts` counts every request of the line, reads included (every request is an attempt);
+`attempts` counts the line's writes (the PUT's tries), `reads` its reads (ShowTask before the
+write, and after it with --verify), so a verified line is "1 attempt, 2 reads", not "3 attempts";
 `http_status` and `request_id` are those of the last answer, `elapsed_ms` runs from the first
 request of the line.
 """
@@ -100,7 +101,7 @@ def _read_failed(run_id: str, item: Planned, read: Result, now: float, when: str
                  bad: str = SHOW_TASK_BAD) -> Outcome:
     """The outcome of a line whose read went wrong, as `sent_outcome` words a failed request;
     a 2xx answer that is not what was asked for is `bad_answer`, `bad` its message."""
-    outcome = sent_outcome(run_id, item, read, now)
+    outcome = sent_outcome(run_id, item, read, now)._replace(attempts=0, reads=read.attempts)
     if outcome.status is Status.SUCCEEDED:  # a 2xx answer that is not a task view
         return outcome._replace(status=Status.FAILED, error_code="bad_answer",
                                 error_msg=f"{when}: {bad}", maybe_applied=False)
@@ -119,7 +120,7 @@ def _not_written(run_id: str, item: Planned, before: Result, now: float, code: s
                  msg: str) -> Outcome:
     """A line that ends after its read, without a write: `skipped` with `code`."""
     return Outcome(run_id, item.number, item.task_id, item.ref, Status.SKIPPED,
-                   http_status=before.http_status, attempts=before.attempts, error_code=code,
+                   http_status=before.http_status, reads=before.attempts, error_code=code,
                    error_msg=msg, request_id=before.request_id, body_sha256=item.sha256,
                    elapsed_ms=_elapsed(before.first_sent, now), finished_at=utc_now(),
                    op=item.op)
@@ -193,18 +194,18 @@ def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None
         put = await sender.send(Request.write(item.op, item.task_id, item.body), about)
         first = first if first is not None else put.first_sent
         outcome = sent_outcome(run_id, item, put, sender.clock())._replace(
-            previous=prior, attempts=read_attempts + put.attempts,
+            previous=prior, reads=read_attempts,
             elapsed_ms=_elapsed(first, sender.clock()))
         if not (checks.verify and put.succeeded):
             return outcome
         after = await sender.send(op.read(item.task_id), about)
         now = sender.clock()
-        attempts = outcome.attempts + after.attempts
+        reads = outcome.reads + after.attempts
         view = op.view(after)
         if view is None:
             failed = _read_failed(run_id, item, after, now,
                                   "written, but reading it back failed", op.bad)
-            return failed._replace(attempts=attempts, previous=prior,
+            return failed._replace(attempts=outcome.attempts, reads=reads, previous=prior,
                                    elapsed_ms=_elapsed(first, now), maybe_applied=True,
                                    status=Status.FAILED,
                                    # the last answer received, if the read got none
@@ -212,7 +213,7 @@ def checked_put(run_id: str, checks: WriteChecks, capture: Capture | None = None
                                    http_status=failed.http_status or outcome.http_status,
                                    request_id=failed.request_id or outcome.request_id)
         found = op.diff(body, view)
-        checked = outcome._replace(attempts=attempts, http_status=after.http_status,
+        checked = outcome._replace(reads=reads, http_status=after.http_status,
                                    request_id=after.request_id, elapsed_ms=_elapsed(first, now))
         if not found.changes:
             return checked

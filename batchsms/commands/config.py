@@ -54,6 +54,9 @@ class RunConfig:
     verify: bool = False
     op: str = "update"  # `--op`: the operation of lines that name none (docs/reference.md §11)
     rules: Mapping[str, Any] | None = None  # `--rules`: a speed-limit line's default body
+    allow_empty: bool = False  # an input with no lines is a success, not a refusal (exit 2)
+    progress_interval: float = 60.0  # seconds between run.progress events (json logs); 0: none
+    timeline: Path | None = None  # --timeline: one JSON object per second of the run
 
     @property
     def connection(self) -> ConnectionOptions:
@@ -82,6 +85,8 @@ class RunConfig:
         check_sending(self.rate, self.max_attempts, self.timeout)
         check_number("--burst", self.burst, self.burst >= 1, "at least 1")
         check_number("--grace", self.grace, self.grace >= 0, "0 or more")
+        check_number("--progress-interval", self.progress_interval,
+                     self.progress_interval >= 0, "0 or more")
         check_number("--max-outage", self.max_outage, self.max_outage > 0, "more than 0")
         if self.allow_irreversible and self.undo_file is None:
             raise UsageError("--allow-irreversible is only used with --undo-file")

@@ -30,6 +30,10 @@ again after `PROJECTED_TASKS` others (changes/preview.py says how and why).
 for an invalid line, `conflicts` (path -> `{"expected", "found"}`) only for a conflict. The
 totals go to stderr.
 
+Progress: every `PROGRESS_EVERY` seconds a `plan.progress` event on stderr (lines planned, of
+how many for a plain file, lines/s, ETA), so a long plan piped into a file is not silent;
+`--quiet` drops it, `--log-format json` makes it (and every event) JSON.
+
 Exit codes: 0 nothing would fail or conflict; 1 some line would fail (invalid, task not
 readable) or conflict (`run` would exit 1 too: the line would be skipped); 2 could not start
 (as `run`); 3 aborted (credentials rejected, as `run`).
@@ -40,6 +44,7 @@ from __future__ import annotations
 import os
 import ssl
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import IO
 
@@ -48,11 +53,44 @@ import anyio
 from batchsms.changes.preview import PlanEntry, PlanTotals, Verdict
 from batchsms.client import Client
 from batchsms.commands.config import RunConfig
+from batchsms.commands.progress import count_lines
+from batchsms.engine.events import log
 from batchsms.errors import ExitCode
 from batchsms.lines.bodies import Planned, checked_lines
 from batchsms.lines.reader import InvalidLine
 from batchsms.transport.endpoint import Connection, resolve_connection
 from batchsms.transport.signing import Authenticator
+
+PROGRESS_EVERY = 10.0
+"""Seconds between `plan.progress` events."""
+
+
+class _Progress:
+    """`plan.progress` at most every `PROGRESS_EVERY` seconds, told as entries come."""
+
+    def __init__(self, source: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._started = clock()
+        self._next = self._started + PROGRESS_EVERY
+        self._total: int | None = None
+        self._counted = False  # the input's lines are counted once, only if a line is due
+        self._source = source
+        self.done = 0
+
+    def __call__(self) -> None:
+        self.done += 1
+        now = self._clock()
+        if now < self._next:
+            return
+        self._next = now + PROGRESS_EVERY
+        if not self._counted:
+            self._total, self._counted = count_lines(self._source), True
+        total = self._total
+        rate = self.done / max(now - self._started, 1e-9)
+        eta = round((total - self.done) / rate) if total is not None and total >= self.done \
+            else None
+        log.info("plan.progress", done=self.done, total=total, lines_per_s=round(rate, 2),
+                 eta_s=eta)
 
 
 async def plan_async(config: RunConfig, items: Iterator[Planned | InvalidLine], url: str,
@@ -83,9 +121,11 @@ def run_plan(config: RunConfig, *, as_json: bool, env: Mapping[str, str] | None 
     items = checked_lines(config.input, config.defaults, default_op=config.op,
                           rules=config.rules)  # unreadable input: exit 2
     totals = PlanTotals()
+    progress = _Progress(config.input)
 
     def emit(entry: PlanEntry) -> None:
         totals.by_verdict[entry.verdict] += 1
+        progress()
         out.write(entry.to_json().decode() if as_json else "\n".join(entry.text()) + "\n")
 
     stopped = anyio.run(_plan, config, items, connection, env, emit)

@@ -33,8 +33,9 @@ from batchsms.lines.reader import GZIP_MAGIC
 
 
 def count_lines(source: str) -> int | None:
-    """Line count of a plain file, or None when it cannot be known cheaply."""
-    if source == "-":
+    """Line count of a plain file, or None when it cannot be known cheaply (a stream: stdin or
+    a FIFO, whose lines reading would take from the run)."""
+    if source == "-" or not Path(source).is_file():
         return None
     try:
         with Path(source).open("rb") as f:

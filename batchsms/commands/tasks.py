@@ -28,6 +28,7 @@ from batchsms.client import open_sms
 from batchsms.commands.descriptors import ensure_descriptors
 from batchsms.commands.outputs import check_output
 from batchsms.engine.build import EngineSettings, build_sender, require_transport_features
+from batchsms.engine.events import log
 from batchsms.engine.feedback import Answer
 from batchsms.engine.numbers import check_sending
 from batchsms.engine.sender import Request, Sender
@@ -156,8 +157,11 @@ def line_body(op: str | None, rules: str | None,
 
 
 def main(config: TasksConfig, env: Mapping[str, str] | None = None,
-         stdout: IO[bytes] | None = None, stderr: IO[str] | None = None) -> ExitCode:
-    """`batchsms tasks`: check the output, resolve the connection as `run` does, list."""
+         stdout: IO[bytes] | None = None, stderr: IO[str] | None = None,
+         log_format: str = "console", quiet: bool = False) -> ExitCode:
+    """`batchsms tasks`: check the output, resolve the connection as `run` does, list. With
+    json logs (`log_format`), the end is a `tasks.finished` event (or `tasks.failed`), not text;
+    `quiet`: no count at the end."""
     env = os.environ if env is None else env
     err = stderr or sys.stderr  # the one at call time (as `logs` does), not at import
     check_output("--out", config.out, [("--token-file", config.token_file),
@@ -171,10 +175,18 @@ def main(config: TasksConfig, env: Mapping[str, str] | None = None,
         else:
             written = _write_atomically(connection, env, config)
     except ListingFailed as exc:
-        print(f"batchsms: {exc}; no fleet file written" if config.out else f"batchsms: {exc}",
-              file=err)
-        return ExitCode.ABORTED if exc.auth else ExitCode.SOME_FAILED
-    print(f"{written} tasks", file=err)
+        code = ExitCode.ABORTED if exc.auth else ExitCode.SOME_FAILED
+        said = f"{exc}; no fleet file written" if config.out else str(exc)
+        if log_format == "json":  # json logs stay JSON (--log-format)
+            log.error("tasks.failed", error=said, exit_code=int(code))
+        else:
+            print(f"batchsms: {said}", file=err)
+        return code
+    if log_format == "json":
+        log.info("tasks.finished", tasks=written, out=None if config.out is None
+                 else str(config.out))
+    elif not quiet:
+        print(f"{written} tasks", file=err)
     return ExitCode.OK
 
 

@@ -15,6 +15,9 @@ tenth of a short outage is lost to noticing its end, and a long one costs a requ
 seconds. ``outage_for`` counts seconds of continuous failure (from the first FAILED answer of the
 current streak); past ``max_outage`` (``--max-outage``, default 600 s) the guard has ``given_up``
 and the run aborts (exit 3).
+
+An outage's start and end are logged (`outage.started`, `outage.ended` with how long it lasted:
+docs/reference.md §9).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 from collections import deque
 
 from batchsms.engine.bucket import Clock
+from batchsms.engine.events import log
 from batchsms.engine.feedback import Answer
 
 DEFAULT_MAX_OUTAGE = 600.0
@@ -76,13 +80,20 @@ class OutageGuard:
         recent.append(failed)
         self._failed += failed
         if not failed:
+            if self._in_outage:
+                log.warning("outage.ended", lasted_s=round(self.outage_for, 1),
+                            answer=answer.value)
             self._failing_since = None
             self._in_outage = False
             return
         if self._failing_since is None:
             self._failing_since = self._clock()
-        if self._failed >= MIN_FAILED and self._failed >= OUTAGE_SHARE * len(recent):
+        if (not self._in_outage and self._failed >= MIN_FAILED
+                and self._failed >= OUTAGE_SHARE * len(recent)):
             self._in_outage = True
+            log.warning("outage.started", failed=self._failed, of=len(recent),
+                        max_outage_s=self._max_outage,
+                        note="only probes are sent until the service answers again")
 
     @property
     def in_outage(self) -> bool:

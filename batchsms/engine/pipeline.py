@@ -24,7 +24,7 @@ order and credentials.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -150,9 +150,11 @@ class Pipeline:
         self.stop_reading()
         await self.sender.client.abort_in_flight()
 
-    async def run(self, source: LineSource[Planned | InvalidLine]) -> StopReason | None:
+    async def run(self, source: LineSource[Planned | InvalidLine],
+                  about: Mapping[str, object] | None = None) -> StopReason | None:
         """Feed every line of `source` through the handler; raises `JournalError` if the
-        outcomes could not be written."""
+        outcomes could not be written. `about` goes in `run.started` (the CLI's endpoint,
+        input, --out and credential source)."""
         # One worker per place in flight: at full speed no try waits for admission (its slow
         # path, a waiter per try, cost a fifth of the throughput with 4x the workers). A line
         # that parks (backoff, deferred retry) lends its place: one more worker starts, up to
@@ -161,7 +163,7 @@ class Pipeline:
         send, receive = anyio.create_memory_object_stream[Planned](concurrency)
         self.stats.started = self._clock()
         log.info("run.started", run_id=self.run_id, concurrency=concurrency,
-                 rate=self.sender.pace.current_rate)
+                 rate=self.sender.pace.current_rate, **(about or {}))
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._flush_ticker)

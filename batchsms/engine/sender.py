@@ -201,6 +201,16 @@ class Sender:
         self.deadline = Deadline(deadline, stop, wall)
         self._firsts_waiting = 0  # requests whose first try has not gone yet
 
+    @property
+    def in_flight(self) -> int:
+        """Tries holding a place in flight now (for `run --timeline`)."""
+        return self._admission.in_flight
+
+    @property
+    def in_outage(self) -> bool:
+        """Only probes go now: most recent tries failed (for `run --timeline`)."""
+        return self._outage.in_outage
+
     async def send(self, request: Request, about: Mapping[str, object] | None = None) -> Result:
         """Send `request` until it succeeds, cannot, or the run stops. `about` goes in logs.
 
@@ -363,12 +373,24 @@ class Sender:
         if self.stop.reason is StopReason.INTERRUPTED:
             return End.STOPPED  # dropped in flight by an interrupt: the answer is unknown
         kind = t.last = classify(None, error)
+        if error.unreachable and not self.stats.by_http:
+            return self._unreachable(error)
         self.pace.on_answer(kind, sent_at=sent_at)
         self._outage.on_answer(kind)
         self._admission.on_answer(kind, ticket=ticket, what=t.error_msg, heard=False)
         if not error.retryable:
             return End.ANSWERED
         return self._retry_delay(t, None, None, about, unsent=not error.sent)
+
+    def _unreachable(self, error: TransportError) -> End:
+        """The endpoint cannot be reached, and no answer has come in this run: the
+        configuration, not an outage. The run stops at once (no --max-outage to wait out);
+        this try's line ends failed with the cause (docs/reference.md §7, exit 2)."""
+        self.stop.trigger(StopReason.ABORTED, (
+            f"cannot reach the endpoint: {error}; no answer has come in this run, so this is "
+            "the configuration (--endpoint/--region, DNS, the network, a proxy, --ca-bundle), "
+            "not an outage"), unreachable=True)
+        return End.ANSWERED
 
     def _retry_delay(self, t: _Tries, status: int | None, retry_after: float | None,
                      about: Mapping[str, object] | None, *, unsent: bool = False,

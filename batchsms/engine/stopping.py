@@ -38,6 +38,7 @@ class Stopped:
     reason: StopReason
     message: str
     signum: int | None = None
+    unreachable: bool = False  # the endpoint could not be reached before any answer: exit 2
 
 
 class Stop:
@@ -57,12 +58,12 @@ class Stop:
         return None if self.stopped is None else self.stopped.message
 
     def trigger(self, reason: StopReason, message: str, *, signum: int | None = None,
-                **fields: object) -> bool:
+                unreachable: bool = False, **fields: object) -> bool:
         """Stop the run (the first call wins); True if this call stopped it. `fields` go in
         the stop's log event."""
         if self.stopped is not None:
             return False
-        self.stopped = Stopped(reason, message, signum)
+        self.stopped = Stopped(reason, message, signum, unreachable)
         if reason is not StopReason.BROKEN:  # `run` says that one itself, once (exit 4)
             event = "run.deadline" if reason is StopReason.DEADLINE else f"run.{reason.value}"
             log.warning(event, reason=message, **fields)

@@ -83,6 +83,9 @@ class Outcome(NamedTuple):
     # The line's operation (docs/reference.md §1, §11): `update` or `speed-limit`; None only
     # for a line too broken to say (its `op` unreadable).
     op: str | None = None
+    # Reads of the line (ShowTask before the write, or after it with --verify), apart from
+    # `attempts`, its writes; serialised only when there were some (docs/reference.md §3).
+    reads: int = 0
 
     def to_json(self) -> bytes:
         """The record as one JSON line. Never raises: one record must not stop a run.
@@ -110,6 +113,8 @@ class Outcome(NamedTuple):
             "elapsed_ms": self.elapsed_ms, "finished_at": self.finished_at or utc_now(),
             "maybe_applied": self.maybe_applied,
         }
+        if self.reads:
+            data["reads"] = self.reads
         if self.previous is not None:
             data["previous"] = self.previous
         return data

@@ -363,12 +363,14 @@ def _translate(exc: BaseException, method: str, status: int | None, *,
     """
     may_apply = "" if method == "GET" else _WRITES
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return TlsError(redact.safe(f"TLS certificate not trusted: {exc.certificate_error}"),
-                        sent=False)
+        return TlsError(redact.safe(f"TLS certificate of {exc.host}:{exc.port} not trusted: "
+                                    f"{exc.certificate_error}"), sent=False, unreachable=True)
     if isinstance(exc, aiohttp.ClientSSLError):
-        return TlsError(redact.safe(f"TLS handshake failed: {exc.os_error}"), sent=False)
+        return TlsError(redact.safe(f"TLS handshake with {exc.host}:{exc.port} failed: "
+                                    f"{exc.os_error}"), sent=False, unreachable=True)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return ConnectError(_describe_connect(exc), sent=False)
+        return ConnectError(_describe_connect(exc), sent=False,
+                            unreachable=exc.os_error.errno not in (errno.EMFILE, errno.ENFILE))
     if isinstance(exc, TimeoutError):
         if not connected:
             return RequestTimeout("could not connect within the timeout; the request was "
@@ -391,6 +393,8 @@ def _describe_connect(exc: aiohttp.ClientConnectorError) -> str:
         why = "no file descriptor left (raise `ulimit -n` or lower --concurrency)"
     elif isinstance(exc, aiohttp.ClientConnectorDNSError):
         why = "the name could not be resolved"
+    elif error.errno == errno.ECONNREFUSED:
+        why = "connection refused"
     else:
         why = error.strerror or type(error).__name__
     return safe_text(f"cannot connect to {exc.host}:{exc.port}: {why}; the request was not sent")

@@ -83,6 +83,7 @@ from batchsms.changes.undo import for_journals, write_undo
 from batchsms.commands.outputs import check_output
 from batchsms.commands.report.figures import gather
 from batchsms.commands.report.html import write_page
+from batchsms.commands.report.pace import read_timeline
 from batchsms.commands.report.text import format_text
 from batchsms.errors import ExitCode, UsageError
 from batchsms.journal.outcomes import beside
@@ -101,6 +102,7 @@ class ReportConfig:
     input: str | None = None  # the runs' input, `--input ORIGINAL`
     undo_to: Path | None = None
     html: Path | None = None  # `--html FILE`: the page (html.py)
+    timeline: Path | None = None  # `--timeline FILE` with --html: run --timeline's (pace.py)
     patch: str | None = None  # read by the CLI into `defaults`; named here to be checked
     defaults: Mapping[str, Any] = field(default_factory=dict)
     op: str = "update"  # `--op`: the runs' default op, to plan `--input` as they did
@@ -110,6 +112,8 @@ class ReportConfig:
 def _checked(args: ReportConfig) -> list[Path]:
     if args.top < 0:
         raise UsageError(f"--top must be 0 or more, got {args.top}")
+    if args.timeline is not None and args.html is None:
+        raise UsageError("--timeline is charted on the --html page: give --html FILE too")
     paths: list[Path] = []
     for path in args.outcomes:
         if not path.is_file() or not os.access(path, os.R_OK):
@@ -125,7 +129,8 @@ def _checked(args: ReportConfig) -> list[Path]:
         raise UsageError("--failed-to and --undo-to must be different files")
     check_output("--undo-to", args.undo_to, [*inputs, ("--failed-to", args.failed_to)])
     check_output("--html", args.html, [*inputs, ("--failed-to", args.failed_to),
-                                       ("--undo-to", args.undo_to)])
+                                       ("--undo-to", args.undo_to),
+                                       ("--timeline", args.timeline)])
     return paths
 
 
@@ -143,7 +148,8 @@ def run_report(args: ReportConfig, *, stdout: IO[str] | None = None,
     else:
         stdout.write("\n".join(format_text(report)) + "\n")
     if args.html is not None:
-        size = write_page(summary, args.html)
+        timeline = None if args.timeline is None else read_timeline(args.timeline)
+        size = write_page(summary, args.html, timeline)
         print(f"wrote the report page to {args.html} ({size:,} bytes)", file=stderr)
     if args.undo_to is not None:
         print(describe_undo(write_undo(for_journals(paths), args.undo_to)), file=stderr)

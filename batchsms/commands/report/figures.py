@@ -84,7 +84,8 @@ class Figures:
         attempts = attempts if type(attempts) is int else 0
         self.attempts[attempts] += 1
         elapsed = record.get("elapsed_ms")
-        if attempts > 0 and type(elapsed) is int:
+        reads = record.get("reads")  # a line that only read (skipped unchanged) took time too
+        if (attempts > 0 or (type(reads) is int and reads > 0)) and type(elapsed) is int:
             self.latency[elapsed] += 1
             # line numbers repeat across runs of changed inputs: the count breaks ties
             item = (elapsed, -line, -self.attempts.total(),

@@ -25,6 +25,8 @@ from batchsms.commands.report.advice import advice
 from batchsms.commands.report.failed import atomic_output
 from batchsms.commands.report.figures import Figures, Summary, percentile
 from batchsms.commands.report.over_time import MAX_BUCKETS
+from batchsms.commands.report.pace import Timeline
+from batchsms.commands.report.pace import section as pace_section
 from batchsms.commands.report.svg import Column, column_chart, esc, share_bar
 from batchsms.transport.untrusted import safe_text
 
@@ -71,19 +73,20 @@ _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri '
        "form-action 'none'"
 
 
-def write_page(summary: Summary, path: Path) -> int:
-    """Write the page to `path` atomically; its size in bytes."""
-    page = render(summary).encode()
+def write_page(summary: Summary, path: Path, timeline: Timeline | None = None) -> int:
+    """Write the page to `path` atomically (with `timeline`, its pace chart); its size."""
+    page = render(summary, timeline).encode()
     with atomic_output(path, "--html") as out:
         out.write(page)
     return len(page)
 
 
-def render(summary: Summary) -> str:
+def render(summary: Summary, timeline: Timeline | None = None) -> str:
     """The whole page."""
     report, figures = summary.report, summary.figures
+    paced = [] if timeline is None else list(pace_section(timeline))
     body = "".join([*_header(report), *_statuses(report), *_problems(figures),
-                    *_over_time(figures), *_elapsed(report, figures), *_attempts(report),
+                    *_over_time(figures), *paced, *_elapsed(report, figures), *_attempts(report),
                     *_slowest(report)])
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'

@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, closing, nullcontext
+from contextlib import AbstractContextManager, ExitStack, closing, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
@@ -49,6 +49,7 @@ from batchsms.commands.run.ending import (
     log_summary,
 )
 from batchsms.commands.run.starting import (
+    EMPTY_INPUT,
     RunStart,
     check_run_outputs,
     dry_run,
@@ -56,6 +57,8 @@ from batchsms.commands.run.starting import (
     refusals,
     refuse_whole_file_mistakes,
 )
+from batchsms.commands.run.story import progress_events, tell_repeats, watched
+from batchsms.commands.run.timeline import Timeline, open_timeline
 from batchsms.engine.build import require_transport_features
 from batchsms.engine.feed import LineSource, is_regular, line_source
 from batchsms.engine.pipeline import Pipeline
@@ -66,6 +69,8 @@ from batchsms.journal.outcomes import JournalScan, Outcome, OutcomeWriter, lock_
 from batchsms.journal.resume import ResumeIndex, ResumeRun
 from batchsms.lines.bodies import Planned, checked_lines
 from batchsms.lines.reader import InvalidLine
+from batchsms.lines.repeats import RepeatedIds
+from batchsms.transport.credentials import credential_source
 from batchsms.transport.endpoint import Connection, resolve_connection
 
 __all__ = ["RunStart", "check_run_outputs", "refusals", "run"]
@@ -83,6 +88,7 @@ class _Journal:
     side: PreviousLog
     writer: OutcomeWriter
     capture: Capture | None  # None: not --undo-file
+    repeats: RepeatedIds  # task ids seen on more than one line, told at the end (story.py)
 
     def close(self) -> None:
         try:
@@ -129,15 +135,42 @@ async def _watch_signals(pipeline: Pipeline, grace: float, tg: anyio.abc.TaskGro
 async def _run_async(ctx: RunContext) -> Stop:
     """The library's run, over the same `Client`, writing to the journal, under signals."""
     journal = ctx.journal
+    with ExitStack() as stack:
+        return await _run_in(ctx, journal, stack)
+
+
+async def _run_in(ctx: RunContext, journal: _Journal, stack: ExitStack) -> Stop:
+    """`_run_async` with `stack` holding what closes after the run (the timeline file)."""
     async with Client._for_command(ctx.connection, ctx.config.engine, ctx.env) as client:
         pipeline = client._pipeline(journal.writer, ctx.config.checks, run_id=journal.run_id,
                                    stats=ctx.stats, resume=journal.resume,
                                    capture=journal.capture, on_outcome=ctx.on_outcome)
         async with anyio.create_task_group() as tg:
             await tg.start(_watch_signals, pipeline, ctx.config.grace, tg)
-            await pipeline.run(journal.source)
+            config = ctx.config
+            if config.timeline is not None:
+                sink = stack.enter_context(open_timeline(config.timeline))
+                tg.start_soon(Timeline(pipeline.sender, sink).record)
+            if config.log_format == "json" and config.progress_interval > 0:
+                tg.start_soon(progress_events, ctx.stats, progress.count_lines(config.input),
+                              config.progress_interval)
+            await pipeline.run(journal.source, _about(ctx))
             tg.cancel_scope.cancel()
     return pipeline.stop
+
+
+def _about(ctx: RunContext) -> dict[str, object]:
+    """What `run.started` says of the run beyond the engine: where it sends, what it reads and
+    writes, and whose credentials (their source, never a secret)."""
+    config, connection = ctx.config, ctx.connection
+    if connection.auth is None:
+        source = "none (a rehearsal)"
+    elif config.connection.credentials is not None:
+        source = "given"
+    else:
+        source = credential_source(ctx.env, config.connection.token_file)
+    return {"endpoint": connection.endpoint or "the built-in simulator (--simulate)",
+            "input": str(config.input), "out": str(config.out), "credentials": source}
 
 
 def _loop_options() -> dict[str, bool]:
@@ -164,12 +197,13 @@ def _open_journal(config: RunConfig, undo: RunUndo | None) -> _Journal:
     # Unreadable input or a whole-file mistake: exit 2, no --out. A stream (stdin, FIFO) is
     # not read ahead: its producer may pause, and nothing is read before the signal handlers
     # are in place (its lines are then judged one by one, as they come).
-    lines: Iterator[Planned | InvalidLine] = checked_lines(config.input, config.defaults,
-                                                                default_op=config.op,
-                                                                rules=config.rules)
+    repeats = RepeatedIds()
+    lines: Iterator[Planned | InvalidLine] = watched(
+        checked_lines(config.input, config.defaults, default_op=config.op, rules=config.rules),
+        repeats)
     regular = is_regular(config.input)
     if regular:
-        lines = refuse_whole_file_mistakes(lines)
+        lines = refuse_whole_file_mistakes(lines, allow_empty=config.allow_empty)
     log_deadline(config.deadline)
     run_id = new_run_id()
     # The marker opens the run (and, without --resume, a sequence): before anything is sent
@@ -182,7 +216,7 @@ def _open_journal(config: RunConfig, undo: RunUndo | None) -> _Journal:
         raise
     return _Journal(run_id=run_id, source=line_source(lines, regular=regular), resume=resume,
                     side=side, writer=OutcomeWriter(config.out),
-                    capture=None if undo is None else Capture(side))
+                    capture=None if undo is None else Capture(side), repeats=repeats)
 
 
 def _progress(config: RunConfig, stderr: TextIO) -> AbstractContextManager[
@@ -254,6 +288,16 @@ def _journaled(ctx: RunContext, stderr: TextIO) -> ExitCode:
     return _end(ctx, stop, stderr)
 
 
+def refuse_empty(config: RunConfig, stderr: TextIO) -> ExitCode:
+    """A stream (stdin, a FIFO) that ended without a line, and no --allow-empty: exit 2, told
+    as a refusal to start is (a regular file is refused before the run: starting.py)."""
+    if config.log_format == "json":
+        log.error("run.refused", error=EMPTY_INPUT, exit_code=int(ExitCode.USAGE))
+    else:
+        print(f"batchsms: {EMPTY_INPUT}", file=stderr)
+    return ExitCode.USAGE
+
+
 def _end(ctx: RunContext, stop: Stop, stderr: TextIO) -> ExitCode:
     """After a run that kept its journal: the undo file, the summary, the metrics."""
     config, journal, stats = ctx.config, ctx.journal, ctx.stats
@@ -263,7 +307,10 @@ def _end(ctx: RunContext, stop: Stop, stderr: TextIO) -> ExitCode:
             stderr)
     if ctx.undo is not None:
         print(describe_undo(ctx.undo.write(config.out)), file=stderr)
+    tell_repeats(journal.repeats)
     code = exit_code(stats, stop.stopped)
+    if not sum(stats.by_status.values()) and stop.stopped is None and not config.allow_empty:
+        code = refuse_empty(config, stderr)  # a stream that brought no line (a file: at start)
     log_summary(config, journal.run_id, stats, stop.message, code, stderr)
     final_metrics(config.metrics_file, stats, code)
     return code

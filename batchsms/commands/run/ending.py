@@ -3,6 +3,7 @@ file (also after a refusal), and exit 4 when the journal broke."""
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ log = structlog.get_logger("batchsms")
 def exit_code(stats: RunStats, stopped: Stopped | None) -> ExitCode:
     if stopped is not None and stopped.signum is not None:
         return ExitCode.interrupted_by(stopped.signum)
+    if stopped is not None and stopped.unreachable:
+        return ExitCode.USAGE  # the endpoint was never reached: the configuration (§7)
     if stopped is not None and stopped.reason is StopReason.ABORTED:
         return ExitCode.ABORTED
     bad = sum(n for s, n in stats.by_status.items() if s != Status.SUCCEEDED)
@@ -74,16 +77,29 @@ def summary_lines(stats: RunStats, stop_message: str | None) -> Iterator[str]:
         yield f"stopped early: {stop_message}"
 
 
+def next_steps(config: RunConfig, code: int) -> str | None:
+    """After an interrupt: how to finish the run and how to see what it did."""
+    if code not in (ExitCode.SIGINT, ExitCode.SIGTERM):
+        return None
+    out = shlex.quote(str(config.out))
+    return (f"to finish, run again with the same input, options and --out, adding --resume "
+            f"(batchsms run {shlex.quote(str(config.input))} --out {out} --resume ...); "
+            f"to see what was done: batchsms report {out}")
+
+
 def log_summary(config: RunConfig, run_id: str, stats: RunStats, stop_message: str | None,
              code: int, stderr: TextIO) -> None:
     """`run.finished` as one event (all a json log gets), and the human lines on a console."""
+    hint = next_steps(config, code)
     log.info("run.finished", run_id=run_id, exit_code=int(code),
              duration_s=round(stats.duration, 3), requests=stats.requests,
              retries=stats.retries, **dict(stats.by_status), errors=dict(stats.by_error),
-             stopped=stop_message)
+             stopped=stop_message, **({"next": hint} if hint else {}))
     if config.log_format != "json":
         for text in summary_lines(stats, stop_message):
             print(text, file=stderr)
+        if hint:
+            print(hint, file=stderr)
 
 
 def broken(config: RunConfig, run_id: str, error: JournalError, stats: RunStats,

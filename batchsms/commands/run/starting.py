@@ -5,6 +5,7 @@ whole."""
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -68,12 +69,14 @@ class RunStart:
     out: Path
     log_format: str | None  # as asked; None: console on a terminal, else json
     quiet: bool = False
+    verbose: bool = False  # debug events too (task.invalid)
     dry_run: bool = False
     metrics_file: Path | None = None
     token_file: Path | None = None
     ca_bundle: str | None = None
     patch: str | None = None
     undo_file: Path | None = None
+    timeline: Path | None = None
 
 
 @contextmanager
@@ -85,7 +88,8 @@ def refusals(start: RunStart) -> Iterator[str]:
     unless JSON logs were asked for: then it is one `run.refused` event, and swallowed (the
     caller returns exit 2). Either way, and after Ctrl-C at start-up (130), the metrics file is
     still written, so that an exit-code alert sees the run that did not start."""
-    fmt = logs.configure(start.log_format, quiet=start.quiet)
+    fmt = logs.configure(start.log_format, quiet=start.quiet,
+                         level=logging.DEBUG if start.verbose else logging.INFO)
     refused: ExitCode | None = None
     try:
         yield fmt
@@ -119,6 +123,9 @@ def check_run_outputs(start: RunStart) -> None:
     check_output("--metrics-file", start.metrics_file, [*inputs, *journal])
     check_output("--undo-file", start.undo_file,
                  [*inputs, *journal, ("--metrics-file", start.metrics_file)])
+    check_output("--timeline", start.timeline,
+                 [*inputs, *journal, ("--metrics-file", start.metrics_file),
+                  ("--undo-file", start.undo_file)])
 
 
 def run_inputs(source: str, token_file: Path | str | None,
@@ -129,12 +136,20 @@ def run_inputs(source: str, token_file: Path | str | None,
             ("--ca-bundle", ca_bundle)]
 
 
+EMPTY_INPUT = ("the input has no lines: nothing to do, and a nightly job whose input came out "
+               "empty must not look healthy; pass --allow-empty if an empty input is fine")
+
+
 def refuse_whole_file_mistakes(
-        lines: Iterator[Planned | InvalidLine]) -> Iterator[Planned | InvalidLine]:
+        lines: Iterator[Planned | InvalidLine], *,
+        allow_empty: bool = False) -> Iterator[Planned | InvalidLine]:
     """The same stream, after reading ahead up to `LOOK_AHEAD` lines: when every one of them is
     invalid, the file (or the options) is wrong as a whole, and the run refuses to start
-    (exit 2) instead of writing a record per line. At most those lines are held."""
+    (exit 2) instead of writing a record per line. An input with no line at all is refused
+    too, unless `allow_empty`. At most those lines are held."""
     head = list(itertools.islice(lines, LOOK_AHEAD))
+    if not head and not allow_empty:
+        raise UsageError(EMPTY_INPUT)
     if not head or not all(isinstance(item, InvalidLine) for item in head):
         return itertools.chain(head, lines)
     invalid = [item for item in head if isinstance(item, InvalidLine)]
