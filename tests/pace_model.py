@@ -132,8 +132,13 @@ class Result:
 
 def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurrency: int = 16,
           latency: float = 0.01, max_attempts: int = 5, horizon: float = 900.0,
-          max_outage: float = 600.0) -> Result:
-    """Run ``lines`` lines against ``service`` until each succeeded or failed (or gave up)."""
+          max_outage: float = 600.0, slow_start: float = 0.0,
+          slow_latency: float = 0.33) -> Result:
+    """Run ``lines`` lines against ``service`` until each succeeded or failed (or gave up).
+
+    For the first ``slow_start`` seconds one try is in flight at a time and each takes
+    ``slow_latency`` (a run still in slow start on a loaded machine: ~3 sends/s); then
+    ``concurrency`` and ``latency``."""
     clock = FakeClock()
     pace = Pace(rate, 1.0, clock=clock, sleep=clock.sleep)
     budget = RetryBudget(clock=clock)
@@ -164,7 +169,7 @@ def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurren
         now = clock.now
         while backoffs and backoffs[0][0] <= now:
             deferred.append(heapq.heappop(backoffs)[1])
-        while in_flight < concurrency:
+        while in_flight < (1 if now < slow_start else concurrency):
             if guard.in_outage and (in_flight or now < next_probe):
                 if not in_flight:
                     wake(next_probe)
@@ -191,7 +196,7 @@ def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurren
                 result.in_flight_in_outage = max(result.in_flight_in_outage, in_flight)
             result.requests += 1
             result.sends.append(now)
-            schedule(now + latency, "answer", line, now)
+            schedule(now + (slow_latency if now < slow_start else latency), "answer", line, now)
 
     pump()
     while events:
@@ -201,7 +206,7 @@ def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurren
             break
         if kind == "answer":
             in_flight -= 1
-            answer = service.answer(sent_at + latency / 2)
+            answer = service.answer((sent_at + t) / 2)
             pace.on_answer(answer, sent_at=sent_at)
             guard.on_answer(answer)
             if answer is Answer.OK:

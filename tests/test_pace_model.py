@@ -100,3 +100,16 @@ def test_an_endless_outage_gives_up_after_max_outage_having_sent_only_probes() -
     # Probes 0.5 s apart for 5 s, a tenth of the outage's age until 50 s, then 5 s apart:
     # 10 + 10*ln(10) + 2 = 35 requests in the minute, against 6 000 at the asked rate.
     assert sum(t >= 6.0 for t in result.sends) <= 36
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("rate", [0.0, 100.0])
+def test_foreign_429s_during_slow_start_do_not_pin_the_rate(rate: float, seed: int) -> None:
+    """10% rate-independent 429s while the run is still held at ~3 sends/s by one request in
+    flight (slow start on a loaded machine, 8 s): the cuts they trip are taken from a rate that
+    was not what held the sends back, so they are guesses and do not hold. Before, the rate was
+    cut to ~3/s, then ~2/s, and the 200 lines took 70-95 s (ideal ~10 s)."""
+    result = drive(Random429(0.1, random.Random(seed)), rate=rate, lines=200, seed=seed,
+                   slow_start=8.0)
+    assert result.done == 200
+    assert result.elapsed <= 16.0

@@ -42,7 +42,11 @@ ratchets to the floor under the third. So:
 4. **A first volley is a guess.** A cut taken with no spacing of OK requests to go by, when
    the last ``MIN_SAMPLES`` answers came within ``YOUNG_SPAN`` (``--rate 0``: the first requests
    in flight are all answered at once), is not held: the rate grows by ``STARTUP_GROWTH`` from it
-   at once, and the next cut, on real spacing, sets it.
+   at once, and the next cut, on real spacing, sets it. So is a cut while the rate in force was
+   not what held the sends back (``APP_LIMITED``: one request in flight during slow start, a
+   slow machine; and the first cut at ``--rate 0``, when no rate was in force at all): the
+   goodput measured is then the run's own pace, and 429s that do not depend on our rate would
+   otherwise pin the run there (seen: ~3/s in slow start, then ~1/s, a 200-line run in minutes).
 
 Each rule is one small piece below, with its own few fields: `_ShareWindow` (rule 1),
 `_Goodput` and `_Climb` (rule 2: the measure a cut follows, then the hold and the climb),
@@ -111,6 +115,13 @@ GROWTH = 0.05
 """Relative growth per second while probing (compounded): from the hold, the quota is passed
 within a second, +5% (where the 429 excess trips a cut) within two, double within 14 s."""
 
+APP_LIMITED = 1.5
+"""A cut from a rate in force more than this times the rate the window's answers came at is a
+guess (rule 4):
+the sends were held back by something else (one request in flight during slow start, a slow
+machine), so the 429s among them say nothing about the rate in force, and the goodput measured
+is the run's own pace."""
+
 YOUNG_SPAN = 0.1
 """Seconds within which ``MIN_SAMPLES`` answers came all at once, as a volley (see `_cut`)."""
 
@@ -176,6 +187,12 @@ class _ShareWindow:
     def volley(self, now: float) -> bool:
         """Rule 4: the last ``MIN_SAMPLES`` answers came within ``YOUNG_SPAN``, all at once."""
         return now - self.answers[-MIN_SAMPLES][0] < YOUNG_SPAN
+
+    def rate(self, now: float) -> float:
+        """Answers per second over the window: the rate its requests really went out at."""
+        answers = self.answers
+        span = now - answers[0][0]
+        return (len(answers) - 1) / span if span > 0 else math.inf
 
     def clear(self) -> None:
         self.answers.clear()
@@ -488,7 +505,12 @@ class RateController:
         # Rule 4: a first volley of requests, answered all at once, says nothing about a rate:
         # with no spacing of OK requests to go by, the cut is a guess (a quota's 10-token burst
         # read as 10 req/s). Then ramp up at once instead of holding, and let the next cut decide.
-        guess = not self._goodput.spacing_known() and window.volley(now)
+        # So is a cut while the rate was not what held the sends back (app-limited, as BBR says:
+        # slow start, or a slow machine, sending at a fraction of it): the goodput measured then
+        # is our own pace, not the service's limit, and holding it would pin the run there.
+        # With --rate 0 there was no rate in force at all: the first cut is a guess too.
+        guess = (not self._goodput.spacing_known() and window.volley(now)) or not self._rate \
+            or sent > APP_LIMITED * window.rate(now)
         self._rate = new_rate
         self._judgement.start(now, excess_before, guess=guess)
         self._climb.hold(now, guess=guess)
