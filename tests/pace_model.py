@@ -2,7 +2,8 @@
 (with a `RetryBudget` and an `OutageGuard`) against scripted services, so the pace targets are
 asserted deterministically, with fixed randomness and no sockets.
 
-The client side mimics the engine: ``concurrency`` requests in flight at most; every try takes a
+The client side mimics the engine: one request in flight until the first answer (admission's
+slow start), then ``concurrency`` at most; every try takes a
 token from `Pace`; a retry waits its backoff (full jitter, base 0.5 s, cap 20 s) and then for the
 budget; while the guard says "outage" only one probe is in flight, spaced by `probe_delay()`.
 """
@@ -154,6 +155,7 @@ def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurren
     in_flight = 0
     next_probe = 0.0
     wake_at = -1.0
+    opened = False  # admission's slow start: one try in flight until the first answer
 
     def schedule(t: float, kind: str, line: int = -1, sent_at: float = 0.0) -> None:
         heapq.heappush(events, (t, next(seq), kind, line, sent_at))
@@ -169,7 +171,7 @@ def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurren
         now = clock.now
         while backoffs and backoffs[0][0] <= now:
             deferred.append(heapq.heappop(backoffs)[1])
-        while in_flight < (1 if now < slow_start else concurrency):
+        while in_flight < (concurrency if opened and now >= slow_start else 1):
             if guard.in_outage and (in_flight or now < next_probe):
                 if not in_flight:
                     wake(next_probe)
@@ -206,6 +208,7 @@ def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurren
             break
         if kind == "answer":
             in_flight -= 1
+            opened = True
             answer = service.answer((sent_at + t) / 2)
             pace.on_answer(answer, sent_at=sent_at)
             guard.on_answer(answer)

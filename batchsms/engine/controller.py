@@ -32,6 +32,11 @@ ratchets to the floor under the third. So:
    answers (or those of ``EXP_MAX`` seconds, whichever comes first) judge the cut: if the share
    above ``p0`` stayed between ``INDEPENDENT`` and 1/``INDEPENDENT`` times what it was (half to
    twice, give or take ``Z`` deviations of binomial noise), the 429s do not come from our rate.
+   A sequential test (Wald's) says so sooner when the evidence is plain: from ``MIN_SAMPLES``
+   answers on, once the odds of "at least half the excess is still there" against "the cut
+   took the share back to the base" (``OURS_LEFT`` above it) reach 19:1 (``NOT_OURS_LLR``) and
+   the share is not worse than before -- ~25 answers for 10% foreign 429s, where the 100 of
+   the fixed-size test took 5 s at 20/s.
    Then their share becomes ``p0`` and the rate goes back to where it was before the cuts. A
    share clearly below ``p0`` lowers ``p0`` to it (a wrong "not ours" is corrected by the next
    cut). A share that clearly *grew* (beyond twice) means the cut was too shallow -- the goodput
@@ -39,14 +44,21 @@ ratchets to the floor under the third. So:
    again. ``p0`` halves every ``BASE_HALF_LIFE`` seconds, so once the other clients stop it
    fades, and a persisting background is re-learnt by the next cut (a brief dip every minute or
    two).
-4. **A first volley is a guess.** A cut taken with no spacing of OK requests to go by, when
-   the last ``MIN_SAMPLES`` answers came within ``YOUNG_SPAN`` (``--rate 0``: the first requests
-   in flight are all answered at once), is not held: the rate grows by ``STARTUP_GROWTH`` from it
-   at once, and the next cut, on real spacing, sets it. So is a cut while the rate in force was
-   not what held the sends back (``APP_LIMITED``: one request in flight during slow start, a
-   slow machine; and the first cut at ``--rate 0``, when no rate was in force at all): the
-   goodput measured is then the run's own pace, and 429s that do not depend on our rate would
-   otherwise pin the run there (seen: ~3/s in slow start, then ~1/s, a 200-line run in minutes).
+4. **A cut with nothing to measure by is a guess.** It is not held: the rate grows by
+   ``STARTUP_GROWTH`` from it at once, and the next cut, on real spacing, sets it. Such a cut
+   has no spacing of OK requests to go by and either the last ``MIN_SAMPLES`` answers came
+   within ``YOUNG_SPAN`` (``--rate 0``: the first requests in flight are all answered at once),
+   or the run is younger than ``WINDOW`` and OK requests still went through after the first
+   429 (`_Goodput.young`: read as a rate, the ~15 OKs of the first 0.13 s at ``--rate 200``
+   held the rate at 14.5/s, under a third of a quota of 50/s with a 10-token burst, whenever 20
+   answers took a hair more than ``YOUNG_SPAN``). Or the rate in force was not what held the
+   sends back all along -- *app-limited*, as BBR says: the bucket did not keep holding sends
+   back (`held`) from the oldest answer of the share window on (one request in flight during
+   slow start, a slow machine, the end of those within the window; always at ``--rate 0``).
+   The goodput measured is then the run's own pace, and 429s that do not depend on our rate
+   would pin the run there (seen: ~3/s in slow start, then ~1/s, a 200-line run in minutes).
+   A ramp after a guess belongs to the guessed cut: a "not ours" verdict on the next cut
+   restores the rate from before the guess.
 
 Each rule is one small piece below, with its own few fields: `_ShareWindow` (rule 1),
 `_Goodput` and `_Climb` (rule 2: the measure a cut follows, then the hold and the climb),
@@ -115,13 +127,6 @@ GROWTH = 0.05
 """Relative growth per second while probing (compounded): from the hold, the quota is passed
 within a second, +5% (where the 429 excess trips a cut) within two, double within 14 s."""
 
-APP_LIMITED = 1.5
-"""A cut from a rate in force more than this times the rate the window's answers came at is a
-guess (rule 4):
-the sends were held back by something else (one request in flight during slow start, a slow
-machine), so the 429s among them say nothing about the rate in force, and the goodput measured
-is the run's own pace."""
-
 YOUNG_SPAN = 0.1
 """Seconds within which ``MIN_SAMPLES`` answers came all at once, as a volley (see `_cut`)."""
 
@@ -146,6 +151,14 @@ INDEPENDENT = 0.5
 not address their cause. The share before is measured early in an episode, diluted by the OKs
 before it, so a quota overshot by a cut on a noisy goodput can look "not ours" for one cycle:
 the restored rate then trips a cut at once, whose judgement lowers ``p0`` again."""
+
+OURS_LEFT = EXCESS / 4
+"""The 429 share above the base share left after a cut that addressed their cause, as the
+sequential test (rule 3) assumes it: a cut lands under the goodput, so about none."""
+
+NOT_OURS_LLR = math.log(19.0)
+"""Log-likelihood ratio at which the sequential test calls the 429s "not ours" (odds 19:1):
+with 10% rate-independent 429s, ~25-30 answers, against the 100 of the fixed-size test."""
 
 BASE_HALF_LIFE = 60.0
 """Seconds in which the learnt base share halves, so that it fades when the background stops."""
@@ -187,12 +200,6 @@ class _ShareWindow:
     def volley(self, now: float) -> bool:
         """Rule 4: the last ``MIN_SAMPLES`` answers came within ``YOUNG_SPAN``, all at once."""
         return now - self.answers[-MIN_SAMPLES][0] < YOUNG_SPAN
-
-    def rate(self, now: float) -> float:
-        """Answers per second over the window: the rate its requests really went out at."""
-        answers = self.answers
-        span = now - answers[0][0]
-        return (len(answers) - 1) / span if span > 0 else math.inf
 
     def clear(self) -> None:
         self.answers.clear()
@@ -250,9 +257,10 @@ class _Goodput:
     """Rule 2's measure: the OK answers of the last ``WINDOW``, and the spacing of the OK
     requests since the first fresh 429 of the current episode (None before it)."""
 
-    __slots__ = ("episode", "last_throttle_sent", "oks")
+    __slots__ = ("episode", "first", "last_throttle_sent", "oks")
 
     def __init__(self) -> None:
+        self.first = math.inf  # the first answer ever (`young`)
         self.oks: deque[float] = deque()
         self.episode: _Spacing | None = None
         self.last_throttle_sent = -math.inf
@@ -290,6 +298,13 @@ class _Goodput:
         # A gap or two is noisy (send times are quantised by the client's own pacing): then the
         # last second's OKs are a floor under it.
         return spacing if self.spacing_known() else max(spacing, last_second)
+
+    def young(self, now: float) -> bool:
+        """The first answer came less than ``WINDOW`` ago, and OK requests still went through
+        after the first 429: the last second's OKs are less than a second's worth of a limit
+        that lets more through (a quota's burst, then its refill). A window that counts every
+        arrival lets none through once full, and is measured right by them."""
+        return now - self.first < WINDOW and self.episode is not None and self.episode.count > 0
 
     def spacing_known(self) -> bool:
         return self.episode is not None and self.episode.known
@@ -334,7 +349,8 @@ class _Verdict(enum.Enum):
 class _Judgement:
     """Rule 3: the answers to requests sent ``SETTLE`` seconds after a cut judge it."""
 
-    __slots__ = ("active", "excess_before", "n", "settle_until", "throttled")
+    __slots__ = ("active", "excess_before", "llr", "llr_ok", "llr_throttled", "n",
+                 "settle_until", "throttled")
 
     def __init__(self) -> None:
         self.settle_until = -math.inf
@@ -342,24 +358,44 @@ class _Judgement:
         self.excess_before = 0.0  # the excess 429 share before the cut
         self.n = 0
         self.throttled = 0
+        # The sequential test (`add`): log-likelihood ratio "not ours" : "ours" so far, and
+        # what a 429 and an OK add to it.
+        self.llr = self.llr_throttled = self.llr_ok = 0.0
 
-    def start(self, now: float, excess_before: float, *, guess: bool) -> None:
+    def start(self, now: float, excess_before: float, base: float, *, guess: bool) -> None:
         """A cut at ``now``; a guessed one (rule 4) is not judged, nor settled."""
         self.settle_until = now if guess else now + SETTLE
         self.active = not guess
         self.excess_before = excess_before
         self.n = self.throttled = 0
+        # "Ours": the cut took the 429s back to about the base share. "Not ours": at least
+        # INDEPENDENT of the excess before it is still there.
+        ours, not_ours = base + OURS_LEFT, min(0.99, base + INDEPENDENT * excess_before)
+        self.llr = 0.0
+        if not_ours > ours:
+            self.llr_throttled = math.log(not_ours / ours)
+            self.llr_ok = math.log((1 - not_ours) / (1 - ours))
+        else:
+            self.llr_throttled = self.llr_ok = 0.0
 
     def add(self, now: float, throttled: bool, base: _BaseShare) -> _Verdict:
         """One answer since the cut (``active`` only)."""
         self.n += 1
         self.throttled += throttled
+        # Wald's sequential test, for a verdict "not ours" in as few answers as the evidence
+        # allows: at 20 req/s, 100 answers (below) take 5 s of a needless cut.
+        self.llr += self.llr_throttled if throttled else self.llr_ok
         waited = now - self.settle_until >= EXP_MAX
         if (self.n >= EXP_SAMPLES and (self._telling() or waited)) or (
                 self.n >= MIN_SAMPLES and waited):
             return self._verdict(now, base)
-        if self.n >= MIN_SAMPLES and self._worse(base.now(now)):
-            self.active = False  # the cut was not deep enough: the next 429 cuts again
+        if self.n >= MIN_SAMPLES:
+            if self._worse(base.now(now)):
+                self.active = False  # the cut was not deep enough: the next 429 cuts again
+            elif self.llr >= NOT_OURS_LLR:
+                self.active = False
+                base.learn(self.throttled / self.n, now)
+                return _Verdict.NOT_OURS
         return _Verdict.PENDING
 
     def _telling(self) -> bool:
@@ -436,6 +472,8 @@ class RateController:
         self._climb = _Climb()
         self._judgement = _Judgement()
         self._cut_in_flight: _CutInFlight | None = None
+        # When the bucket last held a send back (`held`), and since when it has without a gap.
+        self._held_at = self._held_since = -math.inf
 
     @property
     def rate(self) -> float:
@@ -450,6 +488,17 @@ class RateController:
     def base_share(self, now: float) -> float:
         """The learnt share of 429s that do not depend on our rate, faded to ``now``."""
         return self._base.now(now)
+
+    def held(self, now: float) -> None:
+        """The bucket held a send back at ``now``: the rate in force is what limits the run."""
+        if now - self._held_at > max(WINDOW, 2 / (self._rate or math.inf)):
+            self._held_since = now
+        self._held_at = now
+
+    def _held_before(self, start: float, now: float) -> bool:
+        """The bucket has held sends back since ``start`` up to ``now``, without a gap."""
+        return self._held_since <= start and now - self._held_at <= max(
+            WINDOW, 2 / (self._rate or math.inf))
 
     def on_success(self, now: float, sent_at: float | None = None) -> float:
         """A request sent at ``sent_at`` succeeded. Returns the rate now in force."""
@@ -484,6 +533,8 @@ class RateController:
         if sent_at is not None and sent_at <= judgement.settle_until:
             return False
         self._window.add(now, throttled)
+        if self._goodput.first > now:
+            self._goodput.first = now
         if judgement.active:
             verdict = judgement.add(now, throttled, self._base)
             if verdict is _Verdict.NOT_OURS:  # backing off did not lower the share
@@ -509,10 +560,12 @@ class RateController:
         # slow start, or a slow machine, sending at a fraction of it): the goodput measured then
         # is our own pace, not the service's limit, and holding it would pin the run there.
         # With --rate 0 there was no rate in force at all: the first cut is a guess too.
-        guess = (not self._goodput.spacing_known() and window.volley(now)) or not self._rate \
-            or sent > APP_LIMITED * window.rate(now)
+        goodput = self._goodput
+        guess = not self._rate or (not goodput.spacing_known() and (
+            window.volley(now) or goodput.young(now))) \
+            or not self._held_before(window.answers[0][0], now)
         self._rate = new_rate
-        self._judgement.start(now, excess_before, guess=guess)
+        self._judgement.start(now, excess_before, self._base.now(now), guess=guess)
         self._climb.hold(now, guess=guess)
         window.clear()
         episode = self._goodput.end_episode()
@@ -521,8 +574,10 @@ class RateController:
     def _grow(self, now: float) -> None:
         if self._rate == 0 or self._judgement.active or now < self._climb.until:
             return
-        self._peak = None
-        target = self._climb.grown(self._rate, now)
+        climb = self._climb
+        if climb.growth == GROWTH:  # a ramp after a guessed cut still belongs to that cut
+            self._peak = None
+        target = climb.grown(self._rate, now)
         if self._max_rate:
             target = min(target, self._max_rate)
         else:

@@ -41,6 +41,7 @@ class Pace:
         if self._limiter.try_acquire_nowait():
             self._meter.record(self._clock())
             return True
+        self._controller.held(self._clock())  # every wait for a token starts here (Sender)
         return False
 
     async def acquire(self) -> None:
