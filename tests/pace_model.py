@@ -97,6 +97,19 @@ class Failing(Service):
         return self.inner.answer(t)
 
 
+@dataclass
+class Foreign(Service):
+    """``inner``, with a share ``p`` of tries answered 429 first whatever the rate: another
+    client spending the same account's quota (those 429s cost ``inner`` nothing)."""
+
+    inner: Service
+    p: float
+    rng: random.Random
+
+    def answer(self, t: float) -> Answer:
+        return Answer.THROTTLED if self.rng.random() < self.p else self.inner.answer(t)
+
+
 class AllOK(Service):
     """A service with no limit."""
 
@@ -117,6 +130,7 @@ class Result:
     gave_up: bool = False
     sends: list[float] = field(default_factory=list)
     in_flight_in_outage: int = 0  # most tries in flight at once while the guard said outage
+    base_share: float = 0.0  # the controller's learnt share of 429s "not ours", at the end
 
     @property
     def goodput(self) -> float:
@@ -223,6 +237,7 @@ def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurren
                     heapq.heappush(backoffs, (t + delay, line))
             if result.done + result.failed == lines:
                 result.elapsed = t
+                result.base_share = pace.base_share(t)
                 return result
             if guard.given_up:
                 result.gave_up = True

@@ -392,7 +392,7 @@ class _Judgement:
         if self.n >= MIN_SAMPLES:
             if self._worse(base.now(now)):
                 self.active = False  # the cut was not deep enough: the next 429 cuts again
-            elif self.llr >= NOT_OURS_LLR:
+            elif self.llr >= NOT_OURS_LLR and not self._above_before(base.now(now)):
                 self.active = False
                 base.learn(self.throttled / self.n, now)
                 return _Verdict.NOT_OURS
@@ -402,6 +402,12 @@ class _Judgement:
         """Enough answers since the cut to tell a share of half the excess before it from 0."""
         low = INDEPENDENT * self.excess_before
         return low - _noise(low, self.n) > 0
+
+    def _above_before(self, base: float) -> bool:
+        """Since the cut the excess share is clearly above what it was before: not the same
+        429s (a cut too shallow for a quota; "not ours" would learn them as the base)."""
+        n, before = self.n, self.excess_before
+        return self.throttled / n - base > before + _noise(before, n)
 
     def _worse(self, base: float) -> bool:
         """Since the cut the excess share is clearly above what it was before it."""

@@ -35,6 +35,10 @@ class Pace:
         """Requests/s in force now; 0.0 means unlimited."""
         return self._limiter.current_rate
 
+    def base_share(self, now: float) -> float:
+        """The share of 429s the controller learnt are not ours (rule 3), faded to ``now``."""
+        return self._controller.base_share(now)
+
     def try_acquire_nowait(self) -> bool:
         """Take a token at once if one is free and nobody is queued; True if taken (and
         counted as sent)."""
