@@ -127,6 +127,10 @@ GROWTH = 0.05
 """Relative growth per second while probing (compounded): from the hold, the quota is passed
 within a second, +5% (where the 429 excess trips a cut) within two, double within 14 s."""
 
+HELD_GAP = 1 / MIN_RATE
+"""Seconds without a send held back by the bucket after which it no longer counts as holding
+the run back (rule 4, app-limited): at the floor rate sends are this far apart."""
+
 YOUNG_SPAN = 0.1
 """Seconds within which ``MIN_SAMPLES`` answers came all at once, as a volley (see `_cut`)."""
 
@@ -257,10 +261,9 @@ class _Goodput:
     """Rule 2's measure: the OK answers of the last ``WINDOW``, and the spacing of the OK
     requests since the first fresh 429 of the current episode (None before it)."""
 
-    __slots__ = ("episode", "first", "last_throttle_sent", "oks")
+    __slots__ = ("episode", "last_throttle_sent", "oks")
 
     def __init__(self) -> None:
-        self.first = math.inf  # the first answer ever (`young`)
         self.oks: deque[float] = deque()
         self.episode: _Spacing | None = None
         self.last_throttle_sent = -math.inf
@@ -299,12 +302,13 @@ class _Goodput:
         # last second's OKs are a floor under it.
         return spacing if self.spacing_known() else max(spacing, last_second)
 
-    def young(self, now: float) -> bool:
-        """The first answer came less than ``WINDOW`` ago, and OK requests still went through
+    def young(self, now: float, first_send: float | None) -> bool:
+        """The first request left less than ``WINDOW`` ago, and OK requests still went through
         after the first 429: the last second's OKs are less than a second's worth of a limit
         that lets more through (a quota's burst, then its refill). A window that counts every
         arrival lets none through once full, and is measured right by them."""
-        return now - self.first < WINDOW and self.episode is not None and self.episode.count > 0
+        return (first_send is not None and now - first_send < WINDOW
+                and self.episode is not None and self.episode.count > 0)
 
     def spacing_known(self) -> bool:
         return self.episode is not None and self.episode.known
@@ -497,14 +501,13 @@ class RateController:
 
     def held(self, now: float) -> None:
         """The bucket held a send back at ``now``: the rate in force is what limits the run."""
-        if now - self._held_at > max(WINDOW, 2 / (self._rate or math.inf)):
+        if now - self._held_at > HELD_GAP:
             self._held_since = now
         self._held_at = now
 
     def _held_before(self, start: float, now: float) -> bool:
         """The bucket has held sends back since ``start`` up to ``now``, without a gap."""
-        return self._held_since <= start and now - self._held_at <= max(
-            WINDOW, 2 / (self._rate or math.inf))
+        return self._held_since <= start and now - self._held_at <= HELD_GAP
 
     def on_success(self, now: float, sent_at: float | None = None) -> float:
         """A request sent at ``sent_at`` succeeded. Returns the rate now in force."""
@@ -539,8 +542,6 @@ class RateController:
         if sent_at is not None and sent_at <= judgement.settle_until:
             return False
         self._window.add(now, throttled)
-        if self._goodput.first > now:
-            self._goodput.first = now
         if judgement.active:
             verdict = judgement.add(now, throttled, self._base)
             if verdict is _Verdict.NOT_OURS:  # backing off did not lower the share
@@ -568,7 +569,7 @@ class RateController:
         # With --rate 0 there was no rate in force at all: the first cut is a guess too.
         goodput = self._goodput
         guess = not self._rate or (not goodput.spacing_known() and (
-            window.volley(now) or goodput.young(now))) \
+            window.volley(now) or goodput.young(now, self._meter.first_send))) \
             or not self._held_before(window.answers[0][0], now)
         self._rate = new_rate
         self._judgement.start(now, excess_before, self._base.now(now), guess=guess)
