@@ -112,7 +112,8 @@ def test_a_cut_that_removed_the_429s_keeps_them_ours() -> None:
 
 
 def test_a_cut_that_did_not_lower_the_share_is_undone_and_learnt() -> None:
-    """10% 429s whatever the rate: one cut, then its judgement restores the rate and learns 10%."""
+    """10% 429s whatever the rate: one cut, then its judgement learns 10% and the rate climbs
+    back (rule 4's ramp: 95 -> 100 within the answers below)."""
     ctrl = RateController(100.0, meter=FixedMeter(100.0))
 
     def tenth(i: int) -> bool:

@@ -37,7 +37,8 @@ ratchets to the floor under the third. So:
    took the share back to the base" (``OURS_LEFT`` above it) reach 19:1 (``NOT_OURS_LLR``) and
    the share is not worse than before -- ~25 answers for 10% foreign 429s, where the 100 of
    the fixed-size test took 5 s at 20/s.
-   Then their share becomes ``p0`` and the rate goes back to where it was before the cuts. A
+   Then their share becomes ``p0`` and the rate climbs back as after a guess (rule 4's ramp,
+   about a second; not one jump, which overran a quota whose cut had only looked "not ours"). A
    share clearly below ``p0`` lowers ``p0`` to it (a wrong "not ours" is corrected by the next
    cut). A share that clearly *grew* (beyond twice) means the cut was too shallow -- the goodput
    was inflated by a quota's burst credit -- and ends the judgement early, so the next 429 cuts
@@ -545,10 +546,11 @@ class RateController:
         if judgement.active:
             verdict = judgement.add(now, throttled, self._base)
             if verdict is _Verdict.NOT_OURS:  # backing off did not lower the share
-                if self._peak is not None:
-                    self._rate = self._peak
-                self._peak = None
-                self._climb.until = now
+                # Back up as after a guess (rule 4's ramp), not in one jump to the rate before
+                # the cuts: a cut on a quota's burst-inflated goodput can look "not ours" too,
+                # and a jump back to --rate 200 overran a 50/s quota at once (13% of 429s in
+                # one bench run). Foreign 429s cost the ramp a second at most.
+                self._climb.hold(now, guess=True)
                 self._goodput.episode = None
         return True
 
