@@ -58,8 +58,6 @@ ratchets to the floor under the third. So:
    slow start, a slow machine, the end of those within the window; always at ``--rate 0``).
    The goodput measured is then the run's own pace, and 429s that do not depend on our rate
    would pin the run there (seen: ~3/s in slow start, then ~1/s, a 200-line run in minutes).
-   A ramp after a guess belongs to the guessed cut: a "not ours" verdict on the next cut
-   restores the rate from before the guess.
 
 Each rule is one small piece below, with its own few fields: `_ShareWindow` (rule 1),
 `_Goodput` and `_Climb` (rule 2: the measure a cut follows, then the hold and the climb),
@@ -475,8 +473,6 @@ class RateController:
         self._min_rate = min(min_rate, self._max_rate / 2) if self._max_rate else min_rate
         self._meter = meter if meter is not None else SendRateMeter()
         self._rate = self._max_rate
-        # The rate before the current run of cuts, restored if they prove useless.
-        self._peak: float | None = None
         self._window = _ShareWindow()
         self._base = _BaseShare()
         self._goodput = _Goodput()
@@ -558,8 +554,6 @@ class RateController:
         """Rule 2: to just under the goodput, at most ``BETA_MAX`` times the rate sent at."""
         sent = self._rate or self._meter.rate(now)
         new_rate = max(self._min_rate, min(BETA_MAX * sent, HOLD_GAIN * self._goodput.rate(now)))
-        if self._peak is None:
-            self._peak = self._rate
         window = self._window
         excess_before = window.share() - self._base.now(now)
         # Rule 4: a first volley of requests, answered all at once, says nothing about a rate:
@@ -583,10 +577,7 @@ class RateController:
     def _grow(self, now: float) -> None:
         if self._rate == 0 or self._judgement.active or now < self._climb.until:
             return
-        climb = self._climb
-        if climb.growth == GROWTH:  # a ramp after a guessed cut still belongs to that cut
-            self._peak = None
-        target = climb.grown(self._rate, now)
+        target = self._climb.grown(self._rate, now)
         if self._max_rate:
             target = min(target, self._max_rate)
         else:
