@@ -2,10 +2,12 @@
 
     python bench/bench_all.py
 
-Runs bench/bench_validate.py (validation lines/s vs orjson.loads alone, peak RSS at 20k vs
-200k lines), bench/bench_run.py (requests/s vs a bare aiohttp loop and vs the official SDK's
-client, rate accuracy at --rate 50) and bench/bench_throttle.py (goodput, 429 share, lines
-failed and time against every kind of throttle and outage; PASS/FAIL per scenario) with their
+Runs bench/bench_pace.py (issue 22's pace goals on the fake-clock service model: quota,
+foreign 429s, slow start, both at once; load-free), bench/bench_validate.py (validation
+lines/s vs orjson.loads alone, peak RSS at 20k vs 200k lines), bench/bench_run.py (requests/s
+vs a bare aiohttp loop and vs the official SDK's client, rate accuracy at --rate 50) and
+bench/bench_throttle.py (goodput, 429 share, lines failed and time against every kind of
+throttle and outage; PASS/FAIL per scenario) with their
 defaults, one after the other, each in its own process so that none's memory or threads disturb
 another. A scenario that FAILs does not stop the others; the exit status is 1 if any script
 failed. Only 127.0.0.1 is used.
@@ -28,7 +30,7 @@ def main() -> int:
     print(f"# {platform.node()}: {cpu}, {platform.system()} {platform.release()}, "
           f"python {platform.python_version()}\n")
     failed = 0
-    for script in ("bench_validate.py", "bench_run.py", "bench_throttle.py"):
+    for script in ("bench_pace.py", "bench_validate.py", "bench_run.py", "bench_throttle.py"):
         print(f"## {script}", flush=True)
         if subprocess.call([sys.executable, str(HERE / script)]):
             failed += 1

@@ -2,7 +2,8 @@
 (with a `RetryBudget` and an `OutageGuard`) against scripted services, so the pace targets are
 asserted deterministically, with fixed randomness and no sockets.
 
-The client side mimics the engine: ``concurrency`` requests in flight at most; every try takes a
+The client side mimics the engine: one request in flight until the first answer (admission's
+slow start), then ``concurrency`` at most; every try takes a
 token from `Pace`; a retry waits its backoff (full jitter, base 0.5 s, cap 20 s) and then for the
 budget; while the guard says "outage" only one probe is in flight, spaced by `probe_delay()`.
 """
@@ -96,6 +97,19 @@ class Failing(Service):
         return self.inner.answer(t)
 
 
+@dataclass
+class Foreign(Service):
+    """``inner``, with a share ``p`` of tries answered 429 first whatever the rate: another
+    client spending the same account's quota (those 429s cost ``inner`` nothing)."""
+
+    inner: Service
+    p: float
+    rng: random.Random
+
+    def answer(self, t: float) -> Answer:
+        return Answer.THROTTLED if self.rng.random() < self.p else self.inner.answer(t)
+
+
 class AllOK(Service):
     """A service with no limit."""
 
@@ -116,6 +130,7 @@ class Result:
     gave_up: bool = False
     sends: list[float] = field(default_factory=list)
     in_flight_in_outage: int = 0  # most tries in flight at once while the guard said outage
+    base_share: float = 0.0  # the controller's learnt share of 429s "not ours", at the end
 
     @property
     def goodput(self) -> float:
@@ -132,8 +147,13 @@ class Result:
 
 def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurrency: int = 16,
           latency: float = 0.01, max_attempts: int = 5, horizon: float = 900.0,
-          max_outage: float = 600.0) -> Result:
-    """Run ``lines`` lines against ``service`` until each succeeded or failed (or gave up)."""
+          max_outage: float = 600.0, slow_start: float = 0.0,
+          slow_latency: float = 0.33) -> Result:
+    """Run ``lines`` lines against ``service`` until each succeeded or failed (or gave up).
+
+    For the first ``slow_start`` seconds one try is in flight at a time and each takes
+    ``slow_latency`` (a run still in slow start on a loaded machine: ~3 sends/s); then
+    ``concurrency`` and ``latency``."""
     clock = FakeClock()
     pace = Pace(rate, 1.0, clock=clock, sleep=clock.sleep)
     budget = RetryBudget(clock=clock)
@@ -149,6 +169,7 @@ def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurren
     in_flight = 0
     next_probe = 0.0
     wake_at = -1.0
+    opened = False  # admission's slow start: one try in flight until the first answer
 
     def schedule(t: float, kind: str, line: int = -1, sent_at: float = 0.0) -> None:
         heapq.heappush(events, (t, next(seq), kind, line, sent_at))
@@ -164,7 +185,7 @@ def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurren
         now = clock.now
         while backoffs and backoffs[0][0] <= now:
             deferred.append(heapq.heappop(backoffs)[1])
-        while in_flight < concurrency:
+        while in_flight < (concurrency if opened and now >= slow_start else 1):
             if guard.in_outage and (in_flight or now < next_probe):
                 if not in_flight:
                     wake(next_probe)
@@ -191,7 +212,7 @@ def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurren
                 result.in_flight_in_outage = max(result.in_flight_in_outage, in_flight)
             result.requests += 1
             result.sends.append(now)
-            schedule(now + latency, "answer", line, now)
+            schedule(now + (slow_latency if now < slow_start else latency), "answer", line, now)
 
     pump()
     while events:
@@ -201,7 +222,8 @@ def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurren
             break
         if kind == "answer":
             in_flight -= 1
-            answer = service.answer(sent_at + latency / 2)
+            opened = True
+            answer = service.answer((sent_at + t) / 2)
             pace.on_answer(answer, sent_at=sent_at)
             guard.on_answer(answer)
             if answer is Answer.OK:
@@ -215,6 +237,7 @@ def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurren
                     heapq.heappush(backoffs, (t + delay, line))
             if result.done + result.failed == lines:
                 result.elapsed = t
+                result.base_share = pace.base_share(t)
                 return result
             if guard.given_up:
                 result.gave_up = True

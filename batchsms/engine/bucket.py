@@ -112,6 +112,11 @@ class SendRateMeter:
         self._bucket_end = -math.inf  # the current bucket's end (every send is counted here)
         self._first_send = 0.0
 
+    @property
+    def first_send(self) -> float | None:
+        """When the first send was counted; None before it."""
+        return None if self._bucket_start is None else self._first_send
+
     def record(self, now: float) -> None:
         """Count one send at ``now``."""
         if now < self._bucket_end:  # the common case: one more send in the current bucket

@@ -32,17 +32,32 @@ ratchets to the floor under the third. So:
    answers (or those of ``EXP_MAX`` seconds, whichever comes first) judge the cut: if the share
    above ``p0`` stayed between ``INDEPENDENT`` and 1/``INDEPENDENT`` times what it was (half to
    twice, give or take ``Z`` deviations of binomial noise), the 429s do not come from our rate.
-   Then their share becomes ``p0`` and the rate goes back to where it was before the cuts. A
+   A sequential test (Wald's) says so sooner when the evidence is plain: from ``MIN_SAMPLES``
+   answers on, once the odds of "at least half the excess is still there" against "the cut
+   took the share back to the base" (``OURS_LEFT`` above it) reach 19:1 (``NOT_OURS_LLR``) and
+   the share is not worse than before -- ~25 answers for 10% foreign 429s, where the 100 of
+   the fixed-size test took 5 s at 20/s.
+   Then their share becomes ``p0`` and the rate climbs back as after a guess (rule 4's ramp,
+   about a second; not one jump, which overran a quota whose cut had only looked "not ours"). A
    share clearly below ``p0`` lowers ``p0`` to it (a wrong "not ours" is corrected by the next
    cut). A share that clearly *grew* (beyond twice) means the cut was too shallow -- the goodput
    was inflated by a quota's burst credit -- and ends the judgement early, so the next 429 cuts
    again. ``p0`` halves every ``BASE_HALF_LIFE`` seconds, so once the other clients stop it
    fades, and a persisting background is re-learnt by the next cut (a brief dip every minute or
    two).
-4. **A first volley is a guess.** A cut taken with no spacing of OK requests to go by, when
-   the last ``MIN_SAMPLES`` answers came within ``YOUNG_SPAN`` (``--rate 0``: the first requests
-   in flight are all answered at once), is not held: the rate grows by ``STARTUP_GROWTH`` from it
-   at once, and the next cut, on real spacing, sets it.
+4. **A cut with nothing to measure by is a guess.** It is not held: the rate grows by
+   ``STARTUP_GROWTH`` from it at once, and the next cut, on real spacing, sets it. Such a cut
+   has no spacing of OK requests to go by and either the last ``MIN_SAMPLES`` answers came
+   within ``YOUNG_SPAN`` (``--rate 0``: the first requests in flight are all answered at once),
+   or the run is younger than ``WINDOW`` and OK requests still went through after the first
+   429 (`_Goodput.young`: read as a rate, the ~15 OKs of the first 0.13 s at ``--rate 200``
+   held the rate at 14.5/s, under a third of a quota of 50/s with a 10-token burst, whenever 20
+   answers took a hair more than ``YOUNG_SPAN``). Or the rate in force was not what held the
+   sends back all along -- *app-limited*, as BBR says: the bucket did not keep holding sends
+   back (`held`) from the oldest answer of the share window on (one request in flight during
+   slow start, a slow machine, the end of those within the window; always at ``--rate 0``).
+   The goodput measured is then the run's own pace, and 429s that do not depend on our rate
+   would pin the run there (seen: ~3/s in slow start, then ~1/s, a 200-line run in minutes).
 
 Each rule is one small piece below, with its own few fields: `_ShareWindow` (rule 1),
 `_Goodput` and `_Climb` (rule 2: the measure a cut follows, then the hold and the climb),
@@ -111,6 +126,10 @@ GROWTH = 0.05
 """Relative growth per second while probing (compounded): from the hold, the quota is passed
 within a second, +5% (where the 429 excess trips a cut) within two, double within 14 s."""
 
+HELD_GAP = 1 / MIN_RATE
+"""Seconds without a send held back by the bucket after which it no longer counts as holding
+the run back (rule 4, app-limited): at the floor rate sends are this far apart."""
+
 YOUNG_SPAN = 0.1
 """Seconds within which ``MIN_SAMPLES`` answers came all at once, as a volley (see `_cut`)."""
 
@@ -135,6 +154,14 @@ INDEPENDENT = 0.5
 not address their cause. The share before is measured early in an episode, diluted by the OKs
 before it, so a quota overshot by a cut on a noisy goodput can look "not ours" for one cycle:
 the restored rate then trips a cut at once, whose judgement lowers ``p0`` again."""
+
+OURS_LEFT = EXCESS / 4
+"""The 429 share above the base share left after a cut that addressed their cause, as the
+sequential test (rule 3) assumes it: a cut lands under the goodput, so about none."""
+
+NOT_OURS_LLR = math.log(19.0)
+"""Log-likelihood ratio at which the sequential test calls the 429s "not ours" (odds 19:1):
+with 10% rate-independent 429s, ~25-30 answers, against the 100 of the fixed-size test."""
 
 BASE_HALF_LIFE = 60.0
 """Seconds in which the learnt base share halves, so that it fades when the background stops."""
@@ -274,6 +301,14 @@ class _Goodput:
         # last second's OKs are a floor under it.
         return spacing if self.spacing_known() else max(spacing, last_second)
 
+    def young(self, now: float, first_send: float | None) -> bool:
+        """The first request left less than ``WINDOW`` ago, and OK requests still went through
+        after the first 429: the last second's OKs are less than a second's worth of a limit
+        that lets more through (a quota's burst, then its refill). A window that counts every
+        arrival lets none through once full, and is measured right by them."""
+        return (first_send is not None and now - first_send < WINDOW
+                and self.episode is not None and self.episode.count > 0)
+
     def spacing_known(self) -> bool:
         return self.episode is not None and self.episode.known
 
@@ -317,7 +352,8 @@ class _Verdict(enum.Enum):
 class _Judgement:
     """Rule 3: the answers to requests sent ``SETTLE`` seconds after a cut judge it."""
 
-    __slots__ = ("active", "excess_before", "n", "settle_until", "throttled")
+    __slots__ = ("active", "excess_before", "llr", "llr_ok", "llr_throttled", "n",
+                 "settle_until", "throttled")
 
     def __init__(self) -> None:
         self.settle_until = -math.inf
@@ -325,30 +361,56 @@ class _Judgement:
         self.excess_before = 0.0  # the excess 429 share before the cut
         self.n = 0
         self.throttled = 0
+        # The sequential test (`add`): log-likelihood ratio "not ours" : "ours" so far, and
+        # what a 429 and an OK add to it.
+        self.llr = self.llr_throttled = self.llr_ok = 0.0
 
-    def start(self, now: float, excess_before: float, *, guess: bool) -> None:
+    def start(self, now: float, excess_before: float, base: float, *, guess: bool) -> None:
         """A cut at ``now``; a guessed one (rule 4) is not judged, nor settled."""
         self.settle_until = now if guess else now + SETTLE
         self.active = not guess
         self.excess_before = excess_before
         self.n = self.throttled = 0
+        # "Ours": the cut took the 429s back to about the base share. "Not ours": at least
+        # INDEPENDENT of the excess before it is still there.
+        ours, not_ours = base + OURS_LEFT, min(0.99, base + INDEPENDENT * excess_before)
+        self.llr = 0.0
+        if not_ours > ours:
+            self.llr_throttled = math.log(not_ours / ours)
+            self.llr_ok = math.log((1 - not_ours) / (1 - ours))
+        else:
+            self.llr_throttled = self.llr_ok = 0.0
 
     def add(self, now: float, throttled: bool, base: _BaseShare) -> _Verdict:
         """One answer since the cut (``active`` only)."""
         self.n += 1
         self.throttled += throttled
+        # Wald's sequential test, for a verdict "not ours" in as few answers as the evidence
+        # allows: at 20 req/s, 100 answers (below) take 5 s of a needless cut.
+        self.llr += self.llr_throttled if throttled else self.llr_ok
         waited = now - self.settle_until >= EXP_MAX
         if (self.n >= EXP_SAMPLES and (self._telling() or waited)) or (
                 self.n >= MIN_SAMPLES and waited):
             return self._verdict(now, base)
-        if self.n >= MIN_SAMPLES and self._worse(base.now(now)):
-            self.active = False  # the cut was not deep enough: the next 429 cuts again
+        if self.n >= MIN_SAMPLES:
+            if self._worse(base.now(now)):
+                self.active = False  # the cut was not deep enough: the next 429 cuts again
+            elif self.llr >= NOT_OURS_LLR and not self._above_before(base.now(now)):
+                self.active = False
+                base.learn(self.throttled / self.n, now)
+                return _Verdict.NOT_OURS
         return _Verdict.PENDING
 
     def _telling(self) -> bool:
         """Enough answers since the cut to tell a share of half the excess before it from 0."""
         low = INDEPENDENT * self.excess_before
         return low - _noise(low, self.n) > 0
+
+    def _above_before(self, base: float) -> bool:
+        """Since the cut the excess share is clearly above what it was before: not the same
+        429s (a cut too shallow for a quota; "not ours" would learn them as the base)."""
+        n, before = self.n, self.excess_before
+        return self.throttled / n - base > before + _noise(before, n)
 
     def _worse(self, base: float) -> bool:
         """Since the cut the excess share is clearly above what it was before it."""
@@ -411,14 +473,14 @@ class RateController:
         self._min_rate = min(min_rate, self._max_rate / 2) if self._max_rate else min_rate
         self._meter = meter if meter is not None else SendRateMeter()
         self._rate = self._max_rate
-        # The rate before the current run of cuts, restored if they prove useless.
-        self._peak: float | None = None
         self._window = _ShareWindow()
         self._base = _BaseShare()
         self._goodput = _Goodput()
         self._climb = _Climb()
         self._judgement = _Judgement()
         self._cut_in_flight: _CutInFlight | None = None
+        # When the bucket last held a send back (`held`), and since when it has without a gap.
+        self._held_at = self._held_since = -math.inf
 
     @property
     def rate(self) -> float:
@@ -433,6 +495,16 @@ class RateController:
     def base_share(self, now: float) -> float:
         """The learnt share of 429s that do not depend on our rate, faded to ``now``."""
         return self._base.now(now)
+
+    def held(self, now: float) -> None:
+        """The bucket held a send back at ``now``: the rate in force is what limits the run."""
+        if now - self._held_at > HELD_GAP:
+            self._held_since = now
+        self._held_at = now
+
+    def _held_before(self, start: float, now: float) -> bool:
+        """The bucket has held sends back since ``start`` up to ``now``, without a gap."""
+        return self._held_since <= start and now - self._held_at <= HELD_GAP
 
     def on_success(self, now: float, sent_at: float | None = None) -> float:
         """A request sent at ``sent_at`` succeeded. Returns the rate now in force."""
@@ -470,10 +542,11 @@ class RateController:
         if judgement.active:
             verdict = judgement.add(now, throttled, self._base)
             if verdict is _Verdict.NOT_OURS:  # backing off did not lower the share
-                if self._peak is not None:
-                    self._rate = self._peak
-                self._peak = None
-                self._climb.until = now
+                # Back up as after a guess (rule 4's ramp), not in one jump to the rate before
+                # the cuts: a cut on a quota's burst-inflated goodput can look "not ours" too,
+                # and a jump back to --rate 200 overran a 50/s quota at once (13% of 429s in
+                # one bench run). Foreign 429s cost the ramp a second at most.
+                self._climb.hold(now, guess=True)
                 self._goodput.episode = None
         return True
 
@@ -481,16 +554,21 @@ class RateController:
         """Rule 2: to just under the goodput, at most ``BETA_MAX`` times the rate sent at."""
         sent = self._rate or self._meter.rate(now)
         new_rate = max(self._min_rate, min(BETA_MAX * sent, HOLD_GAIN * self._goodput.rate(now)))
-        if self._peak is None:
-            self._peak = self._rate
         window = self._window
         excess_before = window.share() - self._base.now(now)
         # Rule 4: a first volley of requests, answered all at once, says nothing about a rate:
         # with no spacing of OK requests to go by, the cut is a guess (a quota's 10-token burst
         # read as 10 req/s). Then ramp up at once instead of holding, and let the next cut decide.
-        guess = not self._goodput.spacing_known() and window.volley(now)
+        # So is a cut while the rate was not what held the sends back (app-limited, as BBR says:
+        # slow start, or a slow machine, sending at a fraction of it): the goodput measured then
+        # is our own pace, not the service's limit, and holding it would pin the run there.
+        # With --rate 0 there was no rate in force at all: the first cut is a guess too.
+        goodput = self._goodput
+        guess = not self._rate or (not goodput.spacing_known() and (
+            window.volley(now) or goodput.young(now, self._meter.first_send))) \
+            or not self._held_before(window.answers[0][0], now)
         self._rate = new_rate
-        self._judgement.start(now, excess_before, guess=guess)
+        self._judgement.start(now, excess_before, self._base.now(now), guess=guess)
         self._climb.hold(now, guess=guess)
         window.clear()
         episode = self._goodput.end_episode()
@@ -499,7 +577,6 @@ class RateController:
     def _grow(self, now: float) -> None:
         if self._rate == 0 or self._judgement.active or now < self._climb.until:
             return
-        self._peak = None
         target = self._climb.grown(self._rate, now)
         if self._max_rate:
             target = min(target, self._max_rate)

@@ -44,12 +44,17 @@ class Pace:
         """Requests/s in force now; 0.0 means unlimited."""
         return self._limiter.current_rate
 
+    def base_share(self, now: float) -> float:
+        """The share of 429s the controller learnt are not ours (rule 3), faded to ``now``."""
+        return self._controller.base_share(now)
+
     def try_acquire_nowait(self) -> bool:
         """Take a token at once if one is free and nobody is queued; True if taken (and
         counted as sent)."""
         if self._limiter.try_acquire_nowait():
             self._meter.record(self._clock())
             return True
+        self._controller.held(self._clock())  # every wait for a token starts here (Sender)
         return False
 
     async def acquire(self) -> None:
