@@ -224,7 +224,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         return dry_run(config, sys.stdout, stderr)
     # Everything that can refuse to start is checked before the lock and --out are touched.
     require_transport_features()
-    connection = resolve_connection(config.connection, env)
+    connection = anyio.run(resolve_connection, config.connection, env)
     ensure_descriptors(config.concurrency * (2 if config.simulate else 1))  # sim: both ends
     undo = None
     if config.undo_file is not None:
