@@ -436,12 +436,25 @@ class Client:
 async def open_sms(connection: Connection, env: Mapping[str, str],
                    settings: EngineSettings) -> AsyncIterator[SmsClient]:
     """The HTTP client of a resolved connection, after starting the simulator it names
-    (`--simulate`; `env` says which credentials that simulator expects, if any). Here, not in
-    transport/, because this is the stage that may start a simulator; `run`, `plan`, `tasks`
-    and `Client` all open their connection with it."""
+    (`--simulate`; `env` says which credentials that simulator expects, if any), with the
+    refresh of temporary credentials running beside it. Here, not in transport/, because this
+    is the stage that may start a simulator; `run`, `plan`, `tasks`, `check` and `Client` all
+    open their connection with it."""
     async with endpoint_url(env, connection.endpoint) as url, _sms_client(
             url, connection, settings) as sms:
-        yield sms
+        access = connection.access
+        if access is None or not access.provider.temporary:
+            yield sms
+            return
+        try:  # temporary credentials kept fresh in the background for the client's life
+            async with anyio.create_task_group() as refreshing:
+                refreshing.start_soon(access.provider.run)
+                try:
+                    yield sms
+                finally:
+                    refreshing.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the caller's own exception, as it was raised
+            raise _single(group) from None
 
 
 def _sms_client(url: str, connection: Connection, settings: EngineSettings) -> SmsClient:

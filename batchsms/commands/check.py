@@ -4,9 +4,8 @@ Place in the flow: the same set-up as `run` (transport/endpoint.py `resolve_conn
 client.py `open_sms`): the endpoint, the credentials of the chain (§6) and their source, the
 project id (configured, or looked up in IAM by region), the proxy, and the clock's offset
 against the service (learned from the read's `Date`). One line each, then one read: ListTasks
-with `limit=1`. A 401 whose `X-Sdk-Date` was rejected (`Reply.date_rejected`) is tried once more
-with the corrected time, and one under temporary credentials once more after a forced refresh,
-as a run does.
+with `limit=1` (a 401 for the date, or on temporary credentials, tried once more by SmsClient as
+in a run).
 
 Exit 0 when the read succeeded; 2 when something is missing or unreachable (no endpoint, no
 credentials, a source or IAM answering something unusable, an unknown project, the endpoint or
@@ -30,10 +29,7 @@ import orjson
 from batchsms.client import open_sms
 from batchsms.engine.build import EngineSettings, require_transport_features
 from batchsms.errors import AbortedError, ExitCode, TransportError, UsageError
-from batchsms.transport.client import Reply, SmsClient
-from batchsms.transport.credentials import AkSkCredentials
 from batchsms.transport.endpoint import Connection, ConnectionOptions, resolve_connection
-from batchsms.transport.providers import ProviderAuthenticator
 
 __all__ = ["CheckConfig", "main"]
 
@@ -99,7 +95,7 @@ async def _prove(connection: Connection, env: Mapping[str, str], config: CheckCo
     settings = EngineSettings(concurrency=1, timeout=config.timeout)
     try:
         async with open_sms(connection, env, settings) as sms:
-            reply = await _read(sms, connection)
+            reply = await sms.request("GET", LIST_PATH, query=(("limit", "1"), ("offset", "0")))
     except TransportError as exc:
         report.lines.extend(access.lines())
         report.fail(ExitCode.USAGE, READ, f"ListTasks limit 1: {exc}")
@@ -115,24 +111,6 @@ async def _prove(connection: Connection, env: Mapping[str, str], config: CheckCo
     rejected = reply.status in (401, 403)
     report.fail(ExitCode.ABORTED if rejected else ExitCode.USAGE, READ,
                 why + (" (the service rejected the credentials)" if rejected else ""))
-
-
-async def _read(sms: SmsClient, connection: Connection) -> Reply:
-    """One ListTasks; after a 401 for the date, or under temporary credentials, once more."""
-    query = (("limit", "1"), ("offset", "0"))
-    reply = await sms.request("GET", LIST_PATH, query=query)
-    if reply.status != 401:
-        return reply
-    if reply.date_rejected:  # the skew is learned from this answer's Date: signed right now
-        return await sms.request("GET", LIST_PATH, query=query)
-    access = connection.access
-    if access is not None and access.provider.temporary:
-        auth = connection.auth
-        rejected = auth.credentials() if isinstance(auth, ProviderAuthenticator) else None
-        if isinstance(rejected, AkSkCredentials):
-            await access.provider.force(rejected)
-            return await sms.request("GET", LIST_PATH, query=query)
-    return reply
 
 
 def _print(report: _Report, as_json: bool, out: IO[str]) -> None:

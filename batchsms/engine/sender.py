@@ -47,7 +47,7 @@ from batchsms.engine.pace import Pace
 from batchsms.engine.retry import RetryPolicy, decide, parse_retry_after
 from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import Deadline, Stop, StopReason
-from batchsms.errors import TransportError
+from batchsms.errors import CredentialsGoneError, TransportError
 from batchsms.transport.client import Reply, task_path
 
 MIN_DEFER = 0.01
@@ -344,6 +344,9 @@ class Sender:
         t.error_code, t.error_msg = error.code, str(error)
         if self.stop.reason is StopReason.INTERRUPTED:
             return End.STOPPED  # dropped in flight by an interrupt: the answer is unknown
+        if isinstance(error, CredentialsGoneError):  # nothing may be signed any more: an auth abort
+            self.stop.trigger(StopReason.ABORTED, str(error))
+            return End.STOPPED
         kind = t.last = classify(None, error)
         self.pace.on_answer(kind, sent_at=sent_at)
         self._outage.on_answer(kind)

@@ -47,6 +47,7 @@ class ClientOptions(TypedDict):
     proxy: Proxy | None
     skew: ClockSkew
     refreshing: bool
+    provider: CredentialProvider
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ class CloudAccess:
 
     def client_options(self) -> ClientOptions:
         return ClientOptions(proxy=self.proxy, skew=self.skew,
-                             refreshing=self.provider.temporary)
+                             refreshing=self.provider.temporary, provider=self.provider)
 
     def lines(self) -> list[tuple[str, str]]:
         """(what, resolved as) for ``check`` and ``run.started``: never a secret."""
