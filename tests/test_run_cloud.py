@@ -39,8 +39,21 @@ def _updates(n: int) -> list[dict[str, object]]:
 @pytest.mark.parametrize("source", ["ecs agency", "pod identity"])
 async def test_a_run_through_several_generations_with_the_project_from_iam(
         source: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    state = MetadataState(lifetime=2.0, projects={"cn-north-4": PROJECT})
-    async with running(metadata=state, log_size=1000) as sim:
+    await _generations(source, monkeypatch, tmp_path, lines=240, rate=60, lifetime=2.0)
+
+
+@pytest.mark.slow  # ~25 s each: issue 20's figure, 1 200 lines at --rate 50, credentials of 8 s
+@pytest.mark.anyio
+@pytest.mark.parametrize("source", ["ecs agency", "pod identity"])
+async def test_1200_lines_at_rate_50_on_credentials_living_8_s(
+        source: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    await _generations(source, monkeypatch, tmp_path, lines=1200, rate=50, lifetime=8.0)
+
+
+async def _generations(source: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *,
+                       lines: int, rate: float, lifetime: float) -> None:
+    state = MetadataState(lifetime=lifetime, projects={"cn-north-4": PROJECT})
+    async with running(metadata=state, log_size=lines * 2) as sim:
         assert sim.metadata_url is not None
         monkeypatch.setenv("BATCHSMS_METADATA_ENDPOINT", sim.metadata_url)
         monkeypatch.setenv("HUAWEICLOUD_SDK_IAM_ENDPOINT", sim.metadata_url)
@@ -50,14 +63,15 @@ async def test_a_run_through_several_generations_with_the_project_from_iam(
             monkeypatch.setenv("HC_CONTAINER_CREDENTIALS_FULL_URI",
                                sim.metadata_url + POD_IDENTITY_PATH)
             monkeypatch.setenv("HC_CONTAINER_AUTHORIZATION_TOKEN_FILE", str(token_file))
-        async with batchsms.Client(sim.url, region="cn-north-4", rate=60,
+        async with batchsms.Client(sim.url, region="cn-north-4", rate=rate,
                                    concurrency=8) as client:
-            with anyio.fail_after(30):
-                outcomes = [o async for o in client.run(_updates(240))]
+            with anyio.fail_after(lines / rate * 3):
+                outcomes = [o async for o in client.run(_updates(lines))]
     assert {o.status for o in outcomes} == {"succeeded"}
-    assert len(outcomes) == 240
+    assert len(outcomes) == lines
     assert len(state.issued) >= 3  # the first generation, and refreshes during the run
     puts = [r for r in sim.requests if r.method == "PUT"]
+    assert len(puts) >= lines
     assert {r.headers.get("X-Project-Id") for r in puts} == {PROJECT}
     assert sum(r.status == 401 for r in puts) <= 2
     assert len({r.headers["Authorization"].partition("Access=")[2][:7] for r in puts}) >= 2

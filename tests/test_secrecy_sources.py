@@ -48,6 +48,16 @@ async def _session_token(request: web.Request) -> web.Response:
     return web.Response(text=SESSION)
 
 
+def _echoing(tmp_path: Path) -> tuple[web.Application, Path]:
+    """A metadata service (and anything else) echoing every secret; the pod token's file."""
+    app = web.Application()
+    app.router.add_put("/meta-data/latest/api/token", _session_token)
+    app.router.add_route("*", "/{tail:.*}", _echo)
+    token_file = tmp_path / "token"
+    token_file.write_text(POD_TOKEN)
+    return app, token_file
+
+
 def _leaks(texts: list[str]) -> list[str]:
     found = []
     for text in texts:
@@ -60,11 +70,7 @@ def _leaks(texts: list[str]) -> list[str]:
 
 
 async def test_echoing_sources_iam_and_proxies_leak_nothing(tmp_path: Path) -> None:
-    app = web.Application()
-    app.router.add_put("/meta-data/latest/api/token", _session_token)
-    app.router.add_route("*", "/{tail:.*}", _echo)
-    token_file = tmp_path / "token"
-    token_file.write_text(POD_TOKEN)
+    app, token_file = _echoing(tmp_path)
     texts: list[str] = []
     with capture_logs() as logs:
         async with serving(app) as url:
@@ -110,11 +116,7 @@ def test_check_shows_no_secret_of_an_echoing_source_or_a_proxy(tmp_path: Path) -
     from batchsms.commands.check import CheckConfig, main
     from tests.servers import in_thread
 
-    app = web.Application()
-    app.router.add_put("/meta-data/latest/api/token", _session_token)
-    app.router.add_route("*", "/{tail:.*}", _echo)
-    token_file = tmp_path / "token"
-    token_file.write_text(POD_TOKEN)
+    app, token_file = _echoing(tmp_path)
     texts: list[str] = []
     with in_thread(serving(app)) as url:
         proxy = {"HTTP_PROXY": f"http://bob:{PROXY_PW}@127.0.0.1:9",
