@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 import orjson
 
 from batchsms import __version__
-from batchsms.errors import ExitCode, JournalError, UsageError
+from batchsms.errors import AbortedError, ExitCode, JournalError, UsageError
 from batchsms.lines.bodies import build_defaults
 
 if TYPE_CHECKING:
@@ -122,7 +122,8 @@ def _add_log_options(p: argparse.ArgumentParser, *, quiet: str) -> None:
 def _add_connection_options(p: argparse.ArgumentParser, *, simulate: bool) -> None:
     target = p.add_mutually_exclusive_group()
     target.add_argument("--endpoint", help="SMS endpoint URL (or BATCHSMS_ENDPOINT)")
-    target.add_argument("--region", help="a known region, e.g. cn-north-4")
+    p.add_argument("--region", help="a known region, e.g. cn-north-4; with --endpoint, only "
+                   "the region whose project id is looked up")
     if simulate:
         target.add_argument("--simulate", action="store_true",
                             help="send to the built-in simulator, started in-process")
@@ -277,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "speed_limit=[...])")
     _add_log_options(tasks, quiet="log warnings and errors only: not the count at the end")
     _add_connection_options(tasks, simulate=False)
+
+    check = sub.add_parser("check", help="resolve what a run would use (endpoint, credentials, "
+                           "project, proxy, clock) and prove it with one read",
+                           formatter_class=_Help, epilog=f"{EXIT_CODES}\n\n{CREDENTIALS}")
+    _add_connection_options(check, simulate=False)
+    check.add_argument("--json", action="store_true", help="one JSON object instead of lines")
     return parser
 
 
@@ -385,6 +392,15 @@ def _tasks(args: argparse.Namespace) -> ExitCode:
     return tasks(tasks_config(args), log_format=fmt, quiet=args.quiet)
 
 
+def _check(args: argparse.Namespace) -> ExitCode:
+    from batchsms.commands.check import CheckConfig
+    from batchsms.commands.check import main as check
+
+    return check(CheckConfig(endpoint=args.endpoint, region=args.region,
+                             ca_bundle=args.ca_bundle, token_file=args.token_file,
+                             timeout=args.timeout, json=args.json))
+
+
 def _simulator(args: argparse.Namespace) -> ExitCode:
     from batchsms.simulator.cli import run_simulator
 
@@ -393,7 +409,7 @@ def _simulator(args: argparse.Namespace) -> ExitCode:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], ExitCode]] = {
     "validate": _validate, "run": _run, "plan": _plan, "report": _report, "tasks": _tasks,
-    "simulator": _simulator,
+    "simulator": _simulator, "check": _check,
 }
 
 
@@ -412,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.USAGE
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "simulate", False) and getattr(args, "region", None):
+            parser.error("argument --region: not allowed with argument --simulate")
         return _COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"batchsms: {exc}", file=sys.stderr)
@@ -419,6 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JournalError as exc:
         print(f"batchsms: {exc}; stopped at once, exit 4", file=sys.stderr)
         return ExitCode.BROKEN
+    except AbortedError as exc:  # before the first request: IAM rejected the credentials
+        print(f"batchsms: {exc}", file=sys.stderr)
+        return ExitCode.ABORTED
     except KeyboardInterrupt:
         return ExitCode.SIGINT
     except BrokenPipeError:  # `--dry-run | head`: the reader has all it wanted

@@ -76,6 +76,7 @@ from batchsms.simulator import endpoint_url
 from batchsms.transport.client import SmsClient
 from batchsms.transport.credentials import AkSkCredentials, Credentials, TokenCredentials
 from batchsms.transport.endpoint import Connection, ConnectionOptions, resolve_connection
+from batchsms.transport.providers import CredentialProvider
 
 __all__ = ["Client", "Update", "Updates", "run_sync", "validate"]
 
@@ -248,13 +249,16 @@ class Client:
     `async for outcome in client.run(updates)` (docs/reference.md §12; README "Python API").
 
     `endpoint`, else `region`, else `BATCHSMS_ENDPOINT`; or `simulate=True`: a simulator
-    started in this event loop for the client's life. `credentials`: a `TokenCredentials` or
-    `AkSkCredentials`; None looks for them as the CLI does (docs/reference.md §6). Sending options
-    mean what `run`'s do. Enter and leave it in the same task; it may run several `run`/`plan`.
+    started in this event loop for the client's life. `credentials`: a `TokenCredentials`, an
+    `AkSkCredentials`, or a provider of them (transport/providers.py `CredentialProvider`: a
+    `source`, `current()`, ...); None looks for them as the CLI does (docs/reference.md §6).
+    Sending options mean what `run`'s do. Enter and leave it in the same task; it may run
+    several `run`/`plan`.
     """
 
     def __init__(self, endpoint: str | None = None, *, region: str | None = None,
-                 simulate: bool = False, credentials: Credentials | None = None,
+                 simulate: bool = False,
+                 credentials: Credentials | CredentialProvider | None = None,
                  rate: float = 10.0, burst: float = 1, concurrency: int = 16,
                  max_attempts: int = 5, timeout: float = 30.0,
                  abort_failure_ratio: float = 0.5,
@@ -306,7 +310,7 @@ class Client:
             raise UsageError("this Client is already open")
         require_transport_features()
         env = os.environ if self._env is None else self._env
-        connection = self._connection or resolve_connection(self._options, env)
+        connection = self._connection or await resolve_connection(self._options, env)
         async with AsyncExitStack() as opening:  # closes what opened if the rest fails
             self._sms = await opening.enter_async_context(
                 open_sms(connection, env, self._settings))
@@ -434,13 +438,36 @@ class Client:
 async def open_sms(connection: Connection, env: Mapping[str, str],
                    settings: EngineSettings) -> AsyncIterator[SmsClient]:
     """The HTTP client of a resolved connection, after starting the simulator it names
-    (`--simulate`; `env` says which credentials that simulator expects, if any). Here, not in
-    transport/, because this is the stage that may start a simulator; `run`, `plan`, `tasks`
-    and `Client` all open their connection with it."""
-    async with endpoint_url(env, connection.endpoint) as url, SmsClient(
-            url, connection.auth, concurrency=settings.concurrency, timeout=settings.timeout,
-            tls=connection.tls) as sms:
-        yield sms
+    (`--simulate`; `env` says which credentials that simulator expects, if any), with the
+    refresh of temporary credentials running beside it. Here, not in transport/, because this
+    is the stage that may start a simulator; `run`, `plan`, `tasks`, `check` and `Client` all
+    open their connection with it."""
+    async with endpoint_url(env, connection.endpoint) as url, _sms_client(
+            url, connection, settings) as sms:
+        access = connection.access
+        if access is None or not access.provider.temporary:
+            yield sms
+            return
+        try:  # temporary credentials kept fresh in the background for the client's life
+            async with anyio.create_task_group() as refreshing:
+                refreshing.start_soon(access.provider.run)
+                try:
+                    yield sms
+                finally:
+                    refreshing.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the caller's own exception, as it was raised
+            raise _single(group) from None
+
+
+def _sms_client(url: str, connection: Connection, settings: EngineSettings) -> SmsClient:
+    """With what the chain resolved (proxy, clock, refreshing credentials) for a real endpoint;
+    a rehearsal's simulator is reached directly."""
+    if connection.access is None:
+        return SmsClient(url, connection.auth, concurrency=settings.concurrency,
+                         timeout=settings.timeout, tls=connection.tls)
+    return SmsClient(url, connection.auth, concurrency=settings.concurrency,
+                     timeout=settings.timeout, tls=connection.tls,
+                     **connection.access.client_options())
 
 
 def _raise_ending(ending: _Ending) -> None:
@@ -472,9 +499,11 @@ def _check_credentials(credentials: object) -> None:
     elif isinstance(credentials, AkSkCredentials):
         if not (credentials.ak.strip() and credentials.sk.strip()):
             raise CredentialsError("an AK/SK needs both the ak and the sk")
-    else:
-        raise CredentialsError("credentials must be a batchsms.TokenCredentials or "
-                               f"batchsms.AkSkCredentials, got {type(credentials).__name__}")
+    elif not all(callable(getattr(credentials, name, None))
+                 for name in ("current", "secrets", "run", "force")):
+        raise CredentialsError("credentials must be a batchsms.TokenCredentials, a "
+                               "batchsms.AkSkCredentials or a credential provider, got "
+                               f"{type(credentials).__name__}")
 
 
 def run_sync(updates: Iterable[Update], endpoint: str | None = None, *,

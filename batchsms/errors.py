@@ -123,6 +123,14 @@ class RequestTimeout(TransportError):  # noqa: N818 - reads as httpx's ReadTimeo
     code = "timeout"
 
 
+class CredentialsGoneError(TransportError):
+    """A request not sent because its temporary credentials expired and their source gave no
+    new ones (transport/client.py): the engine stops the run as an auth abort (exit 3)."""
+
+    code = "credentials_expired"
+    retryable = False
+
+
 # -- exit codes (docs/reference.md §7) ------------------------------------------------------------
 class ExitCode(enum.IntEnum):
     OK = 0  # every line succeeded (or was already done); validate: every line valid

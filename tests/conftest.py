@@ -36,6 +36,21 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     compileall.compile_dir(Path(batchsms.__file__).parent, quiet=2)  # a read-only install: no harm
 
 
+CLOSED_PORT = "http://127.0.0.1:9"
+"""Where the tests' ECS metadata service is: a loopback port nothing listens on."""
+
+
+@pytest.fixture(autouse=True)
+def no_real_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never 169.254.169.254: the ECS metadata service of the credential chain (§6, source 5)
+    is a closed loopback port, for the CLI's children (the environment) and for an `env` a test
+    builds without it (the default)."""
+    from batchsms.transport import sources
+
+    monkeypatch.setenv("BATCHSMS_METADATA_ENDPOINT", CLOSED_PORT)
+    monkeypatch.setattr(sources, "DEFAULT_METADATA_ENDPOINT", CLOSED_PORT)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

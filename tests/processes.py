@@ -37,7 +37,9 @@ FOREIGN = ("BATCHSMS_", "HUAWEICLOUD_SDK_", "CLOUD_SDK_", "SSL_CERT_")
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
-    env.update(HOME="/nonexistent", PYTHONDONTWRITEBYTECODE="1")
+    # Never 169.254.169.254 (the ECS metadata service, §6 source 5): a closed loopback port.
+    env.update(HOME="/nonexistent", PYTHONDONTWRITEBYTECODE="1",
+               BATCHSMS_METADATA_ENDPOINT="http://127.0.0.1:9")
     env.update(extra or {})
     return env
 

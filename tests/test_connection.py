@@ -6,8 +6,10 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+import anyio
 import pytest
 
+from batchsms import errors as batchsms_errors
 from batchsms.changes.guarded_put import WriteChecks
 from batchsms.client import Client, open_sms
 from batchsms.commands.run.ending import journal_failure
@@ -25,8 +27,12 @@ from batchsms.transport.endpoint import Connection, ConnectionOptions, resolve_c
 TOKEN_ENV = {"BATCHSMS_AUTH_TOKEN": "tok"}
 
 
+def _resolve(options: ConnectionOptions, env: dict[str, str]) -> Connection:
+    return anyio.run(resolve_connection, options, env)
+
+
 def test_a_rehearsal_needs_no_endpoint_and_no_credentials() -> None:
-    connection = resolve_connection(ConnectionOptions(simulate=True), {})
+    connection = _resolve(ConnectionOptions(simulate=True), {})
     assert connection == Connection(endpoint=None, auth=None, tls=True)
 
 
@@ -35,7 +41,7 @@ def test_endpoint_then_credentials_then_tls_are_resolved_once(tmp_path: Path) ->
     environment, a CA bundle read into a context."""
     token = tmp_path / "token"
     token.write_text("from-file\n")
-    connection = resolve_connection(ConnectionOptions(region="cn-north-4", token_file=token),
+    connection = _resolve(ConnectionOptions(region="cn-north-4", token_file=token),
                                     {"BATCHSMS_AUTH_TOKEN": "from-env"})
     assert connection.endpoint == "https://sms.cn-north-4.myhuaweicloud.com"
     assert connection.auth is not None
@@ -44,7 +50,7 @@ def test_endpoint_then_credentials_then_tls_are_resolved_once(tmp_path: Path) ->
 
 
 def test_explicit_credentials_are_used_as_given() -> None:
-    connection = resolve_connection(ConnectionOptions(
+    connection = _resolve(ConnectionOptions(
         endpoint="http://127.0.0.1:9", credentials=TokenCredentials("given")), TOKEN_ENV)
     assert connection.auth is not None
     assert connection.auth.secrets() == ("given",)
@@ -52,11 +58,11 @@ def test_explicit_credentials_are_used_as_given() -> None:
 
 def test_each_missing_or_wrong_piece_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no endpoint"):
-        resolve_connection(ConnectionOptions(), TOKEN_ENV)
+        _resolve(ConnectionOptions(), TOKEN_ENV)
     with pytest.raises(NoCredentialsError):
-        resolve_connection(ConnectionOptions(endpoint="http://127.0.0.1:9"), {})
+        _resolve(ConnectionOptions(endpoint="http://127.0.0.1:9"), {})
     with pytest.raises(UsageError, match="--ca-bundle"):
-        resolve_connection(ConnectionOptions(endpoint="http://127.0.0.1:9",
+        _resolve(ConnectionOptions(endpoint="http://127.0.0.1:9",
                                              ca_bundle=str(tmp_path / "none.pem")), TOKEN_ENV)
 
 
@@ -65,7 +71,7 @@ def test_a_ca_bundle_becomes_a_context(tmp_path: Path) -> None:
 
     bundle = tmp_path / "ca.pem"
     trustme.CA().cert_pem.write_to_path(str(bundle))
-    connection = resolve_connection(ConnectionOptions(endpoint="https://example.test",
+    connection = _resolve(ConnectionOptions(endpoint="https://example.test",
                                                       ca_bundle=str(bundle)), TOKEN_ENV)
     assert isinstance(connection.tls, ssl.SSLContext)
 
@@ -132,3 +138,24 @@ def test_journal_failure_is_found_in_nested_groups_else_raised_again() -> None:
     with pytest.raises(ExceptionGroup) as raised:
         journal_failure(other)
     assert raised.value is other
+
+
+def test_endpoint_and_region_together_the_region_names_the_project() -> None:
+    connection = _resolve(ConnectionOptions(endpoint="https://sms.example.test",
+                                            region="cn-north-4"), TOKEN_ENV)
+    assert connection.endpoint == "https://sms.example.test"
+    assert connection.access is not None
+    assert dict(connection.access.lines())["credentials"] == "BATCHSMS_AUTH_TOKEN"
+
+
+@pytest.mark.anyio
+async def test_a_client_takes_a_credential_provider() -> None:
+    from batchsms.transport.providers import StaticProvider
+
+    provider = StaticProvider(TokenCredentials("from-provider"), "my vault")
+    async with running() as sim, Client(sim.url, credentials=provider) as client:
+        assert [o.status async for o in client.run([{"task_id": "t-1", "body": {"name": "n"}}])
+                ] == ["succeeded"]
+    assert sim.requests[-1].headers["X-Auth-Token"] == "***"
+    with pytest.raises(batchsms_errors.CredentialsError, match="credential provider"):
+        Client(sim.url, credentials=object())  # type: ignore[arg-type]

@@ -48,6 +48,16 @@ async def _session_token(request: web.Request) -> web.Response:
     return web.Response(text=SESSION)
 
 
+def _echoing(tmp_path: Path) -> tuple[web.Application, Path]:
+    """A metadata service (and anything else) echoing every secret; the pod token's file."""
+    app = web.Application()
+    app.router.add_put("/meta-data/latest/api/token", _session_token)
+    app.router.add_route("*", "/{tail:.*}", _echo)
+    token_file = tmp_path / "token"
+    token_file.write_text(POD_TOKEN)
+    return app, token_file
+
+
 def _leaks(texts: list[str]) -> list[str]:
     found = []
     for text in texts:
@@ -60,11 +70,7 @@ def _leaks(texts: list[str]) -> list[str]:
 
 
 async def test_echoing_sources_iam_and_proxies_leak_nothing(tmp_path: Path) -> None:
-    app = web.Application()
-    app.router.add_put("/meta-data/latest/api/token", _session_token)
-    app.router.add_route("*", "/{tail:.*}", _echo)
-    token_file = tmp_path / "token"
-    token_file.write_text(POD_TOKEN)
+    app, token_file = _echoing(tmp_path)
     texts: list[str] = []
     with capture_logs() as logs:
         async with serving(app) as url:
@@ -99,3 +105,32 @@ async def test_a_provider_of_temporary_credentials_shows_none_of_them() -> None:
     for text in shown:
         for secret in (creds.ak, creds.sk, creds.security_token):
             assert secret not in text
+
+
+def test_check_shows_no_secret_of_an_echoing_source_or_a_proxy(tmp_path: Path) -> None:
+    """`batchsms check` (commands/check.py): what it prints, in lines and in JSON, when the
+    metadata service echoes its secrets back, and when the pod-identity token and a proxy
+    password are in play."""
+    import io
+
+    from batchsms.commands.check import CheckConfig, main
+    from tests.servers import in_thread
+
+    app, token_file = _echoing(tmp_path)
+    texts: list[str] = []
+    with in_thread(serving(app)) as url:
+        proxy = {"HTTP_PROXY": f"http://bob:{PROXY_PW}@127.0.0.1:9",
+                 "BATCHSMS_METADATA_ENDPOINT": url, "HOME": str(tmp_path)}
+        pod = {**proxy, "HC_CONTAINER_CREDENTIALS_FULL_URI": url + POD_IDENTITY_PATH,
+               "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(token_file)}
+        aksk = {**proxy, "HUAWEICLOUD_SDK_AK": "AKECHOED123", "HUAWEICLOUD_SDK_SK": SK,
+                "HUAWEICLOUD_SDK_SECURITY_TOKEN": ST, "HUAWEICLOUD_SDK_PROJECT_ID": "p"}
+        for env in (proxy, pod, aksk):
+            for as_json in (False, True):
+                out = io.StringIO()
+                code = main(CheckConfig(endpoint="http://localhost:9", json=as_json,
+                                        timeout=5.0), env, out)
+                assert code != 0
+                texts.append(out.getvalue())
+    assert any("bob:***@" in text for text in texts)
+    assert not _leaks(texts), _leaks(texts)

@@ -70,6 +70,8 @@ def test_refused_or_unresolved_endpoint_exits_2_at_once(kind: str, here: Here,
     assert started["input"].endswith("in.jsonl")
     assert started["out"].endswith("out.jsonl")
     assert started["credentials"] == "BATCHSMS_AUTH_TOKEN"
+    assert started["proxy"] == "none (direct)"  # what the chain resolved, as check shows it
+    assert "project" in started
     aborted = [e for e in events if e["event"] == "run.aborted"]
     assert len(aborted) == 1
     assert where in aborted[0]["reason"]

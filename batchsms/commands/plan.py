@@ -117,7 +117,7 @@ def run_plan(config: RunConfig, *, as_json: bool, env: Mapping[str, str] | None 
     env = os.environ if env is None else env
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    connection = resolve_connection(config.connection, env)
+    connection = anyio.run(resolve_connection, config.connection, env)
     items = checked_lines(config.input, config.defaults, default_op=config.op,
                           rules=config.rules)  # unreadable input: exit 2
     totals = PlanTotals()

@@ -167,7 +167,7 @@ def main(config: TasksConfig, env: Mapping[str, str] | None = None,
     check_output("--out", config.out, [("--token-file", config.token_file),
                                        ("--ca-bundle", config.ca_bundle)])
     require_transport_features()
-    connection = resolve_connection(config.connection, env)
+    connection = anyio.run(resolve_connection, config.connection, env)
     ensure_descriptors(1)
     try:
         if config.out is None:

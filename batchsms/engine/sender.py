@@ -47,7 +47,7 @@ from batchsms.engine.pace import Pace
 from batchsms.engine.retry import RetryPolicy, decide, parse_retry_after
 from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import Deadline, Stop, StopReason
-from batchsms.errors import TransportError
+from batchsms.errors import CredentialsGoneError, TransportError
 from batchsms.lines.reader import SPEED_LIMIT
 from batchsms.transport.client import Reply, speed_limit_path, task_path
 
@@ -372,6 +372,9 @@ class Sender:
         t.error_code, t.error_msg = error.code, str(error)
         if self.stop.reason is StopReason.INTERRUPTED:
             return End.STOPPED  # dropped in flight by an interrupt: the answer is unknown
+        if isinstance(error, CredentialsGoneError):  # nothing may be signed any more: an auth abort
+            self.stop.trigger(StopReason.ABORTED, str(error))
+            return End.STOPPED
         kind = t.last = classify(None, error)
         if error.unreachable and not self.stats.by_http:
             return self._unreachable(error)

@@ -4,7 +4,13 @@
 verified, optionally against `--ca-bundle`) and turns each call into either a `Reply` (any HTTP
 status) or a `TransportError` (no response, with `sent` saying whether it may have left). It
 does not retry: that is the engine's job, so that every request that leaves the process is
-counted and passes the token bucket. For the same reason it never follows a redirect (a 3xx is an
+counted and passes the token bucket. Two exceptions, both a 401 that the key did not earn
+(CONTRACT §6): one whose `X-Sdk-Date` was rejected is sent once more at once, signed with the
+time the answer's `Date` corrected; one on temporary credentials (`provider`) is sent once more
+after a forced refresh. The engine sees the second answer only, so neither first 401 counts
+toward the three-in-a-row auth abort. Credentials that expired with no new ones (their source
+stopped answering) are never signed with: the request is a `CredentialsGoneError`, unsent, and the
+engine stops the run as an auth abort. For the same reason it never follows a redirect (a 3xx is an
 answer), and aiohttp's silent re-send of idempotent requests on a dropped kept-alive connection
 is switched off (`tests/test_pipeline.py` proves it). Nothing from the answer is trusted:
 bodies are read up to `untrusted.MAX_BODY`, and every string passes `untrusted.safe_text` here,
@@ -29,7 +35,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -45,11 +51,15 @@ from batchsms import __version__
 from batchsms.errors import (
     BatchSmsError,
     ConnectError,
+    CredentialsExpiredError,
+    CredentialsGoneError,
+    CredentialSourceError,
     RequestTimeout,
     TlsError,
     TransportError,
 )
 from batchsms.transport.clock import ClockSkew, is_date_rejection
+from batchsms.transport.credentials import AkSkCredentials, Credentials
 from batchsms.transport.proxy import Proxy
 from batchsms.transport.signing import Authenticator, canonical_query
 from batchsms.transport.untrusted import (
@@ -63,6 +73,9 @@ from batchsms.transport.untrusted import (
     safe_location,
     safe_text,
 )
+
+if TYPE_CHECKING:
+    from batchsms.transport.providers import CredentialProvider
 
 USER_AGENT = f"batchsms/{__version__}"
 JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
@@ -204,7 +217,8 @@ class SmsClient:
     def __init__(self, endpoint: str, auth: Authenticator | None, *, concurrency: int,
                  timeout: float, tls: ssl.SSLContext | bool = True,
                  secrets: Iterable[str] = (), proxy: Proxy | None = None,
-                 skew: ClockSkew | None = None, refreshing: bool = False) -> None:
+                 skew: ClockSkew | None = None, refreshing: bool = False,
+                 provider: CredentialProvider | None = None) -> None:
         """`secrets`: values to cut out of answers besides the credentials' own (a proxy
         password). `auth.secrets()` is read once, here, unless `refreshing`: then an
         authenticator whose credentials change during a run (providers.ProviderAuthenticator
@@ -214,7 +228,9 @@ class SmsClient:
 
         `proxy` (proxy.py; the caller decides it for this endpoint): every request goes through
         it, its password cut out of answers. `skew` (clock.py): each answer's ``Date`` teaches
-        it, and requests are signed with its corrected time."""
+        it, and requests are signed with its corrected time. `provider` (providers.py; what
+        `auth` signs with): a 401 under its temporary credentials forces a refresh and the
+        request is sent once more (module docstring)."""
         parts = urlsplit(endpoint)
         self._base = f"{parts.scheme}://{parts.netloc}"
         default_port = 443 if parts.scheme == "https" else 80
@@ -224,6 +240,7 @@ class SmsClient:
         if parts.port not in (None, default_port):
             self._host = f"{self._host}:{parts.port}"
         self._auth = auth
+        self._provider = provider if provider is not None and provider.temporary else None
         self._proxy = proxy
         self._skew = skew
         self._extra_secrets = (*secrets, *(proxy.secrets() if proxy is not None else ()))
@@ -271,7 +288,29 @@ class SmsClient:
 
     async def request(self, method: str, path: str, body: bytes = b"",
                       query: Sequence[tuple[str, str]] = ()) -> Reply:
-        """One attempt: any HTTP answer as a `Reply`, else a `TransportError` (see `_translate`).
+        """One attempt: any HTTP answer as a `Reply`, else a `TransportError` (see `_translate`);
+        after a 401 not earned by the key, once more (module docstring)."""
+        provider = self._provider
+        try:
+            signed: Credentials | None = provider.current() if provider is not None else None
+            reply = await self._attempt(method, path, body, query)
+            if reply.status != 401:
+                return reply
+            if reply.date_rejected:  # the skew learned from this answer corrects the next
+                return await self._attempt(method, path, body, query)
+            if provider is None or not isinstance(signed, AkSkCredentials):
+                return reply
+            try:
+                await provider.force(signed)
+            except CredentialSourceError:
+                return reply  # no newer credentials: the 401 stands
+            return await self._attempt(method, path, body, query)
+        except CredentialsExpiredError as exc:
+            raise CredentialsGoneError(str(exc), sent=False) from None
+
+    async def _attempt(self, method: str, path: str, body: bytes,
+                       query: Sequence[tuple[str, str]]) -> Reply:
+        """One attempt, as `request` says.
 
         Redirects are never followed: a 3xx is an answer like any other, so no request leaves
         without passing the bucket, and no credential is sent anywhere but the endpoint.

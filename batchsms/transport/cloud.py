@@ -47,6 +47,7 @@ class ClientOptions(TypedDict):
     proxy: Proxy | None
     skew: ClockSkew
     refreshing: bool
+    provider: CredentialProvider
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ class CloudAccess:
 
     def client_options(self) -> ClientOptions:
         return ClientOptions(proxy=self.proxy, skew=self.skew,
-                             refreshing=self.provider.temporary)
+                             refreshing=self.provider.temporary, provider=self.provider)
 
     def lines(self) -> list[tuple[str, str]]:
         """(what, resolved as) for ``check`` and ``run.started``: never a secret."""
@@ -88,13 +89,16 @@ async def open_cloud_access(
     metadata: bool = True,
     tls: ssl.SSLContext | bool = True,
     warn: Callable[[float], None] | None = None,
+    provider: CredentialProvider | None = None,
 ) -> CloudAccess:
-    """Resolve credentials, project, proxy and clock for ``endpoint`` (module docstring).
+    """Resolve credentials, project, proxy and clock for ``endpoint`` (module docstring);
+    ``provider`` given (the library's ``Client(credentials=...)``) replaces the chain.
     Raises the errors of providers.py and iam.py: CredentialsError / UsageError (exit 2),
     AbortedError when IAM rejects the credentials (exit 3)."""
     skew = ClockSkew(warn=warn)
-    provider = await resolve_provider(env, token_file, home, metadata=metadata,
-                                      clock=skew.service_time)
+    if provider is None:
+        provider = await resolve_provider(env, token_file, home, metadata=metadata,
+                                          clock=skew.service_time)
     credential_endpoints = [env.get(METADATA_ENDPOINT_ENV, ""), env.get(POD_URI_ENV, "")]
     proxies = ProxySettings.from_env(env, exempt=credential_endpoints)
     project_id, project_source = await _project(env, region, provider, proxies, tls, skew)

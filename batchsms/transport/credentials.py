@@ -32,7 +32,6 @@ __all__ = [
     "Credentials",
     "Found",
     "TokenCredentials",
-    "credential_source",
     "find_credentials",
     "load_credentials",
 ]
@@ -150,20 +149,6 @@ def load_credentials(
     if found is None:
         raise NoCredentialsError(f"no credentials found: looked for {places_looked(env, home)}")
     return found.credentials
-
-
-def credential_source(env: Mapping[str, str], token_file: Path | None = None,
-                      home: Path | None = None) -> str:
-    """Where `load_credentials` finds them, named for a log (`run.started`), never a secret:
-    the same order, after it succeeded."""
-    if token_file is not None:
-        return f"--token-file {token_file}"
-    if _env(env, CLIENT_TOKEN_ENV) is not None:
-        return CLIENT_TOKEN_ENV
-    for ak_name, sk_name in AKSK_ENVS:
-        if _env(env, ak_name) is not None or _env(env, sk_name) is not None:
-            return f"{ak_name} + {sk_name}"
-    return f"credentials file {credentials_file(env, home)}"
 
 
 def _read_token_file(path: Path) -> str:

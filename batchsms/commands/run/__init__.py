@@ -70,7 +70,7 @@ from batchsms.journal.resume import ResumeIndex, ResumeRun
 from batchsms.lines.bodies import Planned, checked_lines
 from batchsms.lines.reader import InvalidLine
 from batchsms.lines.repeats import RepeatedIds
-from batchsms.transport.credentials import credential_source
+from batchsms.transport.credentials import find_credentials
 from batchsms.transport.endpoint import Connection, resolve_connection
 
 __all__ = ["RunStart", "check_run_outputs", "refusals", "run"]
@@ -161,16 +161,23 @@ async def _run_in(ctx: RunContext, journal: _Journal, stack: ExitStack) -> Stop:
 
 def _about(ctx: RunContext) -> dict[str, object]:
     """What `run.started` says of the run beyond the engine: where it sends, what it reads and
-    writes, and whose credentials (their source, never a secret)."""
+    writes, and whose credentials (their source, never a secret); for a real endpoint also the
+    project and proxy the chain resolved (`CloudAccess.lines`, as `check` shows them)."""
     config, connection = ctx.config, ctx.connection
-    if connection.auth is None:
-        source = "none (a rehearsal)"
+    about: dict[str, object] = {
+        "endpoint": connection.endpoint or "the built-in simulator (--simulate)",
+        "input": str(config.input), "out": str(config.out)}
+    if connection.access is not None:
+        about.update((what, shown) for what, shown in connection.access.lines()
+                     if what in ("credentials", "project", "proxy"))
+    elif connection.auth is None:
+        about["credentials"] = "none (a rehearsal)"
     elif config.connection.credentials is not None:
-        source = "given"
+        about["credentials"] = "given"
     else:
-        source = credential_source(ctx.env, config.connection.token_file)
-    return {"endpoint": connection.endpoint or "the built-in simulator (--simulate)",
-            "input": str(config.input), "out": str(config.out), "credentials": source}
+        found = find_credentials(ctx.env, config.connection.token_file)
+        about["credentials"] = found.source if found is not None else "none"
+    return about
 
 
 def _loop_options() -> dict[str, bool]:
@@ -260,7 +267,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
         return dry_run(config, sys.stdout, stderr)
     # Everything that can refuse to start is checked before the lock and --out are touched.
     require_transport_features()
-    connection = resolve_connection(config.connection, env)
+    connection = anyio.run(resolve_connection, config.connection, env)
     ensure_descriptors(config.concurrency * (2 if config.simulate else 1))  # sim: both ends
     undo = None
     if config.undo_file is not None:
