@@ -1,10 +1,15 @@
 """`run --timeline FILE` (issue 23): one JSON object per second of the run, from the sender's
-counters: requests sent, answers by class, 429s, in flight, the pace in force, outage state."""
+counters: requests sent, answers by class, 429s, in flight, the pace in force, outage state;
+and `report --html --timeline` charts it, drawn in headless Chromium."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from batchsms.simulator.faults import FaultConfig, Outage
+from batchsms.simulator.threaded import simulator_in_thread
+from tests.chromium import chromium_only, console_messages, open_page, screenshot
 from tests.jsonl import read_jsonl, write_jsonl
 from tests.processes import Here
 
@@ -55,3 +60,44 @@ def test_report_html_charts_the_timeline(here: Here, tmp_path: Path) -> None:
     alone = here("report", str(out), "--timeline", str(timeline), cwd=tmp_path)
     assert alone.returncode == 2
     assert "--html" in alone.stderr
+
+
+@chromium_only
+def test_a_throttled_run_with_an_outage_charts_in_chromium(here: Here, tmp_path: Path) -> None:
+    """A real run against the simulator (a quota below --rate, a 2 s outage) gives a timeline
+    whose two charts Chromium draws without a console message; the screenshot is kept in
+    `$BATCHSMS_TIMELINE_SCREENSHOT` when set, for a person to look at."""
+    source = write_jsonl(tmp_path / "in.jsonl", ({"task_id": f"t{i:04d}",
+                                                  "body": {"speed_limit": 1}}
+                                                 for i in range(240)))
+    out, timeline, page = tmp_path / "out.jsonl", tmp_path / "tl.jsonl", tmp_path / "page.html"
+    faults = FaultConfig(seed=1, quota_rate=35, outages=(Outage(2.0, 2.0),))
+    with simulator_in_thread(faults) as sim:
+        run = here("run", str(source), "--endpoint", sim.url, "--out", str(out), "--rate", "50",
+                   "--timeline", str(timeline), "--log-format", "json",
+                   env={"BATCHSMS_AUTH_TOKEN": "tok-timeline"}, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    seconds = read_jsonl(timeline)
+    assert sum(s["429"] for s in seconds) > 0  # the quota was felt
+    assert any(s["outage"] for s in seconds)
+    assert min(s["rate"] for s in seconds) < 50  # and the pace came down
+    report = here("report", str(out), "--html", str(page), "--timeline", str(timeline),
+                  cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+
+    shot = screenshot(tmp_path, "timeline.png", "BATCHSMS_TIMELINE_SCREENSHOT")
+    shown = open_page(page, tmp_path, "--dump-dom", f"--screenshot={shot}", height=2600)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert console_messages(shown.stderr) == []
+    charts = {}
+    for chart in ("chart-answers", "chart-pace"):
+        svg = re.search(rf'<svg id="{chart}"[^>]*>(.*?)</svg>', shown.stdout, re.S)
+        assert svg is not None, chart
+        charts[chart] = svg[1]
+    columns = re.findall(r"<g><title>(.*?)</title>", charts["chart-answers"])
+    assert len(columns) == len(seconds)  # a short run: one column per second
+    assert any(" 429" in c and not c.endswith(" 0 429") for c in columns)
+    assert "#d64541" in charts["chart-pace"]  # the outage, in red
+    assert "outage (only probes)" in charts["chart-pace"]
+    assert "<script" not in shown.stdout
+    assert shot.stat().st_size > 20_000  # a drawn page, not a blank one
