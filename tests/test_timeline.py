@@ -7,6 +7,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import orjson
+
+from batchsms.commands.report.over_time import MAX_BUCKETS
+from batchsms.commands.report.pace import read_timeline, section, since_start
 from batchsms.simulator.faults import FaultConfig, Outage
 from batchsms.simulator.threaded import simulator_in_thread
 from tests.chromium import chromium_only, console_messages, open_page, screenshot
@@ -101,3 +105,43 @@ def test_a_throttled_run_with_an_outage_charts_in_chromium(here: Here, tmp_path:
     assert "outage (only probes)" in charts["chart-pace"]
     assert "<script" not in shown.stdout
     assert shot.stat().st_size > 20_000  # a drawn page, not a blank one
+
+
+def _second(t: float, **fields: object) -> dict[str, object]:
+    return {"t": t, "sent": 5, "2xx": 5, "429": 0, "4xx": 0, "5xx": 0, "other": 0,
+            "no_answer": 0, "in_flight": 2, "rate": 5.0, "outage": False, **fields}
+
+
+def test_a_long_timeline_folds_into_bounded_columns(tmp_path: Path) -> None:
+    """10 001 seconds: at most MAX_BUCKETS columns of equal seconds, every answer kept, the
+    outage in the column that holds it, labels as times since the start."""
+    path = write_jsonl(tmp_path / "tl.jsonl", (
+        _second(float(t), outage=5000 <= t < 5010, rate=0.0 if t == 7 else 5.0 + t % 3)
+        for t in range(1, 10_002)))
+    timeline = read_timeline(path)
+    assert len(timeline.buckets) <= MAX_BUCKETS
+    assert {b.seconds for b in timeline.buckets[:-1]} == {timeline.buckets[0].seconds}
+    assert sum(b.answers[0] for b in timeline.buckets) == 5 * 10_001
+    assert [b.outage for b in timeline.buckets].count(True) in (1, 2)
+    assert timeline.buckets[0].rate(timeline.top_rate) == 5.0  # 0 (unlimited) is the top
+    assert [since_start(s) for s in (0, 99, 725, 11_220, 360_000)] == [
+        "0s", "99s", "12m05s", "3h07m", "4d04h"]
+    html = "".join(section(timeline))
+    assert html.count("<g><title>") == 2 * len(timeline.buckets)
+
+
+def test_hostile_timeline_lines_are_counted_not_charted(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "tl.jsonl", [
+        _second(1.0), b"[]", b"not json", b'{"t": 2, "rate": 1e999}', b'{"t": NaN, "rate": 1}',
+        orjson.dumps(_second(3.0, rate=-1)), _second(4.0, sent=1, **{"2xx": -5}),
+        _second(5.0, **{"429": 1.5}), _second(6.0, in_flight=True), {**_second(7.0), "t": "x"},
+        b"   ", _second(8.0, rate=0.0)])
+    timeline = read_timeline(path)
+    assert timeline.seconds == 2
+    assert timeline.unreadable == 9
+    only_unlimited = write_jsonl(tmp_path / "u.jsonl", [_second(1.0, rate=0.0)])
+    html = "".join(section(read_timeline(only_unlimited)))
+    assert 'id="chart-answers"' in html
+    assert 'id="chart-pace"' not in html
+    assert "No pace was set" in html
+    assert "1 second since the run started" in html
