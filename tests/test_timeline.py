@@ -68,14 +68,16 @@ def test_report_html_charts_the_timeline(here: Here, tmp_path: Path) -> None:
 
 @chromium_only
 def test_a_throttled_run_with_an_outage_charts_in_chromium(here: Here, tmp_path: Path) -> None:
-    """A real run against the simulator (a quota below --rate, a 2 s outage) gives a timeline
-    whose two charts Chromium draws without a console message; the screenshot is kept in
-    `$BATCHSMS_TIMELINE_SCREENSHOT` when set, for a person to look at."""
+    """A real run against the simulator (a quota below --rate, a few 429s whatever the rate,
+    so that a loaded machine slower than the quota still sees some; a 2 s outage) gives a
+    timeline whose two charts Chromium draws without a console message; the screenshot is kept
+    in `$BATCHSMS_TIMELINE_SCREENSHOT` when set, for a person to look at."""
     source = write_jsonl(tmp_path / "in.jsonl", ({"task_id": f"t{i:04d}",
                                                   "body": {"speed_limit": 1}}
-                                                 for i in range(240)))
+                                                 for i in range(200)))
     out, timeline, page = tmp_path / "out.jsonl", tmp_path / "tl.jsonl", tmp_path / "page.html"
-    faults = FaultConfig(seed=1, quota_rate=35, outages=(Outage(2.0, 2.0),))
+    faults = FaultConfig(seed=1, quota_rate=35, quota_burst=5, throttle_random=0.03,
+                         outages=(Outage(2.0, 2.0),))
     with simulator_in_thread(faults) as sim:
         run = here("run", str(source), "--endpoint", sim.url, "--out", str(out), "--rate", "50",
                    "--timeline", str(timeline), "--log-format", "json",
