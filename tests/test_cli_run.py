@@ -87,6 +87,26 @@ def test_dry_run_prints_bodies_and_no_secrets(tmp_path: Path, here: Here) -> Non
     assert not (tmp_path / "outcomes.jsonl").exists()  # dry-run writes no outcomes file
 
 
+@pytest.mark.parametrize(("where", "cause"), [
+    (["--region", "xx-nowhere-1"], "unknown --region 'xx-nowhere-1'"),
+    (["--endpoint", "http://example.com"], "plain http is allowed only on loopback"),
+])
+def test_dry_run_refuses_the_endpoint_run_refuses(tmp_path: Path, here: Here, where: list[str],
+                                                  cause: str) -> None:
+    """`--dry-run` with an unknown `--region` (or a bad `--endpoint`) is exit 2, as `run` is
+    (issue 23: it printed `https://{endpoint}` URLs and exited 0); none given is a rehearsal."""
+    source = lines_file(tmp_path / "in.jsonl", 2)
+    for dry in (["--dry-run"], []):
+        result = here("run", str(source), *dry, *where, "--out", str(tmp_path / "o.jsonl"),
+                      env={"BATCHSMS_AUTH_TOKEN": SECRET_TOKEN}, cwd=tmp_path)
+        assert result.returncode == 2, (dry, result.stderr)
+        assert cause in result.stderr
+        assert result.stdout == ""
+    rehearsal = here("run", str(source), "--dry-run", cwd=tmp_path)
+    assert rehearsal.returncode == 0, rehearsal.stderr
+    assert orjson.loads(rehearsal.stdout.splitlines()[0])["url"] == "https://{endpoint}/v3/tasks/t0"
+
+
 def test_second_run_on_same_out_exits_2_naming_the_pid(tmp_path: Path, here: Here) -> None:
     source = lines_file(tmp_path / "in.jsonl", 20)
     out = tmp_path / "out.jsonl"

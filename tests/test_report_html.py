@@ -5,10 +5,7 @@ error, charts drawn (a screenshot is written for a person to look at)."""
 from __future__ import annotations
 
 import io
-import os
 import re
-import shutil
-import subprocess
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +20,8 @@ from batchsms.commands.report.figures import EXAMPLES, Figures, gather
 from batchsms.commands.report.html import ROWS, render
 from batchsms.commands.report.over_time import MAX_BUCKETS, OverTime
 from batchsms.errors import UsageError
+from tests.chromium import chromium_only, console_messages, open_page, screenshot
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHARTS = ("chart-status", "chart-time", "chart-elapsed", "chart-attempts")
 XSS = "<script>alert(1)</script>"
 
@@ -193,34 +190,13 @@ def test_html_refuses_an_input_or_unwritable_path(tmp_path: Path) -> None:
         report(outcomes, "--html", tmp_path / "x", "--failed-to", tmp_path / "x")
 
 
-def _chromium(page: Path, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    assert CHROMIUM is not None, "BATCHSMS_REQUIRE_CHROMIUM is set, and chromium is missing"
-    return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
-         "--v=0", "--window-size=1280,2000", *extra, page.as_uri()],
-        capture_output=True, text=True, timeout=90, check=False,
-        env={**os.environ, "HOME": str(tmp_path)})
-
-
-def console_messages(stderr: str) -> list[str]:
-    """What the page logged: Chromium's `INFO:CONSOLE` lines (errors, CSP refusals)."""
-    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
-
-
-chromium_only = pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("BATCHSMS_REQUIRE_CHROMIUM"),
-    reason="chromium is not installed (.ci/run installs the Debian package `chromium`)")
-
-
 @chromium_only
 def test_console_check_sees_an_error(tmp_path: Path) -> None:
     """The check of the next test can fail: a page breaking its own policy is seen."""
     page = tmp_path / "bad.html"
     page.write_text('<!DOCTYPE html><meta http-equiv="Content-Security-Policy" '
                     "content=\"default-src 'none'\"><p>x</p><script>console.log(1)</script>")
-    run = _chromium(page, tmp_path, "--dump-dom")
+    run = open_page(page, tmp_path, "--dump-dom")
     assert console_messages(run.stderr), run.stderr
 
 
@@ -234,7 +210,7 @@ def test_page_renders_in_chromium(tmp_path: Path) -> None:
                                 "finished_at": "2024-05-01T12:00:40.000Z"}) + b"\n")
     page = tmp_path / "report.html"
     report(outcomes, "--html", page)
-    dom = _chromium(page, tmp_path, "--dump-dom")
+    dom = open_page(page, tmp_path, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert console_messages(dom.stderr) == []
     for chart in CHARTS:
@@ -243,8 +219,8 @@ def test_page_renders_in_chromium(tmp_path: Path) -> None:
         assert svg[1].count("<rect") >= 2, chart
     assert "<script" not in dom.stdout
     assert "alert(1)" in dom.stdout
-    shot = Path(os.environ.get("BATCHSMS_SCREENSHOT", tmp_path / "report.png"))
-    run = _chromium(page, tmp_path, f"--screenshot={shot}")
+    shot = screenshot(tmp_path, "report.png", "BATCHSMS_SCREENSHOT")
+    run = open_page(page, tmp_path, f"--screenshot={shot}")
     assert run.returncode == 0, run.stderr[-2000:]
     assert console_messages(run.stderr) == []
     assert shot.stat().st_size > 20_000  # a drawn page, not a blank one

@@ -1,7 +1,8 @@
 """Logs that tell the story of a long run (issue 23 item 2): `run.progress` every
 `--progress-interval` seconds with JSON logs, `outage.started`/`outage.ended`, `pace.changed`
-with its reason, `task.invalid` per line under `--verbose`, and the notice `validate` gives when
-task ids come back on later lines (`run.repeated_task_ids`)."""
+with its reason, `task.invalid` per line under `--verbose`, the notice `validate` gives when
+task ids come back on later lines (`run.repeated_task_ids`), and where `--undo-file` went
+(`undo.written`, issue 23 item 5)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,30 @@ def test_a_run_tells_progress_invalid_lines_and_repeated_ids(here: Here, tmp_pat
     [repeated] = [e for e in events if e["event"] == "run.repeated_task_ids"]
     assert repeated["task_ids"] == 1
     assert repeated["examples"] == ["t3 on lines 4, 31"]
+
+
+@pytest.mark.parametrize("quiet", [[], ["--quiet"]])
+def test_the_undo_file_is_an_event_in_json_logs(quiet: list[str], here: Here,
+                                                tmp_path: Path) -> None:
+    """With `--log-format json`, "wrote N undo lines to F" is an `undo.written` event, not a
+    line of text among the JSON (it was); `--quiet` keeps it, as a console keeps the line."""
+    source = write_jsonl(tmp_path / "in.jsonl", [{"task_id": f"t{i}", "body": {"speed_limit": 3}}
+                                                 for i in range(4)])
+    undo = tmp_path / "undo.jsonl"
+    result = here("run", str(source), "--simulate", "--out", str(tmp_path / "out.jsonl"),
+                  "--rate", "0", "--undo-file", str(undo), "--log-format", "json", *quiet,
+                  cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    events = [orjson.loads(line) for line in lines]  # every line of stderr is JSON
+    [written] = [e for e in events if e["event"] == "undo.written"]
+    assert (written["lines"], written["file"], written["level"]) == (4, str(undo), "info")
+    assert (written["unrestorable"], written["uncaptured_runs"]) == (0, 0)
+    assert len(undo.read_text().splitlines()) == 4
+    console = here("run", str(source), "--simulate", "--out", str(tmp_path / "again.jsonl"),
+                   "--rate", "0", "--undo-file", str(tmp_path / "u2.jsonl"),
+                   "--log-format", "console", *quiet, cwd=tmp_path)
+    assert f"wrote 4 undo lines to {tmp_path / 'u2.jsonl'}" in console.stderr
 
 
 def test_without_verbose_no_debug_and_no_progress_on_a_console(here: Here,

@@ -121,7 +121,9 @@ def test_undo_restores_every_task_after_sigkill_and_resume(tmp_path: Path) -> No
         second = subprocess.run([*args, "--resume"], env=env, capture_output=True, check=False,
                                 timeout=120)
         assert second.returncode == 0, second.stderr.decode()
-        assert f"wrote {n} undo lines" in second.stderr.decode()  # one per task
+        [written] = [e for e in map(orjson.loads, second.stderr.splitlines())
+                     if e["event"] == "undo.written"]  # JSON logs: an event, not text
+        assert written["lines"] == n  # one per task
         changed = snapshot(sim, task_ids)
         assert changed["t0"]["speed_limit"] == 3
         assert all(changed[t]["name"] == f"new-{i}" for i, t in enumerate(task_ids))

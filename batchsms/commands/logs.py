@@ -28,8 +28,9 @@ class _CurrentStderr:
         return sys.stderr.isatty()
 
 
-# What `--quiet` still shows below warning level: the end of the run, as a person needs it.
-QUIET_KEEPS = frozenset({"run.finished"})
+# What `--quiet` still shows below warning level: the end of the run, as a person needs it
+# (and where its undo file is: a console prints that line whatever --quiet says).
+QUIET_KEEPS = frozenset({"run.finished", "undo.written"})
 
 
 def _quiet(_logger: object, method: str, event: structlog.typing.EventDict

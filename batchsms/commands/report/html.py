@@ -27,7 +27,7 @@ from batchsms.commands.report.figures import Figures, Summary, percentile
 from batchsms.commands.report.over_time import MAX_BUCKETS
 from batchsms.commands.report.pace import Timeline
 from batchsms.commands.report.pace import section as pace_section
-from batchsms.commands.report.svg import Column, column_chart, esc, share_bar
+from batchsms.commands.report.svg import Column, column_chart, esc, legend, share_bar
 from batchsms.transport.untrusted import safe_text
 
 ROWS = 25
@@ -226,9 +226,7 @@ def _over_time(figures: Figures) -> Iterator[str]:
                     _when(start, fmt) if i % every == 0 else "")
              for i, (start, c) in enumerate(columns)]
     yield column_chart("chart-time", chart, series)
-    yield '<p class="legend">' + "".join(
-        f'<span class="key" style="background:{colour}"></span>{esc(name)} '
-        for name, colour in series) + "</p>"
+    yield legend(series)
     untimed = f" {over.untimed:,} records without a readable time are left out." \
         if over.untimed else ""
     yield (f'<p class="note">Lines finished per {_duration(over.width)} (UTC, from '
@@ -291,8 +289,10 @@ def _attempts(report: dict[str, Any]) -> Iterator[str]:
         chart.append(Column([n], f"{name} attempts: {n:,} lines", name))
     yield column_chart("chart-attempts", chart, [("lines", "#7a5cc2")], height=180,
                        width=min(1100, 120 + 60 * len(chart)))
-    yield ('<p class="note">HTTP requests per line, reads included; 0: never sent (invalid '
-           "or skipped).</p></section>")
+    yield ('<p class="note">Write requests per line (every try counts; the reads of '
+           "<code>--verify</code>, <code>--undo-file</code>, <code>--skip-unchanged</code> are "
+           "counted apart); 0: never written (invalid, skipped, or ended after its read)."
+           "</p></section>")
 
 
 def _slowest(report: dict[str, Any]) -> Iterator[str]:

@@ -2,8 +2,9 @@
 
 Two shapes serve every chart of the page: `share_bar` (one horizontal bar split by share, with
 its legend: lines by status) and `column_chart` (vertical columns, stacked by series, with a
-y axis of round numbers and labels under chosen columns: outcomes over time, elapsed-time
-histogram, attempts). Each column carries a `<title>`, the tooltip a browser shows on hover,
+y axis of round numbers, labels under chosen columns and shaded slots behind some: outcomes over
+time, elapsed-time histogram, attempts, the timeline's answers and pace); `legend` is the key
+under a column chart. Each column carries a `<title>`, the tooltip a browser shows on hover,
 with its exact figures. Every text goes through `esc`: labels can come from the outcomes.
 """
 
@@ -41,24 +42,42 @@ def _num(value: float) -> str:
 
 
 class Column(NamedTuple):
-    """One column: its stacked values (one per series), a tooltip, a label under it or ''."""
+    """One column: its stacked values (one per series), a tooltip, a label under it or '', and
+    whether its slot is shaded (`SHADE`: behind the bars, e.g. the seconds of an outage)."""
 
-    values: Sequence[int]
+    values: Sequence[float]
     tooltip: str
     label: str = ""
+    shaded: bool = False
+
+
+SHADE = "#fbdcd9"  # the background of a shaded column (and its key in a legend)
+
+
+def legend(series: Sequence[Series]) -> str:
+    """A chart's key, as a line of HTML under it."""
+    return '<p class="legend">' + "".join(
+        f'<span class="key" style="background:{esc(colour)}"></span>{esc(name)} '
+        for name, colour in series) + "</p>"
 
 
 def column_chart(chart_id: str, columns: Sequence[Column], series: Sequence[Series], *,
-                 width: int = 1100, height: int = 220, y_title: str = "lines") -> str:
-    """Vertical columns stacked by `series`, with a y axis and the columns' labels."""
+                 width: int = 1100, height: int = 220, y_title: str = "lines",
+                 top: float = 0) -> str:
+    """Vertical columns stacked by `series`, with a y axis (reaching `top` at least: two
+    charts given the same `top` share their scale) and the columns' labels."""
     left, right, top_pad, bottom = 64, 10, 10, 34
     plot_w, plot_h = width - left - right, height - top_pad - bottom
-    ticks = nice_ticks(max((sum(c.values) for c in columns), default=0))
+    ticks = nice_ticks(max(top, max((sum(c.values) for c in columns), default=0)))
     scale = plot_h / ticks[-1]
     slot = plot_w / max(1, len(columns))
     bar = min(56.0, max(1.0, slot * 0.8) if slot >= 3 else slot)  # one column is no wall
     out = [f'<svg id="{esc(chart_id)}" class="chart" role="img" viewBox="0 0 {width} {height}" '
            f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">']
+    for first, last in _runs([c.shaded for c in columns]):  # behind the grid and the bars
+        out.append(f'<rect class="band" x="{left + first * slot:.1f}" y="{top_pad}" '
+                   f'width="{(last - first + 1) * slot:.1f}" height="{plot_h}" '
+                   f'fill="{SHADE}"/>')
     for tick in ticks:
         y = top_pad + plot_h - tick * scale
         out.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y:.1f}" '
@@ -86,6 +105,17 @@ def column_chart(chart_id: str, columns: Sequence[Column], series: Sequence[Seri
     out.append(f'<line class="axisline" x1="{left}" x2="{width - right}" '
                f'y1="{top_pad + plot_h}" y2="{top_pad + plot_h}"/></svg>')
     return "".join(out)
+
+
+def _runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
+    """(first, last) index of each run of true flags: one band per run, no seams."""
+    runs: list[tuple[int, int]] = []
+    for i, flag in enumerate(flags):
+        if flag and runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        elif flag:
+            runs.append((i, i))
+    return runs
 
 
 def share_bar(chart_id: str, parts: Sequence[tuple[str, int, str]], *,

@@ -35,7 +35,6 @@ import structlog
 
 from batchsms.changes.guarded_put import Capture
 from batchsms.changes.undo import RunUndo, check_reversible
-from batchsms.changes.undo import describe as describe_undo
 from batchsms.changes.undo_log import PreviousLog, journal_start
 from batchsms.client import Client
 from batchsms.commands import progress
@@ -57,7 +56,7 @@ from batchsms.commands.run.starting import (
     refusals,
     refuse_whole_file_mistakes,
 )
-from batchsms.commands.run.story import progress_events, tell_repeats, watched
+from batchsms.commands.run.story import progress_events, tell_repeats, tell_undo, watched
 from batchsms.commands.run.timeline import Timeline, open_timeline
 from batchsms.engine.build import require_transport_features
 from batchsms.engine.feed import LineSource, is_regular, line_source
@@ -264,7 +263,7 @@ def run(config: RunConfig, env: Mapping[str, str] | None = None,
     env = os.environ if env is None else env
     stderr = stderr or sys.stderr  # the one at call time (as `logs` does), not at import
     if config.dry_run:
-        return dry_run(config, sys.stdout, stderr)
+        return dry_run(config, sys.stdout, stderr, env)
     # Everything that can refuse to start is checked before the lock and --out are touched.
     require_transport_features()
     connection = anyio.run(resolve_connection, config.connection, env)
@@ -313,7 +312,7 @@ def _end(ctx: RunContext, stop: Stop, stderr: TextIO) -> ExitCode:
             f"the undo values could not be written: {journal.capture.log.error}"), stats,
             stderr)
     if ctx.undo is not None:
-        print(describe_undo(ctx.undo.write(config.out)), file=stderr)
+        tell_undo(ctx.undo.write(config.out), config.log_format, stderr)
     tell_repeats(journal.repeats)
     code = exit_code(stats, stop.stopped)
     if not sum(stats.by_status.values()) and stop.stopped is None and not config.allow_empty:

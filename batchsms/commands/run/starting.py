@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,13 +33,14 @@ log = structlog.get_logger("batchsms")
 LOOK_AHEAD = 100  # lines read before the run starts, to refuse a whole-file mistake
 
 
-def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+def dry_run(config: RunConfig, stdout: IO[str], stderr: IO[str],
+            env: Mapping[str, str]) -> ExitCode:
     """Print what would be sent, one JSON object per valid line (with the line's `expect` when
-    it has one); no network, no secrets."""
-    try:
-        base = resolve_endpoint(config.endpoint, config.region, os.environ)
-    except UsageError:
-        base = "https://{endpoint}"
+    it has one); no network, no secrets. An endpoint or region that `run` would refuse (exit 2)
+    is refused here too; none at all (or `--simulate`) is shown as `https://{endpoint}`."""
+    named = config.endpoint or config.region or env.get("BATCHSMS_ENDPOINT")
+    base = resolve_endpoint(config.endpoint, config.region, env) \
+        if named and not config.simulate else "https://{endpoint}"
     invalid = 0
     for item in checked_lines(config.input, config.defaults, default_op=config.op,
                               rules=config.rules):

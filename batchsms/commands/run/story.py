@@ -5,7 +5,9 @@
   lines/s so far and the ETA at that rate;
 - `task.invalid`, one per invalid line at debug level (`--verbose`), with its problems;
 - `run.repeated_task_ids`, a warning at the end when task ids came back on later lines, the same
-  notice `validate` gives (lines/repeats.py), seen in file order as the lines are read.
+  notice `validate` gives (lines/repeats.py), seen in file order as the lines are read;
+- `undo.written`, with JSON logs, where `--undo-file` was written and how many lines (a warning
+  when some task cannot be restored whole); a console gets the same as one line of text.
 
 The engine's own events (`outage.started`/`outage.ended`, `pace.changed`) are logged where they
 happen (engine/outage.py, engine/pace.py).
@@ -15,10 +17,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import TextIO
 
 import anyio
 import structlog
 
+from batchsms.changes.undo import UndoSummary, describe
 from batchsms.engine.stats import RunStats
 from batchsms.lines.bodies import Planned
 from batchsms.lines.reader import InvalidLine
@@ -49,6 +53,21 @@ def tell_repeats(repeats: RepeatedIds) -> None:
     fields = repeats.notice()
     if fields is not None:
         log.warning("run.repeated_task_ids", **fields)
+
+
+def tell_undo(summary: UndoSummary, log_format: str, stderr: TextIO) -> None:
+    """The undo file written: one `undo.written` event with JSON logs (stderr stays JSON only),
+    else `describe`'s line of text."""
+    if log_format != "json":
+        print(describe(summary), file=stderr)
+        return
+    fields: dict[str, object] = {"file": str(summary.path), "lines": summary.lines,
+                                 "unrestorable": summary.unrestorable,
+                                 "uncaptured_runs": summary.uncaptured}
+    if summary.named:
+        fields["examples"] = [f"{u.task_id}: {u.why}" for u in summary.named]
+    whole = not summary.unrestorable and not summary.uncaptured
+    (log.info if whole else log.warning)("undo.written", **fields)
 
 
 def progress_fields(stats: RunStats, total: int | None, now: float) -> dict[str, object]:
