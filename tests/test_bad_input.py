@@ -1,9 +1,10 @@
 """A corpus of nasty input files, built at test time: each gives clear outcomes and no crash.
 
-For every file, `batchsms validate FILE --out O` and `batchsms run FILE --simulate --out O` (real
-subprocesses) must exit 0 or 1 (never a traceback), write exactly one outcome per non-blank line
-with the right line number, explain each bad line (with its line number on `validate`'s stdout),
-and still process the good lines around a bad one.
+For every file, `batchsms validate FILE --out O` and `batchsms run FILE --simulate --out O` (for
+one file real subprocesses, for the others called in this process) must exit 0 or 1 (never a
+traceback), write exactly one outcome per non-blank line with the right line number, explain
+each bad line (with its line number on `validate`'s stdout), and still process the good lines
+around a bad one.
 """
 
 from __future__ import annotations
@@ -155,10 +156,9 @@ def command(kind: str, source: Path, out: Path) -> list[str]:
             "--log-format", "json", "--no-progress", "--allow-empty"]  # test_empty_input.py
 
 
-REAL_CLI_RUN = "mixed_encodings"
-"""The one file `run` reads as a subprocess; for the others `run`'s command line is called in
-this process (the file, not the process boundary, is what each case is about; `validate` runs
-every file as a subprocess)."""
+REAL_CLI = "mixed_encodings"
+"""The one file `run` and `validate` read as subprocesses; for the others their command lines
+are called in this process (the file, not the process boundary, is what each case is about)."""
 
 
 @pytest.mark.parametrize("kind", ["validate", "run"])
@@ -169,7 +169,7 @@ def test_nasty_file_gives_one_clear_outcome_per_line(
     source = tmp_path / f"{name}{case.suffix}"
     source.write_bytes(case.content)
     out = tmp_path / "outcomes.jsonl"
-    run = cli if kind == "run" and name != REAL_CLI_RUN else batchsms
+    run = batchsms if name == REAL_CLI else cli
     result = run(*command(kind, source, out), cwd=tmp_path)
     returncode = result.returncode
     stdout = result.stdout.decode(errors="replace")
