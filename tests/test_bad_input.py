@@ -212,15 +212,19 @@ def test_nasty_file_gives_one_clear_outcome_per_line(
 
 
 @pytest.mark.parametrize("kind", ["validate", "run"])
-def test_unreadable_input_exits_2_with_one_line(tmp_path: Path, kind: str) -> None:
+def test_unreadable_input_exits_2_with_one_line(tmp_path: Path, kind: str,
+                                                cli: InProcess) -> None:
+    """An absent input (read by a real subprocess: its exit status) and a directory (in this
+    process): exit 2, one line on stderr naming the input, nothing on stdout."""
     out = tmp_path / "o.jsonl"
-    for source in (tmp_path / "missing.jsonl", tmp_path):  # absent, and a directory
-        result = batchsms(*command(kind, source, out), cwd=tmp_path)
+    for source, run in ((tmp_path / "missing.jsonl", batchsms), (tmp_path, cli)):
+        result = run(*command(kind, source, out), cwd=tmp_path)
         stderr = result.stderr.decode()
         assert result.returncode == 2, stderr
         assert "Traceback" not in stderr
         assert len(stderr.strip().splitlines()) == 1, stderr
         assert f"cannot read input {str(source)!r}" in stderr
+        assert result.stdout == b""
         if source.name == "missing.jsonl":
             assert not out.exists()
 
