@@ -12,12 +12,15 @@ import compileall
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import batchsms
-from tests.processes import Here, InProcess
-from tests.servers import ScriptedServer, scripted_server
+
+if TYPE_CHECKING:  # imported by the fixtures that use them: not in xdist's controller process
+    from tests.processes import Here, InProcess
+    from tests.servers import ScriptedServer
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -60,6 +63,8 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def scripted() -> Iterator[ScriptedServer]:
     """A scripted SMS endpoint answering 200 unless scripted otherwise (`tests.servers`)."""
+    from tests.servers import scripted_server
+
     with scripted_server() as server:
         yield server
 
@@ -68,6 +73,8 @@ def scripted() -> Iterator[ScriptedServer]:
 def cli(monkeypatch: pytest.MonkeyPatch, capfdbinary: pytest.CaptureFixture[bytes]) -> InProcess:
     """`batchsms(*args)` called in this process (`tests.processes.InProcess`): same result,
     no interpreter start-up."""
+    from tests.processes import InProcess
+
     return InProcess(monkeypatch, capfdbinary)
 
 
