@@ -9,24 +9,18 @@ files), `tests.properties` (hypothesis strategies), `tests.sdk` (the official SD
 from __future__ import annotations
 
 import compileall
-import sys
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import batchsms
-from tests.processes import Here, InProcess
-from tests.servers import ScriptedServer, scripted_server
 
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Cache the test modules' rewritten bytecode (pytest's assertion rewriting) in
-    tests/__pycache__ even where PYTHONDONTWRITEBYTECODE is set, as on CI's machine: otherwise
-    each of the suite's workers parsed and rewrote every test module again, about 2.6 s of CPU
-    each (`pytest --collect-only -n 0`: 5.2 s of CPU, 2.6 s with the cache)."""
-    sys.dont_write_bytecode = False
+if TYPE_CHECKING:  # imported by the fixtures that use them: not in xdist's controller process
+    from tests.processes import Here, InProcess
+    from tests.servers import ScriptedServer
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -69,6 +63,8 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def scripted() -> Iterator[ScriptedServer]:
     """A scripted SMS endpoint answering 200 unless scripted otherwise (`tests.servers`)."""
+    from tests.servers import scripted_server
+
     with scripted_server() as server:
         yield server
 
@@ -77,6 +73,8 @@ def scripted() -> Iterator[ScriptedServer]:
 def cli(monkeypatch: pytest.MonkeyPatch, capfdbinary: pytest.CaptureFixture[bytes]) -> InProcess:
     """`batchsms(*args)` called in this process (`tests.processes.InProcess`): same result,
     no interpreter start-up."""
+    from tests.processes import InProcess
+
     return InProcess(monkeypatch, capfdbinary)
 
 

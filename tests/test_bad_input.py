@@ -1,9 +1,10 @@
 """A corpus of nasty input files, built at test time: each gives clear outcomes and no crash.
 
-For every file, `batchsms validate FILE --out O` and `batchsms run FILE --simulate --out O` (real
-subprocesses) must exit 0 or 1 (never a traceback), write exactly one outcome per non-blank line
-with the right line number, explain each bad line (with its line number on `validate`'s stdout),
-and still process the good lines around a bad one.
+For every file, `batchsms validate FILE --out O` and `batchsms run FILE --simulate --out O` (for
+one file real subprocesses, for the others called in this process) must exit 0 or 1 (never a
+traceback), write exactly one outcome per non-blank line with the right line number, explain
+each bad line (with its line number on `validate`'s stdout), and still process the good lines
+around a bad one.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Case:
 
 
 def _truncated_gzip() -> Case:
-    data = lines(*(good(i) for i in range(1, 3001)))
+    data = lines(*(good(i) for i in range(1, 1001)))  # ~45 KB: a few of the reader's buffers
     packed = gzip.compress(data)
     cut = packed[: len(packed) * 6 // 10]
     # the reader cannot yield more than the complete lines of what decompresses before the cut
@@ -155,10 +156,9 @@ def command(kind: str, source: Path, out: Path) -> list[str]:
             "--log-format", "json", "--no-progress", "--allow-empty"]  # test_empty_input.py
 
 
-REAL_CLI_RUN = "mixed_encodings"
-"""The one file `run` reads as a subprocess; for the others `run`'s command line is called in
-this process (the file, not the process boundary, is what each case is about; `validate` runs
-every file as a subprocess)."""
+REAL_CLI = "mixed_encodings"
+"""The one file `run` and `validate` read as subprocesses; for the others their command lines
+are called in this process (the file, not the process boundary, is what each case is about)."""
 
 
 @pytest.mark.parametrize("kind", ["validate", "run"])
@@ -169,7 +169,7 @@ def test_nasty_file_gives_one_clear_outcome_per_line(
     source = tmp_path / f"{name}{case.suffix}"
     source.write_bytes(case.content)
     out = tmp_path / "outcomes.jsonl"
-    run = cli if kind == "run" and name != REAL_CLI_RUN else batchsms
+    run = batchsms if name == REAL_CLI else cli
     result = run(*command(kind, source, out), cwd=tmp_path)
     returncode = result.returncode
     stdout = result.stdout.decode(errors="replace")
@@ -212,15 +212,19 @@ def test_nasty_file_gives_one_clear_outcome_per_line(
 
 
 @pytest.mark.parametrize("kind", ["validate", "run"])
-def test_unreadable_input_exits_2_with_one_line(tmp_path: Path, kind: str) -> None:
+def test_unreadable_input_exits_2_with_one_line(tmp_path: Path, kind: str,
+                                                cli: InProcess) -> None:
+    """An absent input (read by a real subprocess: its exit status) and a directory (in this
+    process): exit 2, one line on stderr naming the input, nothing on stdout."""
     out = tmp_path / "o.jsonl"
-    for source in (tmp_path / "missing.jsonl", tmp_path):  # absent, and a directory
-        result = batchsms(*command(kind, source, out), cwd=tmp_path)
+    for source, run in ((tmp_path / "missing.jsonl", batchsms), (tmp_path, cli)):
+        result = run(*command(kind, source, out), cwd=tmp_path)
         stderr = result.stderr.decode()
         assert result.returncode == 2, stderr
         assert "Traceback" not in stderr
         assert len(stderr.strip().splitlines()) == 1, stderr
         assert f"cannot read input {str(source)!r}" in stderr
+        assert result.stdout == b""
         if source.name == "missing.jsonl":
             assert not out.exists()
 

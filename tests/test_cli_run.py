@@ -64,12 +64,6 @@ def test_bad_options_exit_2_without_traceback(tmp_path: Path, args: list[str], h
     assert result.stderr.startswith(("batchsms", "usage")), result.stderr
 
 
-def test_unreadable_input_exit_2(tmp_path: Path, here: Here) -> None:
-    result = here("run", str(tmp_path / "missing.jsonl"), "--simulate")
-    assert result.returncode == 2
-    assert "missing.jsonl" in result.stderr
-
-
 def test_dry_run_prints_bodies_and_no_secrets(tmp_path: Path, here: Here) -> None:
     source = lines_file(tmp_path / "in.jsonl", 3)
     env = {"HUAWEICLOUD_SDK_AK": "AKDRYRUN", "HUAWEICLOUD_SDK_SK": SECRET_SK,

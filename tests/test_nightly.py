@@ -1,4 +1,6 @@
-"""Nightly-run features end to end: progress bar only on a terminal, metrics file, deadline."""
+"""Nightly-run features end to end: progress bar only on a terminal, metrics file, deadline.
+The bar is drawn by a child whose stderr is a pseudo-terminal; the rest runs in this process
+(`here`: its stderr is captured, not a terminal, as a child's piped stderr)."""
 
 from __future__ import annotations
 
@@ -11,15 +13,15 @@ from pathlib import Path
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.processes import batchsms, start_batchsms
+from tests.processes import Here, start_batchsms
 
 ROOT = Path(__file__).resolve().parent.parent
 FLEET = ROOT / "inputs" / "speed_limit_fleet.jsonl"
 
 
-def test_no_progress_output_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
-    result = batchsms("run", str(FLEET), "--simulate", "--rate", "0",
-                      "--out", str(tmp_path / "o.jsonl"), "--log-format", "json", text=True)
+def test_no_progress_output_when_stderr_is_not_a_terminal(tmp_path: Path, here: Here) -> None:
+    result = here("run", str(FLEET), "--simulate", "--rate", "0",
+                  "--out", str(tmp_path / "o.jsonl"), "--log-format", "json")
     assert result.returncode == 0, result.stderr
     assert "━" not in result.stderr
     assert "\r" not in result.stderr
@@ -58,13 +60,13 @@ def test_no_progress_flag_silences_the_bar_on_a_terminal(tmp_path: Path) -> None
     assert b"50/50" not in run_on_terminal(tmp_path, "--no-progress")
 
 
-def test_metrics_file_written_and_parsed_back(tmp_path: Path) -> None:
+def test_metrics_file_written_and_parsed_back(tmp_path: Path, here: Here) -> None:
     metrics = tmp_path / "batchsms.prom"
     source = tmp_path / "in.jsonl"
     source.write_bytes(FLEET.read_bytes() + b'{"task_id": "x", "body": {"speedlimit": 1}}\n')
-    result = batchsms("run", str(source), "--simulate", "--rate", "0",
-                      "--out", str(tmp_path / "o.jsonl"), "--metrics-file", str(metrics),
-                      "--log-format", "json", text=True)
+    result = here("run", str(source), "--simulate", "--rate", "0",
+                  "--out", str(tmp_path / "o.jsonl"), "--metrics-file", str(metrics),
+                  "--log-format", "json")
     assert result.returncode == 1
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(metrics.read_text())

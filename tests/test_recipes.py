@@ -19,6 +19,9 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from batchsms.simulator.access import ExpectedCredentials
+from batchsms.simulator.server import running
+from batchsms.simulator.threaded import serve_in_thread
 from tests.processes import simulator_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,9 +92,12 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def simulator() -> Iterator[str]:
-    """A simulator expecting the AK/SK of credentials.env, and nothing else."""
-    with simulator_process(env={"BATCHSMS_SIMULATOR_AK": AK, "BATCHSMS_SIMULATOR_SK": SK}) as sim:
-        yield sim.url
+    """A simulator expecting the AK/SK of credentials.env, and nothing else: served from a
+    thread here (the cron and systemd recipes do not start it; the walk-throughs below run
+    their own simulator line as written)."""
+    with serve_in_thread(lambda: running(credentials=ExpectedCredentials(ak=AK, sk=SK),
+                                         log_size=0)) as sim:
+        yield sim.value.url
 
 
 def night_went_well(home: Path, log: str) -> None:

@@ -68,13 +68,15 @@ PROGRESS_EVERY = 10.0
 class _Progress:
     """`plan.progress` at most every `PROGRESS_EVERY` seconds, told as entries come."""
 
-    def __init__(self, source: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, source: str, regular: bool,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._started = clock()
         self._next = self._started + PROGRESS_EVERY
         self._total: int | None = None
         self._counted = False  # the input's lines are counted once, only if a line is due
         self._source = source
+        self._regular = regular
         self.done = 0
 
     def __call__(self) -> None:
@@ -84,7 +86,7 @@ class _Progress:
             return
         self._next = now + PROGRESS_EVERY
         if not self._counted:
-            self._total, self._counted = count_lines(self._source), True
+            self._total, self._counted = count_lines(self._source, self._regular), True
         total = self._total
         rate = self.done / max(now - self._started, 1e-9)
         eta = round((total - self.done) / rate) if total is not None and total >= self.done \
@@ -121,7 +123,7 @@ def run_plan(config: RunConfig, *, as_json: bool, env: Mapping[str, str] | None 
     items = checked_lines(config.input, config.defaults, default_op=config.op,
                           rules=config.rules)  # unreadable input: exit 2
     totals = PlanTotals()
-    progress = _Progress(config.input)
+    progress = _Progress(config.input, items.regular)
 
     def emit(entry: PlanEntry) -> None:
         totals.by_verdict[entry.verdict] += 1

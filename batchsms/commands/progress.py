@@ -32,10 +32,11 @@ from batchsms.journal.outcomes import Outcome, Status
 from batchsms.lines.reader import GZIP_MAGIC
 
 
-def count_lines(source: str) -> int | None:
-    """Line count of a plain file, or None when it cannot be known cheaply (a stream: stdin or
-    a FIFO, whose lines reading would take from the run)."""
-    if source == "-" or not Path(source).is_file():
+def count_lines(source: str, regular: bool) -> int | None:
+    """Line count of a plain file, or None when it cannot be known cheaply (not `regular`, as
+    `CheckedLines.regular` says: a stream, stdin or a FIFO, whose lines reading would take from
+    the run)."""
+    if not regular:
         return None
     try:
         with Path(source).open("rb") as f:
@@ -86,7 +87,8 @@ class _RateColumn(ProgressColumn):
 
 
 @contextmanager
-def progress_bar(source: str, stream: TextIO = sys.stderr) -> Iterator[ProgressBar]:
+def progress_bar(source: str, regular: bool,
+                 stream: TextIO = sys.stderr) -> Iterator[ProgressBar]:
     progress = Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(),
         MofNCompleteColumn(), TaskProgressColumn(), _RateColumn(),
@@ -95,4 +97,4 @@ def progress_bar(source: str, stream: TextIO = sys.stderr) -> Iterator[ProgressB
         console=Console(file=stream), transient=False, refresh_per_second=4,
         redirect_stdout=False, redirect_stderr=True)  # log lines print above the bar
     with progress:
-        yield ProgressBar(progress, count_lines(source))
+        yield ProgressBar(progress, count_lines(source, regular))

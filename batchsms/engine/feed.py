@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import stat
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -37,16 +35,6 @@ class LineSource(Protocol[T]):
     async def take(self) -> list[T]: ...
 
     def close(self) -> None: ...
-
-
-def is_regular(source: str) -> bool:
-    """True when the input `source` (a path, or `-`) is a regular file."""
-    if source == "-":
-        return False
-    try:
-        return stat.S_ISREG(os.stat(source).st_mode)
-    except OSError:
-        return False
 
 
 class LoopLines(Generic[T]):
@@ -143,5 +131,6 @@ class ThreadLines(Generic[T]):
 
 
 def line_source(lines: Iterator[T], *, regular: bool) -> LoopLines[T] | ThreadLines[T]:
-    """The right reader for lines of an input that is a `regular` file (`is_regular`) or not."""
+    """The right reader for lines of an input that is a `regular` file or not (`CheckedLines`'s
+    `regular`, as the reader found it)."""
     return LoopLines(lines) if regular else ThreadLines(lines)

@@ -27,7 +27,15 @@ import orjson
 
 from batchsms.errors import UsageError
 from batchsms.lines.expect import check_expect
-from batchsms.lines.reader import SPEED_LIMIT, UPDATE, InvalidLine, Line, open_input, read_lines
+from batchsms.lines.reader import (
+    SPEED_LIMIT,
+    UPDATE,
+    InvalidLine,
+    Line,
+    is_regular_input,
+    open_input,
+    read_lines,
+)
 from batchsms.lines.schema import Problem, validate
 from batchsms.lines.speed_rules import validate_speed_limit
 
@@ -205,8 +213,21 @@ def check_speed_limit(line: Line) -> tuple[bytes, str, bytes | None, tuple[Probl
             None if expect is None else canonical_json(expect), ())
 
 
+class CheckedLines(Iterator[Planned | InvalidLine]):
+    """What `checked_lines` returns: its items, and `regular`, whether the input is a regular
+    file (`reader.is_regular_input`: found once, when the input was opened). A stream (stdin,
+    a FIFO) is read from a thread and its lines are not counted ahead."""
+
+    def __init__(self, items: Iterator[Planned | InvalidLine], *, regular: bool) -> None:
+        self._items = items
+        self.regular = regular
+
+    def __next__(self) -> Planned | InvalidLine:
+        return next(self._items)
+
+
 def checked_lines(source: str, defaults: Mapping[str, Any], *, default_op: str = UPDATE,
-                  rules: Mapping[str, Any] | None = None) -> Iterator[Planned | InvalidLine]:
+                  rules: Mapping[str, Any] | None = None) -> CheckedLines:
     """Every non-blank line of `source`, read and planned: ready to send, or invalid with its
     problems. What `validate`, `run`, `plan` and `--undo-file` all read.
 
@@ -215,8 +236,9 @@ def checked_lines(source: str, defaults: Mapping[str, Any], *, default_op: str =
     """
     stream = open_input(source)
     # `-` is read through a duplicate of its descriptor (reader.open_input): close that one.
-    return _planned(stream, Planner(defaults, default_op=default_op, rules=rules),
-                    close=stream is not getattr(sys.stdin, "buffer", None))
+    return CheckedLines(_planned(stream, Planner(defaults, default_op=default_op, rules=rules),
+                                 close=stream is not getattr(sys.stdin, "buffer", None)),
+                        regular=is_regular_input(stream))
 
 
 def _planned(stream: IO[bytes], planner: Planner,

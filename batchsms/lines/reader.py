@@ -90,6 +90,13 @@ def open_input(source: str) -> IO[bytes]:
     return _decompressed(raw, source)
 
 
+def is_regular_input(stream: IO[bytes]) -> bool:
+    """Whether `stream`, as `open_input` returned it, reads a regular file (it ends, and reading
+    it cannot block): what `open_input` found in one `fstat` of the descriptor it opened, the
+    one place a command works that out."""
+    return not isinstance(stream, _SniffOnFirstRead)
+
+
 def _own_stdin() -> IO[bytes]:
     """Standard input through a reader of our own (a duplicate descriptor): a reader thread
     blocked in it at exit must not hold `sys.stdin`'s lock, which the interpreter takes while

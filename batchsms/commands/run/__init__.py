@@ -59,7 +59,7 @@ from batchsms.commands.run.starting import (
 from batchsms.commands.run.story import progress_events, tell_repeats, tell_undo, watched
 from batchsms.commands.run.timeline import Timeline, open_timeline
 from batchsms.engine.build import require_transport_features
-from batchsms.engine.feed import LineSource, is_regular, line_source
+from batchsms.engine.feed import LineSource, line_source
 from batchsms.engine.pipeline import Pipeline
 from batchsms.engine.stats import RunStats
 from batchsms.engine.stopping import Stop, StopReason
@@ -151,7 +151,8 @@ async def _run_in(ctx: RunContext, journal: _Journal, stack: ExitStack) -> Stop:
                 sink = stack.enter_context(open_timeline(config.timeline))
                 tg.start_soon(Timeline(pipeline.sender, sink).record)
             if config.log_format == "json" and config.progress_interval > 0:
-                tg.start_soon(progress_events, ctx.stats, progress.count_lines(config.input),
+                tg.start_soon(progress_events, ctx.stats,
+                              progress.count_lines(config.input, ctx.journal.source.regular),
                               config.progress_interval)
             await pipeline.run(journal.source, _about(ctx))
             tg.cancel_scope.cancel()
@@ -204,10 +205,10 @@ def _open_journal(config: RunConfig, undo: RunUndo | None) -> _Journal:
     # not read ahead: its producer may pause, and nothing is read before the signal handlers
     # are in place (its lines are then judged one by one, as they come).
     repeats = RepeatedIds()
-    lines: Iterator[Planned | InvalidLine] = watched(
-        checked_lines(config.input, config.defaults, default_op=config.op, rules=config.rules),
-        repeats)
-    regular = is_regular(config.input)
+    checked = checked_lines(config.input, config.defaults, default_op=config.op,
+                            rules=config.rules)
+    lines: Iterator[Planned | InvalidLine] = watched(checked, repeats)
+    regular = checked.regular
     if regular:
         lines = refuse_whole_file_mistakes(lines, allow_empty=config.allow_empty)
     log_deadline(config.deadline)
@@ -225,10 +226,10 @@ def _open_journal(config: RunConfig, undo: RunUndo | None) -> _Journal:
                     capture=None if undo is None else Capture(side), repeats=repeats)
 
 
-def _progress(config: RunConfig, stderr: TextIO) -> AbstractContextManager[
+def _progress(config: RunConfig, regular: bool, stderr: TextIO) -> AbstractContextManager[
         Callable[[Outcome], None] | None]:
     if progress.wanted(config.progress, stderr):
-        return progress.progress_bar(config.input, stderr)
+        return progress.progress_bar(config.input, regular, stderr)
     return nullcontext()
 
 
@@ -248,7 +249,7 @@ def _chain(*callbacks: Callable[[Outcome], None] | None) -> Callable[[Outcome], 
 def _send(ctx: RunContext, stderr: TextIO) -> Stop:
     """The run on its event loop, the bar drawn meanwhile; the journal closed after it."""
     try:
-        with _progress(ctx.config, stderr) as bar:
+        with _progress(ctx.config, ctx.journal.source.regular, stderr) as bar:
             shown = replace(ctx, on_outcome=_chain(ctx.on_outcome, bar))
             return anyio.run(_run_async, shown, backend_options=_loop_options())
     finally:
