@@ -1,7 +1,7 @@
 """Benchmark `batchsms run` against the simulator; prints figures to compare across commits.
 
     python bench/bench_run.py [--runs 5] [--lines 20000] [--concurrency 64] [--rate-lines 400]
-    python bench/bench_run.py --quick      # smoke test, ~10 s: goals printed, never asserted
+    python bench/bench_run.py --quick      # smoke test, ~6 s: goals printed, never asserted
 
 1. issue 22's goal 3, token: requests/s of `batchsms run --rate 0 --concurrency C` beside a bare
    aiohttp loop (bench/bare_loop.py: same server, same concurrency, no validation, retries or
@@ -119,10 +119,10 @@ def main() -> int:
     parser.add_argument("--rate-lines", type=int, default=400)
     parser.add_argument("--sdk-lines", type=int, default=5_000, help="0: no SDK comparison")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 1 run of 1 000 lines, no SDK, 50 rate lines")
+                        help="smoke test: 1 run of 500 lines, no SDK, 30 rate lines")
     args = parser.parse_args()
     if args.quick:
-        args.runs, args.lines, args.sdk_lines, args.rate_lines = 1, 1_000, 0, 50
+        args.runs, args.lines, args.sdk_lines, args.rate_lines = 1, 500, 0, 30
 
     ratios: dict[str, list[float]] = {"token": [], "aksk": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
 """Benchmark of `batchsms validate`: throughput beside orjson alone, and peak memory by input size.
 
     python bench/bench_validate.py [--inputs N] [--small N] [--nested N] [--rss 20000,200000]
-    python bench/bench_validate.py --quick      # smoke test, ~2 s, goals printed, not asserted
+    python bench/bench_validate.py --quick      # smoke test, ~3 s, goals printed, not asserted
 
 Throughput is the whole per-line path (read + parse + envelope + plan: validate, canonical bytes,
 SHA-256), in process, beside `orjson.loads` alone on the same lines (best of several rounds), for:
@@ -143,8 +143,8 @@ def main() -> int:
                         help="smoke test: few lines, one round, goals printed, never asserted")
     args = parser.parse_args()
     if args.quick:
-        args.inputs, args.small, args.nested, args.rounds = 20_000, 20_000, 4_000, 1
-        args.rss = "2000,20000"
+        args.inputs, args.small, args.nested, args.rounds = 5_000, 5_000, 1_000, 1
+        args.rss = "1000,5000"
 
     with tempfile.TemporaryDirectory(prefix="bench-batchsms-") as tmp:
         tmpdir = Path(tmp)
