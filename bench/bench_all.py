@@ -58,6 +58,8 @@ def main() -> int:
         failed += proc.returncode != 0
         print(flush=True)
     print("## issue 22's goals\n")
+    if args.quick:
+        print("(--quick: one short run each; the verdicts below are not the goals' verdicts)\n")
     print("| goal | figure | target | |\n| --- | --- | --- | --- |")
     for goal, figure, target, verdict in sorted(goals):
         print(f"| {goal} | {figure.replace(' | ', '; ')} | {target} | {verdict} |")
