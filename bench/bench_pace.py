@@ -33,6 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.pace_model
 
+from goals import goal_line
+
 from tests.pace_model import Foreign, QuotaBucket, Random429, Result, Service, drive
 
 
@@ -47,6 +49,7 @@ class Case:
     goal: str
     figures: Callable[[Case, Sequence[Result]], tuple[str, bool]]
     slow_start: float = 0.0
+    issue_goal: str = ""  # issue 22's goal it stands for (goals.goal_line), if any
 
 
 def _quota(case: Case, runs: Sequence[Result]) -> tuple[str, bool]:
@@ -88,11 +91,11 @@ def _both(case: Case, runs: Sequence[Result]) -> tuple[str, bool]:
 
 CASES = (
     Case("quota-rate0", lambda seed: QuotaBucket(50, 10), 0.0, 1000,
-         "goodput >= 0.95 Q, 429s <= 2%", _quota),
+         "goodput >= 0.95 Q, 429s <= 2%", _quota, issue_goal="1a"),
     Case("quota-rate200", lambda seed: QuotaBucket(50, 10), 200.0, 1000,
-         "goodput >= 0.95 Q, 429s <= 2%", _quota),
+         "goodput >= 0.95 Q, 429s <= 2%", _quota, issue_goal="1b"),
     Case("foreign-rate100", lambda seed: Random429(0.1, random.Random(seed)), 100.0, 800,
-         "time <= 1.10 x ideal (lines / 90/s)", _foreign),
+         "time <= 1.10 x ideal (lines / 90/s)", _foreign, issue_goal="2"),
     Case("foreign-slow-start", lambda seed: Random429(0.1, random.Random(seed)), 100.0, 200,
          "not pinned: time <= 1.6 x ideal", _slow_start, slow_start=8.0),
     Case("quota+foreign-rate200",
@@ -108,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seeds = (1, 2) if args.quick else (1, 2, 3, 4, 5)
     missed = 0
+    goals: list[str] = []
     for case in CASES:
         lines = case.lines
         started = time.perf_counter()
@@ -118,6 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{case.name:22} {lines:5d} lines, --rate {case.rate:g}, seeds {len(seeds)}: "
               f"{text} | goal: {case.goal}: {'met' if met else 'MISSED'} "
               f"[{time.perf_counter() - started:.1f} s]", flush=True)
+        if case.issue_goal:
+            goals.append(goal_line(case.issue_goal,
+                                   f"{case.name}: {text} (model, median of {len(seeds)} seeds)",
+                                   case.goal, met))
+    print("\n".join(goals))
     return 0 if args.quick or not missed else 1
 
 

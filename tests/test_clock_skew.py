@@ -58,6 +58,16 @@ def test_missing_or_garbage_date_teaches_nothing() -> None:
     assert skew.offset == -3600  # kept from the last good answer
 
 
+def test_a_repeated_date_is_measured_against_each_arrival() -> None:
+    """The parse of a Date seen before is reused; the offset is still taken at each answer."""
+    skew = ClockSkew(FakeClock(0.0))
+    assert skew.learn(NOON_HTTP, received_at=NOON.timestamp() - 120) == 120
+    assert skew.learn(NOON_HTTP, received_at=NOON.timestamp() - 90) == 90
+    assert skew.learn("garbage", received_at=0.0) is None
+    assert skew.learn(NOON_HTTP, received_at=NOON.timestamp() + 0.5) == -0.5
+    assert skew.learn("Sat, 05 Dec 2026 12:00:01 GMT", received_at=NOON.timestamp()) == 1
+
+
 def test_received_at_is_used_when_given() -> None:
     skew = ClockSkew(FakeClock(0.0))
     assert skew.learn(NOON_HTTP, received_at=NOON.timestamp() - 120) == 120
