@@ -36,6 +36,19 @@ def test_a_rehearsal_needs_no_endpoint_and_no_credentials() -> None:
     assert connection == Connection(endpoint=None, auth=None, tls=True)
 
 
+def test_a_rehearsal_with_credentials_names_their_source(tmp_path: Path) -> None:
+    """What `run.started` says of a `--simulate` run's credentials: where they were found,
+    from the one walk of the sources that found them; a given provider's own name."""
+    token = tmp_path / "token"
+    token.write_text("from-file\n")
+    from_env = _resolve(ConnectionOptions(simulate=True), TOKEN_ENV)
+    assert (from_env.auth is not None, from_env.source) == (True, "BATCHSMS_AUTH_TOKEN")
+    from_file = _resolve(ConnectionOptions(simulate=True, token_file=token), TOKEN_ENV)
+    assert from_file.source == f"--token-file {token}"
+    given = _resolve(ConnectionOptions(simulate=True, credentials=TokenCredentials("t")), {})
+    assert given.source == "given to Client"
+
+
 def test_endpoint_then_credentials_then_tls_are_resolved_once(tmp_path: Path) -> None:
     """The sources the commands share: the region's URL, the token file before the
     environment, a CA bundle read into a context."""

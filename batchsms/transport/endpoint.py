@@ -23,13 +23,13 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from batchsms.errors import NoCredentialsError, UsageError
+from batchsms.errors import UsageError
 from batchsms.transport.cloud import CloudAccess, open_cloud_access
 from batchsms.transport.credentials import (
     AkSkCredentials,
     Credentials,
     TokenCredentials,
-    load_credentials,
+    find_credentials,
 )
 from batchsms.transport.providers import CredentialProvider, ProviderAuthenticator, StaticProvider
 from batchsms.transport.signing import Authenticator, authenticator
@@ -97,17 +97,6 @@ def tls_context(ca_bundle: str | None) -> ssl.SSLContext | bool:
         raise UsageError(f"--ca-bundle {ca_bundle!r}: {exc}") from exc
 
 
-def run_credentials(env: Mapping[str, str], token_file: Path | None, *,
-                    simulate: bool) -> Authenticator | None:
-    """The authenticator for a run; None for a rehearsal (`--simulate`) that found none."""
-    try:
-        return authenticator(load_credentials(env, token_file=token_file))
-    except NoCredentialsError:
-        if simulate:  # a rehearsal needs none unless the simulator asks for them
-            return None
-        raise
-
-
 @dataclass(frozen=True, slots=True)
 class ConnectionOptions:
     """Where to send and as whom, as asked: by a command's options or the `Client`'s
@@ -129,12 +118,14 @@ class Connection:
     """Where to send and as whom, resolved: `endpoint` None is a simulator to start (the
     rehearsal of `--simulate`), `auth` None sends unsigned (a rehearsal without credentials).
     `access`: what the chain resolved for a real endpoint (provider, project, proxy, clock); None
-    for a rehearsal."""
+    for a rehearsal. `source`: where a rehearsal's credentials came from (never a secret; a real
+    endpoint's is `access.provider.source`)."""
 
     endpoint: str | None
     auth: Authenticator | None
     tls: ssl.SSLContext | bool = True
     access: CloudAccess | None = None
+    source: str | None = None
 
 
 async def resolve_connection(options: ConnectionOptions, env: Mapping[str, str]) -> Connection:
@@ -155,8 +146,12 @@ async def resolve_connection(options: ConnectionOptions, env: Mapping[str, str])
         provider = given
     if endpoint is None:  # a rehearsal: no chain, no metadata service waited for
         if provider is not None:
-            return Connection(None, ProviderAuthenticator(provider), tls)
-        return Connection(None, run_credentials(env, options.token_file, simulate=True), tls)
+            return Connection(None, ProviderAuthenticator(provider), tls, source=provider.source)
+        # A rehearsal needs no credentials unless the simulator asks for them.
+        found = find_credentials(env, options.token_file)
+        if found is None:
+            return Connection(None, None, tls)
+        return Connection(None, authenticator(found.credentials), tls, source=found.source)
     access = await open_cloud_access(env, endpoint, region=options.region,
                                      token_file=options.token_file, tls=tls,
                                      warn=options.warn or _skew_warning, provider=provider)

@@ -69,7 +69,6 @@ from batchsms.journal.resume import ResumeIndex, ResumeRun
 from batchsms.lines.bodies import Planned, checked_lines
 from batchsms.lines.reader import InvalidLine
 from batchsms.lines.repeats import RepeatedIds
-from batchsms.transport.credentials import find_credentials
 from batchsms.transport.endpoint import Connection, resolve_connection
 
 __all__ = ["RunStart", "check_run_outputs", "refusals", "run"]
@@ -170,13 +169,8 @@ def _about(ctx: RunContext) -> dict[str, object]:
     if connection.access is not None:
         about.update((what, shown) for what, shown in connection.access.lines()
                      if what in ("credentials", "project", "proxy"))
-    elif connection.auth is None:
-        about["credentials"] = "none (a rehearsal)"
-    elif config.connection.credentials is not None:
-        about["credentials"] = "given"
     else:
-        found = find_credentials(ctx.env, config.connection.token_file)
-        about["credentials"] = found.source if found is not None else "none"
+        about["credentials"] = connection.source or "none (a rehearsal)"
     return about
 
 
