@@ -71,6 +71,25 @@ class WindowAll(Service):
 
 
 @dataclass
+class WindowAdmitted(Service):
+    """A sliding one-second window of ``limit`` admitted requests (the simulator's
+    ``--throttle-rate``): the rejected ones are not counted, so past the limit the first
+    ``limit`` arrivals of each trailing second go through, at whatever pace they came."""
+
+    limit: int
+    window: float = 1.0
+    admitted: deque[float] = field(default_factory=deque)
+
+    def answer(self, t: float) -> Answer:
+        while self.admitted and self.admitted[0] <= t - self.window:
+            self.admitted.popleft()
+        if len(self.admitted) >= self.limit:
+            return Answer.THROTTLED
+        self.admitted.append(t)
+        return Answer.OK
+
+
+@dataclass
 class Random429(Service):
     """A share ``p`` of tries answered 429 at random, whatever the rate."""
 
@@ -148,12 +167,13 @@ class Result:
 def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurrency: int = 16,
           latency: float = 0.01, max_attempts: int = 5, horizon: float = 900.0,
           max_outage: float = 600.0, slow_start: float = 0.0,
-          slow_latency: float = 0.33) -> Result:
+          slow_latency: float = 0.33, retry_after: float = 0.0) -> Result:
     """Run ``lines`` lines against ``service`` until each succeeded or failed (or gave up).
 
     For the first ``slow_start`` seconds one try is in flight at a time and each takes
     ``slow_latency`` (a run still in slow start on a loaded machine: ~3 sends/s); then
-    ``concurrency`` and ``latency``."""
+    ``concurrency`` and ``latency``. ``retry_after`` is the lower bound a 429's ``Retry-After``
+    puts under its retry's backoff (0: none)."""
     clock = FakeClock()
     pace = Pace(rate, 1.0, clock=clock, sleep=clock.sleep)
     budget = RetryBudget(clock=clock)
@@ -234,6 +254,8 @@ def drive(service: Service, *, rate: float, lines: int, seed: int = 1, concurren
                     result.failed += 1
                 else:
                     delay = min(20.0, 0.5 * 2 ** (attempts[line] - 1)) * rng.random()
+                    if answer is Answer.THROTTLED:
+                        delay = max(delay, retry_after)
                     heapq.heappush(backoffs, (t + delay, line))
             if result.done + result.failed == lines:
                 result.elapsed = t

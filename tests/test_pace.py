@@ -19,6 +19,7 @@ from batchsms.engine.controller import (
     YOUNG_SPAN,
     RateController,
     _BaseShare,
+    _Goodput,
     _Judgement,
     _ShareWindow,
     _Verdict,
@@ -133,13 +134,39 @@ def test_a_cut_that_did_not_lower_the_share_is_undone_and_learnt() -> None:
 def test_a_shallow_cut_cuts_again_without_waiting_for_the_judgement() -> None:
     """A second of OKs, then only 429s: the cut falls back on the OKs of the last second (94)
     and goes only to ~91/s. When the share after it is clearly worse than before, the
-    judgement ends early and the next 429 cuts to the quota the OK requests' spacing shows."""
+    judgement ends early and the next 429 cuts to the quota the OK requests' spacing shows
+    (the answers to the requests sent while the cut settles -- half of them 429s, as a quota
+    of 50/s answers ~91/s -- are not judged, but they are a second of OKs at the quota)."""
     ctrl = RateController(100.0, meter=FixedMeter(100.0))
     t = feed(ctrl, 0.0, 100, 0.01)
     t = feed(ctrl, t, 6, 0.01, lambda i: True)
     assert ctrl.rate == pytest.approx(HOLD_GAIN * 94)
-    feed(ctrl, t + SETTLE, 40, 0.01, lambda i: i % 2)
+    t = feed(ctrl, t, 100, 0.01, lambda i: i % 2)  # sent before the settle time: not judged
+    assert ctrl.rate == pytest.approx(HOLD_GAIN * 94)
+    feed(ctrl, t, 40, 0.01, lambda i: i % 2)
     assert ctrl.rate == pytest.approx(HOLD_GAIN * 50)
+
+
+def test_the_spacing_stands_where_the_last_second_agrees() -> None:
+    """A quota of 50/s: the OKs of the last second are at least its refill, so the spacing
+    (the refill rate, measured at once) is the goodput, not the last second's count."""
+    goodput = _Goodput()
+    for i in range(50):  # a second of OKs at 60/s: 50 of them in the last second
+        goodput.on_ok(0.02 * i, 0.02 * i)
+    goodput.on_throttle(1.0)
+    for i in range(6):  # then OKs at the quota's refill, 50/s
+        goodput.on_ok(1.0 + 0.02 * (i + 1), 1.0 + 0.02 * (i + 1))
+    assert goodput.rate(1.12) == pytest.approx(50.0)
+
+
+def test_the_last_second_wins_where_the_spacing_read_a_burst() -> None:
+    """The same spacing (50/s), but only 20 OKs in the last whole second: a window's burst."""
+    goodput = _Goodput()
+    goodput.on_ok(0.0, 0.0)  # the first OK, more than a window ago
+    goodput.on_throttle(1.5)
+    for i in range(20):
+        goodput.on_ok(1.5 + 0.02 * (i + 1), 1.5 + 0.02 * (i + 1))
+    assert goodput.rate(1.9) == pytest.approx(20.0)
 
 
 def test_hold_then_compounded_growth_up_to_the_configured_rate() -> None:

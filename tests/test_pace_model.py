@@ -8,7 +8,16 @@ import statistics
 
 import pytest
 
-from tests.pace_model import AllOK, Failing, Foreign, QuotaBucket, Random429, WindowAll, drive
+from tests.pace_model import (
+    AllOK,
+    Failing,
+    Foreign,
+    QuotaBucket,
+    Random429,
+    WindowAdmitted,
+    WindowAll,
+    drive,
+)
 
 SEEDS = [1, 2, 3]
 
@@ -56,6 +65,32 @@ def test_window_counting_every_arrival_is_held_under(lines: int, seed: int) -> N
     result = drive(WindowAll(20), rate=100, lines=lines, seed=seed)
     assert result.done == lines
     assert result.goodput >= 0.85 * 20
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_window_counting_admitted_requests_is_held_under(seed: int) -> None:
+    """The simulator's --throttle-rate 20 (a one-second window of admitted requests, which lets
+    them through in bursts at our pace) at --rate 50, Retry-After 1, after a slow start: >= 0.9
+    L with <= 5% 429s. The spacing of a burst read 41/s, the cut to ~40/s left half the
+    answers 429s, and the judgement learnt them as "not ours": 40% 429s for the whole run."""
+    result = drive(WindowAdmitted(20), rate=50, lines=1000, seed=seed, retry_after=1.0,
+                   slow_start=0.3, slow_latency=0.03)
+    assert result.done == 1000
+    assert result.goodput >= 0.9 * 20
+    assert result.throttled_share <= 0.05
+
+
+@pytest.mark.parametrize(("slow_start", "slow_latency"), [(0.2, 0.02), (0.3, 0.03), (0.5, 0.025)])
+def test_the_readme_walk_through_ends_every_line_succeeded(slow_start: float,
+                                                           slow_latency: float) -> None:
+    """The README's rehearsal: 100 lines at --rate 50 against --throttle-rate 20, 5% of
+    requests failing 5xx, --retry-after 1, --max-attempts 5: no line runs out of attempts, on
+    any of 20 seeds (7 of 20 did, spending 4 attempts on 429s)."""
+    for seed in range(1, 21):
+        service = Failing(WindowAdmitted(20), 0.0, 1e9, 0.05, random.Random(seed))
+        result = drive(service, rate=50, lines=100, seed=seed, retry_after=1.0,
+                       slow_start=slow_start, slow_latency=slow_latency)
+        assert (result.done, result.failed) == (100, 0), seed
 
 
 @pytest.mark.parametrize("seed", SEEDS)

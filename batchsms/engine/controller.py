@@ -17,7 +17,10 @@ ratchets to the floor under the third. So:
 2. **Cut to the goodput, then hold.** The new rate is ``HOLD_GAIN`` times the goodput: the rate
    at which the OK requests since the first 429 were sent (while throttled, a quota lets
    requests through at exactly its refill rate), once there are ``TRUST_GAPS`` gaps between
-   them; with fewer, at least the OK answers of the last ``WINDOW`` seconds over ``WINDOW``;
+   them -- unless the OKs of the last whole ``WINDOW`` are clearly fewer (``BURST_READ``): a
+   window that counts what it admits lets bursts through at our own pace, so the spacing
+   read our rate and the window's count is its limit; with fewer gaps, at least the OK
+   answers of the last ``WINDOW`` seconds over ``WINDOW``;
    clamped to at most ``BETA_MAX`` times the rate in force (the measured send rate when
    unlimited) and at least the floor. Against a quota the goodput *is* the quota, so the
    rate lands just below it in one step, with no halving cascade (BBR: steer by
@@ -106,6 +109,11 @@ counts every arrival is not overrun by network jitter, and still >= 0.95 of the 
 BETA_MAX = 0.95
 """A cut always lowers the rate to at most this times the rate really sent at, even when the
 goodput measured is higher (a quota's burst credit can make it look so)."""
+
+BURST_READ = HOLD_GAIN**2
+"""A spacing of OK requests above the OKs of the last whole second by more than 1/this read a
+window's burst at our own pace, not a quota's refill (`_Goodput.rate`): the same margin by
+which the requests in flight at a cut correct it (``TRUST_GAPS``)."""
 
 TRUST_GAPS = 4
 """Gaps between OK requests from which their spacing alone measures a quota's refill rate;
@@ -260,16 +268,18 @@ class _Goodput:
     """Rule 2's measure: the OK answers of the last ``WINDOW``, and the spacing of the OK
     requests since the first fresh 429 of the current episode (None before it)."""
 
-    __slots__ = ("episode", "last_throttle_sent", "oks")
+    __slots__ = ("episode", "first_ok", "last_throttle_sent", "oks")
 
     def __init__(self) -> None:
         self.oks: deque[float] = deque()
+        self.first_ok = math.inf
         self.episode: _Spacing | None = None
         self.last_throttle_sent = -math.inf
 
     def on_ok(self, now: float, sent: float) -> None:
         oks = self.oks
         oks.append(now)
+        self.first_ok = min(self.first_ok, now)
         if oks[0] < now - WINDOW:  # only the last WINDOW is read (`rate`): memory stays flat
             self._drop_old(now)
         if self.episode is not None:
@@ -299,7 +309,17 @@ class _Goodput:
             return last_second
         # A gap or two is noisy (send times are quantised by the client's own pacing): then the
         # last second's OKs are a floor under it.
-        return spacing if self.spacing_known() else max(spacing, last_second)
+        if not self.spacing_known():
+            return max(spacing, last_second)
+        # A window that counts the requests it admits (the simulator's --throttle-rate) lets
+        # them through in bursts at our own pace, so a spacing over less than a window reads
+        # our rate, not its limit (seen: 41/s against 20/s, then 50% 429s learnt as "not
+        # ours"). A token bucket cannot do that: over a whole window of sending it lets at
+        # least its refill through. So when the OKs of a whole window are clearly fewer than
+        # the spacing says, they are the limit.
+        if now - self.first_ok >= WINDOW and last_second < BURST_READ * spacing:
+            return last_second
+        return spacing
 
     def young(self, now: float, first_send: float | None) -> bool:
         """The first request left less than ``WINDOW`` ago, and OK requests still went through
@@ -451,7 +471,7 @@ class _CutInFlight:
         episode = self.episode
         episode.add(sent)
         spacing = episode.rate()
-        if episode.known and spacing is not None and HOLD_GAIN * spacing > rate / HOLD_GAIN:
+        if episode.known and spacing is not None and BURST_READ * spacing > rate:
             return min(HOLD_GAIN * spacing, BETA_MAX * self.sent_rate)
         return None
 
