@@ -32,8 +32,8 @@ Checked:
 
 A failure prints the history as a plain scenario (`History.describe`), besides hypothesis's own
 steps. The default suite runs 25 derandomised histories (about 5 s when they pass); the slow
-suite four shards of 300 new ones each (about 1 300 histories, 0.11 s of CPU each, about
-70 s on CI's two cores; `BATCHSMS_MODEL_EXAMPLES=500` for ~2 200). Every
+suite four shards of 500 new ones each (about 2 200 histories, 0.04 s of CPU each, about
+75 s on two cores; `BATCHSMS_MODEL_EXAMPLES=N` sets the shard's budget). Every
 counterexample found so far is also a plain scenario test at the end of this module
 (`scenario`, `play`): items 1-5 and 7 of issue 18, and two more the model found.
 """
@@ -95,6 +95,8 @@ faults = st.one_of(
 kills = st.one_of(st.none(), st.integers(1, 6), st.integers(1, 16))  # early kills more often
 
 CHECK_RESUME_AFTER_KILLED_FRESH_RUN = True
+# Read at import: the autouse `_token` fixture clears every BATCHSMS_ variable before a test runs.
+SLOW_EXAMPLES = int(os.environ.get("BATCHSMS_MODEL_EXAMPLES", "500"))
 """(a) is checked after a `--resume` run that follows a run *without* `--resume` that was
 killed, when an earlier run had done every line: the journal then holds the old run's `done`
 records of lines the killed run never reached, beside the new ones (see the report of the
@@ -438,8 +440,7 @@ def test_random_histories_keep_the_invariant() -> None:
 @pytest.mark.parametrize("shard", range(4))
 def test_thousands_of_random_histories_keep_the_invariant(shard: int) -> None:
     """Thousands of histories over the shards (new ones every time): (a), (b), (c) hold."""
-    count, seconds = run_histories(int(os.environ.get("BATCHSMS_MODEL_EXAMPLES", "300")), 8,
-                                   derandomize=False)
+    count, seconds = run_histories(SLOW_EXAMPLES, 8, derandomize=False)
     print(f"shard {shard}: {count} histories in {seconds:.1f} s; checks: {History.checks}")
 
 
