@@ -147,6 +147,15 @@ def test_json_keys_are_the_documented_ones(outcomes: Path) -> None:
         assert f"`{key}`" in (report_mod.__doc__ or "")
 
 
+def test_text_report_of_one_record_says_it_in_the_singular(tmp_path: Path) -> None:
+    """One record of one run: "1 record, 1 run", not "1 records, 1 runs"."""
+    path = tmp_path / "one.jsonl"
+    path.write_bytes(rec("r1", 1, "succeeded", attempts=1, elapsed=5, http=200))
+    code, out, _ = report(path)
+    assert code == 0
+    assert f"{path}: 1 record, 1 run, 0 cut lines skipped" in out
+
+
 def test_text_report(outcomes: Path) -> None:
     """The text report says what --json says, for people."""
     code, out, err = report(outcomes)

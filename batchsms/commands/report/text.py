@@ -8,9 +8,9 @@ from typing import Any
 
 def format_text(report: dict[str, Any]) -> Iterator[str]:
     """The report for people, one line at a time."""
-    cut = report["cut_lines"]
-    yield (f"{', '.join(report['files'])}: {report['records']} records, {report['runs']} runs, "
-           f"{cut} cut line{'s' * (cut != 1)} skipped")
+    cut, runs, records = report["cut_lines"], report["runs"], report["records"]
+    yield (f"{', '.join(report['files'])}: {records} record{'s' * (records != 1)}, "
+           f"{runs} run{'s' * (runs != 1)}, {cut} cut line{'s' * (cut != 1)} skipped")
     statuses = ", ".join(f"{n} {s}" for s, n in report["by_status"].items())
     no_record = f"; {report['no_record']} with no record" if report["no_record"] else ""
     yield f"{report['lines']} lines (latest record each): {statuses}{no_record}"
