@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
+import anyio
 import pytest
 from aiohttp import web
+from anyio.abc import SocketAttribute, SocketStream
 
 from batchsms.errors import ConnectError
 from batchsms.transport.client import SmsClient
@@ -164,3 +166,25 @@ async def test_https_through_tinyproxy_tunnels_with_a_password(tmp_path: Path) -
     assert len(headers) == 3
     assert not any("Proxy-Authorization" in seen for seen in headers)  # not for the service
     assert not refused.value.sent
+
+
+@pytest.mark.parametrize("target", ["http", "https"])
+async def test_a_proxy_that_closes_the_connection_is_one_clear_error(target: str) -> None:
+    """A proxy that accepts, reads the request (or the CONNECT) and hangs up without a word:
+    one error that names the proxy, not its password."""
+
+    async def hang_up(stream: SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, hang_up)
+        proxy = Proxy(f"http://127.0.0.1:{port}", "alice", PW)
+        async with _client(f"{target}://127.0.0.1:1", proxy=proxy) as client:
+            with pytest.raises(ConnectError, match="closed the connection") as closed:
+                await client.request("GET", "/v3/tasks")
+        tg.cancel_scope.cancel()
+    assert f"the proxy http://alice:***@127.0.0.1:{port}" in str(closed.value)
+    assert PW not in str(closed.value)

@@ -357,6 +357,11 @@ class SmsClient:
         except (TimeoutError, aiohttp.ClientError) as exc:
             if proxy is not None and isinstance(exc, _PROXY_ERRORS):
                 raise _proxy_refused(proxy, exc) from exc
+            if proxy is not None and isinstance(exc, aiohttp.ServerDisconnectedError):
+                # Which of the two hung up cannot be told from here: name the one we chose.
+                raise ConnectError(safe_text(
+                    f"the server or the proxy {proxy.shown} closed the connection without "
+                    f"answering{'' if method == 'GET' else _WRITES}")) from exc
             raise _translate(exc, method, status, connected=_CONNECTED.get(),
                              redact=self._redact) from exc
 
