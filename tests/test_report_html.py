@@ -235,6 +235,9 @@ def test_advice_names_a_next_step_for_each_kind_of_code() -> None:
     assert "--resume" in advice("http_503")  # by the HTTP class of the code
     assert "fix the line" in advice("SMS.6003", 400)  # a service code: by the record's status
     assert advice("SMS.6003") == advice(None) == GENERAL
+    # A reset in the middle of a run is not an unreachable endpoint: both are "connection".
+    assert "passing trouble" in advice("connection")
+    assert "may have been applied" in advice("connection")
 
 
 def test_examples_are_the_lowest_lines_whatever_the_order(tmp_path: Path) -> None:

@@ -17,8 +17,9 @@ _BY_CODE = {
                   "it: `report --input INPUT --failed-to FILE` writes the lines not done.",
     "timeout": "No answer in time: the service may have applied it (maybe_applied); "
                f"{_READ}. Raise --timeout if answers are slow. {_RESUME}",
-    "connection": f"The endpoint could not be reached: check it, the proxy and DNS ({_READ}). "
-                  f"{_RESUME}",
+    "connection": "The connection failed (refused, reset or closed without an answer; a write "
+                  "may have been applied). If every line failed so, check the endpoint, the "
+                  f"proxy and DNS ({_READ}); else it was passing trouble. {_RESUME}",
     "aborted": "Never sent: the run stopped early (its `run.aborted` log event says why: too "
                f"many failures, or credentials rejected). Fix the cause. {_RESUME}",
     "deadline": f"Never sent: --deadline passed. {_RESUME}",
