@@ -512,3 +512,18 @@ def test_json_error_gives_the_column_within_the_line_in_characters() -> None:
         assert path == "line"
         assert message.startswith("not valid JSON at column 26: unexpected character")
         assert "line 1" not in message
+
+
+def test_checked_lines_next_and_for_advance_the_same_lines(tmp_path: Path) -> None:
+    """`for` runs over the items themselves (CheckedLines.__iter__): a line taken with `next()`
+    is not seen again by a loop, and the loop ends where the lines end."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"".join(b'{"task_id": "t%d", "body": {"speed_limit": %d}}\n' % (i, i)
+                              for i in range(1, 5)))
+    items = checked_lines(str(path), {})
+    first = next(items)
+    rest = [item.task_id for item in items]
+    assert isinstance(first, Planned)
+    assert (first.task_id, rest) == ("t1", ["t2", "t3", "t4"])
+    assert next(items, None) is None
+    assert items.regular

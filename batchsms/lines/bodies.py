@@ -249,6 +249,12 @@ class CheckedLines(Iterator[Planned | InvalidLine]):
     def __next__(self) -> Planned | InvalidLine:
         return next(self._items)
 
+    def __iter__(self) -> Iterator[Planned | InvalidLine]:
+        # A `for` loop over the items themselves (one shared iterator, so `next()` and `for`
+        # still advance the same lines): no Python-level __next__ a line, 23 305 -> 22 705
+        # instructions a line of inputs/ (cachegrind, the whole path of bench_validate.py).
+        return self._items
+
 
 def checked_lines(source: str, defaults: Mapping[str, Any], *, default_op: str = UPDATE,
                   rules: Mapping[str, Any] | None = None) -> CheckedLines:
