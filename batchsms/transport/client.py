@@ -357,13 +357,9 @@ class SmsClient:
         except (TimeoutError, aiohttp.ClientError) as exc:
             if proxy is not None and isinstance(exc, _PROXY_ERRORS):
                 raise _proxy_refused(proxy, exc) from exc
-            if proxy is not None and isinstance(exc, aiohttp.ServerDisconnectedError):
-                # Which of the two hung up cannot be told from here: name the one we chose.
-                raise ConnectError(safe_text(
-                    f"the server or the proxy {proxy.shown} closed the connection without "
-                    f"answering{'' if method == 'GET' else _WRITES}")) from exc
             raise _translate(exc, method, status, connected=_CONNECTED.get(),
-                             redact=self._redact) from exc
+                             redact=self._redact,
+                             via=None if proxy is None else proxy.shown) from exc
 
     async def put_task(self, task_id: str, body: bytes) -> Reply:
         return await self.request("PUT", task_path(task_id), body)
@@ -395,7 +391,8 @@ def _proxy_refused(proxy: Proxy, exc: aiohttp.ClientError | None = None,
 
 
 def _translate(exc: BaseException, method: str, status: int | None, *,
-               connected: bool, redact: Redactor = NO_SECRETS) -> TransportError:
+               connected: bool, redact: Redactor = NO_SECRETS,
+               via: str | None = None) -> TransportError:
     """aiohttp's errors (and the total timeout) as the project's, once, with `sent` decided.
 
     `sent=False` only when the request certainly never left the process: the connection was
@@ -404,6 +401,8 @@ def _translate(exc: BaseException, method: str, status: int | None, *,
     connection. Everything else (a reset, a disconnect, an answer that could not be parsed)
     may have reached the server, and for a write the message says so. What a certificate or a
     handshake error quotes comes from the server: its known secrets are cut out (`redact`).
+    `via`: the proxy the request went through (shown without its password); a hang-up then
+    names it, since which of the two hung up cannot be told from here.
     """
     may_apply = "" if method == "GET" else _WRITES
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -425,7 +424,9 @@ def _translate(exc: BaseException, method: str, status: int | None, *,
     if problem is not None:
         return ConnectError(f"the answer{answer} {problem}{may_apply}")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return ConnectError(f"the server closed the connection without answering{may_apply}")
+        who = "the server" if via is None else f"the server or the proxy {via}"
+        return ConnectError(safe_text(f"{who} closed the connection without answering"
+                                      f"{may_apply}"))
     if isinstance(exc, OSError) and exc.strerror:
         return ConnectError(safe_text(f"the connection failed: {exc.strerror}{may_apply}"))
     return ConnectError(safe_text(f"the connection failed ({type(exc).__name__}){may_apply}"))
