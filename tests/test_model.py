@@ -95,14 +95,16 @@ faults = st.one_of(
 kills = st.one_of(st.none(), st.integers(1, 6), st.integers(1, 16))  # early kills more often
 
 CHECK_RESUME_AFTER_KILLED_FRESH_RUN = True
-# Read at import: the autouse `_token` fixture clears every BATCHSMS_ variable before a test runs.
-SLOW_EXAMPLES = int(os.environ.get("BATCHSMS_MODEL_EXAMPLES", "500"))
 """(a) is checked after a `--resume` run that follows a run *without* `--resume` that was
 killed, when an earlier run had done every line: the journal then holds the old run's `done`
 records of lines the killed run never reached, beside the new ones (see the report of the
 model branch: a rule of "the latest record of each line" skips them and leaves a task on an
 earlier line's value). Set False only to accept that as a known limit: (a) is then not checked
 after such a history until a run without `--resume` ends every line done."""
+
+SLOW_EXAMPLES = int(os.environ.get("BATCHSMS_MODEL_EXAMPLES", "500"))
+"""Histories a slow shard runs. Read at import: the autouse `_token` fixture clears every
+BATCHSMS_ variable before a test runs."""
 
 
 def lines_for(tasks: list[str]) -> st.SearchStrategy[list[Line]]:
